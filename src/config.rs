@@ -1,0 +1,991 @@
+//! Configuration: `lifeboat.toml` plus one file per tier under `schedules/`.
+//!
+//! Parsing turns text into typed values once; every error names the file, the line, the field,
+//! the bad value and what would be valid. Relative paths are resolved against the directory of
+//! the file that names them, so a config works from any working directory.
+
+use crate::secret::{SecretError, SecretSource};
+use crate::tenant::TenantId;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Parse { location: String, message: String },
+    #[error("{location}: {field} = {value:?} is not valid: {expected}")]
+    Invalid {
+        location: String,
+        field: String,
+        value: String,
+        expected: String,
+    },
+    #[error("{file}: {source}")]
+    Secret { file: PathBuf, source: SecretError },
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub catalog: CatalogConfig,
+    pub keys: KeysConfig,
+    pub pipeline: PipelineConfig,
+    pub regions: Vec<RegionConfig>,
+    pub tenants: Vec<TenantConfig>,
+    pub tiers: BTreeMap<String, Tier>,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// `sqlite://PATH` (the embedded default).
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Master recipients (`age1…`): every tenant identity is wrapped to all of them.
+    pub master_recipients: Vec<String>,
+    /// Master identity, needed only by restore paths; backup-only workers have none.
+    pub master_identity: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineConfig {
+    pub zstd_level: i32,
+    pub zstd_workers: u32,
+    pub part_size: usize,
+    pub upload_concurrency: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            zstd_level: 3,
+            zstd_workers: 0,
+            part_size: 16 << 20,
+            upload_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionRole {
+    Primary,
+    Secondary,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    pub name: String,
+    pub role: RegionRole,
+    pub prefix: String,
+    pub backend: RegionBackend,
+}
+
+#[derive(Debug, Clone)]
+pub enum RegionBackend {
+    Dir {
+        path: PathBuf,
+    },
+    S3 {
+        endpoint: String,
+        region: String,
+        bucket: String,
+        path_style: bool,
+        access_key_id: SecretSource,
+        secret_access_key: SecretSource,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    Sqlite,
+    Postgres,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sqlite => "sqlite",
+            EngineKind::Postgres => "postgres",
+        }
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "sqlite" => Ok(EngineKind::Sqlite),
+            "postgres" => Ok(EngineKind::Postgres),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Connection {
+    Sqlite {
+        path: PathBuf,
+    },
+    /// A URL without a password; the password comes from `password-env`/`password-file`.
+    Postgres {
+        url: url::Url,
+        password: Option<SecretSource>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    pub engine: EngineKind,
+    pub tier: String,
+    pub connection: Connection,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+}
+
+/// A tier: a named service level from `schedules/NAME.toml`.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    pub file: PathBuf,
+    pub cron_text: String,
+    pub cron: cron::Schedule,
+    pub priority: u32,
+    pub rpo: Duration,
+    pub rto: Duration,
+    pub retention: RetentionPolicy,
+    pub deletion_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub keep_last: u32,
+    pub max_age: Duration,
+}
+
+// ---- raw, as written -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    catalog: RawCatalog,
+    keys: RawKeys,
+    #[serde(default)]
+    schedules_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pipeline: RawPipeline,
+    #[serde(default)]
+    regions: Vec<RawRegion>,
+    #[serde(default)]
+    tenants: Vec<RawTenant>,
+    #[serde(default)]
+    server: Option<RawServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCatalog {
+    url: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawKeys {
+    master_recipients: Spanned<Vec<String>>,
+    master_identity_env: Option<String>,
+    master_identity_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPipeline {
+    zstd_level: Option<Spanned<i32>>,
+    zstd_workers: Option<u32>,
+    part_size: Option<Spanned<String>>,
+    upload_concurrency: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRegion {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    prefix: Option<Spanned<String>>,
+    path: Option<String>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<String>,
+    bucket: Option<Spanned<String>>,
+    path_style: Option<bool>,
+    access_key_id_env: Option<String>,
+    access_key_id_file: Option<String>,
+    secret_access_key_env: Option<String>,
+    secret_access_key_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTenant {
+    id: Spanned<String>,
+    engine: Spanned<String>,
+    tier: Spanned<String>,
+    path: Option<String>,
+    url: Option<Spanned<String>>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawServer {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTier {
+    cron: Spanned<String>,
+    priority: u32,
+    objectives: RawObjectives,
+    retention: RawRetention,
+    deletion: RawDeletion,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawObjectives {
+    rpo: Spanned<String>,
+    rto: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetention {
+    keep_last: Spanned<u32>,
+    max_age: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDeletion {
+    window: Spanned<String>,
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+/// One source file being parsed; turns spans into `file:line:col`.
+struct Source<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn at(&self, span: Range<usize>) -> String {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        format!("{}:{line}:{col}", self.file.display())
+    }
+
+    fn invalid<T: ToString>(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        value: T,
+        expected: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            location: self.at(span),
+            field: field.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    fn missing(&self, field: &str, context: &str) -> ConfigError {
+        ConfigError::Parse {
+            location: self.file.display().to_string(),
+            message: format!("{field} is required {context}"),
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(self.text).map_err(|e| ConfigError::Parse {
+            location: match e.span() {
+                Some(span) => self.at(span),
+                None => self.file.display().to_string(),
+            },
+            message: e.message().trim().to_string(),
+        })
+    }
+
+    fn duration(&self, field: &str, value: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(value.get_ref()).ok_or_else(|| {
+            self.invalid(
+                value.span(),
+                field,
+                value.get_ref(),
+                "a duration such as `30m`, `12h` or `90d`",
+            )
+        })
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+/// Parses durations like `12h`, `90d`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    humantime::parse_duration(s.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+/// Parses byte sizes like `16MiB`, `8 MB`, `5242880`.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses a cron expression: standard 5 fields (min hour dom mon dow) or 6 with seconds first.
+pub fn parse_cron(expr: &str) -> Option<cron::Schedule> {
+    let fields = expr.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 => expr.to_string(),
+        _ => return None,
+    };
+    cron::Schedule::from_str(&full).ok()
+}
+
+fn is_tier_name(s: &str) -> bool {
+    TenantId::parse(s).is_ok()
+}
+
+// ---- loading ---------------------------------------------------------------------------------
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let src = Source { file, text };
+        let raw: RawConfig = src.parse()?;
+
+        let catalog_url = raw.catalog.url.get_ref();
+        let catalog = match catalog_url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => CatalogConfig {
+                url: format!("sqlite://{}", src.path(path).display()),
+            },
+            _ => {
+                return Err(src.invalid(
+                    raw.catalog.url.span(),
+                    "catalog.url",
+                    catalog_url,
+                    "`sqlite://PATH` (a file, created if missing)",
+                ));
+            }
+        };
+
+        let recipients = raw.keys.master_recipients.get_ref();
+        if recipients.is_empty() {
+            return Err(src.invalid(
+                raw.keys.master_recipients.span(),
+                "keys.master-recipients",
+                "[]",
+                "at least one age recipient (`age1…`); create one with `lifeboat keys init`",
+            ));
+        }
+        for r in recipients {
+            if r.parse::<age::x25519::Recipient>().is_err() {
+                return Err(src.invalid(
+                    raw.keys.master_recipients.span(),
+                    "keys.master-recipients",
+                    r,
+                    "an age X25519 recipient (`age1…`)",
+                ));
+            }
+        }
+        let master_identity = SecretSource::from_pair(
+            "keys.master-identity",
+            raw.keys.master_identity_env,
+            raw.keys.master_identity_file.map(|p| src.path(&p)),
+        )
+        .map_err(|source| ConfigError::Secret {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let keys = KeysConfig {
+            master_recipients: recipients.clone(),
+            master_identity,
+        };
+
+        let mut pipeline = PipelineConfig::default();
+        if let Some(level) = raw.pipeline.zstd_level {
+            if !(1..=19).contains(level.get_ref()) {
+                return Err(src.invalid(
+                    level.span(),
+                    "pipeline.zstd-level",
+                    level.get_ref(),
+                    "an integer from 1 to 19",
+                ));
+            }
+            pipeline.zstd_level = *level.get_ref();
+        }
+        if let Some(w) = raw.pipeline.zstd_workers {
+            pipeline.zstd_workers = w;
+        }
+        if let Some(size) = raw.pipeline.part_size {
+            pipeline.part_size = parse_size(size.get_ref())
+                .filter(|n| (5 << 20..=5 << 30).contains(n))
+                .ok_or_else(|| {
+                    src.invalid(
+                        size.span(),
+                        "pipeline.part-size",
+                        size.get_ref(),
+                        "a size from `5MiB` to `5GiB` (the S3 multipart limits)",
+                    )
+                })?;
+        }
+        if let Some(c) = raw.pipeline.upload_concurrency {
+            if !(1..=64).contains(c.get_ref()) {
+                return Err(src.invalid(
+                    c.span(),
+                    "pipeline.upload-concurrency",
+                    c.get_ref(),
+                    "an integer from 1 to 64",
+                ));
+            }
+            pipeline.upload_concurrency = *c.get_ref();
+        }
+
+        let regions = parse_regions(&src, raw.regions)?;
+
+        let schedules_dir = match &raw.schedules_dir {
+            Some(dir) => src.path(dir.get_ref()),
+            None => src.path("schedules"),
+        };
+        let tiers = load_tiers(&schedules_dir)?;
+
+        let mut tenants: Vec<TenantConfig> = Vec::new();
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let tenant = parse_tenant(&src, i, t, &tiers)?;
+            if tenants.iter().any(|o| o.id == tenant.id) {
+                return Err(ConfigError::Parse {
+                    location: file.display().to_string(),
+                    message: format!("tenants[{i}].id = {:?} is listed twice", tenant.id.as_str()),
+                });
+            }
+            tenants.push(tenant);
+        }
+
+        let server = match raw.server {
+            Some(s) => ServerConfig {
+                listen: s.listen.get_ref().parse().map_err(|_| {
+                    src.invalid(
+                        s.listen.span(),
+                        "server.listen",
+                        s.listen.get_ref(),
+                        "an address such as `127.0.0.1:9187`",
+                    )
+                })?,
+            },
+            None => ServerConfig {
+                listen: ([127, 0, 0, 1], 9187).into(),
+            },
+        };
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            catalog,
+            keys,
+            pipeline,
+            regions,
+            tenants,
+            tiers,
+            server,
+        })
+    }
+
+    pub fn tenant(&self, id: &TenantId) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| &t.id == id)
+    }
+
+    pub fn region(&self, name: &str) -> Option<&RegionConfig> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    pub fn primary(&self) -> &RegionConfig {
+        self.regions
+            .iter()
+            .find(|r| r.role == RegionRole::Primary)
+            .expect("validated: exactly one primary region")
+    }
+
+    /// The resolved configuration as TOML, with every secret replaced by where it comes from.
+    pub fn redacted(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let _ = writeln!(out, "# {}", self.file.display());
+        let _ = writeln!(out, "[catalog]\nurl = {}\n", q(&self.catalog.url));
+        let _ = writeln!(out, "[keys]");
+        let recips: Vec<String> = self.keys.master_recipients.iter().map(|r| q(r)).collect();
+        let _ = writeln!(out, "master-recipients = [{}]", recips.join(", "));
+        let ident = match &self.keys.master_identity {
+            Some(s) => s.describe(),
+            None => "<none: backup-only, restores are refused>".into(),
+        };
+        let _ = writeln!(out, "master-identity = {}\n", q(&ident));
+        let p = &self.pipeline;
+        let _ = writeln!(
+            out,
+            "[pipeline]\nzstd-level = {}\nzstd-workers = {}\npart-size = {}\nupload-concurrency = {}\n",
+            p.zstd_level, p.zstd_workers, p.part_size, p.upload_concurrency
+        );
+        let _ = writeln!(out, "[server]\nlisten = {}\n", q(&self.server.listen.to_string()));
+        for r in &self.regions {
+            let role = match r.role {
+                RegionRole::Primary => "primary",
+                RegionRole::Secondary => "secondary",
+            };
+            let _ = writeln!(
+                out,
+                "[[regions]]\nname = {}\nrole = {}\nprefix = {}",
+                q(&r.name),
+                q(role),
+                q(&r.prefix)
+            );
+            match &r.backend {
+                RegionBackend::Dir { path } => {
+                    let _ = writeln!(out, "kind = \"dir\"\npath = {}\n", q(&path.display().to_string()));
+                }
+                RegionBackend::S3 {
+                    endpoint,
+                    region,
+                    bucket,
+                    path_style,
+                    access_key_id,
+                    secret_access_key,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "kind = \"s3\"\nendpoint = {}\nregion = {}\nbucket = {}\npath-style = {}\naccess-key-id = {}\nsecret-access-key = {}\n",
+                        q(endpoint),
+                        q(region),
+                        q(bucket),
+                        path_style,
+                        q(&access_key_id.describe()),
+                        q(&secret_access_key.describe())
+                    );
+                }
+            }
+        }
+        for t in &self.tenants {
+            let _ = writeln!(
+                out,
+                "[[tenants]]\nid = {}\nengine = {}\ntier = {}",
+                q(t.id.as_str()),
+                q(t.engine.as_str()),
+                q(&t.tier)
+            );
+            match &t.connection {
+                Connection::Sqlite { path } => {
+                    let _ = writeln!(out, "path = {}\n", q(&path.display().to_string()));
+                }
+                Connection::Postgres { url, password } => {
+                    let pw = password
+                        .as_ref()
+                        .map(|s| s.describe())
+                        .unwrap_or_else(|| "<none>".into());
+                    let _ = writeln!(out, "url = {}\npassword = {}\n", q(url.as_str()), q(&pw));
+                }
+            }
+        }
+        for t in self.tiers.values() {
+            let _ = writeln!(
+                out,
+                "# tier {} from {}\n# cron = {}, priority = {}, rpo = {}, rto = {}, keep-last = {}, max-age = {}, deletion window = {}\n",
+                t.name,
+                t.file.display(),
+                q(&t.cron_text),
+                t.priority,
+                humantime::format_duration(t.rpo),
+                humantime::format_duration(t.rto),
+                t.retention.keep_last,
+                humantime::format_duration(t.retention.max_age),
+                humantime::format_duration(t.deletion_window),
+            );
+        }
+        out
+    }
+}
+
+fn parse_regions(src: &Source, raw: Vec<RawRegion>) -> Result<Vec<RegionConfig>, ConfigError> {
+    let mut regions: Vec<RegionConfig> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let field = |f: &str| format!("regions[{i}].{f}");
+        let name = r.name.get_ref().clone();
+        if !is_tier_name(&name) {
+            return Err(src.invalid(
+                r.name.span(),
+                &field("name"),
+                &name,
+                "1 to 63 characters of a-z, 0-9, '_' and '-'",
+            ));
+        }
+        if regions.iter().any(|o| o.name == name) {
+            return Err(src.invalid(r.name.span(), &field("name"), &name, "a name used by no other region"));
+        }
+        let role = match r.role.get_ref().as_str() {
+            "primary" => RegionRole::Primary,
+            "secondary" => RegionRole::Secondary,
+            other => {
+                return Err(src.invalid(r.role.span(), &field("role"), other, "`primary` or `secondary`"));
+            }
+        };
+        let prefix = match &r.prefix {
+            Some(p) => {
+                let v = p.get_ref().trim_matches('/').to_string();
+                let ok = v
+                    .split('/')
+                    .all(|seg| seg.is_empty() || (seg != "." && seg != ".." && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))));
+                if !ok {
+                    return Err(src.invalid(
+                        p.span(),
+                        &field("prefix"),
+                        p.get_ref(),
+                        "path segments of a-z, A-Z, 0-9, '-', '_' and '.', without `..`",
+                    ));
+                }
+                v
+            }
+            None => String::new(),
+        };
+        let backend = match r.kind.get_ref().as_str() {
+            "dir" => RegionBackend::Dir {
+                path: src.path(
+                    r.path
+                        .as_deref()
+                        .ok_or_else(|| src.missing(&field("path"), "for kind = \"dir\""))?,
+                ),
+            },
+            "s3" => {
+                let endpoint = r
+                    .endpoint
+                    .ok_or_else(|| src.missing(&field("endpoint"), "for kind = \"s3\""))?;
+                if url::Url::parse(endpoint.get_ref())
+                    .map(|u| !matches!(u.scheme(), "http" | "https"))
+                    .unwrap_or(true)
+                {
+                    return Err(src.invalid(
+                        endpoint.span(),
+                        &field("endpoint"),
+                        endpoint.get_ref(),
+                        "an http:// or https:// URL",
+                    ));
+                }
+                let bucket = r
+                    .bucket
+                    .ok_or_else(|| src.missing(&field("bucket"), "for kind = \"s3\""))?;
+                let secret = |name: &str, env, file: Option<String>| {
+                    SecretSource::from_pair(&field(name), env, file.map(|p| src.path(&p)))
+                        .map_err(|source| ConfigError::Secret {
+                            file: src.file.to_path_buf(),
+                            source,
+                        })?
+                        .ok_or_else(|| {
+                            src.missing(
+                                &format!("{0}-env or {0}-file", field(name)),
+                                "for kind = \"s3\"",
+                            )
+                        })
+                };
+                RegionBackend::S3 {
+                    endpoint: endpoint.into_inner(),
+                    region: r.region.unwrap_or_else(|| "us-east-1".into()),
+                    bucket: bucket.into_inner(),
+                    path_style: r.path_style.unwrap_or(true),
+                    access_key_id: secret("access-key-id", r.access_key_id_env, r.access_key_id_file)?,
+                    secret_access_key: secret(
+                        "secret-access-key",
+                        r.secret_access_key_env,
+                        r.secret_access_key_file,
+                    )?,
+                }
+            }
+            other => {
+                return Err(src.invalid(r.kind.span(), &field("kind"), other, "`dir` or `s3`"));
+            }
+        };
+        regions.push(RegionConfig {
+            name,
+            role,
+            prefix,
+            backend,
+        });
+    }
+    let primaries = regions.iter().filter(|r| r.role == RegionRole::Primary).count();
+    let secondaries = regions.len() - primaries;
+    if primaries != 1 || secondaries < 1 {
+        return Err(ConfigError::Parse {
+            location: src.file.display().to_string(),
+            message: format!(
+                "regions: found {primaries} primary and {secondaries} secondary regions; exactly one `role = \"primary\"` and at least one `role = \"secondary\"` are required"
+            ),
+        });
+    }
+    Ok(regions)
+}
+
+fn parse_tenant(
+    src: &Source,
+    i: usize,
+    t: RawTenant,
+    tiers: &BTreeMap<String, Tier>,
+) -> Result<TenantConfig, ConfigError> {
+    let field = |f: &str| format!("tenants[{i}].{f}");
+    let id = TenantId::parse(t.id.get_ref()).map_err(|e| {
+        src.invalid(t.id.span(), &field("id"), t.id.get_ref(), &e.to_string())
+    })?;
+    let engine: EngineKind = t.engine.get_ref().parse().map_err(|_| {
+        src.invalid(t.engine.span(), &field("engine"), t.engine.get_ref(), "`sqlite` or `postgres`")
+    })?;
+    if !tiers.contains_key(t.tier.get_ref()) {
+        let valid: Vec<&str> = tiers.keys().map(String::as_str).collect();
+        return Err(src.invalid(
+            t.tier.span(),
+            &field("tier"),
+            t.tier.get_ref(),
+            &format!("one of the tiers under schedules/: {}", valid.join(", ")),
+        ));
+    }
+    let connection = match engine {
+        EngineKind::Sqlite => Connection::Sqlite {
+            path: src.path(
+                t.path
+                    .as_deref()
+                    .ok_or_else(|| src.missing(&field("path"), "for engine = \"sqlite\""))?,
+            ),
+        },
+        EngineKind::Postgres => {
+            let raw_url = t
+                .url
+                .ok_or_else(|| src.missing(&field("url"), "for engine = \"postgres\""))?;
+            let url = url::Url::parse(raw_url.get_ref())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.host().is_some() && u.path().len() > 1)
+                .ok_or_else(|| {
+                    src.invalid(
+                        raw_url.span(),
+                        &field("url"),
+                        redact_url(raw_url.get_ref()),
+                        "`postgres://USER@HOST:PORT/DATABASE`",
+                    )
+                })?;
+            if url.password().is_some() {
+                return Err(src.invalid(
+                    raw_url.span(),
+                    &field("url"),
+                    redact_url(raw_url.get_ref()),
+                    "a URL without a password: put the password in `password-env` or `password-file`",
+                ));
+            }
+            let password = SecretSource::from_pair(
+                &field("password"),
+                t.password_env,
+                t.password_file.map(|p| src.path(&p)),
+            )
+            .map_err(|source| ConfigError::Secret {
+                file: src.file.to_path_buf(),
+                source,
+            })?;
+            Connection::Postgres { url, password }
+        }
+    };
+    Ok(TenantConfig {
+        id,
+        engine,
+        tier: t.tier.into_inner(),
+        connection,
+    })
+}
+
+/// Replaces the password of a URL-looking string so it can be shown in an error.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+/// Loads every `*.toml` under the schedules directory; the tier's name is the file's stem.
+pub fn load_tiers(dir: &Path) -> Result<BTreeMap<String, Tier>, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::Read {
+        file: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut tiers = BTreeMap::new();
+    for file in files {
+        let tier = load_tier(&file)?;
+        tiers.insert(tier.name.clone(), tier);
+    }
+    if tiers.is_empty() {
+        return Err(ConfigError::Parse {
+            location: dir.display().to_string(),
+            message: "no tier file (`NAME.toml`) found; ship at least one, e.g. schedules/standard.toml".into(),
+        });
+    }
+    Ok(tiers)
+}
+
+pub fn load_tier(file: &Path) -> Result<Tier, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let src = Source { file, text: &text };
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if !is_tier_name(&name) {
+        return Err(ConfigError::Parse {
+            location: file.display().to_string(),
+            message: format!(
+                "the file name gives tier name {name:?}; a tier name is 1 to 63 characters of a-z, 0-9, '_' and '-'"
+            ),
+        });
+    }
+    let raw: RawTier = src.parse()?;
+    let cron = parse_cron(raw.cron.get_ref()).ok_or_else(|| {
+        src.invalid(
+            raw.cron.span(),
+            "cron",
+            raw.cron.get_ref(),
+            "a cron expression of 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 */6 * * *\", or 6 with seconds first",
+        )
+    })?;
+    let keep_last = raw.retention.keep_last;
+    if *keep_last.get_ref() == 0 {
+        return Err(src.invalid(
+            keep_last.span(),
+            "retention.keep-last",
+            0,
+            "at least 1 (the newest backup is always kept)",
+        ));
+    }
+    Ok(Tier {
+        name,
+        file: file.to_path_buf(),
+        cron_text: raw.cron.get_ref().clone(),
+        cron,
+        priority: raw.priority,
+        rpo: src.duration("objectives.rpo", &raw.objectives.rpo)?,
+        rto: src.duration("objectives.rto", &raw.objectives.rto)?,
+        retention: RetentionPolicy {
+            keep_last: *keep_last.get_ref(),
+            max_age: src.duration("retention.max-age", &raw.retention.max_age)?,
+        },
+        deletion_window: src.duration("deletion.window", &raw.deletion.window)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Tier {
+        load_tier(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules").join(name)).unwrap()
+    }
+
+    #[test]
+    fn shipped_tiers_hold_the_seed_policy() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        for (file, rpo) in [("paid.toml", h(12)), ("free.toml", h(90)), ("standard.toml", h(18))] {
+            let t = shipped(file);
+            assert_eq!(t.rpo, rpo, "{file}");
+            assert_eq!(t.retention.keep_last, 24, "{file}");
+            assert_eq!(t.retention.max_age, h(24 * 120), "{file}");
+            assert_eq!(t.deletion_window, h(24 * 90), "{file}");
+        }
+        let all = load_tiers(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules")).unwrap();
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn sizes_durations_and_crons() {
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("5 MB"), Some(5_000_000));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43200)));
+        assert_eq!(parse_duration("90d"), Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("soon"), None);
+        assert!(parse_cron("0 */6 * * *").is_some());
+        assert!(parse_cron("30 0 */6 * * *").is_some());
+        assert!(parse_cron("61 * * * *").is_none());
+        assert!(parse_cron("every hour").is_none());
+    }
+
+    #[test]
+    fn redact_url_hides_password() {
+        let r = redact_url("postgres://u:hunter2@db:5432/x");
+        assert!(!r.contains("hunter2"), "{r}");
+    }
+}

@@ -1,0 +1,5 @@
+//! Pure planning: no I/O, no clock reads. Functions take facts and `now` and return decisions
+//! with reasons.
+
+pub mod objectives;
+pub mod retention;

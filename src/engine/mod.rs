@@ -1,0 +1,82 @@
+//! Engines: how a tenant's database is dumped and restored. One trait, one module per engine.
+
+pub mod postgres;
+pub mod process;
+pub mod sqlite;
+
+use crate::config::{Connection, TenantConfig};
+use crate::storage::ObjectReader;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("tenant {tenant}: cannot connect to {target}: {detail}")]
+    Connect {
+        tenant: String,
+        target: String,
+        detail: String,
+    },
+    #[error("tenant {tenant}: {tool} failed ({status}): {stderr}")]
+    Tool {
+        tenant: String,
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("tenant {tenant}: {detail}")]
+    Other { tenant: String, detail: String },
+    #[error("restore target {target:?} is not valid: {expected}")]
+    BadTarget { target: String, expected: String },
+    #[error("restore target {target} already exists; choose a new name")]
+    TargetExists { target: String },
+}
+
+/// A dump in progress: the plaintext stream plus the facts taken from the same snapshot.
+pub struct Dump {
+    pub reader: ObjectReader,
+    pub recovery_point: DateTime<Utc>,
+    pub server_version: Option<String>,
+    pub tables: BTreeMap<String, u64>,
+    pub finish: Box<dyn DumpFinish>,
+}
+
+/// Ends a dump once its stream has been read: waits for the tool, releases the snapshot.
+#[async_trait]
+pub trait DumpFinish: Send {
+    async fn finish(self: Box<Self>) -> Result<(), EngineError>;
+}
+
+/// A restored database that is not yet visible under its final name (SQLite) or not yet
+/// vouched for (PostgreSQL). The executor commits it once the artifact's digest is verified.
+#[async_trait]
+pub trait Staged: Send {
+    /// Rows per table in the restored data, for comparison with the manifest's facts.
+    async fn table_counts(&self) -> Result<BTreeMap<String, u64>, EngineError>;
+    async fn commit(self: Box<Self>) -> Result<String, EngineError>;
+    async fn discard(self: Box<Self>);
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// Starts a consistent dump.
+    async fn dump(&self) -> Result<Dump, EngineError>;
+    /// Loads a plaintext dump into a new database named `target` (a path for SQLite, a
+    /// database name on the tenant's server for PostgreSQL). The target must not exist.
+    async fn restore_side(&self, target: &str, plaintext: ObjectReader) -> Result<Box<dyn Staged>, EngineError>;
+}
+
+pub fn for_tenant(tenant: &TenantConfig) -> Box<dyn Engine> {
+    match &tenant.connection {
+        Connection::Sqlite { path } => Box::new(sqlite::SqliteEngine {
+            tenant: tenant.id.to_string(),
+            path: path.clone(),
+        }),
+        Connection::Postgres { url, password } => Box::new(postgres::PostgresEngine {
+            tenant: tenant.id.to_string(),
+            url: url.clone(),
+            password: password.clone(),
+        }),
+    }
+}

@@ -1,0 +1,282 @@
+//! PostgreSQL tenants: the dump and its verification facts come from one snapshot.
+//!
+//! A repeatable-read transaction exports its snapshot, counts the rows of every table inside it,
+//! and `pg_dump --snapshot` dumps exactly that state (custom format, uncompressed: zstd does
+//! that). The transaction stays open until pg_dump is done. Passwords go to the tools through
+//! `PGPASSWORD`, never on a command line.
+
+use super::process::Tool;
+use super::{Dump, DumpFinish, Engine, EngineError, Staged};
+use crate::secret::SecretSource;
+use crate::storage::ObjectReader;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::process::Command;
+
+pub struct PostgresEngine {
+    pub tenant: String,
+    /// Without a password (config validation refuses one).
+    pub url: url::Url,
+    pub password: Option<SecretSource>,
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A new database name for a side restore: a plain lower-case identifier.
+pub fn valid_database_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+const TABLES_SQL: &str = "SELECT n.nspname, c.relname FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+     ORDER BY 1, 2";
+
+async fn count_tables(conn: &mut PgConnection) -> Result<BTreeMap<String, u64>, sqlx::Error> {
+    let tables: Vec<(String, String)> = sqlx::query_as(TABLES_SQL).fetch_all(&mut *conn).await?;
+    let mut counts = BTreeMap::new();
+    for (schema, table) in tables {
+        let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&table));
+        // Identifiers are quoted by quote_ident.
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?.get(0);
+        counts.insert(format!("{schema}.{table}"), n as u64);
+    }
+    Ok(counts)
+}
+
+impl PostgresEngine {
+    fn password(&self) -> Result<Option<String>, EngineError> {
+        match &self.password {
+            None => Ok(None),
+            Some(src) => src
+                .resolve(&format!("tenant {} password", self.tenant))
+                .map(|s| Some(s.expose().to_string()))
+                .map_err(|e| EngineError::Other {
+                    tenant: self.tenant.clone(),
+                    detail: e.to_string(),
+                }),
+        }
+    }
+
+    fn url_for(&self, database: &str) -> url::Url {
+        let mut u = self.url.clone();
+        u.set_path(&format!("/{database}"));
+        u
+    }
+
+    fn database(&self) -> String {
+        self.url.path().trim_start_matches('/').to_string()
+    }
+
+    async fn connect(&self, database: &str) -> Result<PgConnection, EngineError> {
+        let url = self.url_for(database);
+        let mut opts: PgConnectOptions = url.as_str().parse().map_err(|e: sqlx::Error| EngineError::Connect {
+            tenant: self.tenant.clone(),
+            target: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        if let Some(pw) = self.password()? {
+            opts = opts.password(&pw);
+        }
+        let opts = opts.disable_statement_logging();
+        match tokio::time::timeout(Duration::from_secs(15), opts.connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(EngineError::Connect {
+                tenant: self.tenant.clone(),
+                target: url.to_string(),
+                detail: e.to_string(),
+            }),
+            Err(_) => Err(EngineError::Connect {
+                tenant: self.tenant.clone(),
+                target: url.to_string(),
+                detail: "no answer within 15 s".into(),
+            }),
+        }
+    }
+
+    fn command(&self, program: &str) -> Result<Command, EngineError> {
+        let mut cmd = Command::new(program);
+        cmd.env("PGCONNECT_TIMEOUT", "15");
+        if let Some(pw) = self.password()? {
+            cmd.env("PGPASSWORD", pw);
+        }
+        Ok(cmd)
+    }
+
+    fn other(&self, detail: String) -> EngineError {
+        EngineError::Other {
+            tenant: self.tenant.clone(),
+            detail,
+        }
+    }
+}
+
+struct PgDumpFinish {
+    tool: Tool,
+    snapshot_tx: PgConnection,
+}
+
+#[async_trait]
+impl DumpFinish for PgDumpFinish {
+    async fn finish(self: Box<Self>) -> Result<(), EngineError> {
+        let result = self.tool.wait().await;
+        // The exporting transaction must outlive pg_dump's use of the snapshot.
+        let mut conn = self.snapshot_tx;
+        let _ = sqlx::query("COMMIT").execute(&mut conn).await;
+        let _ = conn.close().await;
+        result
+    }
+}
+
+#[async_trait]
+impl Engine for PostgresEngine {
+    async fn dump(&self) -> Result<Dump, EngineError> {
+        let mut conn = self.connect(&self.database()).await?;
+        let sql_err = |e: sqlx::Error| self.other(format!("taking the snapshot: {e}"));
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut conn)
+            .await
+            .map_err(sql_err)?;
+        let row = sqlx::query("SELECT pg_export_snapshot(), now(), current_setting('server_version')")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(sql_err)?;
+        let snapshot: String = row.get(0);
+        let recovery_point: DateTime<Utc> = row.get(1);
+        let server_version: String = row.get(2);
+        let tables = count_tables(&mut conn).await.map_err(sql_err)?;
+
+        let mut cmd = self.command("pg_dump")?;
+        cmd.arg("--format=custom")
+            .arg("--compress=0")
+            .arg("--no-password")
+            .arg(format!("--snapshot={snapshot}"))
+            .arg(format!("--dbname={}", self.url));
+        let mut tool = Tool::spawn(&self.tenant, "pg_dump", cmd)?;
+        let stdout = tool.child.stdout.take().expect("stdout is piped");
+        Ok(Dump {
+            reader: Box::new(stdout),
+            recovery_point,
+            server_version: Some(format!("PostgreSQL {server_version}")),
+            tables,
+            finish: Box::new(PgDumpFinish {
+                tool,
+                snapshot_tx: conn,
+            }),
+        })
+    }
+
+    async fn restore_side(&self, target: &str, mut plaintext: ObjectReader) -> Result<Box<dyn Staged>, EngineError> {
+        if !valid_database_name(target) {
+            return Err(EngineError::BadTarget {
+                target: target.to_string(),
+                expected: "a new database name of a-z, 0-9 and '_', starting with a letter or '_', at most 63 characters".into(),
+            });
+        }
+        let mut admin = self.connect("postgres").await?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(target)
+            .fetch_optional(&mut admin)
+            .await
+            .map_err(|e| self.other(e.to_string()))?;
+        if exists.is_some() {
+            return Err(EngineError::TargetExists {
+                target: format!("database {target}"),
+            });
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(target))))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| self.other(format!("CREATE DATABASE {target}: {e}")))?;
+        let staged = StagedDatabase {
+            engine: PostgresEngine {
+                tenant: self.tenant.clone(),
+                url: self.url.clone(),
+                password: self.password.clone(),
+            },
+            target: target.to_string(),
+        };
+        let loaded = async {
+            let mut cmd = self.command("pg_restore")?;
+            cmd.arg("--no-owner")
+                .arg("--no-acl")
+                .arg("--exit-on-error")
+                .arg("--no-password")
+                .arg(format!("--dbname={}", self.url_for(target)))
+                .stdin(std::process::Stdio::piped());
+            let mut tool = Tool::spawn(&self.tenant, "pg_restore", cmd)?;
+            let mut stdin = tool.child.stdin.take().expect("stdin is piped");
+            let copied = tokio::io::copy(&mut plaintext, &mut stdin).await;
+            drop(stdin);
+            let waited = tool.wait().await;
+            match (copied, waited) {
+                (_, Err(e)) => Err(e),
+                (Err(e), Ok(())) => Err(self.other(format!("streaming the dump into pg_restore: {e}"))),
+                (Ok(_), Ok(())) => Ok(()),
+            }
+        }
+        .await;
+        let _ = admin.close().await;
+        match loaded {
+            Ok(()) => Ok(Box::new(staged)),
+            Err(e) => {
+                Box::new(staged).discard().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+struct StagedDatabase {
+    engine: PostgresEngine,
+    target: String,
+}
+
+#[async_trait]
+impl Staged for StagedDatabase {
+    async fn table_counts(&self) -> Result<BTreeMap<String, u64>, EngineError> {
+        let mut conn = self.engine.connect(&self.target).await?;
+        let counts = count_tables(&mut conn)
+            .await
+            .map_err(|e| self.engine.other(e.to_string()))?;
+        let _ = conn.close().await;
+        Ok(counts)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<String, EngineError> {
+        Ok(format!("database {}", self.target))
+    }
+
+    async fn discard(self: Box<Self>) {
+        if let Ok(mut admin) = self.engine.connect("postgres").await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.target));
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+                tracing::warn!(database = %self.target, error = %e, "could not drop the restore database");
+            }
+            let _ = admin.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names() {
+        for (name, ok) in [("acme_restore_1", true), ("_x", true), ("Acme", false), ("a-b", false), ("", false), ("x;drop", false)] {
+            assert_eq!(valid_database_name(name), ok, "{name}");
+        }
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+}

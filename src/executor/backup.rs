@@ -1,0 +1,230 @@
+//! Backup: dump → zstd → age → primary region, manifest last; then a copy in every secondary.
+//!
+//! Order matters for "nothing half-done": the artifact upload is invisible until finished and is
+//! aborted on any failure; the manifest is written only after the artifact and the dump tool both
+//! succeeded; the catalog marks the backup completed only after the manifest exists.
+
+use super::{Context, Error, replicate};
+use crate::catalog::{Completed, TenantKeyRow};
+use crate::config::TenantConfig;
+use crate::crypto;
+use crate::engine;
+use crate::manifest::{self, Artifact, Compression, Facts, Manifest};
+use crate::pipeline;
+use crate::storage::{BackupId, KeyId};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub tenant: String,
+    pub backup_id: String,
+    pub recovery_point: DateTime<Utc>,
+    pub dump_size: u64,
+    pub artifact_size: u64,
+    pub duration: Duration,
+    /// Per region: `Ok` when the copy there is verified, else why not.
+    pub copies: Vec<(String, Result<(), String>)>,
+}
+
+/// The tenant's current key: created, wrapped to the master recipients and stored in the
+/// primary region and the catalog on first use.
+pub async fn ensure_tenant_key(ctx: &Context, tenant: &TenantConfig) -> Result<TenantKeyRow, Error> {
+    if let Some(key) = ctx.catalog.tenant_key(tenant.id.as_str()).await? {
+        return Ok(key);
+    }
+    let (identity, key_id) = crypto::generate_tenant_identity();
+    let wrapped = crypto::wrap_identity(&identity, &ctx.master_recipients())?;
+    let kid = KeyId::parse(&key_id).map_err(Error::Invalid)?;
+    let primary = ctx.primary();
+    // Region first: a catalog row must never point at a key no region holds.
+    primary
+        .store
+        .put(&primary.layout.key(&tenant.id, &kid), Bytes::from(wrapped.clone()))
+        .await?;
+    let row = TenantKeyRow {
+        key_id,
+        tenant_id: tenant.id.to_string(),
+        recipient: identity.to_public().to_string(),
+        wrapped,
+    };
+    ctx.catalog.insert_tenant_key(&row, Utc::now()).await?;
+    ctx.catalog
+        .audit("lifeboat", "key.create", Some(tenant.id.as_str()), &row.key_id, "ok", Utc::now())
+        .await?;
+    Ok(row)
+}
+
+pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<BackupReport, Error> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let primary = ctx.primary();
+    // An unreachable primary or wrong credentials stop here, before anything is recorded.
+    primary.store.probe(&primary.layout.tenants_prefix()).await?;
+    ctx.catalog
+        .upsert_tenant(tenant.id.as_str(), tenant.engine.as_str(), &tenant.tier, started_at)
+        .await?;
+    let backup_id = BackupId::generate();
+    ctx.catalog
+        .insert_backup(
+            backup_id.as_str(),
+            tenant.id.as_str(),
+            &tenant.tier,
+            tenant.engine.as_str(),
+            None,
+            started_at,
+        )
+        .await?;
+    match store_in_primary(ctx, tenant, &backup_id, started_at).await {
+        Ok(stored) => {
+            let mut copies = Vec::new();
+            let outcomes = replicate::replicate_new_backup(ctx, backup_id.as_str()).await?;
+            for (region, outcome) in outcomes {
+                copies.push((region, outcome.map_err(|e| e.to_string())));
+            }
+            ctx.catalog
+                .audit(
+                    "lifeboat",
+                    "backup",
+                    Some(tenant.id.as_str()),
+                    &format!("backup {backup_id}, {} bytes", stored.artifact_size),
+                    "ok",
+                    Utc::now(),
+                )
+                .await?;
+            Ok(BackupReport {
+                tenant: tenant.id.to_string(),
+                backup_id: backup_id.to_string(),
+                recovery_point: stored.recovery_point,
+                dump_size: stored.dump_size,
+                artifact_size: stored.artifact_size,
+                duration: clock.elapsed(),
+                copies,
+            })
+        }
+        Err(e) => {
+            let cause = e.to_string();
+            ctx.catalog.fail_backup(backup_id.as_str(), &cause, Utc::now()).await?;
+            ctx.catalog
+                .audit("lifeboat", "backup", Some(tenant.id.as_str()), &cause, "failed", Utc::now())
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+struct Stored {
+    recovery_point: DateTime<Utc>,
+    dump_size: u64,
+    artifact_size: u64,
+}
+
+async fn store_in_primary(
+    ctx: &Context,
+    tenant: &TenantConfig,
+    backup_id: &BackupId,
+    started_at: DateTime<Utc>,
+) -> Result<Stored, Error> {
+    let engine = engine::for_tenant(tenant);
+    let dump = engine.dump().await?;
+    let key = ensure_tenant_key(ctx, tenant).await?;
+    let recipient: age::x25519::Recipient = key
+        .recipient
+        .parse()
+        .map_err(|_| Error::Invalid(format!("catalog holds an invalid recipient for key {}", key.key_id)))?;
+    let primary = ctx.primary();
+    let artifact_key = primary.layout.artifact(&tenant.id, backup_id);
+    let manifest_key = primary.layout.manifest(&tenant.id, backup_id);
+    let engine::Dump {
+        reader,
+        recovery_point,
+        server_version,
+        tables,
+        finish,
+    } = dump;
+
+    let mut upload = primary.store.begin(&artifact_key).await?;
+    let encoded = pipeline::encode(reader, recipient.clone(), &ctx.config.pipeline, upload.as_mut()).await;
+    // The dump tool's own verdict counts: a dump that ended early is not a backup.
+    let finished = finish.finish().await;
+    let outcome = match (encoded, finished) {
+        (Ok(outcome), Ok(())) => outcome,
+        (encoded, finished) => {
+            upload.abort().await;
+            // The tool's error (with its stderr) explains more than a broken pipe does.
+            return Err(match (finished, encoded) {
+                (Err(e), _) => e.into(),
+                (Ok(()), Err(e)) => e.into(),
+                (Ok(()), Ok(_)) => unreachable!(),
+            });
+        }
+    };
+    upload.finish().await?;
+
+    let facts = Facts {
+        dump_size: outcome.plain.size,
+        dump_sha256: outcome.plain.sha256.clone(),
+        server_version,
+        tables,
+    };
+    let manifest = Manifest {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        tenant: tenant.id.to_string(),
+        backup_id: backup_id.to_string(),
+        engine: tenant.engine,
+        tier: tenant.tier.clone(),
+        key_id: key.key_id.clone(),
+        recovery_point,
+        started_at,
+        finished_at: Utc::now(),
+        artifact: Artifact {
+            key: artifact_key.clone(),
+            size: outcome.artifact.size,
+            sha256: outcome.artifact.sha256.clone(),
+        },
+        compression: Compression {
+            algorithm: "zstd".into(),
+            level: ctx.config.pipeline.zstd_level,
+        },
+        encryption: "age-x25519".into(),
+        facts: facts.seal(&recipient)?,
+    };
+    if let Err(e) = primary.store.put(&manifest_key, Bytes::from(manifest.to_bytes())).await {
+        let _ = primary.store.delete(&artifact_key).await;
+        return Err(e.into());
+    }
+    ctx.catalog
+        .complete_backup(
+            backup_id.as_str(),
+            &Completed {
+                key_id: &key.key_id,
+                recovery_point,
+                finished_at: manifest.finished_at,
+                artifact_key: &artifact_key,
+                manifest_key: &manifest_key,
+                artifact_size: outcome.artifact.size,
+                artifact_sha256: &outcome.artifact.sha256,
+                dump_size: outcome.plain.size,
+            },
+        )
+        .await?;
+    ctx.catalog
+        .set_copy(
+            backup_id.as_str(),
+            &primary.name,
+            "pending",
+            Some(outcome.artifact.size),
+            Some(&outcome.artifact.sha256),
+            None,
+            None,
+            Utc::now(),
+        )
+        .await?;
+    Ok(Stored {
+        recovery_point,
+        dump_size: outcome.plain.size,
+        artifact_size: outcome.artifact.size,
+    })
+}

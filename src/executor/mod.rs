@@ -1,0 +1,106 @@
+//! Executors: thin async code that carries out one operation against catalog, regions and engines.
+
+pub mod backup;
+pub mod replicate;
+pub mod restore;
+pub mod retention;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Config, ConfigError, RegionRole};
+use crate::crypto::{self, CryptoError};
+use crate::engine::EngineError;
+use crate::manifest::ManifestError;
+use crate::pipeline::PipelineError;
+use crate::storage::{Region, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The request itself is wrong (unknown tenant, unknown backup, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// Data did not match what was recorded (checksum, row counts).
+    #[error("verification failed: {0}")]
+    Verify(String),
+    #[error(
+        "no master identity is configured (keys.master-identity-file or keys.master-identity-env in {config}): this worker can back up but cannot restore"
+    )]
+    NoMasterIdentity { config: String },
+    #[error("master identity: {0}")]
+    MasterIdentity(String),
+}
+
+/// Everything an operation needs: the configuration, the catalog and the opened regions.
+pub struct Context {
+    pub config: Config,
+    pub catalog: Catalog,
+    /// The primary first, then the secondaries in configuration order.
+    pub regions: Vec<Region>,
+}
+
+impl Context {
+    pub async fn open(config: Config) -> Result<Context, Error> {
+        let mut regions = Vec::new();
+        for r in &config.regions {
+            regions.push(Region::open(r, config.pipeline.part_size, config.pipeline.upload_concurrency)?);
+        }
+        regions.sort_by_key(|r| r.role != RegionRole::Primary);
+        let catalog = Catalog::open(&config.catalog.url).await?;
+        Ok(Context {
+            config,
+            catalog,
+            regions,
+        })
+    }
+
+    pub fn primary(&self) -> &Region {
+        &self.regions[0]
+    }
+
+    pub fn secondaries(&self) -> &[Region] {
+        &self.regions[1..]
+    }
+
+    pub fn region(&self, name: &str) -> Result<&Region, Error> {
+        self.regions.iter().find(|r| r.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
+            Error::Invalid(format!("unknown region {name:?}; configured regions: {}", names.join(", ")))
+        })
+    }
+
+    pub fn master_recipients(&self) -> Vec<age::x25519::Recipient> {
+        crypto::parse_recipients(&self.config.keys.master_recipients)
+    }
+
+    /// The master identity, read only when a restore path needs it.
+    pub fn master_identity(&self) -> Result<age::x25519::Identity, Error> {
+        let source = self.config.keys.master_identity.as_ref().ok_or_else(|| Error::NoMasterIdentity {
+            config: self.config.file.display().to_string(),
+        })?;
+        let secret = source
+            .resolve("keys.master-identity")
+            .map_err(|e| Error::MasterIdentity(e.to_string()))?;
+        let identity = crypto::parse_identity(secret.expose(), &source.describe())?;
+        let public = identity.to_public().to_string();
+        if !self.config.keys.master_recipients.contains(&public) {
+            return Err(Error::MasterIdentity(format!(
+                "{} holds the identity of {public}, which is not among keys.master-recipients",
+                source.describe()
+            )));
+        }
+        Ok(identity)
+    }
+}

@@ -1,0 +1,18 @@
+//! Lifeboat: encrypted per-tenant backups in two regions, with restores that are proven.
+//!
+//! The code map and the invariants are in `ARCHITECTURE.md`.
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod executor;
+pub mod manifest;
+pub mod pipeline;
+pub mod secret;
+pub mod storage;
+pub mod tenant;

@@ -1,0 +1,115 @@
+//! The manifest: a versioned JSON object beside each artifact. It carries operational metadata
+//! only; everything about the tenant's data (table names, row counts, dump checksum) sits in
+//! `facts`, encrypted to the tenant's key.
+
+use crate::config::EngineKind;
+use crate::crypto::{self, CryptoError};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FORMAT: &str = "lifeboat-manifest";
+pub const VERSION: u32 = 1;
+/// Manifests are small; anything larger is refused rather than read.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub tenant: String,
+    pub backup_id: String,
+    pub engine: EngineKind,
+    pub tier: String,
+    pub key_id: String,
+    pub recovery_point: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub artifact: Artifact,
+    pub compression: Compression,
+    pub encryption: String,
+    /// Base64 of an age file (to the tenant's recipient) holding `Facts` as JSON.
+    pub facts: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Artifact {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Compression {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+/// Verification facts, taken from the same snapshot as the dump. Encrypted in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Facts {
+    pub dump_size: u64,
+    pub dump_sha256: String,
+    pub server_version: Option<String>,
+    /// Rows per table (`schema.table` for PostgreSQL).
+    pub tables: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {key}: {why}")]
+    Invalid { key: String, why: String },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl Facts {
+    pub fn seal(&self, recipient: &age::x25519::Recipient) -> Result<String, CryptoError> {
+        let json = serde_json::to_vec(self).expect("facts serialize");
+        let cipher = crypto::encrypt_bytes(&json, std::slice::from_ref(recipient))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(cipher))
+    }
+}
+
+impl Manifest {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("manifest serializes")
+    }
+
+    pub fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid {
+            key: key.into(),
+            why: e.to_string(),
+        })?;
+        if m.format != FORMAT || m.version != VERSION {
+            return Err(ManifestError::Invalid {
+                key: key.into(),
+                why: format!(
+                    "format {:?} version {} is not supported (expected {FORMAT:?} version {VERSION})",
+                    m.format, m.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn open_facts(&self, identity: &age::x25519::Identity) -> Result<Facts, ManifestError> {
+        let what = format!("facts of backup {}", self.backup_id);
+        let cipher = base64::engine::general_purpose::STANDARD
+            .decode(&self.facts)
+            .map_err(|e| ManifestError::Invalid {
+                key: self.backup_id.clone(),
+                why: format!("facts are not base64: {e}"),
+            })?;
+        let plain = crypto::decrypt_bytes(&cipher, identity, &what)?;
+        serde_json::from_slice(&plain).map_err(|e| ManifestError::Invalid {
+            key: self.backup_id.clone(),
+            why: format!("facts: {e}"),
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! Secrets resolved in one step from an environment variable or a file, never both, never logged.
+
+use std::path::{Path, PathBuf};
+
+/// A secret value. `Debug` never prints it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{field}: set either `{field}-env` or `{field}-file`, not both")]
+    Both { field: String },
+    #[error("{field}: neither `{field}-env` nor `{field}-file` is set")]
+    Missing { field: String },
+    #[error("{field}-env: environment variable {var:?} is not set or is empty")]
+    EnvUnset { field: String, var: String },
+    #[error("{field}-file: cannot read {path}: {source}")]
+    Read {
+        field: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{field}-file: {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Readable {
+        field: String,
+        path: PathBuf,
+        mode: u32,
+    },
+    #[error("{field}-file: {path} is empty")]
+    Empty { field: String, path: PathBuf },
+}
+
+/// Where a secret comes from, as written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// Builds the source from the `-env`/`-file` pair of a config field.
+    pub fn from_pair(
+        field: &str,
+        env: Option<String>,
+        file: Option<PathBuf>,
+    ) -> Result<Option<Self>, SecretError> {
+        match (env, file) {
+            (Some(_), Some(_)) => Err(SecretError::Both {
+                field: field.into(),
+            }),
+            (Some(v), None) => Ok(Some(SecretSource::Env(v))),
+            (None, Some(p)) => Ok(Some(SecretSource::File(p))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(v) => format!("<from environment variable {v}>"),
+            SecretSource::File(p) => format!("<from file {}>", p.display()),
+        }
+    }
+
+    pub fn resolve(&self, field: &str) -> Result<Secret, SecretError> {
+        match self {
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_string())),
+                _ => Err(SecretError::EnvUnset {
+                    field: field.into(),
+                    var: var.clone(),
+                }),
+            },
+            SecretSource::File(path) => read_private_file(field, path),
+        }
+    }
+}
+
+/// Reads a secret file, refusing one that group or others can read.
+pub fn read_private_file(field: &str, path: &Path) -> Result<Secret, SecretError> {
+    use std::os::unix::fs::PermissionsExt;
+    let read_err = |source| SecretError::Read {
+        field: field.into(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretError::Readable {
+            field: field.into(),
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SecretError::Empty {
+            field: field.into(),
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Secret(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn refuses_group_readable_file_and_both_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "hunter2\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = read_private_file("secret-access-key", &path).unwrap_err();
+        assert!(err.to_string().contains("readable by group or others"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private_file("k", &path).unwrap().expose(), "hunter2");
+        assert!(format!("{:?}", Secret::new("hunter2".into())) == "<redacted>");
+        assert!(SecretSource::from_pair("k", Some("A".into()), Some(path)).is_err());
+    }
+}
