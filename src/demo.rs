@@ -116,7 +116,9 @@ pub async fn compare_databases(original: &Path, restored: &Path) -> Result<(usiz
         .execute(&mut conn)
         .await?;
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        // sqlite_sequence holds AUTOINCREMENT counters, which a restore must keep too.
+        "SELECT name FROM main.sqlite_master WHERE type = 'table' \
+         AND (name NOT LIKE 'sqlite_%' OR name = 'sqlite_sequence') ORDER BY name",
     )
     .fetch_all(&mut conn)
     .await?;

@@ -30,6 +30,9 @@ pub enum PipelineError {
     Storage(#[from] StorageError),
     #[error("pipeline task failed: {0}")]
     Task(String),
+    /// The consumer of a decoded stream stopped reading; its own error says why.
+    #[error("the restore stopped reading the backup")]
+    ConsumerStopped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,7 +221,7 @@ pub fn decode(
                 buf.truncate(n);
                 plain.update(&buf);
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    return Err(PipelineError::Decode("the restore stopped reading".into()));
+                    return Err(PipelineError::ConsumerStopped);
                 }
             }
         }

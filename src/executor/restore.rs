@@ -137,6 +137,7 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
             staged.discard().await;
             return Err(e.into());
         }
+        (Err(e), Ok(Err(crate::pipeline::PipelineError::ConsumerStopped))) => return Err(e.into()),
         (Err(_), Ok(Err(e))) => return Err(e.into()),
         (Err(e), _) => return Err(e.into()),
         (Ok(staged), Err(e)) => {

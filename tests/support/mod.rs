@@ -1,0 +1,514 @@
+//! Shared test support: real servers started on free loopback ports in temporary directories,
+//! stopped when dropped. No test talks to anything outside this machine.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago. Callers retry startup on a collision.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: root's home is /root and `id -u` says 0.
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+fn hex(n: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut buf).unwrap();
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("timed out waiting for {what}");
+    false
+}
+
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+// ---- Garage ------------------------------------------------------------------------------------
+
+pub fn garage_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GARAGE_BIN") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cargo = PathBuf::from(home).join(".cargo/bin/garage");
+    if cargo.exists() { cargo } else { "garage".into() }
+}
+
+/// A single-node Garage cluster with one bucket and one key: one region.
+pub struct Garage {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+    pub key_id: String,
+    pub secret: String,
+    pub bucket: String,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        for attempt in 1..=3 {
+            match Self::try_start() {
+                Ok(g) => return g,
+                Err(e) => eprintln!("garage start attempt {attempt} failed: {e}"),
+            }
+        }
+        panic!("could not start garage after 3 attempts");
+    }
+
+    fn garage(&self, args: &[&str]) -> Output {
+        Command::new(garage_bin()).arg("-c").arg(&self.config).args(args).output().unwrap()
+    }
+
+    fn try_start() -> Result<Garage, String> {
+        let dir = tempfile::Builder::new().prefix("lifeboat-garage-").tempdir().unwrap();
+        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let config = dir.path().join("garage.toml");
+        let d = dir.path().display();
+        std::fs::write(
+            &config,
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_secret = \"{}\"\n[s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+                hex(32)
+            ),
+        )
+        .unwrap();
+        let mut g = Garage {
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            key_id: format!("GK{}", hex(12)),
+            secret: hex(32),
+            bucket: "lifeboat".into(),
+            config,
+            child: None,
+            dir,
+        };
+        g.spawn()?;
+        let node = g.garage(&["node", "id", "-q"]);
+        let node = String::from_utf8_lossy(&node.stdout).trim().split('@').next().unwrap_or("").to_string();
+        if node.is_empty() {
+            return Err("no node id".into());
+        }
+        let steps: Vec<Vec<&str>> = vec![
+            vec!["layout", "assign", "-z", "dc1", "-c", "1G", &node],
+            vec!["layout", "apply", "--version", "1"],
+            vec!["key", "import", "--yes", "-n", "lifeboat-test", &g.key_id, &g.secret],
+            vec!["bucket", "create", &g.bucket],
+            vec!["bucket", "allow", "--read", "--write", "--owner", &g.bucket, "--key", &g.key_id],
+        ];
+        for step in steps {
+            let out = g.garage(&step);
+            if !out.status.success() {
+                return Err(format!("garage {step:?}: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        let ok = wait_until("garage bucket", Duration::from_secs(20), || g.try_list("").is_ok());
+        if !ok {
+            return Err("bucket never became usable".into());
+        }
+        Ok(g)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run garage: {e}"))?;
+        self.child = Some(child);
+        let ok = wait_until("garage status", Duration::from_secs(20), || {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            self.garage(&["status"]).status.success()
+        });
+        if !ok {
+            self.stop();
+            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            return Err(format!("garage did not come up: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")));
+        }
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again on the same ports and data (a region coming back).
+    pub fn restart(&mut self) {
+        self.spawn().expect("garage restart");
+        assert!(wait_until("garage bucket after restart", Duration::from_secs(20), || self.try_list("").is_ok()));
+    }
+
+    /// Credentials files (mode 0600) for a lifeboat region config.
+    pub fn region_toml(&self, name: &str, role: &str, dir: &Path) -> String {
+        let ak = dir.join(format!("{name}.access-key"));
+        let sk = dir.join(format!("{name}.secret-key"));
+        write_private(&ak, &self.key_id);
+        write_private(&sk, &self.secret);
+        format!(
+            "[[regions]]\nname = \"{name}\"\nrole = \"{role}\"\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"garage\"\n\
+             bucket = \"{}\"\nprefix = \"prod\"\npath-style = true\naccess-key-id-file = \"{}\"\nsecret-access-key-file = \"{}\"\n\n",
+            self.endpoint,
+            self.bucket,
+            ak.display(),
+            sk.display()
+        )
+    }
+
+    fn client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("garage"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(&self.key_id, &self.secret, None, None, "test"))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    fn try_list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let client = self.client();
+        Self::block(async {
+            let mut keys = Vec::new();
+            let mut token = None;
+            loop {
+                let out = client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+                keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+                match out.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => return Ok(keys),
+                }
+            }
+        })
+    }
+
+    /// Every object key under `prefix`, through an S3 client independent of Lifeboat's.
+    pub fn list(&self, prefix: &str) -> Vec<String> {
+        self.try_list(prefix).expect("list objects")
+    }
+
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        let client = self.client();
+        Self::block(async {
+            let out = client.get_object().bucket(&self.bucket).key(key).send().await.expect("get object");
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    }
+
+    pub fn delete_all(&self) {
+        let client = self.client();
+        for key in self.list("") {
+            Self::block(async {
+                client.delete_object().bucket(&self.bucket).key(&key).send().await.expect("delete");
+            });
+        }
+    }
+
+    /// Multipart uploads that were started and never completed or aborted.
+    pub fn pending_multipart_uploads(&self) -> usize {
+        let client = self.client();
+        Self::block(async {
+            let out = client.list_multipart_uploads().bucket(&self.bucket).send().await.expect("list uploads");
+            out.uploads().len()
+        })
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---- PostgreSQL --------------------------------------------------------------------------------
+
+fn pg_bindir() -> PathBuf {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.pop().expect("PostgreSQL server binaries (initdb, pg_ctl) are installed")
+}
+
+/// Runs a command as the `postgres` user when we are root (PostgreSQL refuses root).
+fn as_pg_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    bindir: PathBuf,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bindir = pg_bindir();
+        let dir = tempfile::Builder::new().prefix("lifeboat-pg-").tempdir().unwrap();
+        if is_root() {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success());
+        }
+        let data = dir.path().join("data");
+        let out = as_pg_user(&bindir.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        for attempt in 1..=3 {
+            let port = free_port();
+            let opts = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+                dir.path().display()
+            );
+            let out = as_pg_user(&bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("server.log"))
+                .args(["-o", &opts, "-w", "-t", "30", "start"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return Postgres { dir, port, bindir };
+            }
+            eprintln!("pg_ctl start attempt {attempt} on port {port} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        panic!("could not start PostgreSQL");
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL through psql and returns its unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn databases(&self) -> Vec<String> {
+        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1").lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_pg_user(&self.bindir.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+// ---- Lifeboat ----------------------------------------------------------------------------------
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "lifeboat failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+    pub fn failed(self) -> Run {
+        assert_ne!(self.code, 0, "lifeboat should have failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+pub fn lifeboat(config: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("LIFEBOAT_CONFIG")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// A test installation: a temp dir with the shipped tier files, a master key and a config.
+pub struct Install {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub master_key: PathBuf,
+    pub recipient: String,
+}
+
+impl Install {
+    pub fn new() -> Install {
+        let dir = tempfile::Builder::new().prefix("lifeboat-test-").tempdir().unwrap();
+        let schedules = dir.path().join("schedules");
+        std::fs::create_dir(&schedules).unwrap();
+        for f in ["paid.toml", "free.toml", "standard.toml"] {
+            std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules").join(f), schedules.join(f)).unwrap();
+        }
+        let master_key = dir.path().join("master.key");
+        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["keys", "init", "--out"])
+            .arg(&master_key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keys init: {}", String::from_utf8_lossy(&out.stderr));
+        let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Install {
+            config: dir.path().join("lifeboat.toml"),
+            dir,
+            master_key,
+            recipient,
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The standard head of a config: catalog and keys.
+    pub fn head(&self) -> String {
+        format!(
+            "[catalog]\nurl = \"sqlite://catalog.db\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n",
+            self.recipient
+        )
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        lifeboat(&self.config, args)
+    }
+
+    /// Rows of a catalog query, through the sqlite3-free path: a tiny query via sqlx.
+    pub fn catalog_query(&self, sql: &str) -> Vec<Vec<String>> {
+        use sqlx::{Column, Connection, Row};
+        let path = self.path("catalog.db");
+        if !path.exists() {
+            return Vec::new();
+        }
+        let sql = sql.to_string();
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await.unwrap();
+            rows.iter()
+                .map(|r| {
+                    (0..r.columns().len())
+                        .map(|i| {
+                            r.try_get::<String, _>(i)
+                                .or_else(|_| r.try_get::<i64, _>(i).map(|n| n.to_string()))
+                                .unwrap_or_else(|_| "NULL".into())
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+}
+
+/// Creates a SQLite tenant database with several tables, an index and a few thousand rows,
+/// including a distinctive marker value that must never appear in plaintext in a region.
+pub fn make_sqlite_tenant(path: &Path, marker: &str) {
+    let sql = format!(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL UNIQUE, note TEXT);
+         CREATE TABLE invoices (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), cents INTEGER, memo BLOB);
+         CREATE INDEX invoices_user ON invoices(user_id);
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 3000)
+           INSERT INTO users (email, note) SELECT printf('u%d@example.com', n), printf('{marker} %d', n) FROM s;
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 5000)
+           INSERT INTO invoices (user_id, cents, memo) SELECT 1 + n % 3000, n * 7, randomblob(32) FROM s;"
+    );
+    use sqlx::{ConnectOptions, Connection};
+    let path = path.to_path_buf();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+/// Compares two SQLite files row by row.
+pub fn sqlite_equal(a: &Path, b: &Path) -> (usize, u64) {
+    let (a, b) = (a.to_path_buf(), b.to_path_buf());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move { lifeboat::demo::compare_databases(&a, &b).await.expect("databases are equal") })
+}
