@@ -11,10 +11,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lifeboat", version, about = "Encrypted per-tenant backups in two regions, with proven restores")]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Encrypted per-tenant backups in two regions, with proven restores"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", default_value = "lifeboat.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "LIFEBOAT_CONFIG",
+        default_value = "lifeboat.toml"
+    )]
     config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
@@ -116,7 +125,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -124,7 +135,7 @@ fn init_logging(format: &str) {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config> {
+fn load(path: &std::path::Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
@@ -135,27 +146,36 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = load(&cli.config)?;
             print!("{}", config.redacted());
-            println!("# ok: {} regions, {} tiers, {} tenants", config.regions.len(), config.tiers.len(), config.tenants.len());
+            println!(
+                "# ok: {} regions, {} tiers, {} tenants",
+                config.regions.len(),
+                config.tiers.len(),
+                config.tenants.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {
             command: KeysCommand::Init { out },
         } => {
             let recipient = crate::crypto::write_new_identity_file(&out)?;
-            eprintln!("wrote the master identity to {} (mode 0600); keep a copy offline", out.display());
+            eprintln!(
+                "wrote the master identity to {} (mode 0600); keep a copy offline",
+                out.display()
+            );
             println!("{recipient}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { tenant, all } => {
             let config = load(&cli.config)?;
-            let targets: Vec<_> = if all {
-                config.tenants.clone()
-            } else {
-                let id = TenantId::parse(tenant.as_deref().unwrap_or_default())?;
-                vec![config.tenant(&id).cloned().with_context(|| {
-                    format!("tenant {id} is not in {}", config.file.display())
-                })?]
-            };
+            let targets: Vec<_> =
+                if all {
+                    config.tenants.clone()
+                } else {
+                    let id = TenantId::parse(tenant.as_deref().unwrap_or_default())?;
+                    vec![config.tenant(&id).cloned().with_context(|| {
+                        format!("tenant {id} is not in {}", config.file.display())
+                    })?]
+                };
             let ctx = Context::open(config).await?;
             let mut failed = 0;
             for t in &targets {
@@ -195,7 +215,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = load(&cli.config)?;
             let id = TenantId::parse(&tenant)?;
             let ctx = Context::open(config).await?;
-            println!("{:<36}  {:<9}  {:<25}  {:>12}  copies", "backup", "status", "recovery point", "bytes");
+            println!(
+                "{:<36}  {:<9}  {:<25}  {:>12}  copies",
+                "backup", "status", "recovery point", "bytes"
+            );
             for b in ctx.catalog.backups(id.as_str()).await? {
                 let copies: Vec<String> = ctx
                     .catalog
@@ -204,13 +227,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .map(|c| format!("{}={}", c.region, c.state))
                     .collect();
-                let rp = b.recovery_point.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                let rp = b
+                    .recovery_point
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 println!(
                     "{:<36}  {:<9}  {:<25}  {:>12}  {}{}",
                     b.id,
                     b.status,
                     rp.unwrap_or_else(|| "-".into()),
-                    b.artifact_size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    b.artifact_size
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     copies.join(" "),
                     b.error.map(|e| format!("  error: {e}")).unwrap_or_default()
                 );
@@ -226,7 +253,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = load(&cli.config)?;
             let req = executor::restore::RestoreRequest {
                 tenant: TenantId::parse(&tenant)?,
-                backup: backup.as_deref().map(BackupId::parse).transpose().map_err(anyhow::Error::msg)?,
+                backup: backup
+                    .as_deref()
+                    .map(BackupId::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
                 target: to_side,
                 region,
             };
@@ -236,7 +267,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!(
                 "restored backup {} (recovery point {}) from region {} to {}: {} tables, {} rows verified in {}",
                 r.backup_id,
-                r.recovery_point.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                r.recovery_point
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 r.region,
                 r.restored_to,
                 r.tables,
@@ -287,8 +319,18 @@ pub fn print_retention_plan(plans: &[executor::retention::TenantPlan], detail: b
                 );
             }
         } else {
-            let why = p.decisions.first().map(|d| d.reasons.join("; ")).unwrap_or_else(|| "no backups".into());
-            println!("  {:<12} keep {:>3}, delete {:>3}   newest: {}", p.tenant, k, p.decisions.len() - k, why);
+            let why = p
+                .decisions
+                .first()
+                .map(|d| d.reasons.join("; "))
+                .unwrap_or_else(|| "no backups".into());
+            println!(
+                "  {:<12} keep {:>3}, delete {:>3}   newest: {}",
+                p.tenant,
+                k,
+                p.decisions.len() - k,
+                why
+            );
         }
     }
     println!("  total: keep {keep}, delete {delete}");

@@ -110,7 +110,9 @@ pub enum RegionBackend {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineKind {
     Sqlite,
@@ -587,7 +589,11 @@ impl Config {
             "[pipeline]\nzstd-level = {}\nzstd-workers = {}\npart-size = {}\nupload-concurrency = {}\n",
             p.zstd_level, p.zstd_workers, p.part_size, p.upload_concurrency
         );
-        let _ = writeln!(out, "[server]\nlisten = {}\n", q(&self.server.listen.to_string()));
+        let _ = writeln!(
+            out,
+            "[server]\nlisten = {}\n",
+            q(&self.server.listen.to_string())
+        );
         for r in &self.regions {
             let role = match r.role {
                 RegionRole::Primary => "primary",
@@ -602,7 +608,11 @@ impl Config {
             );
             match &r.backend {
                 RegionBackend::Dir { path } => {
-                    let _ = writeln!(out, "kind = \"dir\"\npath = {}\n", q(&path.display().to_string()));
+                    let _ = writeln!(
+                        out,
+                        "kind = \"dir\"\npath = {}\n",
+                        q(&path.display().to_string())
+                    );
                 }
                 RegionBackend::S3 {
                     endpoint,
@@ -679,21 +689,36 @@ fn parse_regions(src: &Source, raw: Vec<RawRegion>) -> Result<Vec<RegionConfig>,
             ));
         }
         if regions.iter().any(|o| o.name == name) {
-            return Err(src.invalid(r.name.span(), &field("name"), &name, "a name used by no other region"));
+            return Err(src.invalid(
+                r.name.span(),
+                &field("name"),
+                &name,
+                "a name used by no other region",
+            ));
         }
         let role = match r.role.get_ref().as_str() {
             "primary" => RegionRole::Primary,
             "secondary" => RegionRole::Secondary,
             other => {
-                return Err(src.invalid(r.role.span(), &field("role"), other, "`primary` or `secondary`"));
+                return Err(src.invalid(
+                    r.role.span(),
+                    &field("role"),
+                    other,
+                    "`primary` or `secondary`",
+                ));
             }
         };
         let prefix = match &r.prefix {
             Some(p) => {
                 let v = p.get_ref().trim_matches('/').to_string();
-                let ok = v
-                    .split('/')
-                    .all(|seg| seg.is_empty() || (seg != "." && seg != ".." && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))));
+                let ok = v.split('/').all(|seg| {
+                    seg.is_empty()
+                        || (seg != "."
+                            && seg != ".."
+                            && seg
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                });
                 if !ok {
                     return Err(src.invalid(
                         p.span(),
@@ -750,7 +775,11 @@ fn parse_regions(src: &Source, raw: Vec<RawRegion>) -> Result<Vec<RegionConfig>,
                     region: r.region.unwrap_or_else(|| "us-east-1".into()),
                     bucket: bucket.into_inner(),
                     path_style: r.path_style.unwrap_or(true),
-                    access_key_id: secret("access-key-id", r.access_key_id_env, r.access_key_id_file)?,
+                    access_key_id: secret(
+                        "access-key-id",
+                        r.access_key_id_env,
+                        r.access_key_id_file,
+                    )?,
                     secret_access_key: secret(
                         "secret-access-key",
                         r.secret_access_key_env,
@@ -769,7 +798,10 @@ fn parse_regions(src: &Source, raw: Vec<RawRegion>) -> Result<Vec<RegionConfig>,
             backend,
         });
     }
-    let primaries = regions.iter().filter(|r| r.role == RegionRole::Primary).count();
+    let primaries = regions
+        .iter()
+        .filter(|r| r.role == RegionRole::Primary)
+        .count();
     let secondaries = regions.len() - primaries;
     if primaries != 1 || secondaries < 1 {
         return Err(ConfigError::Parse {
@@ -789,11 +821,15 @@ fn parse_tenant(
     tiers: &BTreeMap<String, Tier>,
 ) -> Result<TenantConfig, ConfigError> {
     let field = |f: &str| format!("tenants[{i}].{f}");
-    let id = TenantId::parse(t.id.get_ref()).map_err(|e| {
-        src.invalid(t.id.span(), &field("id"), t.id.get_ref(), &e.to_string())
-    })?;
+    let id = TenantId::parse(t.id.get_ref())
+        .map_err(|e| src.invalid(t.id.span(), &field("id"), t.id.get_ref(), &e.to_string()))?;
     let engine: EngineKind = t.engine.get_ref().parse().map_err(|_| {
-        src.invalid(t.engine.span(), &field("engine"), t.engine.get_ref(), "`sqlite` or `postgres`")
+        src.invalid(
+            t.engine.span(),
+            &field("engine"),
+            t.engine.get_ref(),
+            "`sqlite` or `postgres`",
+        )
     })?;
     if !tiers.contains_key(t.tier.get_ref()) {
         let valid: Vec<&str> = tiers.keys().map(String::as_str).collect();
@@ -818,7 +854,11 @@ fn parse_tenant(
                 .ok_or_else(|| src.missing(&field("url"), "for engine = \"postgres\""))?;
             let url = url::Url::parse(raw_url.get_ref())
                 .ok()
-                .filter(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.host().is_some() && u.path().len() > 1)
+                .filter(|u| {
+                    matches!(u.scheme(), "postgres" | "postgresql")
+                        && u.host().is_some()
+                        && u.path().len() > 1
+                })
                 .ok_or_else(|| {
                     src.invalid(
                         raw_url.span(),
@@ -886,7 +926,9 @@ pub fn load_tiers(dir: &Path) -> Result<BTreeMap<String, Tier>, ConfigError> {
     if tiers.is_empty() {
         return Err(ConfigError::Parse {
             location: dir.display().to_string(),
-            message: "no tier file (`NAME.toml`) found; ship at least one, e.g. schedules/standard.toml".into(),
+            message:
+                "no tier file (`NAME.toml`) found; ship at least one, e.g. schedules/standard.toml"
+                    .into(),
         });
     }
     Ok(tiers)
@@ -950,13 +992,22 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> Tier {
-        load_tier(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules").join(name)).unwrap()
+        load_tier(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("schedules")
+                .join(name),
+        )
+        .unwrap()
     }
 
     #[test]
     fn shipped_tiers_hold_the_seed_policy() {
         let h = |n: u64| Duration::from_secs(n * 3600);
-        for (file, rpo) in [("paid.toml", h(12)), ("free.toml", h(90)), ("standard.toml", h(18))] {
+        for (file, rpo) in [
+            ("paid.toml", h(12)),
+            ("free.toml", h(90)),
+            ("standard.toml", h(18)),
+        ] {
             let t = shipped(file);
             assert_eq!(t.rpo, rpo, "{file}");
             assert_eq!(t.retention.keep_last, 24, "{file}");

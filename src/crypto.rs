@@ -41,19 +41,26 @@ pub fn generate_tenant_identity() -> (Identity, String) {
 
 /// Encrypts a small payload to the given recipients (a standard binary age file).
 pub fn encrypt_bytes(plain: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, CryptoError> {
-    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
     let mut out = Vec::with_capacity(plain.len() + 256);
     let mut w = encryptor
         .wrap_output(&mut out)
         .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-    w.write_all(plain).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-    w.finish().map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    w.write_all(plain)
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    w.finish()
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
     Ok(out)
 }
 
 /// Decrypts a small age payload; `what` names it in errors.
-pub fn decrypt_bytes(cipher: &[u8], identity: &Identity, what: &str) -> Result<Vec<u8>, CryptoError> {
+pub fn decrypt_bytes(
+    cipher: &[u8],
+    identity: &Identity,
+    what: &str,
+) -> Result<Vec<u8>, CryptoError> {
     let err = |why: String| CryptoError::Decrypt {
         what: what.to_string(),
         why,
@@ -91,9 +98,14 @@ pub fn wrap_identity(identity: &Identity, masters: &[Recipient]) -> Result<Vec<u
 }
 
 /// Unwraps a tenant identity with a master identity.
-pub fn unwrap_identity(wrapped: &[u8], master: &Identity, what: &str) -> Result<Identity, CryptoError> {
+pub fn unwrap_identity(
+    wrapped: &[u8],
+    master: &Identity,
+    what: &str,
+) -> Result<Identity, CryptoError> {
     let plain = decrypt_bytes(wrapped, master, what)?;
-    let text = String::from_utf8(plain).map_err(|_| CryptoError::BadIdentity { what: what.into() })?;
+    let text =
+        String::from_utf8(plain).map_err(|_| CryptoError::BadIdentity { what: what.into() })?;
     parse_identity(&text, what)
 }
 
@@ -154,7 +166,10 @@ mod tests {
         }
         assert!(unwrap_identity(&wrapped, &other, "t").is_err());
         let text = String::from_utf8_lossy(&wrapped);
-        assert!(!text.contains("AGE-SECRET-KEY"), "wrapped key must not hold the plaintext key");
+        assert!(
+            !text.contains("AGE-SECRET-KEY"),
+            "wrapped key must not hold the plaintext key"
+        );
     }
 
     #[test]
@@ -167,6 +182,9 @@ mod tests {
         assert_eq!(mode, 0o600);
         let id = parse_identity(&std::fs::read_to_string(&path).unwrap(), "master.key").unwrap();
         assert_eq!(id.to_public().to_string(), r.to_string());
-        assert!(matches!(write_new_identity_file(&path), Err(CryptoError::Exists { .. })));
+        assert!(matches!(
+            write_new_identity_file(&path),
+            Err(CryptoError::Exists { .. })
+        ));
     }
 }

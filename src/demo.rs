@@ -33,7 +33,12 @@ const TENANTS: &[(&str, &str, u32)] = &[
 ];
 
 /// Tenants restored and checked each run: one per tier from the primary, one from the secondary.
-const SAMPLE: &[(&str, &str)] = &[("acme", "eu-west"), ("hooli", "eu-west"), ("cyberdyne", "us-east"), ("globex", "us-east")];
+const SAMPLE: &[(&str, &str)] = &[
+    ("acme", "eu-west"),
+    ("hooli", "eu-west"),
+    ("cyberdyne", "us-east"),
+    ("globex", "us-east"),
+];
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -103,7 +108,9 @@ async fn seed_tenant(path: &Path, factor: u32) -> Result<()> {
     if fresh {
         sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(factor, fresh))).execute(&mut conn).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(fill_sql(factor, fresh)))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(())
 }
@@ -130,9 +137,13 @@ pub async fn compare_databases(original: &Path, restored: &Path) -> Result<(usiz
                     (SELECT count(*) FROM (SELECT rowid, * FROM main.{q} EXCEPT SELECT rowid, * FROM restored.{q})),
                     (SELECT count(*) FROM (SELECT rowid, * FROM restored.{q} EXCEPT SELECT rowid, * FROM main.{q}))"
         );
-        let (a, b, only_a, only_b): (i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await?;
+        let (a, b, only_a, only_b): (i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut conn)
+            .await?;
         if a != b || only_a != 0 || only_b != 0 {
-            bail!("table {t}: original has {a} rows, restored {b}; {only_a} rows only in the original, {only_b} only in the restore");
+            bail!(
+                "table {t}: original has {a} rows, restored {b}; {only_a} rows only in the original, {only_b} only in the restore"
+            );
         }
         rows += a as u64;
     }
@@ -148,7 +159,8 @@ fn write_if_missing(path: &Path, text: &str) -> Result<()> {
 }
 
 pub async fn run(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir.join("tenants")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("tenants"))
+        .with_context(|| format!("creating {}", dir.display()))?;
     std::fs::create_dir_all(dir.join("schedules"))?;
     std::fs::create_dir_all(dir.join("scratch"))?;
     let second_run = dir.join("lifeboat.toml").exists();
@@ -186,7 +198,11 @@ pub async fn run(dir: &Path) -> Result<()> {
 
     println!(
         "{} tenant databases in {} …",
-        if second_run { "Adding activity to" } else { "Creating" },
+        if second_run {
+            "Adding activity to"
+        } else {
+            "Creating"
+        },
         dir.join("tenants").display()
     );
     for (id, _, factor) in TENANTS {
@@ -194,19 +210,31 @@ pub async fn run(dir: &Path) -> Result<()> {
     }
 
     let ctx = Context::open(config).await?;
-    println!("Backing up {} tenants (dump → zstd → age → eu-west, then copy to us-east and verify):", TENANTS.len());
+    println!(
+        "Backing up {} tenants (dump → zstd → age → eu-west, then copy to us-east and verify):",
+        TENANTS.len()
+    );
     for t in &ctx.config.tenants {
         let r = executor::backup::backup_tenant(&ctx, t)
             .await
             .with_context(|| format!("backing up tenant {}", t.id))?;
-        let pending: Vec<&str> = r.copies.iter().filter(|(_, c)| c.is_err()).map(|(r, _)| r.as_str()).collect();
+        let pending: Vec<&str> = r
+            .copies
+            .iter()
+            .filter(|(_, c)| c.is_err())
+            .map(|(r, _)| r.as_str())
+            .collect();
         println!(
             "  {:<10} {:>6.1} MB → {:>5.2} MB encrypted in {:>6}{}",
             r.tenant,
             r.dump_size as f64 / 1e6,
             r.artifact_size as f64 / 1e6,
             fmt_duration(r.duration),
-            if pending.is_empty() { String::new() } else { format!("  copies pending: {}", pending.join(", ")) }
+            if pending.is_empty() {
+                String::new()
+            } else {
+                format!("  copies pending: {}", pending.join(", "))
+            }
         );
     }
 
@@ -214,10 +242,15 @@ pub async fn run(dir: &Path) -> Result<()> {
     let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
     crate::cli::print_retention_plan(&plans, false);
 
-    println!("\nRestoring a sample into {} and comparing row by row with the originals:", dir.join("scratch").display());
+    println!(
+        "\nRestoring a sample into {} and comparing row by row with the originals:",
+        dir.join("scratch").display()
+    );
     let mut restores: BTreeMap<String, (Duration, String)> = BTreeMap::new();
     for (id, region) in SAMPLE {
-        let target = dir.join("scratch").join(format!("{id}-{}.db", uuid::Uuid::now_v7()));
+        let target = dir
+            .join("scratch")
+            .join(format!("{id}-{}.db", uuid::Uuid::now_v7()));
         let req = executor::restore::RestoreRequest {
             tenant: TenantId::parse(id)?,
             backup: None,
@@ -227,7 +260,8 @@ pub async fn run(dir: &Path) -> Result<()> {
         let r = executor::restore::restore_side(&ctx, &req)
             .await
             .with_context(|| format!("restoring tenant {id} from {region}"))?;
-        let (tables, rows) = compare_databases(&dir.join("tenants").join(format!("{id}.db")), &target).await?;
+        let (tables, rows) =
+            compare_databases(&dir.join("tenants").join(format!("{id}.db")), &target).await?;
         println!(
             "  {:<10} from {:<8} {} tables, {} rows identical, restored in {}",
             id,
@@ -245,7 +279,13 @@ pub async fn run(dir: &Path) -> Result<()> {
     let region_names: Vec<String> = ctx.regions.iter().map(|r| r.name.clone()).collect();
     println!(
         "{:<10} {:<8} {:>7}  {:<10} {:<10}  {:<22}  {:<22}  verdict",
-        "tenant", "tier", "backups", region_names[0], region_names[1], "RPO achieved / target", "restore / RTO target"
+        "tenant",
+        "tier",
+        "backups",
+        region_names[0],
+        region_names[1],
+        "RPO achieved / target",
+        "restore / RTO target"
     );
     let mut all_ok = true;
     for t in &ctx.config.tenants {
@@ -263,7 +303,9 @@ pub async fn run(dir: &Path) -> Result<()> {
             let copies = ctx.catalog.copies(&b.id).await?;
             let mut everywhere = true;
             for (i, r) in region_names.iter().enumerate() {
-                let ok = copies.iter().any(|c| &c.region == r && c.state == "verified");
+                let ok = copies
+                    .iter()
+                    .any(|c| &c.region == r && c.state == "verified");
                 per_region[i] += ok as usize;
                 everywhere &= ok;
             }
@@ -302,7 +344,11 @@ pub async fn run(dir: &Path) -> Result<()> {
                 fmt_duration(tier.rpo)
             ),
             restore_text,
-            if ok { "OK".to_string() } else { format!("FAIL ({})", why.join("; ")) }
+            if ok {
+                "OK".to_string()
+            } else {
+                format!("FAIL ({})", why.join("; "))
+            }
         );
     }
     ctx.catalog.close().await;
@@ -317,7 +363,11 @@ pub async fn run(dir: &Path) -> Result<()> {
          To run it for real: write a lifeboat.toml with your tenants (sqlite or postgres) and two S3 regions\n\
          (see README.md), create the master key with `lifeboat keys init --out master.key`, check it with\n\
          `lifeboat config check`, and run `lifeboat backup --all` on each tier's schedule (a systemd timer or cron job).",
-        if all_ok { "Every tenant meets its objectives." } else { "Some tenants miss their objectives (see above)." },
+        if all_ok {
+            "Every tenant meets its objectives."
+        } else {
+            "Some tenants miss their objectives (see above)."
+        },
         c = cfg.display()
     );
     if !all_ok {

@@ -116,10 +116,12 @@ pub async fn encode(
             buf: Vec::with_capacity(CHUNK),
             hash: Hashing::default(),
         };
-        let encryptor = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .map_err(|e| PipelineError::Encode(std::io::Error::other(e.to_string())))?;
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| PipelineError::Encode(std::io::Error::other(e.to_string())))?;
         let age_writer = encryptor.wrap_output(sink).map_err(PipelineError::Encode)?;
-        let mut zstd = zstd::stream::write::Encoder::new(age_writer, level).map_err(PipelineError::Encode)?;
+        let mut zstd =
+            zstd::stream::write::Encoder::new(age_writer, level).map_err(PipelineError::Encode)?;
         if workers > 0 {
             zstd.multithread(workers).map_err(PipelineError::Encode)?;
         }
@@ -185,7 +187,10 @@ pub struct DecodeOutcome {
 pub fn decode(
     artifact: ObjectReader,
     identity: age::x25519::Identity,
-) -> (ObjectReader, tokio::task::JoinHandle<Result<DecodeOutcome, PipelineError>>) {
+) -> (
+    ObjectReader,
+    tokio::task::JoinHandle<Result<DecodeOutcome, PipelineError>>,
+) {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
     let worker = tokio::task::spawn_blocking(move || -> Result<DecodeOutcome, PipelineError> {
         let mut cipher = HashingReader {
@@ -239,8 +244,13 @@ pub fn decode(
             plain: plain.finish(),
         })
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))), worker)
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        Box::new(tokio_util::io::StreamReader::new(Box::pin(stream))),
+        worker,
+    )
 }
 
 /// Reads a stream to its end and returns its digest (used to verify copies).
@@ -270,12 +280,19 @@ mod tests {
         let store = DirStore::new("r", dir.path().to_path_buf());
         let identity = age::x25519::Identity::generate();
         // 5 MiB of compressible, non-trivial data.
-        let data: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8 ^ (i >> 13) as u8).collect();
+        let data: Vec<u8> = (0..5u32 << 20)
+            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+            .collect();
         let mut up = store.begin("x/a.age").await.unwrap();
         let cfg = PipelineConfig::default();
-        let out = encode(Box::new(std::io::Cursor::new(data.clone())), identity.to_public(), &cfg, up.as_mut())
-            .await
-            .unwrap();
+        let out = encode(
+            Box::new(std::io::Cursor::new(data.clone())),
+            identity.to_public(),
+            &cfg,
+            up.as_mut(),
+        )
+        .await
+        .unwrap();
         up.finish().await.unwrap();
         assert_eq!(out.plain.size, data.len() as u64);
         let stored = std::fs::read(dir.path().join("x/a.age")).unwrap();

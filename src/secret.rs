@@ -132,7 +132,10 @@ mod tests {
         std::fs::write(&path, "hunter2\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = read_private_file("secret-access-key", &path).unwrap_err();
-        assert!(err.to_string().contains("readable by group or others"), "{err}");
+        assert!(
+            err.to_string().contains("readable by group or others"),
+            "{err}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_private_file("k", &path).unwrap().expose(), "hunter2");
         assert!(format!("{:?}", Secret::new("hunter2".into())) == "<redacted>");

@@ -44,10 +44,12 @@ fn pg_fingerprint(pg: &Postgres, db: &str) -> String {
 }
 
 fn backup_ids(inst: &Install, tenant: &str) -> Vec<String> {
-    inst.catalog_query(&format!("SELECT id FROM backups WHERE tenant_id = '{tenant}' AND status = 'completed' ORDER BY id"))
-        .into_iter()
-        .map(|r| r[0].clone())
-        .collect()
+    inst.catalog_query(&format!(
+        "SELECT id FROM backups WHERE tenant_id = '{tenant}' AND status = 'completed' ORDER BY id"
+    ))
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect()
 }
 
 #[test]
@@ -65,42 +67,104 @@ fn sqlite_and_postgres_round_trip_through_two_garage_regions() {
         pg.url("acme")
     ));
     let out = inst.run(&["backup", "--all"]).ok();
-    assert_eq!(out.stdout.matches("eu: verified, us: verified").count(), 2, "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("eu: verified, us: verified").count(),
+        2,
+        "{}",
+        out.stdout
+    );
 
     // Both regions hold artifact, manifest and key for both tenants, under the DESIGN layout.
     for g in [&a, &b] {
         for tenant in ["shop", "acme"] {
             let keys = g.list(&format!("prod/v1/tenants/{tenant}/"));
-            assert_eq!(keys.iter().filter(|k| k.ends_with(".dump.zst.age")).count(), 1, "{keys:?}");
-            assert_eq!(keys.iter().filter(|k| k.ends_with(".manifest.json")).count(), 1, "{keys:?}");
-            assert_eq!(keys.iter().filter(|k| k.contains("/keys/") && k.ends_with(".age")).count(), 1, "{keys:?}");
+            assert_eq!(
+                keys.iter().filter(|k| k.ends_with(".dump.zst.age")).count(),
+                1,
+                "{keys:?}"
+            );
+            assert_eq!(
+                keys.iter()
+                    .filter(|k| k.ends_with(".manifest.json"))
+                    .count(),
+                1,
+                "{keys:?}"
+            );
+            assert_eq!(
+                keys.iter()
+                    .filter(|k| k.contains("/keys/") && k.ends_with(".age"))
+                    .count(),
+                1,
+                "{keys:?}"
+            );
         }
     }
     let listing = inst.run(&["backups", "--tenant", "acme"]).ok().stdout;
-    assert!(listing.contains("completed") && listing.contains("eu=verified") && listing.contains("us=verified"), "{listing}");
+    assert!(
+        listing.contains("completed")
+            && listing.contains("eu=verified")
+            && listing.contains("us=verified"),
+        "{listing}"
+    );
 
     // Restore each tenant on the side, from the primary, and compare with the original.
     let restored = inst.path("shop-restored.db");
-    inst.run(&["restore", "--tenant", "shop", "--to-side", restored.to_str().unwrap()]).ok();
+    inst.run(&[
+        "restore",
+        "--tenant",
+        "shop",
+        "--to-side",
+        restored.to_str().unwrap(),
+    ])
+    .ok();
     let (tables, rows) = sqlite_equal(&inst.path("shop.db"), &restored);
-    assert_eq!((tables, rows), (3, 8000 + 1), "users, invoices and sqlite_sequence"); // AUTOINCREMENT keeps one row
-    let out = inst.run(&["restore", "--tenant", "acme", "--to-side", "acme_restored"]).ok();
-    assert!(out.stdout.contains("2 tables, 7000 rows verified"), "{}", out.stdout);
-    assert_eq!(pg_fingerprint(&pg, "acme"), pg_fingerprint(&pg, "acme_restored"));
+    assert_eq!(
+        (tables, rows),
+        (3, 8000 + 1),
+        "users, invoices and sqlite_sequence"
+    ); // AUTOINCREMENT keeps one row
+    let out = inst
+        .run(&["restore", "--tenant", "acme", "--to-side", "acme_restored"])
+        .ok();
+    assert!(
+        out.stdout.contains("2 tables, 7000 rows verified"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        pg_fingerprint(&pg, "acme"),
+        pg_fingerprint(&pg, "acme_restored")
+    );
 
     // Restoring onto an existing target is refused and changes nothing.
     let before = std::fs::read(&restored).unwrap();
-    let out = inst.run(&["restore", "--tenant", "shop", "--to-side", restored.to_str().unwrap()]).failed();
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            restored.to_str().unwrap(),
+        ])
+        .failed();
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
     assert_eq!(std::fs::read(&restored).unwrap(), before);
-    let out = inst.run(&["restore", "--tenant", "acme", "--to-side", "acme_restored"]).failed();
+    let out = inst
+        .run(&["restore", "--tenant", "acme", "--to-side", "acme_restored"])
+        .failed();
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
 
     // No object in either region holds plaintext: no SQLite or pg_dump magic, no row value.
     for g in [&a, &b] {
         for key in g.list("") {
             let body = g.get(&key);
-            for needle in [b"SQLite format 3".as_slice(), b"PGDMP", MARKER.as_bytes(), b"customers", b"invoices"] {
+            for needle in [
+                b"SQLite format 3".as_slice(),
+                b"PGDMP",
+                MARKER.as_bytes(),
+                b"customers",
+                b"invoices",
+            ] {
                 assert!(
                     !body.windows(needle.len()).any(|w| w == needle),
                     "{key} contains plaintext {:?}",
@@ -124,12 +188,26 @@ fn sqlite_and_postgres_round_trip_through_two_garage_regions() {
             w = work.display(),
             m = inst.master_key.display()
         );
-        let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
-        assert!(out.status.success(), "break-glass for {tenant}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "break-glass for {tenant}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let dump = std::fs::read(work.join("dump")).unwrap();
-        assert!(dump.starts_with(magic), "{tenant}: decrypted dump starts with the engine's magic");
+        assert!(
+            dump.starts_with(magic),
+            "{tenant}: decrypted dump starts with the engine's magic"
+        );
     }
-    assert_eq!(a.pending_multipart_uploads() + b.pending_multipart_uploads(), 0);
+    assert_eq!(
+        a.pending_multipart_uploads() + b.pending_multipart_uploads(),
+        0
+    );
 }
 
 #[test]
@@ -153,18 +231,54 @@ fn restore_from_the_secondary_alone_after_the_primary_bucket_is_emptied() {
 
     // From the primary: a clear error, and no file is created.
     let target = inst.path("from-primary.db");
-    let out = inst.run(&["restore", "--tenant", "shop", "--to-side", target.to_str().unwrap()]).failed();
-    assert!(out.stderr.contains("region eu") && out.stderr.contains("not found"), "{}", out.stderr);
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            target.to_str().unwrap(),
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("region eu") && out.stderr.contains("not found"),
+        "{}",
+        out.stderr
+    );
     assert!(!target.exists());
 
     // From the secondary: the newest backup, and a chosen older one, both restore and match.
     let target = inst.path("from-secondary.db");
-    let out = inst.run(&["restore", "--tenant", "shop", "--region", "us", "--to-side", target.to_str().unwrap()]).ok();
-    assert!(out.stdout.contains(&ids[1]) && out.stdout.contains("from region us"), "{}", out.stdout);
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--region",
+            "us",
+            "--to-side",
+            target.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        out.stdout.contains(&ids[1]) && out.stdout.contains("from region us"),
+        "{}",
+        out.stdout
+    );
     sqlite_equal(&inst.path("shop.db"), &target);
     let older = inst.path("older.db");
-    inst.run(&["restore", "--tenant", "shop", "--region", "us", "--backup", &ids[0], "--to-side", older.to_str().unwrap()])
-        .ok();
+    inst.run(&[
+        "restore",
+        "--tenant",
+        "shop",
+        "--region",
+        "us",
+        "--backup",
+        &ids[0],
+        "--to-side",
+        older.to_str().unwrap(),
+    ])
+    .ok();
     sqlite_equal(&inst.path("shop.db"), &older);
 }
 
@@ -181,20 +295,50 @@ fn demo_runs_twice_with_nothing_but_the_binary() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "demo run {cycle}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("Every tenant meets its objectives."), "{stdout}");
+        assert!(
+            out.status.success(),
+            "demo run {cycle}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("Every tenant meets its objectives."),
+            "{stdout}"
+        );
         assert!(stdout.contains("rows identical"), "{stdout}");
         let rows: Vec<&str> = stdout.lines().filter(|l| l.ends_with(" OK")).collect();
         assert_eq!(rows.len(), 12, "one verdict line per tenant: {stdout}");
         for row in rows {
             let cols: Vec<&str> = row.split_whitespace().collect();
-            assert_eq!(cols[2], cycle.to_string(), "{row}: backups after run {cycle}");
-            assert_eq!(cols[3], format!("{cycle}/{cycle}"), "{row}: copies in eu-west");
-            assert_eq!(cols[4], format!("{cycle}/{cycle}"), "{row}: copies in us-east");
+            assert_eq!(
+                cols[2],
+                cycle.to_string(),
+                "{row}: backups after run {cycle}"
+            );
+            assert_eq!(
+                cols[3],
+                format!("{cycle}/{cycle}"),
+                "{row}: copies in eu-west"
+            );
+            assert_eq!(
+                cols[4],
+                format!("{cycle}/{cycle}"),
+                "{row}: copies in us-east"
+            );
         }
     }
     // The demo's config drives every other command.
-    let out = lifeboat(&demo.join("lifeboat.toml"), &["backups", "--tenant", "acme"]).ok();
-    assert_eq!(out.stdout.matches("eu-west=verified us-east=verified").count(), 2, "{}", out.stdout);
+    let out = lifeboat(
+        &demo.join("lifeboat.toml"),
+        &["backups", "--tenant", "acme"],
+    )
+    .ok();
+    assert_eq!(
+        out.stdout
+            .matches("eu-west=verified us-east=verified")
+            .count(),
+        2,
+        "{}",
+        out.stdout
+    );
     assert!(Path::new(&demo.join("master.key")).exists());
 }

@@ -64,6 +64,45 @@ pub struct CopyRow {
     pub error: Option<String>,
 }
 
+/// A copy's new state: `pending` (stored or queued, not yet verified), `verified` or `failed`.
+pub struct CopyUpdate<'a> {
+    pub state: &'a str,
+    pub size: Option<u64>,
+    pub sha256: Option<&'a str>,
+    pub verified_at: Option<DateTime<Utc>>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> CopyUpdate<'a> {
+    pub fn verified(size: Option<u64>, sha256: Option<&'a str>, at: DateTime<Utc>) -> Self {
+        CopyUpdate {
+            state: "verified",
+            size,
+            sha256,
+            verified_at: Some(at),
+            error: None,
+        }
+    }
+    pub fn pending(size: Option<u64>, sha256: Option<&'a str>, error: Option<&'a str>) -> Self {
+        CopyUpdate {
+            state: "pending",
+            size,
+            sha256,
+            verified_at: None,
+            error,
+        }
+    }
+    pub fn failed(size: Option<u64>, sha256: Option<&'a str>, error: &'a str) -> Self {
+        CopyUpdate {
+            state: "failed",
+            size,
+            sha256,
+            verified_at: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// What a completed backup records.
 pub struct Completed<'a> {
     pub key_id: &'a str,
@@ -140,7 +179,13 @@ impl Catalog {
         self.pool.close().await;
     }
 
-    pub async fn upsert_tenant(&self, id: &str, engine: &str, tier: &str, now: DateTime<Utc>) -> Result<(), CatalogError> {
+    pub async fn upsert_tenant(
+        &self,
+        id: &str,
+        engine: &str,
+        tier: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
         sqlx::query(
             "INSERT INTO tenants (id, engine, tier, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT(id) DO UPDATE SET engine = excluded.engine, tier = excluded.tier",
@@ -171,10 +216,12 @@ impl Catalog {
     }
 
     pub async fn key_by_id(&self, key_id: &str) -> Result<Option<TenantKeyRow>, CatalogError> {
-        let row = sqlx::query("SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys WHERE key_id = ?")
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys WHERE key_id = ?",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| TenantKeyRow {
             key_id: r.get("key_id"),
             tenant_id: r.get("tenant_id"),
@@ -183,7 +230,11 @@ impl Catalog {
         }))
     }
 
-    pub async fn insert_tenant_key(&self, key: &TenantKeyRow, now: DateTime<Utc>) -> Result<(), CatalogError> {
+    pub async fn insert_tenant_key(
+        &self,
+        key: &TenantKeyRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
         sqlx::query("INSERT INTO tenant_keys (key_id, tenant_id, recipient, wrapped, created_at) VALUES (?, ?, ?, ?, ?)")
             .bind(&key.key_id)
             .bind(&key.tenant_id)
@@ -238,26 +289,29 @@ impl Catalog {
         Ok(())
     }
 
-    pub async fn fail_backup(&self, id: &str, error: &str, at: DateTime<Utc>) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE backups SET status = 'failed', error = ?, finished_at = ? WHERE id = ?")
-            .bind(error)
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn fail_backup(
+        &self,
+        id: &str,
+        error: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query(
+            "UPDATE backups SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(error)
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
+    /// Records the state of a backup's copy in one region.
     pub async fn set_copy(
         &self,
         backup_id: &str,
         region: &str,
-        state: &str,
-        size: Option<u64>,
-        sha256: Option<&str>,
-        verified_at: Option<DateTime<Utc>>,
-        error: Option<&str>,
-        now: DateTime<Utc>,
+        copy: &CopyUpdate<'_>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
             "INSERT INTO copies (backup_id, region, state, size, sha256, verified_at, error, updated_at) \
@@ -267,12 +321,12 @@ impl Catalog {
         )
         .bind(backup_id)
         .bind(region)
-        .bind(state)
-        .bind(size.map(|s| s as i64))
-        .bind(sha256)
-        .bind(verified_at)
-        .bind(error)
-        .bind(now)
+        .bind(copy.state)
+        .bind(copy.size.map(|s| s as i64))
+        .bind(copy.sha256)
+        .bind(copy.verified_at)
+        .bind(copy.error)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -315,7 +369,10 @@ impl Catalog {
     }
 
     /// Lifecycle facts of a tenant: state, termination time, legal hold.
-    pub async fn tenant_state(&self, id: &str) -> Result<Option<(String, Option<DateTime<Utc>>, bool)>, CatalogError> {
+    pub async fn tenant_state(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<DateTime<Utc>>, bool)>, CatalogError> {
         let row = sqlx::query("SELECT state, terminated_at, legal_hold FROM tenants WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -334,9 +391,10 @@ impl Catalog {
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         let mut tx = self.pool.begin().await?;
-        let prev: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
         let prev = prev.unwrap_or_else(|| "0".repeat(64));
         let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let hash = audit_hash(&prev, &at_text, actor, action, tenant, detail, outcome);
@@ -384,17 +442,38 @@ impl Catalog {
         Ok(Ok(rows.len()))
     }
 
-    pub async fn audit_actions(&self) -> Result<Vec<(String, Option<String>, String)>, CatalogError> {
+    pub async fn audit_actions(
+        &self,
+    ) -> Result<Vec<(String, Option<String>, String)>, CatalogError> {
         let rows = sqlx::query("SELECT action, tenant_id, outcome FROM audit_log ORDER BY seq")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
     }
 }
 
-fn audit_hash(prev: &str, at: &str, actor: &str, action: &str, tenant: Option<&str>, detail: &str, outcome: &str) -> String {
+fn audit_hash(
+    prev: &str,
+    at: &str,
+    actor: &str,
+    action: &str,
+    tenant: Option<&str>,
+    detail: &str,
+    outcome: &str,
+) -> String {
     let mut h = Sha256::new();
-    for part in [prev, at, actor, action, tenant.unwrap_or(""), detail, outcome] {
+    for part in [
+        prev,
+        at,
+        actor,
+        action,
+        tenant.unwrap_or(""),
+        detail,
+        outcome,
+    ] {
         // Length-prefixed, so fields cannot be shifted into each other.
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
@@ -413,13 +492,26 @@ mod tests {
         let cat = Catalog::open(&url).await.unwrap();
         let now = Utc::now();
         for i in 0..3 {
-            cat.audit("cli", "backup", Some("acme"), &format!("n={i}"), "ok", now).await.unwrap();
+            cat.audit("cli", "backup", Some("acme"), &format!("n={i}"), "ok", now)
+                .await
+                .unwrap();
         }
         assert_eq!(cat.verify_audit().await.unwrap(), Ok(3));
         // The triggers refuse edits; an attacker with file access drops them first.
-        assert!(sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2").execute(&cat.pool).await.is_err());
-        sqlx::query("DROP TRIGGER audit_log_no_update").execute(&cat.pool).await.unwrap();
-        sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2").execute(&cat.pool).await.unwrap();
+        assert!(
+            sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
+                .execute(&cat.pool)
+                .await
+                .is_err()
+        );
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&cat.pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
+            .execute(&cat.pool)
+            .await
+            .unwrap();
         assert_eq!(cat.verify_audit().await.unwrap(), Err(2));
     }
 }

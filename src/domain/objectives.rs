@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// RPO achieved now: the age of the newest recovery point (`None`: no backup at all).
-pub fn rpo_achieved(now: DateTime<Utc>, newest_recovery_point: Option<DateTime<Utc>>) -> Option<Duration> {
+pub fn rpo_achieved(
+    now: DateTime<Utc>,
+    newest_recovery_point: Option<DateTime<Utc>>,
+) -> Option<Duration> {
     newest_recovery_point.map(|rp| (now - rp).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -69,8 +72,10 @@ mod tests {
 
     #[test]
     fn rpo_and_rto_verdicts() {
-        let now = DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").unwrap().to_utc();
-        let h = |n| Duration::from_secs(n * 3600);
+        let now = DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let h = |n: u64| Duration::from_secs(n * 3600);
         let rp = |hours_ago: i64| Some(now - chrono::Duration::hours(hours_ago));
         let cases = [
             (rp(1), h(12), true),

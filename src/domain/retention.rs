@@ -42,13 +42,21 @@ pub struct Decision {
 pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) -> Vec<Decision> {
     let mut order: Vec<&BackupFact> = backups.iter().collect();
     // Newest first; ids (UUIDv7) break ties deterministically.
-    order.sort_by(|a, b| b.recovery_point.cmp(&a.recovery_point).then(b.id.cmp(&a.id)));
-    let newest_verified = order.iter().find(|b| b.verified_everywhere).map(|b| b.id.clone());
+    order.sort_by(|a, b| {
+        b.recovery_point
+            .cmp(&a.recovery_point)
+            .then(b.id.cmp(&a.id))
+    });
+    let newest_verified = order
+        .iter()
+        .find(|b| b.verified_everywhere)
+        .map(|b| b.id.clone());
     let window_over = match tenant.lifecycle {
         Lifecycle::Terminated { at } => now >= at + tenant.deletion_window,
         Lifecycle::Active => false,
     };
-    let max_age = chrono::Duration::from_std(tenant.policy.max_age).unwrap_or(chrono::Duration::MAX);
+    let max_age =
+        chrono::Duration::from_std(tenant.policy.max_age).unwrap_or(chrono::Duration::MAX);
 
     let mut out = Vec::with_capacity(order.len());
     for (rank, b) in order.iter().enumerate() {
@@ -60,7 +68,9 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
         if window_over {
             delete_reasons.push("tenant's deletion window has ended".to_string());
         } else {
-            if tenant.lifecycle == Lifecycle::Active && newest_verified.as_deref() == Some(b.id.as_str()) {
+            if tenant.lifecycle == Lifecycle::Active
+                && newest_verified.as_deref() == Some(b.id.as_str())
+            {
                 keep_reasons.push("newest verified backup of an active tenant".to_string());
             }
             if !b.verified_everywhere {
@@ -69,7 +79,11 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
             let age = now - b.recovery_point;
             if (rank as u32) < tenant.policy.keep_last {
                 if age <= max_age {
-                    keep_reasons.push(format!("keep-last {} (#{})", tenant.policy.keep_last, rank + 1));
+                    keep_reasons.push(format!(
+                        "keep-last {} (#{})",
+                        tenant.policy.keep_last,
+                        rank + 1
+                    ));
                 } else {
                     delete_reasons.push(format!(
                         "older than max-age {}",
@@ -95,7 +109,9 @@ mod tests {
     use super::*;
 
     fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc()
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc()
     }
     fn days(n: i64) -> chrono::Duration {
         chrono::Duration::days(n)
@@ -130,10 +146,30 @@ mod tests {
         let now = t0();
         // (name, tenant, backups, expected kept count)
         let cases: Vec<(&str, TenantFacts, Vec<BackupFact>, usize)> = vec![
-            ("seed policy keeps 24", facts(Lifecycle::Active, false, 24, 120), daily(now, 40, &[]), 24),
-            ("max-age trims keep-last", facts(Lifecycle::Active, false, 24, 10), daily(now, 40, &[]), 11),
-            ("unverified kept", facts(Lifecycle::Active, false, 3, 120), daily(now, 10, &[7]), 4),
-            ("legal hold keeps all", facts(Lifecycle::Active, true, 1, 1), daily(now, 10, &[]), 10),
+            (
+                "seed policy keeps 24",
+                facts(Lifecycle::Active, false, 24, 120),
+                daily(now, 40, &[]),
+                24,
+            ),
+            (
+                "max-age trims keep-last",
+                facts(Lifecycle::Active, false, 24, 10),
+                daily(now, 40, &[]),
+                11,
+            ),
+            (
+                "unverified kept",
+                facts(Lifecycle::Active, false, 3, 120),
+                daily(now, 10, &[7]),
+                4,
+            ),
+            (
+                "legal hold keeps all",
+                facts(Lifecycle::Active, true, 1, 1),
+                daily(now, 10, &[]),
+                10,
+            ),
             (
                 "newest verified kept past max-age",
                 facts(Lifecycle::Active, false, 24, 120),
@@ -163,7 +199,10 @@ mod tests {
             let d = plan(&tenant, &backups, now);
             assert_eq!(d.len(), backups.len(), "{name}");
             assert_eq!(kept(&d), expect, "{name}: {d:#?}");
-            assert!(d.iter().all(|d| !d.reasons.is_empty()), "{name}: every decision has a reason");
+            assert!(
+                d.iter().all(|d| !d.reasons.is_empty()),
+                "{name}: every decision has a reason"
+            );
         }
     }
 
@@ -182,9 +221,16 @@ mod tests {
             backups.retain(|b| d.iter().any(|x| x.backup_id == b.id && x.keep));
             let expect = (day + 1).min(24) as usize;
             assert_eq!(backups.len(), expect, "day {day}");
-            assert!(backups.iter().any(|b| b.id == format!("b{day:04}")), "day {day}: newest kept");
+            assert!(
+                backups.iter().any(|b| b.id == format!("b{day:04}")),
+                "day {day}: newest kept"
+            );
             // Idempotent: planning again deletes nothing more.
-            assert_eq!(kept(&plan(&tenant, &backups, now)), backups.len(), "day {day}");
+            assert_eq!(
+                kept(&plan(&tenant, &backups, now)),
+                backups.len(),
+                "day {day}"
+            );
         }
     }
 }

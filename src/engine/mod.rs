@@ -64,7 +64,11 @@ pub trait Engine: Send + Sync {
     async fn dump(&self) -> Result<Dump, EngineError>;
     /// Loads a plaintext dump into a new database named `target` (a path for SQLite, a
     /// database name on the tenant's server for PostgreSQL). The target must not exist.
-    async fn restore_side(&self, target: &str, plaintext: ObjectReader) -> Result<Box<dyn Staged>, EngineError>;
+    async fn restore_side(
+        &self,
+        target: &str,
+        plaintext: ObjectReader,
+    ) -> Result<Box<dyn Staged>, EngineError>;
 }
 
 pub fn for_tenant(tenant: &TenantConfig) -> Box<dyn Engine> {

@@ -46,9 +46,16 @@ async fn count_tables(conn: &mut PgConnection) -> Result<BTreeMap<String, u64>, 
     let tables: Vec<(String, String)> = sqlx::query_as(TABLES_SQL).fetch_all(&mut *conn).await?;
     let mut counts = BTreeMap::new();
     for (schema, table) in tables {
-        let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&schema), quote_ident(&table));
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&table)
+        );
         // Identifiers are quoted by quote_ident.
-        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?.get(0);
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut *conn)
+            .await?
+            .get(0);
         counts.insert(format!("{schema}.{table}"), n as u64);
     }
     Ok(counts)
@@ -80,11 +87,14 @@ impl PostgresEngine {
 
     async fn connect(&self, database: &str) -> Result<PgConnection, EngineError> {
         let url = self.url_for(database);
-        let mut opts: PgConnectOptions = url.as_str().parse().map_err(|e: sqlx::Error| EngineError::Connect {
-            tenant: self.tenant.clone(),
-            target: url.to_string(),
-            detail: e.to_string(),
-        })?;
+        let mut opts: PgConnectOptions =
+            url.as_str()
+                .parse()
+                .map_err(|e: sqlx::Error| EngineError::Connect {
+                    tenant: self.tenant.clone(),
+                    target: url.to_string(),
+                    detail: e.to_string(),
+                })?;
         if let Some(pw) = self.password()? {
             opts = opts.password(&pw);
         }
@@ -147,10 +157,11 @@ impl Engine for PostgresEngine {
             .execute(&mut conn)
             .await
             .map_err(sql_err)?;
-        let row = sqlx::query("SELECT pg_export_snapshot(), now(), current_setting('server_version')")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(sql_err)?;
+        let row =
+            sqlx::query("SELECT pg_export_snapshot(), now(), current_setting('server_version')")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(sql_err)?;
         let snapshot: String = row.get(0);
         let recovery_point: DateTime<Utc> = row.get(1);
         let server_version: String = row.get(2);
@@ -176,7 +187,11 @@ impl Engine for PostgresEngine {
         })
     }
 
-    async fn restore_side(&self, target: &str, mut plaintext: ObjectReader) -> Result<Box<dyn Staged>, EngineError> {
+    async fn restore_side(
+        &self,
+        target: &str,
+        mut plaintext: ObjectReader,
+    ) -> Result<Box<dyn Staged>, EngineError> {
         if !valid_database_name(target) {
             return Err(EngineError::BadTarget {
                 target: target.to_string(),
@@ -184,20 +199,24 @@ impl Engine for PostgresEngine {
             });
         }
         let mut admin = self.connect("postgres").await?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(target)
-            .fetch_optional(&mut admin)
-            .await
-            .map_err(|e| self.other(e.to_string()))?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(target)
+                .fetch_optional(&mut admin)
+                .await
+                .map_err(|e| self.other(e.to_string()))?;
         if exists.is_some() {
             return Err(EngineError::TargetExists {
                 target: format!("database {target}"),
             });
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(target))))
-            .execute(&mut admin)
-            .await
-            .map_err(|e| self.other(format!("CREATE DATABASE {target}: {e}")))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {}",
+            quote_ident(target)
+        )))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| self.other(format!("CREATE DATABASE {target}: {e}")))?;
         let staged = StagedDatabase {
             engine: PostgresEngine {
                 tenant: self.tenant.clone(),
@@ -221,7 +240,9 @@ impl Engine for PostgresEngine {
             let waited = tool.wait().await;
             match (copied, waited) {
                 (_, Err(e)) => Err(e),
-                (Err(e), Ok(())) => Err(self.other(format!("streaming the dump into pg_restore: {e}"))),
+                (Err(e), Ok(())) => {
+                    Err(self.other(format!("streaming the dump into pg_restore: {e}")))
+                }
                 (Ok(_), Ok(())) => Ok(()),
             }
         }
@@ -259,8 +280,14 @@ impl Staged for StagedDatabase {
 
     async fn discard(self: Box<Self>) {
         if let Ok(mut admin) = self.engine.connect("postgres").await {
-            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&self.target));
-            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+            let sql = format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&self.target)
+            );
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+            {
                 tracing::warn!(database = %self.target, error = %e, "could not drop the restore database");
             }
             let _ = admin.close().await;
@@ -274,7 +301,14 @@ mod tests {
 
     #[test]
     fn database_names() {
-        for (name, ok) in [("acme_restore_1", true), ("_x", true), ("Acme", false), ("a-b", false), ("", false), ("x;drop", false)] {
+        for (name, ok) in [
+            ("acme_restore_1", true),
+            ("_x", true),
+            ("Acme", false),
+            ("a-b", false),
+            ("", false),
+            ("x;drop", false),
+        ] {
             assert_eq!(valid_database_name(name), ok, "{name}");
         }
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");

@@ -39,10 +39,13 @@ pub async fn table_counts(path: &Path) -> Result<BTreeMap<String, u64>, sqlx::Er
     .await?;
     let mut counts = BTreeMap::new();
     for name in names {
-        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", quote_ident(&name))))
-            .fetch_one(&mut conn)
-            .await?
-            .get(0);
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            quote_ident(&name)
+        )))
+        .fetch_one(&mut conn)
+        .await?
+        .get(0);
         counts.insert(name, n as u64);
     }
     conn.close().await?;
@@ -111,7 +114,11 @@ impl Engine for SqliteEngine {
         })
     }
 
-    async fn restore_side(&self, target: &str, mut plaintext: ObjectReader) -> Result<Box<dyn Staged>, EngineError> {
+    async fn restore_side(
+        &self,
+        target: &str,
+        mut plaintext: ObjectReader,
+    ) -> Result<Box<dyn Staged>, EngineError> {
         let target_path = PathBuf::from(target);
         let bad = |expected: &str| EngineError::BadTarget {
             target: target.to_string(),
@@ -169,7 +176,9 @@ impl Staged for StagedFile {
     async fn table_counts(&self) -> Result<BTreeMap<String, u64>, EngineError> {
         let check = async {
             let mut conn = open_read_only(&self.temp).await?;
-            let ok: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&mut conn).await?;
+            let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&mut conn)
+                .await?;
             conn.close().await?;
             Ok::<_, sqlx::Error>(ok)
         }
@@ -184,10 +193,12 @@ impl Staged for StagedFile {
                 detail: format!("restored database fails PRAGMA integrity_check: {check}"),
             });
         }
-        table_counts(&self.temp).await.map_err(|e| EngineError::Other {
-            tenant: self.tenant.clone(),
-            detail: e.to_string(),
-        })
+        table_counts(&self.temp)
+            .await
+            .map_err(|e| EngineError::Other {
+                tenant: self.tenant.clone(),
+                detail: e.to_string(),
+            })
     }
 
     async fn commit(self: Box<Self>) -> Result<String, EngineError> {
@@ -196,9 +207,11 @@ impl Staged for StagedFile {
         let _ = tokio::fs::remove_file(&self.temp).await;
         match linked {
             Ok(()) => Ok(self.target.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(EngineError::TargetExists {
-                target: self.target.display().to_string(),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(EngineError::TargetExists {
+                    target: self.target.display().to_string(),
+                })
+            }
             Err(e) => Err(EngineError::Other {
                 tenant: self.tenant,
                 detail: format!("moving the restored file into place: {e}"),

@@ -5,7 +5,7 @@
 //! succeeded; the catalog marks the backup completed only after the manifest exists.
 
 use super::{Context, Error, replicate};
-use crate::catalog::{Completed, TenantKeyRow};
+use crate::catalog::{Completed, CopyUpdate, TenantKeyRow};
 use crate::config::TenantConfig;
 use crate::crypto;
 use crate::engine;
@@ -30,7 +30,10 @@ pub struct BackupReport {
 
 /// The tenant's current key: created, wrapped to the master recipients and stored in the
 /// primary region and the catalog on first use.
-pub async fn ensure_tenant_key(ctx: &Context, tenant: &TenantConfig) -> Result<TenantKeyRow, Error> {
+pub async fn ensure_tenant_key(
+    ctx: &Context,
+    tenant: &TenantConfig,
+) -> Result<TenantKeyRow, Error> {
     if let Some(key) = ctx.catalog.tenant_key(tenant.id.as_str()).await? {
         return Ok(key);
     }
@@ -41,7 +44,10 @@ pub async fn ensure_tenant_key(ctx: &Context, tenant: &TenantConfig) -> Result<T
     // Region first: a catalog row must never point at a key no region holds.
     primary
         .store
-        .put(&primary.layout.key(&tenant.id, &kid), Bytes::from(wrapped.clone()))
+        .put(
+            &primary.layout.key(&tenant.id, &kid),
+            Bytes::from(wrapped.clone()),
+        )
         .await?;
     let row = TenantKeyRow {
         key_id,
@@ -51,7 +57,14 @@ pub async fn ensure_tenant_key(ctx: &Context, tenant: &TenantConfig) -> Result<T
     };
     ctx.catalog.insert_tenant_key(&row, Utc::now()).await?;
     ctx.catalog
-        .audit("lifeboat", "key.create", Some(tenant.id.as_str()), &row.key_id, "ok", Utc::now())
+        .audit(
+            "lifeboat",
+            "key.create",
+            Some(tenant.id.as_str()),
+            &row.key_id,
+            "ok",
+            Utc::now(),
+        )
         .await?;
     Ok(row)
 }
@@ -61,9 +74,17 @@ pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<Backu
     let clock = Instant::now();
     let primary = ctx.primary();
     // An unreachable primary or wrong credentials stop here, before anything is recorded.
-    primary.store.probe(&primary.layout.tenants_prefix()).await?;
+    primary
+        .store
+        .probe(&primary.layout.tenants_prefix())
+        .await?;
     ctx.catalog
-        .upsert_tenant(tenant.id.as_str(), tenant.engine.as_str(), &tenant.tier, started_at)
+        .upsert_tenant(
+            tenant.id.as_str(),
+            tenant.engine.as_str(),
+            &tenant.tier,
+            started_at,
+        )
         .await?;
     let backup_id = BackupId::generate();
     ctx.catalog
@@ -105,9 +126,18 @@ pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<Backu
         }
         Err(e) => {
             let cause = e.to_string();
-            ctx.catalog.fail_backup(backup_id.as_str(), &cause, Utc::now()).await?;
             ctx.catalog
-                .audit("lifeboat", "backup", Some(tenant.id.as_str()), &cause, "failed", Utc::now())
+                .fail_backup(backup_id.as_str(), &cause, Utc::now())
+                .await?;
+            ctx.catalog
+                .audit(
+                    "lifeboat",
+                    "backup",
+                    Some(tenant.id.as_str()),
+                    &cause,
+                    "failed",
+                    Utc::now(),
+                )
                 .await?;
             Err(e)
         }
@@ -129,10 +159,12 @@ async fn store_in_primary(
     let engine = engine::for_tenant(tenant);
     let dump = engine.dump().await?;
     let key = ensure_tenant_key(ctx, tenant).await?;
-    let recipient: age::x25519::Recipient = key
-        .recipient
-        .parse()
-        .map_err(|_| Error::Invalid(format!("catalog holds an invalid recipient for key {}", key.key_id)))?;
+    let recipient: age::x25519::Recipient = key.recipient.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "catalog holds an invalid recipient for key {}",
+            key.key_id
+        ))
+    })?;
     let primary = ctx.primary();
     let artifact_key = primary.layout.artifact(&tenant.id, backup_id);
     let manifest_key = primary.layout.manifest(&tenant.id, backup_id);
@@ -145,7 +177,13 @@ async fn store_in_primary(
     } = dump;
 
     let mut upload = primary.store.begin(&artifact_key).await?;
-    let encoded = pipeline::encode(reader, recipient.clone(), &ctx.config.pipeline, upload.as_mut()).await;
+    let encoded = pipeline::encode(
+        reader,
+        recipient.clone(),
+        &ctx.config.pipeline,
+        upload.as_mut(),
+    )
+    .await;
     // The dump tool's own verdict counts: a dump that ended early is not a backup.
     let finished = finish.finish().await;
     let outcome = match (encoded, finished) {
@@ -191,7 +229,11 @@ async fn store_in_primary(
         encryption: "age-x25519".into(),
         facts: facts.seal(&recipient)?,
     };
-    if let Err(e) = primary.store.put(&manifest_key, Bytes::from(manifest.to_bytes())).await {
+    if let Err(e) = primary
+        .store
+        .put(&manifest_key, Bytes::from(manifest.to_bytes()))
+        .await
+    {
         let _ = primary.store.delete(&artifact_key).await;
         return Err(e.into());
     }
@@ -214,12 +256,11 @@ async fn store_in_primary(
         .set_copy(
             backup_id.as_str(),
             &primary.name,
-            "pending",
-            Some(outcome.artifact.size),
-            Some(&outcome.artifact.sha256),
-            None,
-            None,
-            Utc::now(),
+            &CopyUpdate::pending(
+                Some(outcome.artifact.size),
+                Some(&outcome.artifact.sha256),
+                None,
+            ),
         )
         .await?;
     Ok(Stored {

@@ -55,7 +55,11 @@ impl Context {
     pub async fn open(config: Config) -> Result<Context, Error> {
         let mut regions = Vec::new();
         for r in &config.regions {
-            regions.push(Region::open(r, config.pipeline.part_size, config.pipeline.upload_concurrency)?);
+            regions.push(Region::open(
+                r,
+                config.pipeline.part_size,
+                config.pipeline.upload_concurrency,
+            )?);
         }
         regions.sort_by_key(|r| r.role != RegionRole::Primary);
         let catalog = Catalog::open(&config.catalog.url).await?;
@@ -77,7 +81,10 @@ impl Context {
     pub fn region(&self, name: &str) -> Result<&Region, Error> {
         self.regions.iter().find(|r| r.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
-            Error::Invalid(format!("unknown region {name:?}; configured regions: {}", names.join(", ")))
+            Error::Invalid(format!(
+                "unknown region {name:?}; configured regions: {}",
+                names.join(", ")
+            ))
         })
     }
 
@@ -87,9 +94,14 @@ impl Context {
 
     /// The master identity, read only when a restore path needs it.
     pub fn master_identity(&self) -> Result<age::x25519::Identity, Error> {
-        let source = self.config.keys.master_identity.as_ref().ok_or_else(|| Error::NoMasterIdentity {
-            config: self.config.file.display().to_string(),
-        })?;
+        let source =
+            self.config
+                .keys
+                .master_identity
+                .as_ref()
+                .ok_or_else(|| Error::NoMasterIdentity {
+                    config: self.config.file.display().to_string(),
+                })?;
         let secret = source
             .resolve("keys.master-identity")
             .map_err(|e| Error::MasterIdentity(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! by re-reading it and comparing its SHA-256 with the one recorded at backup time.
 
 use super::{Context, Error};
-use crate::catalog::BackupRow;
+use crate::catalog::{BackupRow, CopyUpdate};
 use crate::pipeline;
 use crate::storage::{KeyId, Region, StorageError};
 use crate::tenant::TenantId;
@@ -13,7 +13,12 @@ use tokio::io::AsyncReadExt;
 
 /// Streams one object from `from` to `to`; the upload is aborted unless what was read hashes
 /// to `expected` (so a corrupt source never becomes a "verified" copy).
-async fn stream_copy(from: &Region, to: &Region, key: &str, expected_sha256: &str) -> Result<(), Error> {
+async fn stream_copy(
+    from: &Region,
+    to: &Region,
+    key: &str,
+    expected_sha256: &str,
+) -> Result<(), Error> {
     let mut reader = from.store.get(key).await?;
     let mut upload = to.store.begin(key).await?;
     let mut hasher = Sha256::new();
@@ -54,14 +59,21 @@ async fn stream_copy(from: &Region, to: &Region, key: &str, expected_sha256: &st
 }
 
 /// Re-reads an artifact in a region and checks its size and SHA-256.
-pub async fn verify_artifact(region: &Region, key: &str, size: u64, sha256: &str) -> Result<(), Error> {
+pub async fn verify_artifact(
+    region: &Region,
+    key: &str,
+    size: u64,
+    sha256: &str,
+) -> Result<(), Error> {
     let reader = region.store.get(key).await?;
-    let got = pipeline::digest(reader).await.map_err(|e| StorageError::Backend {
-        region: region.name.clone(),
-        op: "read",
-        key: key.to_string(),
-        detail: e.to_string(),
-    })?;
+    let got = pipeline::digest(reader)
+        .await
+        .map_err(|e| StorageError::Backend {
+            region: region.name.clone(),
+            op: "read",
+            key: key.to_string(),
+            detail: e.to_string(),
+        })?;
     if got.size != size || got.sha256 != sha256 {
         return Err(Error::Verify(format!(
             "region {}: {key} has {} bytes with SHA-256 {}, expected {size} bytes with SHA-256 {sha256}",
@@ -72,17 +84,22 @@ pub async fn verify_artifact(region: &Region, key: &str, size: u64, sha256: &str
 }
 
 /// Makes sure the region holds the tenant's wrapped key, so it can restore on its own.
-async fn ensure_key_in(ctx: &Context, to: &Region, tenant: &TenantId, key_id: &str) -> Result<(), Error> {
+async fn ensure_key_in(
+    ctx: &Context,
+    to: &Region,
+    tenant: &TenantId,
+    key_id: &str,
+) -> Result<(), Error> {
     let kid = KeyId::parse(key_id).map_err(Error::Invalid)?;
     let key = to.layout.key(tenant, &kid);
     if to.store.head(&key).await?.is_some() {
         return Ok(());
     }
-    let row = ctx
-        .catalog
-        .key_by_id(key_id)
-        .await?
-        .ok_or_else(|| Error::Invalid(format!("key {key_id} of tenant {tenant} is not in the catalog")))?;
+    let row = ctx.catalog.key_by_id(key_id).await?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "key {key_id} of tenant {tenant} is not in the catalog"
+        ))
+    })?;
     to.store.put(&key, Bytes::from(row.wrapped)).await?;
     Ok(())
 }
@@ -103,14 +120,19 @@ async fn copy_to(ctx: &Context, b: &BackupRow, to: &Region) -> Result<(), Error>
     stream_copy(from, to, artifact, sha).await?;
     verify_artifact(to, artifact, size as u64, sha).await?;
     // The manifest last: in every region, a manifest means a complete backup.
-    let bytes = from.get_small(manifest, crate::manifest::MAX_MANIFEST_BYTES).await?;
+    let bytes = from
+        .get_small(manifest, crate::manifest::MAX_MANIFEST_BYTES)
+        .await?;
     to.store.put(manifest, Bytes::from(bytes)).await?;
     Ok(())
 }
 
 /// Copies a freshly completed backup to every secondary and records the state of every copy.
 /// The primary copy counts as verified once a full read of it matched the recorded SHA-256.
-pub async fn replicate_new_backup(ctx: &Context, backup_id: &str) -> Result<Vec<(String, Result<(), Error>)>, Error> {
+pub async fn replicate_new_backup(
+    ctx: &Context,
+    backup_id: &str,
+) -> Result<Vec<(String, Result<(), Error>)>, Error> {
     let b = ctx
         .catalog
         .backup(backup_id)
@@ -124,20 +146,15 @@ pub async fn replicate_new_backup(ctx: &Context, backup_id: &str) -> Result<Vec<
         let result = copy_to(ctx, &b, to).await;
         // A copy only completes after reading the whole primary artifact with the right hash.
         primary_verified |= result.is_ok();
-        let now = Utc::now();
-        match &result {
-            Ok(()) => {
-                ctx.catalog
-                    .set_copy(&b.id, &to.name, "verified", size, sha.as_deref(), Some(now), None, now)
-                    .await?
-            }
-            Err(e) => {
+        let error = result.as_ref().err().map(|e| e.to_string());
+        let update = match &error {
+            None => CopyUpdate::verified(size, sha.as_deref(), Utc::now()),
+            Some(e) => {
                 tracing::warn!(backup = %b.id, region = %to.name, error = %e, "copy is pending");
-                ctx.catalog
-                    .set_copy(&b.id, &to.name, "pending", None, None, None, Some(&e.to_string()), now)
-                    .await?
+                CopyUpdate::pending(None, None, Some(e))
             }
-        }
+        };
+        ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
         outcomes.push((to.name.clone(), result));
     }
     let primary = ctx.primary();
@@ -152,19 +169,12 @@ pub async fn replicate_new_backup(ctx: &Context, backup_id: &str) -> Result<Vec<
         )
         .await
     };
-    let now = Utc::now();
-    match &primary_result {
-        Ok(()) => {
-            ctx.catalog
-                .set_copy(&b.id, &primary.name, "verified", size, sha.as_deref(), Some(now), None, now)
-                .await?
-        }
-        Err(e) => {
-            ctx.catalog
-                .set_copy(&b.id, &primary.name, "failed", size, sha.as_deref(), None, Some(&e.to_string()), now)
-                .await?
-        }
-    }
+    let error = primary_result.as_ref().err().map(|e| e.to_string());
+    let update = match &error {
+        None => CopyUpdate::verified(size, sha.as_deref(), Utc::now()),
+        Some(e) => CopyUpdate::failed(size, sha.as_deref(), e),
+    };
+    ctx.catalog.set_copy(&b.id, &primary.name, &update).await?;
     outcomes.insert(0, (primary.name.clone(), primary_result));
     Ok(outcomes)
 }

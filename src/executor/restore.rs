@@ -34,7 +34,11 @@ pub struct RestoreReport {
     pub rows: u64,
 }
 
-async fn choose_backup(ctx: &Context, req: &RestoreRequest, region: &Region) -> Result<BackupRow, Error> {
+async fn choose_backup(
+    ctx: &Context,
+    req: &RestoreRequest,
+    region: &Region,
+) -> Result<BackupRow, Error> {
     let tenant = req.tenant.as_str();
     if let Some(id) = &req.backup {
         let b = ctx
@@ -44,14 +48,24 @@ async fn choose_backup(ctx: &Context, req: &RestoreRequest, region: &Region) -> 
             .filter(|b| b.tenant_id == tenant)
             .ok_or_else(|| Error::Invalid(format!("tenant {tenant} has no backup {id}")))?;
         if b.status != "completed" {
-            return Err(Error::Invalid(format!("backup {id} is {}, not completed", b.status)));
+            return Err(Error::Invalid(format!(
+                "backup {id} is {}, not completed",
+                b.status
+            )));
         }
         return Ok(b);
     }
     let backups = ctx.catalog.backups(tenant).await?;
-    for b in backups.into_iter().rev().filter(|b| b.status == "completed") {
+    for b in backups
+        .into_iter()
+        .rev()
+        .filter(|b| b.status == "completed")
+    {
         let copies = ctx.catalog.copies(&b.id).await?;
-        if copies.iter().any(|c| c.region == region.name && c.state == "verified") {
+        if copies
+            .iter()
+            .any(|c| c.region == region.name && c.state == "verified")
+        {
             return Ok(b);
         }
     }
@@ -74,7 +88,9 @@ async fn tenant_identity(
         Some(row) if row.tenant_id == tenant.as_str() => row.wrapped,
         _ => {
             let kid = KeyId::parse(key_id).map_err(Error::Invalid)?;
-            region.get_small(&region.layout.key(tenant, &kid), 64 << 10).await?
+            region
+                .get_small(&region.layout.key(tenant, &kid), 64 << 10)
+                .await?
         }
     };
     Ok(crypto::unwrap_identity(&wrapped, master, &what)?)
@@ -82,10 +98,13 @@ async fn tenant_identity(
 
 pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<RestoreReport, Error> {
     let clock = Instant::now();
-    let tenant = ctx
-        .config
-        .tenant(&req.tenant)
-        .ok_or_else(|| Error::Invalid(format!("tenant {} is not in {}", req.tenant, ctx.config.file.display())))?;
+    let tenant = ctx.config.tenant(&req.tenant).ok_or_else(|| {
+        Error::Invalid(format!(
+            "tenant {} is not in {}",
+            req.tenant,
+            ctx.config.file.display()
+        ))
+    })?;
     // Checked first: without the master identity nothing can be decrypted, so touch nothing.
     let master = ctx.master_identity()?;
     let region = match &req.region {
@@ -95,7 +114,10 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
     let backup = choose_backup(ctx, req, region).await?;
     let backup_id = BackupId::parse(&backup.id).map_err(Error::Invalid)?;
     let manifest_key = region.layout.manifest(&req.tenant, &backup_id);
-    let manifest = Manifest::parse(&manifest_key, &region.get_small(&manifest_key, MAX_MANIFEST_BYTES).await?)?;
+    let manifest = Manifest::parse(
+        &manifest_key,
+        &region.get_small(&manifest_key, MAX_MANIFEST_BYTES).await?,
+    )?;
     if manifest.tenant != req.tenant.as_str() || manifest.backup_id != backup.id {
         return Err(Error::Verify(format!(
             "manifest {manifest_key} names tenant {} backup {}",
@@ -109,11 +131,15 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
     let (plaintext, decoder) = pipeline::decode(artifact, identity);
     let engine = engine::for_tenant(tenant);
     let loaded = engine.restore_side(&req.target, plaintext).await;
-    let decoded = decoder.await.map_err(|e| Error::Verify(format!("decoder task: {e}")));
+    let decoded = decoder
+        .await
+        .map_err(|e| Error::Verify(format!("decoder task: {e}")));
     let staged = match (loaded, decoded) {
         (Ok(staged), Ok(Ok(d))) => {
             let mut problems = Vec::new();
-            if d.artifact.sha256 != manifest.artifact.sha256 || d.artifact.size != manifest.artifact.size {
+            if d.artifact.sha256 != manifest.artifact.sha256
+                || d.artifact.size != manifest.artifact.size
+            {
                 problems.push(format!(
                     "artifact in region {} has {} bytes with SHA-256 {}, manifest says {} bytes with SHA-256 {}",
                     region.name, d.artifact.size, d.artifact.sha256, manifest.artifact.size, manifest.artifact.sha256
@@ -157,11 +183,24 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
             .tables
             .iter()
             .filter(|(t, n)| counts.get(*t) != Some(n))
-            .map(|(t, n)| format!("{t}: expected {n} rows, restored {}", counts.get(t).map_or("none".into(), |c| c.to_string())))
-            .chain(counts.keys().filter(|t| !facts.tables.contains_key(*t)).map(|t| format!("{t}: not in the backup's facts")))
+            .map(|(t, n)| {
+                format!(
+                    "{t}: expected {n} rows, restored {}",
+                    counts.get(t).map_or("none".into(), |c| c.to_string())
+                )
+            })
+            .chain(
+                counts
+                    .keys()
+                    .filter(|t| !facts.tables.contains_key(*t))
+                    .map(|t| format!("{t}: not in the backup's facts")),
+            )
             .collect();
         staged.discard().await;
-        return Err(Error::Verify(format!("row counts differ from the manifest: {}", diff.join("; "))));
+        return Err(Error::Verify(format!(
+            "row counts differ from the manifest: {}",
+            diff.join("; ")
+        )));
     }
     let restored_to = staged.commit().await?;
     let report = RestoreReport {
@@ -178,7 +217,10 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
             "cli",
             "restore.side",
             Some(req.tenant.as_str()),
-            &format!("backup {} from region {} to {}", report.backup_id, report.region, report.restored_to),
+            &format!(
+                "backup {} from region {} to {}",
+                report.backup_id, report.region, report.restored_to
+            ),
             "ok",
             Utc::now(),
         )

@@ -16,18 +16,23 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
     for t in &ctx.config.tenants {
         let tier = &ctx.config.tiers[&t.tier];
         let (lifecycle, legal_hold) = match ctx.catalog.tenant_state(t.id.as_str()).await? {
-            Some((state, Some(at), hold)) if state == "terminated" => (Lifecycle::Terminated { at }, hold),
+            Some((state, Some(at), hold)) if state == "terminated" => {
+                (Lifecycle::Terminated { at }, hold)
+            }
             Some((_, _, hold)) => (Lifecycle::Active, hold),
             None => (Lifecycle::Active, false),
         };
         let mut facts = Vec::new();
         for b in ctx.catalog.backups(t.id.as_str()).await? {
-            let (Some(rp), "completed") = (b.recovery_point, b.status.as_str()) else { continue };
+            let (Some(rp), "completed") = (b.recovery_point, b.status.as_str()) else {
+                continue;
+            };
             let copies = ctx.catalog.copies(&b.id).await?;
-            let verified_everywhere = ctx
-                .regions
-                .iter()
-                .all(|r| copies.iter().any(|c| c.region == r.name && c.state == "verified"));
+            let verified_everywhere = ctx.regions.iter().all(|r| {
+                copies
+                    .iter()
+                    .any(|c| c.region == r.name && c.state == "verified")
+            });
             facts.push(BackupFact {
                 id: b.id.clone(),
                 recovery_point: rp,
@@ -43,7 +48,10 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
         plans.push(TenantPlan {
             tenant: t.id.to_string(),
             decisions: retention::plan(&tenant_facts, &facts, now),
-            recovery_points: facts.iter().map(|f| (f.id.clone(), f.recovery_point)).collect(),
+            recovery_points: facts
+                .iter()
+                .map(|f| (f.id.clone(), f.recovery_point))
+                .collect(),
         });
     }
     Ok(plans)

@@ -33,7 +33,9 @@ impl DirStore {
     /// Maps a key to a path, refusing any key that could leave the root.
     fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
         let ok = !key.is_empty()
-            && key.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'));
+            && key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains('\0'));
         if !ok {
             return Err(self.err("map", key, "key has an empty, `.` or `..` segment"));
         }
@@ -41,7 +43,10 @@ impl DirStore {
     }
 
     fn temp_path(path: &Path) -> PathBuf {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
         path.with_file_name(format!("{TMP_MARK}{}-{name}", uuid::Uuid::new_v4()))
     }
 }
@@ -119,13 +124,22 @@ impl ObjectStore for DirStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(self.err("list", prefix, e)),
             };
-            while let Some(entry) = rd.next_entry().await.map_err(|e| self.err("list", prefix, e))? {
-                let ft = entry.file_type().await.map_err(|e| self.err("list", prefix, e))?;
+            while let Some(entry) = rd
+                .next_entry()
+                .await
+                .map_err(|e| self.err("list", prefix, e))?
+            {
+                let ft = entry
+                    .file_type()
+                    .await
+                    .map_err(|e| self.err("list", prefix, e))?;
                 let path = entry.path();
                 if ft.is_dir() {
                     stack.push(path);
                 } else if ft.is_file() {
-                    let Ok(rel) = path.strip_prefix(&self.root) else { continue };
+                    let Ok(rel) = path.strip_prefix(&self.root) else {
+                        continue;
+                    };
                     let key = rel.to_string_lossy().to_string();
                     let name = entry.file_name().to_string_lossy().to_string();
                     if key.starts_with(prefix) && !name.starts_with(TMP_MARK) {
@@ -177,7 +191,9 @@ impl DirUpload {
 impl Upload for DirUpload {
     async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
         let file = self.file.as_mut().expect("upload is open");
-        file.write_all(&chunk).await.map_err(|e| self.err("write", e))
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| self.err("write", e))
     }
 
     async fn finish(mut self: Box<Self>) -> Result<(), StorageError> {
@@ -213,18 +229,31 @@ mod tests {
         let store = DirStore::new("r", dir.path().to_path_buf());
         let mut up = store.begin("a/b/c.bin").await.unwrap();
         up.write(Bytes::from_static(b"hello ")).await.unwrap();
-        assert_eq!(store.head("a/b/c.bin").await.unwrap(), None, "invisible until finish");
+        assert_eq!(
+            store.head("a/b/c.bin").await.unwrap(),
+            None,
+            "invisible until finish"
+        );
         up.write(Bytes::from_static(b"world")).await.unwrap();
         up.finish().await.unwrap();
         assert_eq!(store.head("a/b/c.bin").await.unwrap(), Some(11));
         let mut up = store.begin("a/b/d.bin").await.unwrap();
         up.write(Bytes::from_static(b"partial")).await.unwrap();
         up.abort().await;
-        let keys: Vec<String> = store.list("a/").await.unwrap().into_iter().map(|o| o.key).collect();
+        let keys: Vec<String> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["a/b/c.bin"]);
         let all = std::fs::read_dir(dir.path().join("a/b")).unwrap().count();
         assert_eq!(all, 1, "no temp file left behind");
         assert!(store.get("../etc/passwd").await.is_err());
-        assert!(matches!(store.get("a/b/zzz").await, Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            store.get("a/b/zzz").await,
+            Err(StorageError::NotFound { .. })
+        ));
     }
 }

@@ -85,10 +85,16 @@ impl Layout {
         format!("{}/tenants/{tenant}/", self.root)
     }
     pub fn artifact(&self, tenant: &TenantId, backup: &BackupId) -> String {
-        format!("{}/tenants/{tenant}/backups/{backup}.dump.zst.age", self.root)
+        format!(
+            "{}/tenants/{tenant}/backups/{backup}.dump.zst.age",
+            self.root
+        )
     }
     pub fn manifest(&self, tenant: &TenantId, backup: &BackupId) -> String {
-        format!("{}/tenants/{tenant}/backups/{backup}.manifest.json", self.root)
+        format!(
+            "{}/tenants/{tenant}/backups/{backup}.manifest.json",
+            self.root
+        )
     }
     pub fn key(&self, tenant: &TenantId, key_id: &KeyId) -> String {
         format!("{}/tenants/{tenant}/keys/{key_id}.age", self.root)
@@ -106,7 +112,9 @@ impl BackupId {
     pub fn parse(s: &str) -> Result<Self, String> {
         match uuid::Uuid::parse_str(s) {
             Ok(u) if u.get_version_num() == 7 && u.to_string() == s => Ok(BackupId(s.to_string())),
-            _ => Err(format!("invalid backup id {s:?}: expected a lower-case UUIDv7 such as 019a…-…")),
+            _ => Err(format!(
+                "invalid backup id {s:?}: expected a lower-case UUIDv7 such as 019a…-…"
+            )),
         }
     }
     pub fn as_str(&self) -> &str {
@@ -128,11 +136,15 @@ impl KeyId {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok = s.len() == 21
             && s.starts_with('k')
-            && s[1..].chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+            && s[1..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
         if ok {
             Ok(KeyId(s.to_string()))
         } else {
-            Err(format!("invalid key id {s:?}: expected `k` and 20 hex digits"))
+            Err(format!(
+                "invalid key id {s:?}: expected `k` and 20 hex digits"
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -156,7 +168,11 @@ pub struct Region {
 }
 
 impl Region {
-    pub fn open(cfg: &RegionConfig, part_size: usize, concurrency: usize) -> Result<Region, StorageError> {
+    pub fn open(
+        cfg: &RegionConfig,
+        part_size: usize,
+        concurrency: usize,
+    ) -> Result<Region, StorageError> {
         let store: Arc<dyn ObjectStore> = match &cfg.backend {
             RegionBackend::Dir { path } => Arc::new(dir::DirStore::new(&cfg.name, path.clone())),
             RegionBackend::S3 { .. } => Arc::new(s3::S3Store::new(cfg, part_size, concurrency)?),
@@ -204,19 +220,38 @@ mod tests {
         let b = BackupId::parse("019ab0c2-1111-7222-8333-444455556666").unwrap();
         let k = KeyId::parse("k0123456789abcdef0123").unwrap();
         let l = Layout::new("prod/");
-        assert_eq!(l.artifact(&t, &b), "prod/v1/tenants/acme/backups/019ab0c2-1111-7222-8333-444455556666.dump.zst.age");
-        assert_eq!(l.manifest(&t, &b), "prod/v1/tenants/acme/backups/019ab0c2-1111-7222-8333-444455556666.manifest.json");
-        assert_eq!(l.key(&t, &k), "prod/v1/tenants/acme/keys/k0123456789abcdef0123.age");
+        assert_eq!(
+            l.artifact(&t, &b),
+            "prod/v1/tenants/acme/backups/019ab0c2-1111-7222-8333-444455556666.dump.zst.age"
+        );
+        assert_eq!(
+            l.manifest(&t, &b),
+            "prod/v1/tenants/acme/backups/019ab0c2-1111-7222-8333-444455556666.manifest.json"
+        );
+        assert_eq!(
+            l.key(&t, &k),
+            "prod/v1/tenants/acme/keys/k0123456789abcdef0123.age"
+        );
         assert_eq!(Layout::new("").tenant_prefix(&t), "v1/tenants/acme/");
     }
 
     #[test]
     fn ids_are_validated() {
         assert!(BackupId::parse(&BackupId::generate().to_string()).is_ok());
-        for bad in ["", "../x", "019ab0c2-1111-4222-8333-444455556666", "019AB0C2-1111-7222-8333-444455556666"] {
+        for bad in [
+            "",
+            "../x",
+            "019ab0c2-1111-4222-8333-444455556666",
+            "019AB0C2-1111-7222-8333-444455556666",
+        ] {
             assert!(BackupId::parse(bad).is_err(), "{bad}");
         }
-        for bad in ["", "k../../../etc/pas", "K0123456789abcdef0123", "k0123456789abcdef012"] {
+        for bad in [
+            "",
+            "k../../../etc/pas",
+            "K0123456789abcdef0123",
+            "k0123456789abcdef012",
+        ] {
             assert!(KeyId::parse(bad).is_err(), "{bad}");
         }
     }

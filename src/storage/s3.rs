@@ -30,7 +30,11 @@ fn detail<E: std::error::Error>(e: &E) -> String {
 }
 
 impl S3Store {
-    pub fn new(cfg: &RegionConfig, part_size: usize, concurrency: usize) -> Result<Self, StorageError> {
+    pub fn new(
+        cfg: &RegionConfig,
+        part_size: usize,
+        concurrency: usize,
+    ) -> Result<Self, StorageError> {
         let RegionBackend::S3 {
             endpoint,
             region,
@@ -54,7 +58,13 @@ impl S3Store {
         let secret = secret_access_key
             .resolve(&format!("regions.{}.secret-access-key", cfg.name))
             .map_err(|e| err("secret-access-key", e))?;
-        let creds = Credentials::new(akid.expose(), secret.expose(), None, None, "lifeboat-config");
+        let creds = Credentials::new(
+            akid.expose(),
+            secret.expose(),
+            None,
+            None,
+            "lifeboat-config",
+        );
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(300))
@@ -122,18 +132,34 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Box::new(out.body.into_async_read())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Err(StorageError::NotFound {
-                region: self.region.clone(),
-                key: key.to_string(),
-            }),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(StorageError::NotFound {
+                    region: self.region.clone(),
+                    key: key.to_string(),
+                })
+            }
             Err(e) => Err(self.err("get", key, detail(&e))),
         }
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(self.err("head", key, detail(&e))),
@@ -245,7 +271,10 @@ impl S3Upload {
                 .map_err(|e| self.err("create multipart upload", detail(&e)))?;
             self.upload_id = out.upload_id().map(str::to_string);
             if self.upload_id.is_none() {
-                return Err(self.err("create multipart upload", "no upload id in the answer".into()));
+                return Err(self.err(
+                    "create multipart upload",
+                    "no upload id in the answer".into(),
+                ));
             }
         }
         while self.inflight.len() >= self.concurrency {
@@ -312,7 +341,11 @@ impl Upload for S3Upload {
                 .bucket(&self.bucket)
                 .key(&self.key)
                 .upload_id(self.upload_id.clone().unwrap_or_default())
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
                 .send()
                 .await
                 .map(|_| ())

@@ -10,18 +10,29 @@ use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago. Callers retry startup on a collision.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn is_root() -> bool {
     // SAFETY-free check: root's home is /root and `id -u` says 0.
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
 }
 
 fn hex(n: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut buf).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -50,7 +61,11 @@ pub fn garage_bin() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_default();
     let cargo = PathBuf::from(home).join(".cargo/bin/garage");
-    if cargo.exists() { cargo } else { "garage".into() }
+    if cargo.exists() {
+        cargo
+    } else {
+        "garage".into()
+    }
 }
 
 /// A single-node Garage cluster with one bucket and one key: one region.
@@ -76,11 +91,19 @@ impl Garage {
     }
 
     fn garage(&self, args: &[&str]) -> Output {
-        Command::new(garage_bin()).arg("-c").arg(&self.config).args(args).output().unwrap()
+        Command::new(garage_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn try_start() -> Result<Garage, String> {
-        let dir = tempfile::Builder::new().prefix("lifeboat-garage-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-garage-")
+            .tempdir()
+            .unwrap();
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let config = dir.path().join("garage.toml");
         let d = dir.path().display();
@@ -106,24 +129,44 @@ impl Garage {
         };
         g.spawn()?;
         let node = g.garage(&["node", "id", "-q"]);
-        let node = String::from_utf8_lossy(&node.stdout).trim().split('@').next().unwrap_or("").to_string();
+        let node = String::from_utf8_lossy(&node.stdout)
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if node.is_empty() {
             return Err("no node id".into());
         }
         let steps: Vec<Vec<&str>> = vec![
             vec!["layout", "assign", "-z", "dc1", "-c", "1G", &node],
             vec!["layout", "apply", "--version", "1"],
-            vec!["key", "import", "--yes", "-n", "lifeboat-test", &g.key_id, &g.secret],
+            vec![
+                "key",
+                "import",
+                "--yes",
+                "-n",
+                "lifeboat-test",
+                &g.key_id,
+                &g.secret,
+            ],
             vec!["bucket", "create", &g.bucket],
-            vec!["bucket", "allow", "--read", "--write", "--owner", &g.bucket, "--key", &g.key_id],
+            vec![
+                "bucket", "allow", "--read", "--write", "--owner", &g.bucket, "--key", &g.key_id,
+            ],
         ];
         for step in steps {
             let out = g.garage(&step);
             if !out.status.success() {
-                return Err(format!("garage {step:?}: {}", String::from_utf8_lossy(&out.stderr)));
+                return Err(format!(
+                    "garage {step:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
         }
-        let ok = wait_until("garage bucket", Duration::from_secs(20), || g.try_list("").is_ok());
+        let ok = wait_until("garage bucket", Duration::from_secs(20), || {
+            g.try_list("").is_ok()
+        });
         if !ok {
             return Err("bucket never became usable".into());
         }
@@ -149,8 +192,12 @@ impl Garage {
         });
         if !ok {
             self.stop();
-            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-            return Err(format!("garage did not come up: {}", log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")));
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            return Err(format!(
+                "garage did not come up: {}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+            ));
         }
         Ok(())
     }
@@ -165,7 +212,11 @@ impl Garage {
     /// Starts the node again on the same ports and data (a region coming back).
     pub fn restart(&mut self) {
         self.spawn().expect("garage restart");
-        assert!(wait_until("garage bucket after restart", Duration::from_secs(20), || self.try_list("").is_ok()));
+        assert!(wait_until(
+            "garage bucket after restart",
+            Duration::from_secs(20),
+            || self.try_list("").is_ok()
+        ));
     }
 
     /// Credentials files (mode 0600) for a lifeboat region config.
@@ -189,14 +240,24 @@ impl Garage {
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("garage"))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(&self.key_id, &self.secret, None, None, "test"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &self.key_id,
+                &self.secret,
+                None,
+                None,
+                "test",
+            ))
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }
 
     fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     fn try_list(&self, prefix: &str) -> Result<Vec<String>, String> {
@@ -213,7 +274,11 @@ impl Garage {
                     .send()
                     .await
                     .map_err(|e| format!("{e:?}"))?;
-                keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+                keys.extend(
+                    out.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_string)),
+                );
                 match out.next_continuation_token() {
                     Some(t) => token = Some(t.to_string()),
                     None => return Ok(keys),
@@ -230,7 +295,13 @@ impl Garage {
     pub fn get(&self, key: &str) -> Vec<u8> {
         let client = self.client();
         Self::block(async {
-            let out = client.get_object().bucket(&self.bucket).key(key).send().await.expect("get object");
+            let out = client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("get object");
             out.body.collect().await.unwrap().into_bytes().to_vec()
         })
     }
@@ -239,7 +310,13 @@ impl Garage {
         let client = self.client();
         for key in self.list("") {
             Self::block(async {
-                client.delete_object().bucket(&self.bucket).key(&key).send().await.expect("delete");
+                client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .expect("delete");
             });
         }
     }
@@ -248,7 +325,12 @@ impl Garage {
     pub fn pending_multipart_uploads(&self) -> usize {
         let client = self.client();
         Self::block(async {
-            let out = client.list_multipart_uploads().bucket(&self.bucket).send().await.expect("list uploads");
+            let out = client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .expect("list uploads");
             out.uploads().len()
         })
     }
@@ -272,10 +354,15 @@ fn pg_bindir() -> PathBuf {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().expect("PostgreSQL server binaries (initdb, pg_ctl) are installed")
+    versions
+        .pop()
+        .expect("PostgreSQL server binaries (initdb, pg_ctl) are installed")
 }
 
 /// Runs a command as the `postgres` user when we are root (PostgreSQL refuses root).
@@ -298,19 +385,38 @@ pub struct Postgres {
 impl Postgres {
     pub fn start() -> Postgres {
         let bindir = pg_bindir();
-        let dir = tempfile::Builder::new().prefix("lifeboat-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-pg-")
+            .tempdir()
+            .unwrap();
         if is_root() {
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(status.success());
         }
         let data = dir.path().join("data");
         let out = as_pg_user(&bindir.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for attempt in 1..=3 {
             let port = free_port();
             let opts = format!(
@@ -328,7 +434,10 @@ impl Postgres {
             if out.status.success() {
                 return Postgres { dir, port, bindir };
             }
-            eprintln!("pg_ctl start attempt {attempt} on port {port} failed: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "pg_ctl start attempt {attempt} on port {port} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         panic!("could not start PostgreSQL");
     }
@@ -340,15 +449,32 @@ impl Postgres {
     /// Runs SQL through psql and returns its unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", &self.url(db), "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(db),
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn databases(&self) -> Vec<String> {
-        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1").lines().map(str::to_string).collect()
+        self.psql("postgres", "SELECT datname FROM pg_database ORDER BY 1")
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -374,11 +500,19 @@ pub struct Run {
 
 impl Run {
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "lifeboat failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "lifeboat failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn failed(self) -> Run {
-        assert_ne!(self.code, 0, "lifeboat should have failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "lifeboat should have failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -408,11 +542,20 @@ pub struct Install {
 
 impl Install {
     pub fn new() -> Install {
-        let dir = tempfile::Builder::new().prefix("lifeboat-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-test-")
+            .tempdir()
+            .unwrap();
         let schedules = dir.path().join("schedules");
         std::fs::create_dir(&schedules).unwrap();
         for f in ["paid.toml", "free.toml", "standard.toml"] {
-            std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules").join(f), schedules.join(f)).unwrap();
+            std::fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("schedules")
+                    .join(f),
+                schedules.join(f),
+            )
+            .unwrap();
         }
         let master_key = dir.path().join("master.key");
         let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
@@ -420,7 +563,11 @@ impl Install {
             .arg(&master_key)
             .output()
             .unwrap();
-        assert!(out.status.success(), "keys init: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Install {
             config: dir.path().join("lifeboat.toml"),
@@ -452,27 +599,42 @@ impl Install {
 
     /// Rows of a catalog query, through the sqlite3-free path: a tiny query via sqlx.
     pub fn catalog_query(&self, sql: &str) -> Vec<Vec<String>> {
-        use sqlx::{Column, Connection, Row};
+        use sqlx::{Connection, Row};
         let path = self.path("catalog.db");
         if !path.exists() {
             return Vec::new();
         }
         let sql = sql.to_string();
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await.unwrap();
-            rows.iter()
-                .map(|r| {
-                    (0..r.columns().len())
-                        .map(|i| {
-                            r.try_get::<String, _>(i)
-                                .or_else(|_| r.try_get::<i64, _>(i).map(|n| n.to_string()))
-                                .unwrap_or_else(|_| "NULL".into())
-                        })
-                        .collect()
-                })
-                .collect()
-        })
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .map(|r| {
+                        (0..r.columns().len())
+                            .map(|i| {
+                                r.try_get::<Option<String>, _>(i)
+                                    .or_else(|_| {
+                                        r.try_get::<Option<i64>, _>(i)
+                                            .map(|n| n.map(|n| n.to_string()))
+                                    })
+                                    .ok()
+                                    .flatten()
+                                    .unwrap_or_else(|| "NULL".into())
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
     }
 }
 
@@ -491,16 +653,23 @@ pub fn make_sqlite_tenant(path: &Path, marker: &str) {
     );
     use sqlx::{ConnectOptions, Connection};
     let path = path.to_path_buf();
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
-        conn.close().await.unwrap();
-    });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        });
 }
 
 /// Compares two SQLite files row by row.
@@ -510,5 +679,9 @@ pub fn sqlite_equal(a: &Path, b: &Path) -> (usize, u64) {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(async move { lifeboat::demo::compare_databases(&a, &b).await.expect("databases are equal") })
+        .block_on(async move {
+            lifeboat::demo::compare_databases(&a, &b)
+                .await
+                .expect("databases are equal")
+        })
 }

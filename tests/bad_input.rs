@@ -1,0 +1,337 @@
+//! Bad input gets a clear error that names the file, field and value, and changes nothing.
+
+mod support;
+
+use support::*;
+
+fn dir_regions() -> &'static str {
+    "[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
+     [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n"
+}
+
+fn sqlite_tenant(id: &str) -> String {
+    format!(
+        "[[tenants]]\nid = \"{id}\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n"
+    )
+}
+
+/// Nothing was written: no catalog file, no region directory.
+fn assert_untouched(inst: &Install) {
+    assert!(!inst.path("catalog.db").exists(), "no catalog was created");
+    assert!(!inst.path("regions").exists(), "no region was written");
+}
+
+#[test]
+fn unknown_config_key_names_file_line_and_valid_keys() {
+    let inst = Install::new();
+    // At the top level, the valid keys are the top-level ones.
+    inst.write_config(&format!("bogus-key = 1\n{}{}", inst.head(), dir_regions()));
+    for cmd in [&["config", "check"][..], &["backup", "--all"][..]] {
+        let out = inst.run(cmd).failed();
+        let expected_at = format!("{}:", inst.config.display());
+        assert!(out.stderr.contains(&expected_at), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("unknown field `bogus-key`"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("expected one of") && out.stderr.contains("`regions`"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_untouched(&inst);
+}
+
+#[test]
+fn bad_cron_names_the_tier_file_field_value_and_form() {
+    let inst = Install::new();
+    let tier = inst.path("schedules/paid.toml");
+    let text = std::fs::read_to_string(&tier)
+        .unwrap()
+        .replace("cron = \"0 */4 * * *\"", "cron = \"61 * * * *\"");
+    std::fs::write(&tier, text).unwrap();
+    inst.write_config(&format!(
+        "{}{}{}",
+        inst.head(),
+        dir_regions(),
+        sqlite_tenant("shop")
+    ));
+    let out = inst.run(&["config", "check"]).failed();
+    assert!(
+        out.stderr.contains(&format!("{}:4:8", tier.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("cron = \"61 * * * *\""),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("5 fields"), "{}", out.stderr);
+    assert_untouched(&inst);
+}
+
+#[test]
+fn tenant_id_with_dot_dot_is_refused_before_any_path_or_key_is_built() {
+    let inst = Install::new();
+    make_sqlite_tenant(&inst.path("shop.db"), "x");
+    for bad in ["../evil", "acme/../../etc", "Acme"] {
+        inst.write_config(&format!(
+            "{}{}{}",
+            inst.head(),
+            dir_regions(),
+            sqlite_tenant(bad)
+        ));
+        let out = inst.run(&["backup", "--all"]).failed();
+        assert!(
+            out.stderr.contains(&format!("tenants[0].id = {bad:?}")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("a-z, 0-9"), "{}", out.stderr);
+        assert_untouched(&inst);
+    }
+    // On the command line too.
+    inst.write_config(&format!(
+        "{}{}{}",
+        inst.head(),
+        dir_regions(),
+        sqlite_tenant("shop")
+    ));
+    let out = inst.run(&["backups", "--tenant", "../shop"]).failed();
+    assert!(
+        out.stderr.contains("invalid tenant id \"../shop\""),
+        "{}",
+        out.stderr
+    );
+    let out = inst
+        .run(&["restore", "--tenant", "../shop", "--to-side", "x.db"])
+        .failed();
+    assert!(
+        out.stderr.contains("invalid tenant id \"../shop\""),
+        "{}",
+        out.stderr
+    );
+    assert_untouched(&inst);
+}
+
+#[test]
+fn missing_master_key_is_a_clear_error_and_restores_nothing() {
+    let inst = Install::new();
+    make_sqlite_tenant(&inst.path("shop.db"), "x");
+    let good = format!("{}{}{}", inst.head(), dir_regions(), sqlite_tenant("shop"));
+    inst.write_config(&good);
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+
+    // The identity file named in the config is gone.
+    std::fs::rename(&inst.master_key, inst.path("master.key.away")).unwrap();
+    let target = inst.path("restored.db");
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            target.to_str().unwrap(),
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("keys.master-identity-file") && out.stderr.contains("master.key"),
+        "{}",
+        out.stderr
+    );
+    assert!(!target.exists());
+
+    // A group-readable identity file is refused.
+    std::fs::rename(inst.path("master.key.away"), &inst.master_key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&inst.master_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            target.to_str().unwrap(),
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("readable by group or others"),
+        "{}",
+        out.stderr
+    );
+    assert!(!target.exists());
+    std::fs::set_permissions(&inst.master_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A backup-only worker (recipients, no identity) backs up but cannot restore.
+    inst.write_config(&good.replace("master-identity-file = \"master.key\"\n", ""));
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            target.to_str().unwrap(),
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("no master identity is configured"),
+        "{}",
+        out.stderr
+    );
+    assert!(!target.exists());
+
+    // No master recipient at all: a config error before anything is done.
+    let none = good.replace(&format!("[\"{}\"]", inst.recipient), "[]");
+    inst.write_config(&none);
+    let out = inst.run(&["backup", "--tenant", "shop"]).failed();
+    assert!(
+        out.stderr.contains("keys.master-recipients = \"[]\""),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("lifeboat keys init"), "{}", out.stderr);
+    let done = inst.catalog_query("SELECT count(*) FROM backups");
+    assert_eq!(done[0][0], "2", "only the two good backups exist");
+}
+
+#[test]
+fn wrong_s3_credentials_fail_before_anything_is_written() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    make_sqlite_tenant(&inst.path("shop.db"), "x");
+    let primary = a.region_toml("eu", "primary", inst.dir.path());
+    // A secret of the right form that Garage does not know.
+    write_private(&inst.path("eu.secret-key"), &"0".repeat(64));
+    inst.write_config(&format!(
+        "{}{}{}{}",
+        inst.head(),
+        primary,
+        b.region_toml("us", "secondary", inst.dir.path()),
+        sqlite_tenant("shop")
+    ));
+    let out = inst.run(&["backup", "--tenant", "shop"]).failed();
+    assert!(
+        out.stderr.contains("region eu") && out.stderr.contains("probe"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("403") || out.stderr.to_lowercase().contains("access"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains(&"0".repeat(64)),
+        "the secret is never printed"
+    );
+    assert!(a.list("").is_empty() && b.list("").is_empty());
+    for table in ["tenants", "tenant_keys", "backups", "copies"] {
+        assert_eq!(
+            inst.catalog_query(&format!("SELECT count(*) FROM {table}"))[0][0],
+            "0",
+            "{table}"
+        );
+    }
+}
+
+#[test]
+fn unreachable_database_fails_clearly_and_leaves_no_object() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    let closed = free_port();
+    inst.write_config(&format!(
+        "{}{}{}[[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"postgres://postgres@127.0.0.1:{closed}/acme\"\n\n\
+         [[tenants]]\nid = \"gone\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"no-such.db\"\n",
+        inst.head(),
+        a.region_toml("eu", "primary", inst.dir.path()),
+        b.region_toml("us", "secondary", inst.dir.path()),
+    ));
+    let out = inst.run(&["backup", "--all"]).failed();
+    assert!(
+        out.stderr.contains(&format!(
+            "tenant acme: cannot connect to postgres://postgres@127.0.0.1:{closed}/acme"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("tenant gone: cannot connect to")
+            && out.stderr.contains("no such database file"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("2 of 2 backups failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        a.list("").is_empty() && b.list("").is_empty(),
+        "no object, not even a key"
+    );
+    assert_eq!(a.pending_multipart_uploads(), 0);
+    // The catalog records each failure with its cause, and nothing that points at an object.
+    let rows = inst.catalog_query(
+        "SELECT tenant_id, status, error, artifact_key FROM backups ORDER BY tenant_id",
+    );
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(r[1], "failed");
+        assert!(r[2].contains("cannot connect"), "{r:?}");
+        assert_eq!(r[3], "NULL");
+    }
+    assert_eq!(
+        inst.catalog_query("SELECT count(*) FROM tenant_keys")[0][0],
+        "0"
+    );
+    assert_eq!(inst.catalog_query("SELECT count(*) FROM copies")[0][0], "0");
+}
+
+#[test]
+fn config_check_prints_the_resolved_config_with_secrets_redacted() {
+    let inst = Install::new();
+    write_private(&inst.path("pg.pass"), "pg-hunter2");
+    write_private(&inst.path("s3.key"), "GK0123");
+    write_private(&inst.path("s3.secret"), "s3-hunter2");
+    inst.write_config(&format!(
+        "{}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\n\
+         access-key-id-file = \"s3.key\"\nsecret-access-key-file = \"s3.secret\"\n\n\
+         [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n\
+         [[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"postgres://app@db.internal:5432/acme\"\npassword-file = \"pg.pass\"\n",
+        inst.head()
+    ));
+    let out = inst.run(&["config", "check"]).ok();
+    for secret in ["pg-hunter2", "s3-hunter2"] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("<from file") && out.stdout.contains("s3.secret"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("# ok: 2 regions, 3 tiers, 1 tenants"),
+        "{}",
+        out.stdout
+    );
+    // A password inside the URL is refused, and the error does not echo it.
+    let cfg = std::fs::read_to_string(&inst.config)
+        .unwrap()
+        .replace("app@db", "app:pw-in-url-9@db");
+    inst.write_config(&cfg);
+    let out = inst.run(&["config", "check"]).failed();
+    assert!(
+        out.stderr.contains("tenants[0].url") && out.stderr.contains("password-file"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("pw-in-url-9"), "{}", out.stderr);
+}
