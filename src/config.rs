@@ -664,11 +664,11 @@ impl Config {
                 t.file.display(),
                 q(&t.cron_text),
                 t.priority,
-                humantime::format_duration(t.rpo),
-                humantime::format_duration(t.rto),
+                crate::domain::objectives::fmt_duration(t.rpo),
+                crate::domain::objectives::fmt_duration(t.rto),
                 t.retention.keep_last,
-                humantime::format_duration(t.retention.max_age),
-                humantime::format_duration(t.deletion_window),
+                crate::domain::objectives::fmt_duration(t.retention.max_age),
+                crate::domain::objectives::fmt_duration(t.deletion_window),
             );
         }
         out

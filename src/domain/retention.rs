@@ -87,7 +87,7 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
                 } else {
                     delete_reasons.push(format!(
                         "older than max-age {}",
-                        humantime::format_duration(tenant.policy.max_age)
+                        crate::domain::objectives::fmt_duration(tenant.policy.max_age)
                     ));
                 }
             } else {
