@@ -12,6 +12,7 @@ pub mod domain;
 pub mod engine;
 pub mod executor;
 pub mod manifest;
+pub mod metrics;
 pub mod pipeline;
 pub mod secret;
 pub mod storage;

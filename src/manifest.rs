@@ -24,6 +24,8 @@ pub struct Manifest {
     pub engine: EngineKind,
     pub tier: String,
     pub key_id: String,
+    /// The tenant's public key (`age1…`): public, and what a rebuilt catalog encrypts to.
+    pub recipient: String,
     pub recovery_point: DateTime<Utc>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,

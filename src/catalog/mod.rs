@@ -135,6 +135,18 @@ fn backup_from(row: &sqlx::sqlite::SqliteRow) -> BackupRow {
     }
 }
 
+fn copy_from(r: &sqlx::sqlite::SqliteRow) -> CopyRow {
+    CopyRow {
+        backup_id: r.get("backup_id"),
+        region: r.get("region"),
+        state: r.get("state"),
+        size: r.get("size"),
+        sha256: r.get("sha256"),
+        verified_at: r.get("verified_at"),
+        error: r.get("error"),
+    }
+}
+
 impl Catalog {
     /// Opens (creating if missing) and migrates the catalog.
     pub async fn open(url: &str) -> Result<Catalog, CatalogError> {
@@ -341,6 +353,32 @@ impl Catalog {
         Ok(rows.iter().map(backup_from).collect())
     }
 
+    /// Completed backups without a verified copy in `region`, oldest first.
+    pub async fn backups_missing_in(&self, region: &str) -> Result<Vec<BackupRow>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT * FROM backups b WHERE b.status = 'completed' AND NOT EXISTS \
+             (SELECT 1 FROM copies c WHERE c.backup_id = b.id AND c.region = ? AND c.state = 'verified') ORDER BY b.id",
+        )
+        .bind(region)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(backup_from).collect())
+    }
+
+    /// Every completed backup, oldest first.
+    pub async fn completed_backups(&self) -> Result<Vec<BackupRow>, CatalogError> {
+        let rows = sqlx::query("SELECT * FROM backups WHERE status = 'completed' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(backup_from).collect())
+    }
+
+    /// Every copy row, for reports.
+    pub async fn all_copies(&self) -> Result<Vec<CopyRow>, CatalogError> {
+        let rows = sqlx::query("SELECT * FROM copies ORDER BY backup_id, region").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(copy_from).collect())
+    }
+
     pub async fn backup(&self, id: &str) -> Result<Option<BackupRow>, CatalogError> {
         let row = sqlx::query("SELECT * FROM backups WHERE id = ?")
             .bind(id)
@@ -354,18 +392,7 @@ impl Catalog {
             .bind(backup_id)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| CopyRow {
-                backup_id: r.get("backup_id"),
-                region: r.get("region"),
-                state: r.get("state"),
-                size: r.get("size"),
-                sha256: r.get("sha256"),
-                verified_at: r.get("verified_at"),
-                error: r.get("error"),
-            })
-            .collect())
+        Ok(rows.iter().map(copy_from).collect())
     }
 
     /// Lifecycle facts of a tenant: state, termination time, legal hold.

@@ -214,6 +214,7 @@ async fn store_in_primary(
         engine: tenant.engine,
         tier: tenant.tier.clone(),
         key_id: key.key_id.clone(),
+        recipient: key.recipient.clone(),
         recovery_point,
         started_at,
         finished_at: Utc::now(),

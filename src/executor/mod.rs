@@ -4,6 +4,7 @@ pub mod backup;
 pub mod replicate;
 pub mod restore;
 pub mod retention;
+pub mod verify;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Config, ConfigError, RegionRole};

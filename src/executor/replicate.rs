@@ -104,8 +104,8 @@ async fn ensure_key_in(
     Ok(())
 }
 
-async fn copy_to(ctx: &Context, b: &BackupRow, to: &Region) -> Result<(), Error> {
-    let from = ctx.primary();
+/// Copies one backup (artifact, then manifest) from `from` to `to` and verifies it there.
+pub async fn copy_between(ctx: &Context, b: &BackupRow, from: &Region, to: &Region) -> Result<(), Error> {
     let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
     let (Some(artifact), Some(manifest), Some(sha), Some(size), Some(key_id)) = (
         b.artifact_key.as_deref(),
@@ -143,7 +143,7 @@ pub async fn replicate_new_backup(
     let mut outcomes = Vec::new();
     let mut primary_verified = false;
     for to in ctx.secondaries() {
-        let result = copy_to(ctx, &b, to).await;
+        let result = copy_between(ctx, &b, ctx.primary(), to).await;
         // A copy only completes after reading the whole primary artifact with the right hash.
         primary_verified |= result.is_ok();
         let error = result.as_ref().err().map(|e| e.to_string());
@@ -177,4 +177,51 @@ pub async fn replicate_new_backup(
     ctx.catalog.set_copy(&b.id, &primary.name, &update).await?;
     outcomes.insert(0, (primary.name.clone(), primary_result));
     Ok(outcomes)
+}
+
+#[derive(Debug)]
+pub struct CatchUp {
+    pub backup_id: String,
+    pub tenant: String,
+    pub region: String,
+    pub result: Result<(), Error>,
+}
+
+/// Copies every completed backup that is not yet verified in some region, oldest first, from a
+/// region where it is verified. Stops trying a region at its first failure (it is probably down)
+/// and leaves the rest queued for the next run.
+pub async fn catch_up(ctx: &Context) -> Result<Vec<CatchUp>, Error> {
+    let mut done = Vec::new();
+    for to in &ctx.regions {
+        for b in ctx.catalog.backups_missing_in(&to.name).await? {
+            let copies = ctx.catalog.copies(&b.id).await?;
+            let Some(from) = ctx
+                .regions
+                .iter()
+                .find(|r| r.name != to.name && copies.iter().any(|c| c.region == r.name && c.state == "verified"))
+            else {
+                // No healthy copy anywhere: `verify` reports it; nothing to copy from.
+                continue;
+            };
+            let result = copy_between(ctx, &b, from, to).await;
+            let error = result.as_ref().err().map(|e| e.to_string());
+            let size = b.artifact_size.map(|s| s as u64);
+            let update = match &error {
+                None => CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now()),
+                Some(e) => CopyUpdate::pending(None, None, Some(e)),
+            };
+            ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
+            let failed = result.is_err();
+            done.push(CatchUp {
+                backup_id: b.id.clone(),
+                tenant: b.tenant_id.clone(),
+                region: to.name.clone(),
+                result,
+            });
+            if failed {
+                break;
+            }
+        }
+    }
+    Ok(done)
 }

@@ -1,0 +1,272 @@
+//! `lifeboat verify`: compares the catalog with every region.
+//!
+//! Finds missing copies, missing manifests or keys, size mismatches, orphan objects and (with
+//! `deep`) checksum mismatches by re-reading every artifact at a bounded rate. With `repair`, a
+//! bad or missing copy is replaced by a streamed copy from a region whose copy is good, and
+//! re-verified. Orphans are reported, never deleted.
+
+use super::{Context, Error, replicate};
+use crate::catalog::{BackupRow, CopyUpdate};
+use crate::storage::{BackupId, KeyId, Region, StorageError};
+use crate::tenant::TenantId;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    pub deep: bool,
+    /// Bytes per second for deep reads, per region read; `None` for no limit.
+    pub max_rate: Option<u64>,
+    pub repair: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    MissingCopy,
+    MissingManifest,
+    MissingKey,
+    SizeMismatch,
+    ChecksumMismatch,
+    OrphanObject,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub region: String,
+    pub tenant: Option<String>,
+    pub backup_id: Option<String>,
+    pub key: String,
+    pub detail: String,
+    pub repaired: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct VerifyReport {
+    pub checked_at: DateTime<Utc>,
+    pub deep: bool,
+    pub regions: Vec<String>,
+    pub backups: usize,
+    pub objects: usize,
+    pub bytes_hashed: u64,
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    pub fn unresolved(&self) -> usize {
+        self.findings.iter().filter(|f| !f.repaired).count()
+    }
+
+    pub fn human(&self) -> String {
+        let mut out = format!(
+            "verify{}: {} backups, {} objects in {} regions ({}), {} bytes re-hashed\n",
+            if self.deep { " --deep" } else { "" },
+            self.backups,
+            self.objects,
+            self.regions.len(),
+            self.regions.join(", "),
+            self.bytes_hashed
+        );
+        if self.findings.is_empty() {
+            out.push_str("clean: every backup is present and intact in every region\n");
+        }
+        for f in &self.findings {
+            out.push_str(&format!(
+                "{:<18} {:<10} {:<12} {}  {}{}\n",
+                format!("{:?}", f.kind),
+                f.region,
+                f.tenant.as_deref().unwrap_or("-"),
+                f.key,
+                f.detail,
+                if f.repaired { "  [repaired]" } else { "" }
+            ));
+        }
+        out
+    }
+}
+
+/// Reads an object to its end at no more than `max_rate` bytes per second; returns size and hash.
+async fn digest_limited(region: &Region, key: &str, max_rate: Option<u64>) -> Result<(u64, String), Error> {
+    let mut reader = region.store.get(key).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let (start, mut total) = (Instant::now(), 0u64);
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|e| StorageError::Backend {
+            region: region.name.clone(),
+            op: "read",
+            key: key.to_string(),
+            detail: e.to_string(),
+        })?;
+        if n == 0 {
+            return Ok((total, hex::encode(hasher.finalize())));
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        if let Some(rate) = max_rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(total as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+struct Expected<'a> {
+    backup: &'a BackupRow,
+    tenant: TenantId,
+    artifact: String,
+    manifest: String,
+    key: String,
+}
+
+pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, Error> {
+    let backups = ctx.catalog.completed_backups().await?;
+    let mut expected = Vec::new();
+    for b in &backups {
+        let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
+        let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
+        let kid = KeyId::parse(b.key_id.as_deref().unwrap_or_default()).map_err(Error::Invalid)?;
+        expected.push((tenant, id, kid, b));
+    }
+    let mut report = VerifyReport {
+        checked_at: Utc::now(),
+        deep: opts.deep,
+        regions: ctx.regions.iter().map(|r| r.name.clone()).collect(),
+        backups: backups.len(),
+        objects: 0,
+        bytes_hashed: 0,
+        findings: Vec::new(),
+    };
+    // Per region, which artifacts are good (present, right size, and hashed right when deep).
+    let mut good: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut to_repair: Vec<(usize, String)> = Vec::new();
+    for region in &ctx.regions {
+        let listing: BTreeMap<String, u64> = region
+            .store
+            .list(&region.layout.tenants_prefix())
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        report.objects += listing.len();
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        for (tenant, id, kid, b) in &expected {
+            let e = Expected {
+                backup: b,
+                tenant: tenant.clone(),
+                artifact: region.layout.artifact(tenant, id),
+                manifest: region.layout.manifest(tenant, id),
+                key: region.layout.key(tenant, kid),
+            };
+            known.extend([e.artifact.clone(), e.manifest.clone(), e.key.clone()]);
+            let finding = |kind, key: &str, detail: String| Finding {
+                kind,
+                region: region.name.clone(),
+                tenant: Some(e.tenant.to_string()),
+                backup_id: Some(e.backup.id.clone()),
+                key: key.to_string(),
+                detail,
+                repaired: false,
+            };
+            let want_size = b.artifact_size.unwrap_or(-1) as u64;
+            let want_sha = b.artifact_sha256.clone().unwrap_or_default();
+            let mut problem = match listing.get(&e.artifact) {
+                None => Some(finding(FindingKind::MissingCopy, &e.artifact, "artifact is missing".into())),
+                Some(size) if *size != want_size => Some(finding(
+                    FindingKind::SizeMismatch,
+                    &e.artifact,
+                    format!("{size} bytes, expected {want_size}"),
+                )),
+                Some(_) if opts.deep => {
+                    let (size, sha) = digest_limited(region, &e.artifact, opts.max_rate).await?;
+                    report.bytes_hashed += size;
+                    (sha != want_sha).then(|| {
+                        finding(FindingKind::ChecksumMismatch, &e.artifact, format!("SHA-256 {sha}, expected {want_sha}"))
+                    })
+                }
+                Some(_) => None,
+            };
+            if problem.is_none() && !listing.contains_key(&e.manifest) {
+                problem = Some(finding(FindingKind::MissingManifest, &e.manifest, "manifest is missing".into()));
+            }
+            good.insert((region.name.clone(), b.id.clone()), problem.is_none());
+            let now = Utc::now();
+            match &problem {
+                Some(f) => {
+                    ctx.catalog
+                        .set_copy(&b.id, &region.name, &CopyUpdate::failed(None, None, &f.detail))
+                        .await?;
+                    to_repair.push((report.findings.len(), region.name.clone()));
+                    report.findings.push(f.clone());
+                }
+                None if opts.deep => {
+                    ctx.catalog
+                        .set_copy(&b.id, &region.name, &CopyUpdate::verified(Some(want_size), Some(&want_sha), now))
+                        .await?;
+                }
+                None => {}
+            }
+            if !listing.contains_key(&e.key) && !report.findings.iter().any(|f| f.key == e.key) {
+                report.findings.push(finding(FindingKind::MissingKey, &e.key, "wrapped tenant key is missing".into()));
+                to_repair.push((report.findings.len() - 1, region.name.clone()));
+            }
+        }
+        for key in listing.keys().filter(|k| !known.contains(*k)) {
+            report.findings.push(Finding {
+                kind: FindingKind::OrphanObject,
+                region: region.name.clone(),
+                tenant: key.split('/').skip_while(|s| *s != "tenants").nth(1).map(str::to_string),
+                backup_id: None,
+                key: key.clone(),
+                detail: "not in the catalog (left in place)".into(),
+                repaired: false,
+            });
+        }
+    }
+    if opts.repair {
+        for (index, region_name) in to_repair {
+            let f = report.findings[index].clone();
+            let to = ctx.region(&region_name)?;
+            let Some(b) = backups.iter().find(|b| Some(&b.id) == f.backup_id.as_ref()) else { continue };
+            let source = ctx
+                .regions
+                .iter()
+                .find(|r| r.name != region_name && good.get(&(r.name.clone(), b.id.clone())) == Some(&true));
+            let Some(from) = source else {
+                report.findings[index].detail += "; no healthy copy to repair from";
+                continue;
+            };
+            // copy_between puts the key, the artifact and the manifest, and re-verifies the artifact.
+            match replicate::copy_between(ctx, b, from, to).await {
+                Ok(()) => {
+                    let size = b.artifact_size.map(|s| s as u64);
+                    ctx.catalog
+                        .set_copy(&b.id, &to.name, &CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now()))
+                        .await?;
+                    report.findings[index].repaired = true;
+                    report.findings[index].detail += &format!("; repaired from {}", from.name);
+                }
+                Err(e) => report.findings[index].detail += &format!("; repair failed: {e}"),
+            }
+        }
+        ctx.catalog
+            .audit(
+                "cli",
+                "verify.repair",
+                None,
+                &format!("{} findings, {} repaired", report.findings.len(), report.findings.iter().filter(|f| f.repaired).count()),
+                "ok",
+                Utc::now(),
+            )
+            .await?;
+    }
+    Ok(report)
+}

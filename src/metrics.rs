@@ -1,0 +1,157 @@
+//! Fleet metrics computed from the catalog, in the Prometheus text format.
+//!
+//! `lifeboat metrics` prints them (for node_exporter's textfile collector, when backups run from
+//! a timer); the daemon will serve the same registry at `/metrics`. Labels are bounded: tenant,
+//! tier, region.
+
+use crate::executor::{Context, Error};
+use chrono::{DateTime, Utc};
+use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn secs(d: chrono::Duration) -> f64 {
+    d.num_milliseconds().max(0) as f64 / 1000.0
+}
+
+/// Per-region replication state of one tenant, from the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionState {
+    pub region: String,
+    /// Newest recovery point verified in this region.
+    pub newest_verified: Option<DateTime<Utc>>,
+    /// When the oldest backup still missing here was completed.
+    pub oldest_missing_since: Option<DateTime<Utc>>,
+}
+
+/// Replication state of every configured tenant, per region.
+pub async fn replication_state(ctx: &Context) -> Result<Vec<(String, Vec<RegionState>)>, Error> {
+    let mut out = Vec::new();
+    for t in &ctx.config.tenants {
+        let backups: Vec<_> = ctx
+            .catalog
+            .backups(t.id.as_str())
+            .await?
+            .into_iter()
+            .filter(|b| b.status == "completed")
+            .collect();
+        let mut states: Vec<RegionState> = ctx
+            .regions
+            .iter()
+            .map(|r| RegionState {
+                region: r.name.clone(),
+                newest_verified: None,
+                oldest_missing_since: None,
+            })
+            .collect();
+        for b in &backups {
+            let copies = ctx.catalog.copies(&b.id).await?;
+            for s in &mut states {
+                let verified = copies.iter().any(|c| c.region == s.region && c.state == "verified");
+                if verified {
+                    s.newest_verified = s.newest_verified.max(b.recovery_point);
+                } else if s.oldest_missing_since.is_none() {
+                    s.oldest_missing_since = b.finished_at.or(Some(b.started_at));
+                }
+            }
+        }
+        out.push((t.id.to_string(), states));
+    }
+    Ok(out)
+}
+
+/// Renders the fleet's metrics at `now`.
+pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> {
+    let registry = Registry::new();
+    let rpo_objective = gauge(
+        &registry,
+        "lifeboat_rpo_objective_seconds",
+        "The tier's recovery point objective.",
+        &["tenant", "tier"],
+    );
+    let rp_age = gauge(
+        &registry,
+        "lifeboat_recovery_point_age_seconds",
+        "Age of the newest recovery point verified in the region (absent: none).",
+        &["tenant", "tier", "region"],
+    );
+    let lag = gauge(
+        &registry,
+        "lifeboat_replication_lag_seconds",
+        "How long the oldest backup not yet verified in the region has been waiting (0: caught up).",
+        &["tenant", "region"],
+    );
+    let single = gauge(
+        &registry,
+        "lifeboat_backup_single_region",
+        "1 when the tenant's newest backup is verified in fewer regions than configured.",
+        &["tenant", "tier"],
+    );
+    let last_success = gauge(
+        &registry,
+        "lifeboat_last_backup_success_timestamp_seconds",
+        "Unix time of the tenant's last completed backup.",
+        &["tenant", "tier"],
+    );
+    let pending = gauge(
+        &registry,
+        "lifeboat_copies_pending",
+        "Completed backups not yet verified in the region.",
+        &["region"],
+    );
+    let mut pending_count: std::collections::BTreeMap<String, f64> =
+        ctx.regions.iter().map(|r| (r.name.clone(), 0.0)).collect();
+    for b in ctx.catalog.completed_backups().await? {
+        let copies = ctx.catalog.copies(&b.id).await?;
+        for r in &ctx.regions {
+            if !copies.iter().any(|c| c.region == r.name && c.state == "verified") {
+                *pending_count.entry(r.name.clone()).or_default() += 1.0;
+            }
+        }
+    }
+    for (region, n) in &pending_count {
+        pending.with_label_values(&[region.as_str()]).set(*n);
+    }
+    for (tenant, states) in replication_state(ctx).await? {
+        let tier = ctx
+            .config
+            .tenants
+            .iter()
+            .find(|t| t.id.as_str() == tenant)
+            .map(|t| t.tier.clone())
+            .unwrap_or_default();
+        let objective = ctx.config.tiers.get(&tier).map(|t| t.rpo.as_secs_f64()).unwrap_or(0.0);
+        rpo_objective.with_label_values(&[&tenant, &tier]).set(objective);
+        let newest = ctx
+            .catalog
+            .backups(&tenant)
+            .await?
+            .into_iter()
+            .filter(|b| b.status == "completed")
+            .last();
+        if let Some(b) = &newest {
+            let at = b.finished_at.unwrap_or(b.started_at);
+            last_success.with_label_values(&[&tenant, &tier]).set(at.timestamp() as f64);
+            let verified_in = states.iter().filter(|s| s.newest_verified == b.recovery_point).count();
+            single
+                .with_label_values(&[&tenant, &tier])
+                .set(if verified_in < ctx.regions.len() { 1.0 } else { 0.0 });
+        }
+        for s in &states {
+            if let Some(rp) = s.newest_verified {
+                rp_age.with_label_values(&[&tenant, &tier, &s.region]).set(secs(now - rp));
+            }
+            let waiting = s.oldest_missing_since.map(|t| secs(now - t)).unwrap_or(0.0);
+            lag.with_label_values(&[&tenant, &s.region]).set(waiting);
+        }
+    }
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding never fails");
+    Ok(String::from_utf8(buf).expect("prometheus text is UTF-8"))
+}
