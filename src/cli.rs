@@ -70,6 +70,30 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Catches up copies that are missing in a region (a region that was down), oldest first.
+    Replicate,
+    /// Compares the catalog with every region; `--deep` re-hashes every artifact.
+    Verify {
+        /// Re-read every artifact and check its SHA-256.
+        #[arg(long)]
+        deep: bool,
+        /// Bandwidth limit for deep reads, e.g. `50MiB` (per second).
+        #[arg(long)]
+        max_rate: Option<String>,
+        /// Replace bad or missing copies from a region whose copy is good.
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Catalog maintenance.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+    /// Prints fleet metrics (Prometheus text format) computed from the catalog.
+    Metrics,
     /// Retention planning.
     Retention {
         #[command(subcommand)]
@@ -94,6 +118,25 @@ enum KeysCommand {
     Init {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Re-wraps every tenant key to the configured master recipients, then proves it.
+    /// The config's master identity must be the new one.
+    RotateMaster {
+        /// The old master identity (mode 0600), which currently wraps the tenant keys.
+        #[arg(long)]
+        old_identity_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Rebuilds the catalog from the manifests and keys of one region.
+    Rebuild {
+        #[arg(long)]
+        from: String,
+        /// Move an existing catalog file aside instead of refusing.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -177,6 +220,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     })?]
                 };
             let ctx = Context::open(config).await?;
+            // Queued copies first, oldest first, so a region that came back catches up.
+            print_catch_up(&executor::replicate::catch_up(&ctx).await?);
             let mut failed = 0;
             for t in &targets {
                 match executor::backup::backup_tenant(&ctx, t).await {
@@ -277,6 +322,107 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys {
+            command: KeysCommand::RotateMaster { old_identity_file },
+        } => {
+            let config = load(&cli.config)?;
+            let old = crate::secret::read_private_file("--old-identity-file", &old_identity_file)?;
+            let old = crate::crypto::parse_identity(
+                old.expose(),
+                &old_identity_file.display().to_string(),
+            )?;
+            let ctx = Context::open(config).await?;
+            let r = executor::keys::rotate_master(&ctx, &old).await?;
+            println!(
+                "re-wrapped {} tenant keys to {} master recipients; {} wrapped copies open with the new identity and not the old one",
+                r.keys,
+                ctx.config.keys.master_recipients.len(),
+                r.copies_checked
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replicate => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let done = executor::replicate::catch_up(&ctx).await?;
+            print_catch_up(&done);
+            if done.iter().any(|c| c.result.is_err()) {
+                bail!("some copies are still pending");
+            }
+            println!("every completed backup is verified in every reachable region");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            deep,
+            max_rate,
+            repair,
+            json,
+        } => {
+            let max_rate = match max_rate {
+                None => None,
+                Some(s) => Some(
+                    crate::config::parse_size(&s)
+                        .filter(|n| *n > 0)
+                        .with_context(|| {
+                            format!("--max-rate {s:?}: expected a size per second such as 50MiB")
+                        })? as u64,
+                ),
+            };
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let opts = executor::verify::VerifyOptions {
+                deep,
+                max_rate,
+                repair,
+            };
+            let report = executor::verify::verify(&ctx, opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.human());
+            }
+            if report.unresolved() > 0 {
+                bail!("{} problems found", report.unresolved());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Catalog {
+            command: CatalogCommand::Rebuild { from, force },
+        } => {
+            let config = load(&cli.config)?;
+            let path = PathBuf::from(config.catalog.url.trim_start_matches("sqlite://"));
+            if path.exists() {
+                if !force {
+                    bail!(
+                        "the catalog {} exists; move it aside or pass --force to have it renamed",
+                        path.display()
+                    );
+                }
+                let aside = path
+                    .with_extension(format!("before-rebuild-{}", chrono::Utc::now().timestamp()));
+                std::fs::rename(&path, &aside)?;
+                for ext in ["db-wal", "db-shm"] {
+                    let _ = std::fs::remove_file(path.with_extension(ext));
+                }
+                eprintln!("moved the old catalog to {}", aside.display());
+            }
+            let ctx = Context::open(config).await?;
+            let r = executor::rebuild::rebuild(&ctx, &from).await?;
+            for s in &r.skipped {
+                eprintln!("skipped: {s}");
+            }
+            println!(
+                "rebuilt the catalog from region {from}: {} tenants, {} keys, {} backups (artifacts re-hashed)",
+                r.tenants, r.keys, r.backups
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            print!(
+                "{}",
+                crate::metrics::render(&ctx, chrono::Utc::now()).await?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Retention {
             command: RetentionCommand::Plan,
         } => {
@@ -334,4 +480,19 @@ pub fn print_retention_plan(plans: &[executor::retention::TenantPlan], detail: b
         }
     }
     println!("  total: keep {keep}, delete {delete}");
+}
+
+fn print_catch_up(done: &[executor::replicate::CatchUp]) {
+    for c in done {
+        match &c.result {
+            Ok(()) => println!(
+                "caught up: {} {} → {}: verified",
+                c.tenant, c.backup_id, c.region
+            ),
+            Err(e) => eprintln!(
+                "still pending: {} {} → {}: {e}",
+                c.tenant, c.backup_id, c.region
+            ),
+        }
+    }
 }

@@ -10,7 +10,9 @@ use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
@@ -51,7 +53,9 @@ pub async fn replication_state(ctx: &Context) -> Result<Vec<(String, Vec<RegionS
         for b in &backups {
             let copies = ctx.catalog.copies(&b.id).await?;
             for s in &mut states {
-                let verified = copies.iter().any(|c| c.region == s.region && c.state == "verified");
+                let verified = copies
+                    .iter()
+                    .any(|c| c.region == s.region && c.state == "verified");
                 if verified {
                     s.newest_verified = s.newest_verified.max(b.recovery_point);
                 } else if s.oldest_missing_since.is_none() {
@@ -108,7 +112,10 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
     for b in ctx.catalog.completed_backups().await? {
         let copies = ctx.catalog.copies(&b.id).await?;
         for r in &ctx.regions {
-            if !copies.iter().any(|c| c.region == r.name && c.state == "verified") {
+            if !copies
+                .iter()
+                .any(|c| c.region == r.name && c.state == "verified")
+            {
                 *pending_count.entry(r.name.clone()).or_default() += 1.0;
             }
         }
@@ -124,26 +131,44 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
             .find(|t| t.id.as_str() == tenant)
             .map(|t| t.tier.clone())
             .unwrap_or_default();
-        let objective = ctx.config.tiers.get(&tier).map(|t| t.rpo.as_secs_f64()).unwrap_or(0.0);
-        rpo_objective.with_label_values(&[&tenant, &tier]).set(objective);
+        let objective = ctx
+            .config
+            .tiers
+            .get(&tier)
+            .map(|t| t.rpo.as_secs_f64())
+            .unwrap_or(0.0);
+        rpo_objective
+            .with_label_values(&[&tenant, &tier])
+            .set(objective);
         let newest = ctx
             .catalog
             .backups(&tenant)
             .await?
             .into_iter()
-            .filter(|b| b.status == "completed")
-            .last();
+            .rev()
+            .find(|b| b.status == "completed");
         if let Some(b) = &newest {
             let at = b.finished_at.unwrap_or(b.started_at);
-            last_success.with_label_values(&[&tenant, &tier]).set(at.timestamp() as f64);
-            let verified_in = states.iter().filter(|s| s.newest_verified == b.recovery_point).count();
+            last_success
+                .with_label_values(&[&tenant, &tier])
+                .set(at.timestamp() as f64);
+            let verified_in = states
+                .iter()
+                .filter(|s| s.newest_verified == b.recovery_point)
+                .count();
             single
                 .with_label_values(&[&tenant, &tier])
-                .set(if verified_in < ctx.regions.len() { 1.0 } else { 0.0 });
+                .set(if verified_in < ctx.regions.len() {
+                    1.0
+                } else {
+                    0.0
+                });
         }
         for s in &states {
             if let Some(rp) = s.newest_verified {
-                rp_age.with_label_values(&[&tenant, &tier, &s.region]).set(secs(now - rp));
+                rp_age
+                    .with_label_values(&[&tenant, &tier, &s.region])
+                    .set(secs(now - rp));
             }
             let waiting = s.oldest_missing_since.map(|t| secs(now - t)).unwrap_or(0.0);
             lag.with_label_values(&[&tenant, &s.region]).set(waiting);

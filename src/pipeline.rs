@@ -253,20 +253,6 @@ pub fn decode(
     )
 }
 
-/// Reads a stream to its end and returns its digest (used to verify copies).
-pub async fn digest(mut reader: ObjectReader) -> std::io::Result<Digest256> {
-    use tokio::io::AsyncReadExt;
-    let mut hash = Hashing::default();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(hash.finish());
-        }
-        hash.update(&buf[..n]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,13 +243,14 @@ fn unreachable_database_fails_clearly_and_leaves_no_object() {
     let (a, b) = (Garage::start(), Garage::start());
     let inst = Install::new();
     let closed = free_port();
-    inst.write_config(&format!(
-        "{}{}{}[[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"postgres://postgres@127.0.0.1:{closed}/acme\"\n\n\
-         [[tenants]]\nid = \"gone\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"no-such.db\"\n",
-        inst.head(),
-        a.region_toml("eu", "primary", inst.dir.path()),
-        b.region_toml("us", "secondary", inst.dir.path()),
-    ));
+    inst.write_two_region_config(
+        &a,
+        &b,
+        &format!(
+            "[[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"postgres://postgres@127.0.0.1:{closed}/acme\"\n\n\
+             [[tenants]]\nid = \"gone\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"no-such.db\"\n"
+        ),
+    );
     let out = inst.run(&["backup", "--all"]).failed();
     assert!(
         out.stderr.contains(&format!(

@@ -58,14 +58,14 @@ fn sqlite_and_postgres_round_trip_through_two_garage_regions() {
     let inst = Install::new();
     make_sqlite_tenant(&inst.path("shop.db"), MARKER);
     make_pg_tenant(&pg, "acme");
-    inst.write_config(&format!(
-        "{}{}{}[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n\n\
-         [[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"free\"\nurl = \"{}\"\n",
-        inst.head(),
-        a.region_toml("eu", "primary", inst.dir.path()),
-        b.region_toml("us", "secondary", inst.dir.path()),
-        pg.url("acme")
-    ));
+    inst.write_two_region_config(
+        &a,
+        &b,
+        &format!(
+        "[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n\n\
+         [[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"free\"\nurl = \"{}\"\n", pg.url("acme")
+        ),
+    );
     let out = inst.run(&["backup", "--all"]).ok();
     assert_eq!(
         out.stdout.matches("eu: verified, us: verified").count(),
@@ -215,12 +215,11 @@ fn restore_from_the_secondary_alone_after_the_primary_bucket_is_emptied() {
     let (a, b) = (Garage::start(), Garage::start());
     let inst = Install::new();
     make_sqlite_tenant(&inst.path("shop.db"), MARKER);
-    inst.write_config(&format!(
-        "{}{}{}[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"standard\"\npath = \"shop.db\"\n",
-        inst.head(),
-        a.region_toml("eu", "primary", inst.dir.path()),
-        b.region_toml("us", "secondary", inst.dir.path()),
-    ));
+    inst.write_two_region_config(
+        &a,
+        &b,
+        "[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"standard\"\npath = \"shop.db\"\n",
+    );
     inst.run(&["backup", "--tenant", "shop"]).ok();
     inst.run(&["backup", "--tenant", "shop"]).ok();
     let ids = backup_ids(&inst, "shop");

@@ -7,10 +7,23 @@ use std::path::Path;
 #[test]
 fn deploy_example_config_passes_config_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = support::lifeboat(&root.join("deploy/lifeboat.example.toml"), &["config", "check"]).ok();
-    assert!(out.stdout.contains("# ok: 2 regions, 3 tiers, 2 tenants"), "{}", out.stdout);
+    let out = support::lifeboat(
+        &root.join("deploy/lifeboat.example.toml"),
+        &["config", "check"],
+    )
+    .ok();
+    assert!(
+        out.stdout.contains("# ok: 2 regions, 3 tiers, 2 tenants"),
+        "{}",
+        out.stdout
+    );
     // Secrets are named by their source, never resolved or printed by a check.
-    assert!(out.stdout.contains("<from environment variable LIFEBOAT_EU_ACCESS_KEY_ID>"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("<from environment variable LIFEBOAT_EU_ACCESS_KEY_ID>"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -258,6 +258,55 @@ impl Catalog {
         Ok(())
     }
 
+    pub async fn all_tenant_keys(&self) -> Result<Vec<TenantKeyRow>, CatalogError> {
+        let rows = sqlx::query("SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys ORDER BY tenant_id, key_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TenantKeyRow {
+                key_id: r.get("key_id"),
+                tenant_id: r.get("tenant_id"),
+                recipient: r.get("recipient"),
+                wrapped: r.get("wrapped"),
+            })
+            .collect())
+    }
+
+    pub async fn set_wrapped(&self, key_id: &str, wrapped: &[u8]) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE tenant_keys SET wrapped = ? WHERE key_id = ?")
+            .bind(wrapped)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a completed backup found in a region (catalog rebuild).
+    pub async fn insert_completed_backup(&self, b: &BackupRow) -> Result<(), CatalogError> {
+        sqlx::query(
+            "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, finished_at, recovery_point, \
+             artifact_key, manifest_key, artifact_size, artifact_sha256, dump_size) \
+             VALUES (?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.id)
+        .bind(&b.tenant_id)
+        .bind(&b.tier)
+        .bind(&b.engine)
+        .bind(&b.key_id)
+        .bind(b.started_at)
+        .bind(b.finished_at)
+        .bind(b.recovery_point)
+        .bind(&b.artifact_key)
+        .bind(&b.manifest_key)
+        .bind(b.artifact_size)
+        .bind(&b.artifact_sha256)
+        .bind(b.dump_size)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn insert_backup(
         &self,
         id: &str,
@@ -375,7 +424,9 @@ impl Catalog {
 
     /// Every copy row, for reports.
     pub async fn all_copies(&self) -> Result<Vec<CopyRow>, CatalogError> {
-        let rows = sqlx::query("SELECT * FROM copies ORDER BY backup_id, region").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM copies ORDER BY backup_id, region")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(copy_from).collect())
     }
 

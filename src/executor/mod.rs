@@ -1,6 +1,8 @@
 //! Executors: thin async code that carries out one operation against catalog, regions and engines.
 
 pub mod backup;
+pub mod keys;
+pub mod rebuild;
 pub mod replicate;
 pub mod restore;
 pub mod retention;

@@ -3,7 +3,6 @@
 
 use super::{Context, Error};
 use crate::catalog::{BackupRow, CopyUpdate};
-use crate::pipeline;
 use crate::storage::{KeyId, Region, StorageError};
 use crate::tenant::TenantId;
 use bytes::Bytes;
@@ -58,6 +57,41 @@ async fn stream_copy(
     Ok(())
 }
 
+/// Reads an object to its end, at no more than `max_rate` bytes per second when given, and
+/// returns its size and SHA-256.
+pub async fn read_digest(
+    region: &Region,
+    key: &str,
+    max_rate: Option<u64>,
+) -> Result<(u64, String), Error> {
+    let mut reader = region.store.get(key).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let (start, mut total) = (std::time::Instant::now(), 0u64);
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| StorageError::Backend {
+                region: region.name.clone(),
+                op: "read",
+                key: key.to_string(),
+                detail: e.to_string(),
+            })?;
+        if n == 0 {
+            return Ok((total, hex::encode(hasher.finalize())));
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        if let Some(rate) = max_rate.filter(|r| *r > 0) {
+            let due = std::time::Duration::from_secs_f64(total as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
 /// Re-reads an artifact in a region and checks its size and SHA-256.
 pub async fn verify_artifact(
     region: &Region,
@@ -65,19 +99,11 @@ pub async fn verify_artifact(
     size: u64,
     sha256: &str,
 ) -> Result<(), Error> {
-    let reader = region.store.get(key).await?;
-    let got = pipeline::digest(reader)
-        .await
-        .map_err(|e| StorageError::Backend {
-            region: region.name.clone(),
-            op: "read",
-            key: key.to_string(),
-            detail: e.to_string(),
-        })?;
-    if got.size != size || got.sha256 != sha256 {
+    let (got_size, got_sha) = read_digest(region, key, None).await?;
+    if got_size != size || got_sha != sha256 {
         return Err(Error::Verify(format!(
-            "region {}: {key} has {} bytes with SHA-256 {}, expected {size} bytes with SHA-256 {sha256}",
-            region.name, got.size, got.sha256
+            "region {}: {key} has {got_size} bytes with SHA-256 {got_sha}, expected {size} bytes with SHA-256 {sha256}",
+            region.name
         )));
     }
     Ok(())
@@ -105,7 +131,12 @@ async fn ensure_key_in(
 }
 
 /// Copies one backup (artifact, then manifest) from `from` to `to` and verifies it there.
-pub async fn copy_between(ctx: &Context, b: &BackupRow, from: &Region, to: &Region) -> Result<(), Error> {
+pub async fn copy_between(
+    ctx: &Context,
+    b: &BackupRow,
+    from: &Region,
+    to: &Region,
+) -> Result<(), Error> {
     let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
     let (Some(artifact), Some(manifest), Some(sha), Some(size), Some(key_id)) = (
         b.artifact_key.as_deref(),
@@ -195,11 +226,12 @@ pub async fn catch_up(ctx: &Context) -> Result<Vec<CatchUp>, Error> {
     for to in &ctx.regions {
         for b in ctx.catalog.backups_missing_in(&to.name).await? {
             let copies = ctx.catalog.copies(&b.id).await?;
-            let Some(from) = ctx
-                .regions
-                .iter()
-                .find(|r| r.name != to.name && copies.iter().any(|c| c.region == r.name && c.state == "verified"))
-            else {
+            let Some(from) = ctx.regions.iter().find(|r| {
+                r.name != to.name
+                    && copies
+                        .iter()
+                        .any(|c| c.region == r.name && c.state == "verified")
+            }) else {
                 // No healthy copy anywhere: `verify` reports it; nothing to copy from.
                 continue;
             };

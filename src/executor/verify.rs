@@ -7,14 +7,11 @@
 
 use super::{Context, Error, replicate};
 use crate::catalog::{BackupRow, CopyUpdate};
-use crate::storage::{BackupId, KeyId, Region, StorageError};
+use crate::storage::{BackupId, KeyId};
 use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VerifyOptions {
@@ -92,33 +89,6 @@ impl VerifyReport {
     }
 }
 
-/// Reads an object to its end at no more than `max_rate` bytes per second; returns size and hash.
-async fn digest_limited(region: &Region, key: &str, max_rate: Option<u64>) -> Result<(u64, String), Error> {
-    let mut reader = region.store.get(key).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let (start, mut total) = (Instant::now(), 0u64);
-    loop {
-        let n = reader.read(&mut buf).await.map_err(|e| StorageError::Backend {
-            region: region.name.clone(),
-            op: "read",
-            key: key.to_string(),
-            detail: e.to_string(),
-        })?;
-        if n == 0 {
-            return Ok((total, hex::encode(hasher.finalize())));
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-        if let Some(rate) = max_rate.filter(|r| *r > 0) {
-            let due = Duration::from_secs_f64(total as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-}
-
 struct Expected<'a> {
     backup: &'a BackupRow,
     tenant: TenantId,
@@ -179,43 +149,68 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
             let want_size = b.artifact_size.unwrap_or(-1) as u64;
             let want_sha = b.artifact_sha256.clone().unwrap_or_default();
             let mut problem = match listing.get(&e.artifact) {
-                None => Some(finding(FindingKind::MissingCopy, &e.artifact, "artifact is missing".into())),
+                None => Some(finding(
+                    FindingKind::MissingCopy,
+                    &e.artifact,
+                    "artifact is missing".into(),
+                )),
                 Some(size) if *size != want_size => Some(finding(
                     FindingKind::SizeMismatch,
                     &e.artifact,
                     format!("{size} bytes, expected {want_size}"),
                 )),
                 Some(_) if opts.deep => {
-                    let (size, sha) = digest_limited(region, &e.artifact, opts.max_rate).await?;
+                    let (size, sha) =
+                        replicate::read_digest(region, &e.artifact, opts.max_rate).await?;
                     report.bytes_hashed += size;
                     (sha != want_sha).then(|| {
-                        finding(FindingKind::ChecksumMismatch, &e.artifact, format!("SHA-256 {sha}, expected {want_sha}"))
+                        finding(
+                            FindingKind::ChecksumMismatch,
+                            &e.artifact,
+                            format!("SHA-256 {sha}, expected {want_sha}"),
+                        )
                     })
                 }
                 Some(_) => None,
             };
             if problem.is_none() && !listing.contains_key(&e.manifest) {
-                problem = Some(finding(FindingKind::MissingManifest, &e.manifest, "manifest is missing".into()));
+                problem = Some(finding(
+                    FindingKind::MissingManifest,
+                    &e.manifest,
+                    "manifest is missing".into(),
+                ));
             }
             good.insert((region.name.clone(), b.id.clone()), problem.is_none());
             let now = Utc::now();
             match &problem {
                 Some(f) => {
                     ctx.catalog
-                        .set_copy(&b.id, &region.name, &CopyUpdate::failed(None, None, &f.detail))
+                        .set_copy(
+                            &b.id,
+                            &region.name,
+                            &CopyUpdate::failed(None, None, &f.detail),
+                        )
                         .await?;
                     to_repair.push((report.findings.len(), region.name.clone()));
                     report.findings.push(f.clone());
                 }
                 None if opts.deep => {
                     ctx.catalog
-                        .set_copy(&b.id, &region.name, &CopyUpdate::verified(Some(want_size), Some(&want_sha), now))
+                        .set_copy(
+                            &b.id,
+                            &region.name,
+                            &CopyUpdate::verified(Some(want_size), Some(&want_sha), now),
+                        )
                         .await?;
                 }
                 None => {}
             }
             if !listing.contains_key(&e.key) && !report.findings.iter().any(|f| f.key == e.key) {
-                report.findings.push(finding(FindingKind::MissingKey, &e.key, "wrapped tenant key is missing".into()));
+                report.findings.push(finding(
+                    FindingKind::MissingKey,
+                    &e.key,
+                    "wrapped tenant key is missing".into(),
+                ));
                 to_repair.push((report.findings.len() - 1, region.name.clone()));
             }
         }
@@ -223,7 +218,11 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
             report.findings.push(Finding {
                 kind: FindingKind::OrphanObject,
                 region: region.name.clone(),
-                tenant: key.split('/').skip_while(|s| *s != "tenants").nth(1).map(str::to_string),
+                tenant: key
+                    .split('/')
+                    .skip_while(|s| *s != "tenants")
+                    .nth(1)
+                    .map(str::to_string),
                 backup_id: None,
                 key: key.clone(),
                 detail: "not in the catalog (left in place)".into(),
@@ -235,11 +234,12 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
         for (index, region_name) in to_repair {
             let f = report.findings[index].clone();
             let to = ctx.region(&region_name)?;
-            let Some(b) = backups.iter().find(|b| Some(&b.id) == f.backup_id.as_ref()) else { continue };
-            let source = ctx
-                .regions
-                .iter()
-                .find(|r| r.name != region_name && good.get(&(r.name.clone(), b.id.clone())) == Some(&true));
+            let Some(b) = backups.iter().find(|b| Some(&b.id) == f.backup_id.as_ref()) else {
+                continue;
+            };
+            let source = ctx.regions.iter().find(|r| {
+                r.name != region_name && good.get(&(r.name.clone(), b.id.clone())) == Some(&true)
+            });
             let Some(from) = source else {
                 report.findings[index].detail += "; no healthy copy to repair from";
                 continue;
@@ -249,7 +249,11 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
                 Ok(()) => {
                     let size = b.artifact_size.map(|s| s as u64);
                     ctx.catalog
-                        .set_copy(&b.id, &to.name, &CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now()))
+                        .set_copy(
+                            &b.id,
+                            &to.name,
+                            &CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now()),
+                        )
                         .await?;
                     report.findings[index].repaired = true;
                     report.findings[index].detail += &format!("; repaired from {}", from.name);
@@ -262,7 +266,11 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
                 "cli",
                 "verify.repair",
                 None,
-                &format!("{} findings, {} repaired", report.findings.len(), report.findings.iter().filter(|f| f.repaired).count()),
+                &format!(
+                    "{} findings, {} repaired",
+                    report.findings.len(),
+                    report.findings.iter().filter(|f| f.repaired).count()
+                ),
                 "ok",
                 Utc::now(),
             )

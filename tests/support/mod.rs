@@ -306,6 +306,20 @@ impl Garage {
         })
     }
 
+    pub fn put(&self, key: &str, body: Vec<u8>) {
+        let client = self.client();
+        Self::block(async {
+            client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .expect("put object");
+        });
+    }
+
     pub fn delete_all(&self) {
         let client = self.client();
         for key in self.list("") {
@@ -587,6 +601,16 @@ impl Install {
             "[catalog]\nurl = \"sqlite://catalog.db\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n",
             self.recipient
         )
+    }
+
+    /// Writes a config with the two Garage regions `eu` (primary) and `us`, then `tenants`.
+    pub fn write_two_region_config(&self, eu: &Garage, us: &Garage, tenants: &str) {
+        self.write_config(&format!(
+            "{}{}{}{tenants}",
+            self.head(),
+            eu.region_toml("eu", "primary", self.dir.path()),
+            us.region_toml("us", "secondary", self.dir.path()),
+        ));
     }
 
     pub fn write_config(&self, text: &str) {

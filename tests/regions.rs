@@ -1,0 +1,531 @@
+//! Two regions for real: outage and catch-up, region and catalog loss, scrubbing and repair,
+//! master key rotation, backup-only workers, and the break-glass runbook. Two Garage nodes.
+
+mod support;
+
+use std::process::Command;
+use support::*;
+
+fn two_tenants(inst: &Install, a: &Garage, b: &Garage) {
+    make_sqlite_tenant(&inst.path("shop.db"), "shop-marker");
+    make_sqlite_tenant(&inst.path("blog.db"), "blog-marker");
+    inst.write_two_region_config(
+        a,
+        b,
+        "[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n\n\
+         [[tenants]]\nid = \"blog\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"blog.db\"\n",
+    );
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} not found in:\n{text}"))
+}
+
+#[test]
+fn secondary_outage_queues_copies_and_catches_up_oldest_first() {
+    let (a, mut b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    b.stop();
+    let out = inst.run(&["backup", "--all"]).ok();
+    assert_eq!(
+        out.stdout.matches("eu: verified, us: PENDING").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    let out = inst.run(&["backup", "--tenant", "shop"]).ok();
+    assert!(out.stdout.contains("us: PENDING"), "{}", out.stdout);
+    let metrics = inst.run(&["metrics"]).ok().stdout;
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "lifeboat_backup_single_region{tenant=\"shop\",tier=\"paid\"}"
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "lifeboat_replication_lag_seconds{region=\"us\",tenant=\"shop\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "lifeboat_replication_lag_seconds{region=\"eu\",tenant=\"shop\"}"
+        ),
+        0.0
+    );
+    let listing = inst.run(&["backups", "--tenant", "shop"]).ok().stdout;
+    assert_eq!(listing.matches("us=pending").count(), 2, "{listing}");
+
+    b.restart();
+    let out = inst.run(&["replicate"]).ok();
+    let caught: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("caught up:"))
+        .collect();
+    assert_eq!(caught.len(), 3, "{}", out.stdout);
+    let ids: Vec<&str> = caught
+        .iter()
+        .map(|l| l.split_whitespace().nth(3).unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "oldest first");
+    let metrics = inst.run(&["metrics"]).ok().stdout;
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "lifeboat_backup_single_region{tenant=\"shop\",tier=\"paid\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "lifeboat_replication_lag_seconds{region=\"us\",tenant=\"shop\"}"
+        ),
+        0.0
+    );
+    let out = inst.run(&["verify", "--deep"]).ok();
+    assert!(out.stdout.contains("clean"), "{}", out.stdout);
+    assert_eq!(b.list("prod/v1/tenants/shop/backups/").len(), 2 * 3);
+}
+
+#[test]
+fn region_and_catalog_loss_rebuild_from_the_other_region_and_restore_everything() {
+    let (a, b, pg) = (Garage::start(), Garage::start(), Postgres::start());
+    let inst = Install::new();
+    make_sqlite_tenant(&inst.path("shop.db"), "shop-marker");
+    pg.psql("postgres", "CREATE DATABASE acme");
+    pg.psql(
+        "acme",
+        "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT md5(g::text) FROM generate_series(1, 3000) g;",
+    );
+    inst.write_two_region_config(
+        &a,
+        &b,
+        &format!(
+        "[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n\n\
+         [[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"standard\"\nurl = \"{}\"\n", pg.url("acme")
+        ),
+    );
+    inst.run(&["backup", "--all"]).ok();
+    inst.run(&["backup", "--all"]).ok();
+
+    // Lose region eu and the catalog.
+    a.delete_all();
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(inst.path(f));
+    }
+    let out = inst.run(&["catalog", "rebuild", "--from", "us"]).ok();
+    assert!(
+        out.stdout.contains("2 tenants, 2 keys, 4 backups"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stderr.is_empty() || !out.stderr.contains("skipped"),
+        "{}",
+        out.stderr
+    );
+    // Rebuilding over an existing catalog is refused.
+    inst.run(&["catalog", "rebuild", "--from", "us"]).failed();
+
+    let restored = inst.path("shop-restored.db");
+    inst.run(&[
+        "restore",
+        "--tenant",
+        "shop",
+        "--region",
+        "us",
+        "--to-side",
+        restored.to_str().unwrap(),
+    ])
+    .ok();
+    sqlite_equal(&inst.path("shop.db"), &restored);
+    inst.run(&[
+        "restore",
+        "--tenant",
+        "acme",
+        "--region",
+        "us",
+        "--to-side",
+        "acme_restored",
+    ])
+    .ok();
+    let q = "SELECT count(*) || md5(string_agg(v, ',' ORDER BY id)) FROM t";
+    assert_eq!(pg.psql("acme", q), pg.psql("acme_restored", q));
+
+    // New backups go on with the same tenant keys, and eu is refilled.
+    let out = inst.run(&["backup", "--all"]).ok();
+    assert_eq!(
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("caught up:"))
+            .count(),
+        4,
+        "{}",
+        out.stdout
+    );
+    let keys = inst.catalog_query("SELECT count(*) FROM tenant_keys");
+    assert_eq!(keys[0][0], "2", "no new tenant key was created");
+    inst.run(&["verify", "--deep"]).ok();
+}
+
+#[test]
+fn a_corrupted_byte_is_found_by_deep_verify_and_repaired() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+    let plain = inst.run(&["verify", "--deep"]).ok();
+    assert!(plain.stdout.contains("clean"), "{}", plain.stdout);
+
+    let artifact = b
+        .list("prod/v1/tenants/blog/backups/")
+        .into_iter()
+        .find(|k| k.ends_with(".age"))
+        .unwrap();
+    let mut body = b.get(&artifact);
+    let middle = body.len() / 2;
+    body[middle] ^= 0x01;
+    b.put(&artifact, body);
+
+    // A shallow verify sees sizes only; the deep one finds exactly that copy.
+    inst.run(&["verify"]).ok();
+    let out = inst
+        .run(&["verify", "--deep", "--json", "--max-rate", "200MiB"])
+        .failed();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{}", out.stdout);
+    assert_eq!(findings[0]["kind"], "checksum-mismatch");
+    assert_eq!(findings[0]["region"], "us");
+    assert_eq!(findings[0]["key"], artifact.as_str());
+
+    let out = inst.run(&["verify", "--deep", "--repair"]).ok();
+    assert!(
+        out.stdout.contains("[repaired]") && out.stdout.contains("repaired from eu"),
+        "{}",
+        out.stdout
+    );
+    let out = inst.run(&["verify", "--deep"]).ok();
+    assert!(out.stdout.contains("clean"), "{}", out.stdout);
+
+    // A missing copy is repaired; an object the catalog does not know is reported, never deleted.
+    let shop_artifact = a
+        .list("prod/v1/tenants/shop/backups/")
+        .into_iter()
+        .find(|k| k.ends_with(".age"))
+        .unwrap();
+    let shop_body = a.get(&shop_artifact);
+    b.delete_all();
+    b.put(
+        "prod/v1/tenants/shop/backups/stray.bin",
+        b"left by someone".to_vec(),
+    );
+    let out = inst.run(&["verify", "--json"]).failed();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let kinds: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "missing-copy").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "missing-key").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "orphan-object").count(),
+        1,
+        "{kinds:?}"
+    );
+    let out = inst.run(&["verify", "--repair"]).failed();
+    assert!(
+        out.stderr.contains("1 problems found"),
+        "only the orphan is left: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(b.get(&shop_artifact), shop_body);
+    assert!(
+        b.list("")
+            .contains(&"prod/v1/tenants/shop/backups/stray.bin".to_string())
+    );
+
+    let target = inst.path("blog-restored.db");
+    inst.run(&[
+        "restore",
+        "--tenant",
+        "blog",
+        "--region",
+        "us",
+        "--to-side",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    sqlite_equal(&inst.path("blog.db"), &target);
+}
+
+/// Runs `age -d -i IDENTITY FILE` and says whether it decrypted.
+fn age_opens(identity: &std::path::Path, wrapped: &[u8], dir: &std::path::Path) -> bool {
+    let file = dir.join("probe.age");
+    std::fs::write(&file, wrapped).unwrap();
+    Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(&file)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn rotating_the_master_key_rewraps_every_tenant_key_and_restores_still_work() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+    let artifacts_before: Vec<Vec<u8>> = a
+        .list("")
+        .iter()
+        .filter(|k| k.ends_with(".dump.zst.age"))
+        .map(|k| a.get(k))
+        .collect();
+
+    let new_key = inst.path("new-master.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["keys", "init", "--out"])
+        .arg(&new_key)
+        .output()
+        .unwrap();
+    let new_recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // The new identity comes from an environment variable this time.
+    let config = std::fs::read_to_string(&inst.config)
+        .unwrap()
+        .replace(&inst.recipient, &new_recipient)
+        .replace(
+            "master-identity-file = \"master.key\"",
+            "master-identity-env = \"LB_TEST_MASTER\"",
+        );
+    inst.write_config(&config);
+    let run_new = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(&inst.config)
+            .args(args)
+            .env("LB_TEST_MASTER", std::fs::read_to_string(&new_key).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let out = run_new(&[
+        "keys",
+        "rotate-master",
+        "--old-identity-file",
+        inst.master_key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("re-wrapped 2 tenant keys") && out.contains("6 wrapped copies"),
+        "{out}"
+    );
+
+    for g in [&a, &b] {
+        let keys: Vec<String> = g
+            .list("")
+            .into_iter()
+            .filter(|k| k.contains("/keys/"))
+            .collect();
+        assert_eq!(keys.len(), 2);
+        for k in keys {
+            let wrapped = g.get(&k);
+            assert!(
+                !age_opens(&inst.master_key, &wrapped, inst.dir.path()),
+                "old identity opens {k}"
+            );
+            assert!(
+                age_opens(&new_key, &wrapped, inst.dir.path()),
+                "new identity does not open {k}"
+            );
+        }
+    }
+    let artifacts_after: Vec<Vec<u8>> = a
+        .list("")
+        .iter()
+        .filter(|k| k.ends_with(".dump.zst.age"))
+        .map(|k| a.get(k))
+        .collect();
+    assert!(
+        artifacts_before == artifacts_after,
+        "artifacts are untouched"
+    );
+    let target = inst.path("shop-restored.db");
+    run_new(&[
+        "restore",
+        "--tenant",
+        "shop",
+        "--region",
+        "us",
+        "--to-side",
+        target.to_str().unwrap(),
+    ]);
+    sqlite_equal(&inst.path("shop.db"), &target);
+    // The old identity, back in the config, is refused for restores: it no longer matches.
+    let old_config = config.replace(&new_recipient, &inst.recipient).replace(
+        "master-identity-env = \"LB_TEST_MASTER\"",
+        "master-identity-file = \"master.key\"",
+    );
+    inst.write_config(&old_config);
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            inst.path("x.db").to_str().unwrap(),
+        ])
+        .failed();
+    assert!(out.stderr.contains("cannot decrypt key"), "{}", out.stderr);
+}
+
+#[test]
+fn a_backup_only_worker_backs_up_but_cannot_restore() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    let config = std::fs::read_to_string(&inst.config)
+        .unwrap()
+        .replace("master-identity-file = \"master.key\"\n", "");
+    inst.write_config(&config);
+    std::fs::remove_file(&inst.master_key).unwrap();
+    let out = inst.run(&["backup", "--all"]).ok();
+    assert_eq!(
+        out.stdout.matches("eu: verified, us: verified").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    let target = inst.path("r.db");
+    let out = inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            target.to_str().unwrap(),
+        ])
+        .failed();
+    assert!(
+        out.stderr.contains("no master identity is configured")
+            && out.stderr.contains("cannot restore"),
+        "{}",
+        out.stderr
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn the_break_glass_runbook_in_the_readme_works_as_written() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+
+    // The runbook's commands, taken from the README itself.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Break-glass")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let block = section
+        .split("```sh")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let commands: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(commands.len(), 4, "the runbook changed: {commands:?}");
+
+    // Only what an operator would have: the master key, and two objects fetched from region us.
+    let work = inst.path("breakglass");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::copy(&inst.master_key, work.join("master.key")).unwrap();
+    let keys = b.list("prod/v1/tenants/shop/");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &b.get(keys.iter().find(|k| k.ends_with(".manifest.json")).unwrap()),
+    )
+    .unwrap();
+    let key_id = manifest["key-id"].as_str().unwrap();
+    std::fs::write(
+        work.join("tenant-key.age"),
+        b.get(&format!("prod/v1/tenants/shop/keys/{key_id}.age")),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("X.dump.zst.age"),
+        b.get(manifest["artifact"]["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    for cmd in &commands {
+        let out = Command::new("bash")
+            .arg("-euo")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        !work.join("t.key").exists(),
+        "the unwrapped key was shredded"
+    );
+    sqlite_equal(&inst.path("shop.db"), &work.join("restored.db"));
+}
