@@ -341,3 +341,68 @@ fn demo_runs_twice_with_nothing_but_the_binary() {
     );
     assert!(Path::new(&demo.join("master.key")).exists());
 }
+
+#[test]
+fn large_artifacts_go_up_as_multipart_uploads_with_nothing_left_pending() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    // About 24 MB of random bytes: zstd cannot shrink it, so the artifact spans several 5 MiB parts.
+    let db = inst.path("big.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use sqlx::{ConnectOptions, Connection};
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);
+             WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 3000)
+               INSERT INTO blobs (b) SELECT randomblob(8000) FROM s;",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        });
+    inst.write_two_region_config(
+        &a,
+        &b,
+        "[pipeline]\npart-size = \"5MiB\"\nupload-concurrency = 2\n\n\
+         [[tenants]]\nid = \"big\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"big.db\"\n",
+    );
+    let out = inst.run(&["backup", "--tenant", "big"]).ok();
+    assert!(
+        out.stdout.contains("eu: verified, us: verified"),
+        "{}",
+        out.stdout
+    );
+    let size: i64 = inst.catalog_query("SELECT artifact_size FROM backups")[0][0]
+        .parse()
+        .unwrap();
+    assert!(
+        size > 4 * 5 * 1024 * 1024,
+        "artifact of {size} bytes spans more than four parts"
+    );
+    assert_eq!(
+        a.pending_multipart_uploads() + b.pending_multipart_uploads(),
+        0
+    );
+    let target = inst.path("big-restored.db");
+    inst.run(&[
+        "restore",
+        "--tenant",
+        "big",
+        "--region",
+        "us",
+        "--to-side",
+        target.to_str().unwrap(),
+    ])
+    .ok();
+    sqlite_equal(&db, &target);
+}
