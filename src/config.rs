@@ -45,6 +45,7 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     pub tiers: BTreeMap<String, Tier>,
     pub server: ServerConfig,
+    pub retention: RetentionRunConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +158,7 @@ pub struct TenantConfig {
     pub engine: EngineKind,
     pub tier: String,
     pub connection: Connection,
+    pub retention: RetentionOverride,
 }
 
 #[derive(Debug, Clone)]
@@ -178,10 +180,56 @@ pub struct Tier {
     pub deletion_window: Duration,
 }
 
+/// What retention keeps, per tier (with per-tenant overrides). A backup is kept when any rule
+/// keeps it; `max-age` caps every rule but `min-keep`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
     pub keep_last: u32,
     pub max_age: Duration,
+    /// The newest backup of each of the last N days (weeks, months, years) that have backups.
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    pub keep_yearly: u32,
+    /// The newest N backups are kept whatever their age.
+    pub min_keep: u32,
+}
+
+/// A tenant's overrides of its tier's retention policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionOverride {
+    pub keep_last: Option<u32>,
+    pub max_age: Option<Duration>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub min_keep: Option<u32>,
+}
+
+impl RetentionOverride {
+    pub fn apply(&self, p: RetentionPolicy) -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: self.keep_last.unwrap_or(p.keep_last),
+            max_age: self.max_age.unwrap_or(p.max_age),
+            keep_daily: self.keep_daily.unwrap_or(p.keep_daily),
+            keep_weekly: self.keep_weekly.unwrap_or(p.keep_weekly),
+            keep_monthly: self.keep_monthly.unwrap_or(p.keep_monthly),
+            keep_yearly: self.keep_yearly.unwrap_or(p.keep_yearly),
+            min_keep: self.min_keep.unwrap_or(p.min_keep),
+        }
+    }
+}
+
+/// Safety rails of a retention run, from `[retention]` in lifeboat.toml.
+#[derive(Debug, Clone)]
+pub struct RetentionRunConfig {
+    /// A run stops before deleting more backups than this, unless confirmed.
+    pub max_deletes: usize,
+    /// …or more than this share of one active tenant's backups.
+    pub max_delete_share: f64,
+    /// Where deletion certificates are written.
+    pub certificates_dir: PathBuf,
 }
 
 // ---- raw, as written -------------------------------------------------------------------------
@@ -201,6 +249,16 @@ struct RawConfig {
     tenants: Vec<RawTenant>,
     #[serde(default)]
     server: Option<RawServer>,
+    #[serde(default)]
+    retention: Option<RawRetentionRun>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetentionRun {
+    max_deletes: Option<usize>,
+    max_delete_share: Option<Spanned<f64>>,
+    certificates_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +313,8 @@ struct RawTenant {
     url: Option<Spanned<String>>,
     password_env: Option<String>,
     password_file: Option<String>,
+    #[serde(default)]
+    retention: Option<RawRetentionOverride>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +345,27 @@ struct RawObjectives {
 struct RawRetention {
     keep_last: Spanned<u32>,
     max_age: Spanned<String>,
+    #[serde(default)]
+    keep_daily: u32,
+    #[serde(default)]
+    keep_weekly: u32,
+    #[serde(default)]
+    keep_monthly: u32,
+    #[serde(default)]
+    keep_yearly: u32,
+    min_keep: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetentionOverride {
+    keep_last: Option<u32>,
+    max_age: Option<Spanned<String>>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    min_keep: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -541,7 +622,36 @@ impl Config {
             },
         };
 
+        let raw_run = raw.retention.unwrap_or(RawRetentionRun {
+            max_deletes: None,
+            max_delete_share: None,
+            certificates_dir: None,
+        });
+        let max_delete_share = match &raw_run.max_delete_share {
+            Some(s) if !(0.0..=1.0).contains(s.get_ref()) => {
+                return Err(src.invalid(
+                    s.span(),
+                    "retention.max-delete-share",
+                    s.get_ref(),
+                    "a fraction from 0.0 to 1.0",
+                ));
+            }
+            Some(s) => *s.get_ref(),
+            None => 0.5,
+        };
+        let retention = RetentionRunConfig {
+            max_deletes: raw_run.max_deletes.unwrap_or(100),
+            max_delete_share,
+            certificates_dir: src.path(
+                raw_run
+                    .certificates_dir
+                    .as_deref()
+                    .unwrap_or("deletion-certificates"),
+            ),
+        };
+
         Ok(Config {
+            retention,
             file: file.to_path_buf(),
             catalog,
             keys,
@@ -887,11 +997,34 @@ fn parse_tenant(
             Connection::Postgres { url, password }
         }
     };
+    let retention = match t.retention {
+        None => RetentionOverride::default(),
+        Some(r) => {
+            if let Some(m) = &r.min_keep
+                && *m.get_ref() == 0
+            {
+                return Err(src.invalid(m.span(), &field("retention.min-keep"), 0, "at least 1"));
+            }
+            RetentionOverride {
+                keep_last: r.keep_last,
+                max_age: match &r.max_age {
+                    Some(s) => Some(src.duration(&field("retention.max-age"), s)?),
+                    None => None,
+                },
+                keep_daily: r.keep_daily,
+                keep_weekly: r.keep_weekly,
+                keep_monthly: r.keep_monthly,
+                keep_yearly: r.keep_yearly,
+                min_keep: r.min_keep.map(|m| *m.get_ref()),
+            }
+        }
+    };
     Ok(TenantConfig {
         id,
         engine,
         tier: t.tier.into_inner(),
         connection,
+        retention,
     })
 }
 
@@ -982,6 +1115,17 @@ pub fn load_tier(file: &Path) -> Result<Tier, ConfigError> {
         retention: RetentionPolicy {
             keep_last: *keep_last.get_ref(),
             max_age: src.duration("retention.max-age", &raw.retention.max_age)?,
+            keep_daily: raw.retention.keep_daily,
+            keep_weekly: raw.retention.keep_weekly,
+            keep_monthly: raw.retention.keep_monthly,
+            keep_yearly: raw.retention.keep_yearly,
+            min_keep: match &raw.retention.min_keep {
+                None => 1,
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(src.invalid(m.span(), "retention.min-keep", 0, "at least 1"));
+                }
+                Some(m) => *m.get_ref(),
+            },
         },
         deletion_window: src.duration("deletion.window", &raw.deletion.window)?,
     })

@@ -42,7 +42,7 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
         let tenant_facts = TenantFacts {
             lifecycle,
             legal_hold,
-            policy: tier.retention,
+            policy: t.retention.apply(tier.retention),
             deletion_window: tier.deletion_window,
         };
         plans.push(TenantPlan {
