@@ -94,6 +94,11 @@ enum Command {
     },
     /// Prints fleet metrics (Prometheus text format) computed from the catalog.
     Metrics,
+    /// Tenant lifecycle and legal holds.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Retention planning.
     Retention {
         #[command(subcommand)]
@@ -144,6 +149,43 @@ enum CatalogCommand {
 enum RetentionCommand {
     /// Dry run: what retention would keep and delete, and why.
     Plan,
+    /// Deletes what the plan says, and purges tenants whose deletion window has ended.
+    Apply {
+        /// Go on even when the run would exceed retention.max-deletes or max-delete-share.
+        #[arg(long)]
+        confirm: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Records that a tenant left; its backups are purged when its tier's deletion window ends.
+    Terminate {
+        tenant: String,
+        /// When the tenant left (RFC 3339); now by default. Never in the future.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Makes a terminated tenant active again, within its deletion window.
+    Reinstate {
+        tenant: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Puts a legal hold on a tenant: nothing of it is deleted until it is lifted.
+    Hold {
+        tenant: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lifts a legal hold.
+    Unhold {
+        tenant: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -223,7 +265,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // Queued copies first, oldest first, so a region that came back catches up.
             print_catch_up(&executor::replicate::catch_up(&ctx).await?);
             let mut failed = 0;
+            let mut skipped = 0;
             for t in &targets {
+                if all
+                    && let Some(row) = ctx.catalog.tenant(t.id.as_str()).await?
+                    && row.state != "active"
+                {
+                    println!("{}\tskipped: {}", t.id, row.state);
+                    skipped += 1;
+                    continue;
+                }
                 match executor::backup::backup_tenant(&ctx, t).await {
                     Ok(r) => {
                         let copies: Vec<String> = r
@@ -252,7 +303,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             ctx.catalog.close().await;
             if failed > 0 {
-                bail!("{failed} of {} backups failed", targets.len());
+                bail!("{failed} of {} backups failed", targets.len() - skipped);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -423,6 +474,58 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tenant { command } => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            use executor::lifecycle;
+            let message = match command {
+                TenantCommand::Terminate { tenant, at, reason } => {
+                    let at = match at {
+                        None => chrono::Utc::now(),
+                        Some(s) => chrono::DateTime::parse_from_rfc3339(&s)
+                            .with_context(|| format!("--at {s:?}: expected an RFC 3339 time such as 2026-08-01T00:00:00Z"))?
+                            .to_utc(),
+                    };
+                    lifecycle::terminate(&ctx, &TenantId::parse(&tenant)?, at, &reason).await?
+                }
+                TenantCommand::Reinstate { tenant, reason } => {
+                    lifecycle::reinstate(&ctx, &TenantId::parse(&tenant)?, &reason).await?
+                }
+                TenantCommand::Hold { tenant, reason } => {
+                    lifecycle::hold(&ctx, &TenantId::parse(&tenant)?, true, &reason).await?
+                }
+                TenantCommand::Unhold { tenant, reason } => {
+                    lifecycle::hold(&ctx, &TenantId::parse(&tenant)?, false, &reason).await?
+                }
+            };
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retention {
+            command: RetentionCommand::Apply { confirm },
+        } => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let now = chrono::Utc::now();
+            let plans = executor::retention::plan_all(&ctx, now).await?;
+            print_retention_plan(&plans, true);
+            let r = executor::retention::apply(&ctx, now, confirm, "cli").await?;
+            if let Some(why) = r.cap {
+                eprintln!("error: stopped before deleting anything: {why}");
+                eprintln!(
+                    "review the plan above and run `lifeboat retention apply --confirm` to go on"
+                );
+                return Ok(ExitCode::from(3));
+            }
+            for (t, c) in r.purged.iter().zip(&r.certificates) {
+                println!("purged tenant {t}: deletion certificate {}", c.display());
+            }
+            println!(
+                "retention applied: kept {}, deleted {}, purged {} tenants",
+                r.kept,
+                r.deleted,
+                r.purged.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Retention {
             command: RetentionCommand::Plan,
         } => {
@@ -448,6 +551,12 @@ pub fn print_retention_plan(plans: &[executor::retention::TenantPlan], detail: b
         keep += k;
         delete += p.decisions.len() - k;
         if detail {
+            if p.purge {
+                println!(
+                    "  {:<12} PURGE: deletion window ended; keys first, then every object",
+                    p.tenant
+                );
+            }
             for d in &p.decisions {
                 let rp = p
                     .recovery_points

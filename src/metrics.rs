@@ -174,6 +174,32 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
             lag.with_label_values(&[&tenant, &s.region]).set(waiting);
         }
     }
+    let (last_run, cap_hits, purges) = ctx.catalog.retention_stats().await?;
+    let run = gauge(
+        &registry,
+        "lifeboat_retention_last_run_backups",
+        "Backups kept and deleted by the last retention run.",
+        &["decision"],
+    );
+    if let Some((kept, deleted)) = last_run {
+        run.with_label_values(&["kept"]).set(kept as f64);
+        run.with_label_values(&["deleted"]).set(deleted as f64);
+    }
+    let counter = |name: &str, help: &str, value: i64| {
+        let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+        c.inc_by(value.max(0) as u64);
+        registry.register(Box::new(c)).expect("unique metric");
+    };
+    counter(
+        "lifeboat_retention_purges_total",
+        "Tenants purged after their deletion window.",
+        purges,
+    );
+    counter(
+        "lifeboat_retention_cap_hits_total",
+        "Retention runs stopped by retention.max-deletes or max-delete-share.",
+        cap_hits,
+    );
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&registry.gather(), &mut buf)

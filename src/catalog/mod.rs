@@ -135,6 +135,46 @@ fn backup_from(row: &sqlx::sqlite::SqliteRow) -> BackupRow {
     }
 }
 
+#[derive(Debug, Clone)]
+pub struct TenantRow {
+    pub id: String,
+    pub engine: String,
+    pub tier: String,
+    pub state: String,
+    pub terminated_at: Option<DateTime<Utc>>,
+    pub purged_at: Option<DateTime<Utc>>,
+    pub legal_hold: bool,
+    pub hold_reason: Option<String>,
+    pub purge_started_at: Option<DateTime<Utc>>,
+    pub key_shredded_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeletionRow {
+    pub backup_id: Option<String>,
+    pub region: String,
+    pub object_key: String,
+    pub kind: String,
+    pub reason: String,
+    pub deleted_at: DateTime<Utc>,
+}
+
+fn tenant_from(r: &sqlx::sqlite::SqliteRow) -> TenantRow {
+    TenantRow {
+        id: r.get("id"),
+        engine: r.get("engine"),
+        tier: r.get("tier"),
+        state: r.get("state"),
+        terminated_at: r.get("terminated_at"),
+        purged_at: r.get("purged_at"),
+        legal_hold: r.get::<i64, _>("legal_hold") != 0,
+        hold_reason: r.get("hold_reason"),
+        purge_started_at: r.get("purge_started_at"),
+        key_shredded_at: r.get("key_shredded_at"),
+    }
+}
+
 fn copy_from(r: &sqlx::sqlite::SqliteRow) -> CopyRow {
     CopyRow {
         backup_id: r.get("backup_id"),
@@ -456,6 +496,203 @@ impl Catalog {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0)))
+    }
+
+    /// Every tenant the catalog knows that is not purged.
+    pub async fn live_tenants(&self) -> Result<Vec<TenantRow>, CatalogError> {
+        let rows = sqlx::query("SELECT * FROM tenants WHERE state != 'purged' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(tenant_from).collect())
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>, CatalogError> {
+        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(tenant_from))
+    }
+
+    pub async fn set_lifecycle(
+        &self,
+        id: &str,
+        state: &str,
+        terminated_at: Option<DateTime<Utc>>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE tenants SET state = ?, terminated_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(terminated_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_hold(
+        &self,
+        id: &str,
+        hold: bool,
+        reason: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("UPDATE tenants SET legal_hold = ?, hold_reason = ? WHERE id = ?")
+            .bind(hold as i64)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_purge(
+        &self,
+        id: &str,
+        column: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), CatalogError> {
+        let sql = match column {
+            "purge_started_at" => {
+                "UPDATE tenants SET purge_started_at = coalesce(purge_started_at, ?) WHERE id = ?"
+            }
+            "key_shredded_at" => {
+                "UPDATE tenants SET key_shredded_at = coalesce(key_shredded_at, ?) WHERE id = ?"
+            }
+            _ => "UPDATE tenants SET state = 'purged', purged_at = ? WHERE id = ?",
+        };
+        sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_deletion(&self, tenant: &str, d: &DeletionRow) -> Result<(), CatalogError> {
+        sqlx::query(
+            "INSERT INTO deletions (tenant_id, backup_id, region, object_key, kind, reason, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(&d.backup_id)
+        .bind(&d.region)
+        .bind(&d.object_key)
+        .bind(&d.kind)
+        .bind(&d.reason)
+        .bind(d.deleted_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn deletions(&self, tenant: &str) -> Result<Vec<DeletionRow>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT * FROM deletions WHERE tenant_id = ? ORDER BY deleted_at, region, object_key",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeletionRow {
+                backup_id: r.get("backup_id"),
+                region: r.get("region"),
+                object_key: r.get("object_key"),
+                kind: r.get("kind"),
+                reason: r.get("reason"),
+                deleted_at: r.get("deleted_at"),
+            })
+            .collect())
+    }
+
+    /// Removes a backup and its copies from the index (its objects are already deleted).
+    pub async fn forget_backup(&self, id: &str) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM copies WHERE backup_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM backups WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn forget_tenant_keys(&self, tenant: &str) -> Result<(), CatalogError> {
+        sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = ?")
+            .bind(tenant)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every backup row of a tenant, failed ones included.
+    pub async fn forget_tenant_backups(&self, tenant: &str) -> Result<(), CatalogError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM copies WHERE backup_id IN (SELECT id FROM backups WHERE tenant_id = ?)",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM backups WHERE tenant_id = ?")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn store_certificate(
+        &self,
+        tenant: &str,
+        at: DateTime<Utc>,
+        json: &str,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("INSERT OR REPLACE INTO deletion_certificates (tenant_id, issued_at, json) VALUES (?, ?, ?)")
+            .bind(tenant)
+            .bind(at)
+            .bind(json)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_retention_run(
+        &self,
+        at: DateTime<Utc>,
+        kept: usize,
+        deleted: usize,
+        purged: usize,
+        cap_hit: bool,
+        confirmed: bool,
+    ) -> Result<(), CatalogError> {
+        sqlx::query("INSERT INTO retention_runs (at, kept, deleted, purged, cap_hit, confirmed) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(at)
+            .bind(kept as i64)
+            .bind(deleted as i64)
+            .bind(purged as i64)
+            .bind(cap_hit as i64)
+            .bind(confirmed as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// (kept, deleted) of the last retention run, the number of runs stopped by a cap, and of
+    /// purged tenants.
+    pub async fn retention_stats(&self) -> Result<(Option<(i64, i64)>, i64, i64), CatalogError> {
+        let last: Option<(i64, i64)> =
+            sqlx::query_as("SELECT kept, deleted FROM retention_runs ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        let caps: i64 = sqlx::query_scalar("SELECT count(*) FROM retention_runs WHERE cap_hit = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let purged: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE state = 'purged'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((last, caps, purged))
     }
 
     /// Appends to the hash-chained audit log.

@@ -70,6 +70,20 @@ pub async fn ensure_tenant_key(
 }
 
 pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<BackupReport, Error> {
+    if let Some(row) = ctx.catalog.tenant(tenant.id.as_str()).await?
+        && row.state != "active"
+    {
+        return Err(Error::Invalid(format!(
+            "tenant {} is {} (since {}); `lifeboat tenant reinstate {}` to back it up again",
+            tenant.id,
+            row.state,
+            row.terminated_at
+                .or(row.purged_at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            tenant.id
+        )));
+    }
     let started_at = Utc::now();
     let clock = Instant::now();
     let primary = ctx.primary();

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod keys;
+pub mod lifecycle;
 pub mod rebuild;
 pub mod replicate;
 pub mod restore;

@@ -1,29 +1,54 @@
-//! Gathers the facts the retention planner needs from the catalog (the planning itself is pure).
+//! Retention: gathers facts for the pure planner, then applies its plan with safety rails.
+//!
+//! `apply` stops before deleting anything when the plan would delete more than the configured
+//! caps (an absolute count, and a share of an active tenant's backups) unless confirmed. A
+//! tenant whose deletion window has ended is purged: first every wrapped copy of its key is
+//! deleted in every region and the catalog (crypto-shredding: whatever survives is unreadable),
+//! then every object under its prefix in every region, then its catalog rows become a tombstone,
+//! and a deletion certificate is issued. Every step is recorded first, so an interrupted purge
+//! resumes on the next run.
 
 use super::{Context, Error};
+use crate::catalog::{DeletionRow, TenantRow};
+use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, TenantFacts};
+use crate::storage::Region;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::path::PathBuf;
 
 pub struct TenantPlan {
     pub tenant: String,
+    pub tier: String,
+    pub facts: TenantFacts,
+    pub purge: bool,
     pub decisions: Vec<Decision>,
     pub recovery_points: Vec<(String, DateTime<Utc>)>,
 }
 
-/// Plans retention for every configured tenant. Nothing is deleted here.
+fn lifecycle(t: &TenantRow) -> Lifecycle {
+    match (t.state.as_str(), t.terminated_at) {
+        ("terminated", Some(at)) => Lifecycle::Terminated { at },
+        _ => Lifecycle::Active,
+    }
+}
+
+/// Plans retention for every tenant the catalog knows (purged ones excepted). Nothing is deleted.
 pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPlan>, Error> {
     let mut plans = Vec::new();
-    for t in &ctx.config.tenants {
-        let tier = &ctx.config.tiers[&t.tier];
-        let (lifecycle, legal_hold) = match ctx.catalog.tenant_state(t.id.as_str()).await? {
-            Some((state, Some(at), hold)) if state == "terminated" => {
-                (Lifecycle::Terminated { at }, hold)
-            }
-            Some((_, _, hold)) => (Lifecycle::Active, hold),
-            None => (Lifecycle::Active, false),
-        };
+    for t in ctx.catalog.live_tenants().await? {
+        let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
+            Error::Invalid(format!(
+                "tenant {} is in tier {:?}, which has no file under schedules/; retention cannot plan it",
+                t.id, t.tier
+            ))
+        })?;
+        let overrides = crate::tenant::TenantId::parse(&t.id)
+            .ok()
+            .and_then(|id| ctx.config.tenant(&id).map(|c| c.retention))
+            .unwrap_or_default();
         let mut facts = Vec::new();
-        for b in ctx.catalog.backups(t.id.as_str()).await? {
+        for b in ctx.catalog.backups(&t.id).await? {
             let (Some(rp), "completed") = (b.recovery_point, b.status.as_str()) else {
                 continue;
             };
@@ -40,19 +65,411 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
             });
         }
         let tenant_facts = TenantFacts {
-            lifecycle,
-            legal_hold,
-            policy: t.retention.apply(tier.retention),
+            lifecycle: lifecycle(&t),
+            legal_hold: t.legal_hold,
+            policy: overrides.apply(tier.retention),
             deletion_window: tier.deletion_window,
         };
         plans.push(TenantPlan {
-            tenant: t.id.to_string(),
+            purge: tenant_facts.purge_due(now),
             decisions: retention::plan(&tenant_facts, &facts, now),
             recovery_points: facts
                 .iter()
                 .map(|f| (f.id.clone(), f.recovery_point))
                 .collect(),
+            tenant: t.id.clone(),
+            tier: t.tier.clone(),
+            facts: tenant_facts,
         });
     }
     Ok(plans)
+}
+
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub kept: usize,
+    pub deleted: usize,
+    pub purged: Vec<String>,
+    pub certificates: Vec<PathBuf>,
+    /// Why the run stopped before deleting anything.
+    pub cap: Option<String>,
+}
+
+/// The caps a plan would exceed, if any.
+pub fn cap_violations(plans: &[TenantPlan], max_deletes: usize, max_share: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    let total: usize = plans
+        .iter()
+        .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
+        .sum();
+    if total > max_deletes {
+        out.push(format!(
+            "the run would delete {total} backups, more than retention.max-deletes = {max_deletes}"
+        ));
+    }
+    for p in plans.iter().filter(|p| !p.purge && !p.decisions.is_empty()) {
+        let deletes = p.decisions.iter().filter(|d| !d.keep).count();
+        let share = deletes as f64 / p.decisions.len() as f64;
+        if share > max_share {
+            out.push(format!(
+                "tenant {} would lose {deletes} of {} backups ({:.0}%), more than retention.max-delete-share = {:.0}%",
+                p.tenant,
+                p.decisions.len(),
+                share * 100.0,
+                max_share * 100.0
+            ));
+        }
+    }
+    out
+}
+
+/// Crash point for tests of resumption (`LIFEBOAT_TEST_FAULT=purge-after-key-delete:REGION`).
+fn fault(point: &str) {
+    if std::env::var("LIFEBOAT_TEST_FAULT").is_ok_and(|f| f == point) {
+        eprintln!("LIFEBOAT_TEST_FAULT: stopping at {point}");
+        std::process::exit(86);
+    }
+}
+
+async fn delete_object(
+    ctx: &Context,
+    region: &Region,
+    tenant: &str,
+    backup: Option<&str>,
+    key: &str,
+    reason: &str,
+) -> Result<(), Error> {
+    let kind = if key.ends_with(".dump.zst.age") {
+        "artifact"
+    } else if key.ends_with(".manifest.json") {
+        "manifest"
+    } else if key.contains("/keys/") {
+        "key"
+    } else {
+        "other"
+    };
+    region.store.delete(key).await?;
+    let deletion = DeletionRow {
+        backup_id: backup.map(str::to_string),
+        region: region.name.clone(),
+        object_key: key.to_string(),
+        kind: kind.to_string(),
+        reason: reason.to_string(),
+        deleted_at: Utc::now(),
+    };
+    ctx.catalog.record_deletion(tenant, &deletion).await?;
+    Ok(())
+}
+
+async fn delete_backup(
+    ctx: &Context,
+    tenant: &str,
+    d: &Decision,
+    actor: &str,
+) -> Result<(), Error> {
+    let b = ctx.catalog.backup(&d.backup_id).await?;
+    let Some(b) = b else { return Ok(()) };
+    let reason = d.reasons.join("; ");
+    for region in &ctx.regions {
+        // The manifest first: a region never shows a manifest whose artifact is gone.
+        for key in [b.manifest_key.as_deref(), b.artifact_key.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            delete_object(ctx, region, tenant, Some(&b.id), key, &reason).await?;
+        }
+    }
+    ctx.catalog.forget_backup(&b.id).await?;
+    ctx.catalog
+        .audit(
+            actor,
+            "backup.delete",
+            Some(tenant),
+            &format!("backup {}: {reason}", b.id),
+            "ok",
+            Utc::now(),
+        )
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Certificate {
+    pub format: &'static str,
+    pub tenant: String,
+    pub tier: String,
+    pub terminated_at: Option<DateTime<Utc>>,
+    pub deletion_window: String,
+    pub policy: String,
+    pub purge_started_at: Option<DateTime<Utc>>,
+    pub key_shredded_at: Option<DateTime<Utc>>,
+    pub purged_at: DateTime<Utc>,
+    pub regions: Vec<String>,
+    pub deleted: Vec<DeletionRow>,
+    pub statement: String,
+}
+
+impl Certificate {
+    pub fn markdown(&self) -> String {
+        let mut md = format!(
+            "# Deletion certificate: tenant `{}`\n\n\
+             | | |\n|---|---|\n| tenant | `{}` |\n| tier | {} |\n| terminated at | {} |\n| deletion window | {} |\n\
+             | policy | {} |\n| purge started | {} |\n| keys shredded | {} |\n| purge completed | {} |\n| regions | {} |\n\n{}\n\n\
+             ## Deleted objects ({})\n\n| deleted at | region | kind | object |\n|---|---|---|---|\n",
+            self.tenant,
+            self.tenant,
+            self.tier,
+            self.terminated_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            self.deletion_window,
+            self.policy,
+            self.purge_started_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            self.key_shredded_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            self.purged_at.to_rfc3339(),
+            self.regions.join(", "),
+            self.statement,
+            self.deleted.len()
+        );
+        for d in &self.deleted {
+            md.push_str(&format!(
+                "| {} | {} | {} | `{}` |\n",
+                d.deleted_at.to_rfc3339(),
+                d.region,
+                d.kind,
+                d.object_key
+            ));
+        }
+        md
+    }
+}
+
+/// Purges one tenant. Safe to run again after an interruption at any point.
+async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf, Error> {
+    let tenant =
+        crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let t = plan.tenant.as_str();
+    let reason = format!(
+        "deletion window of {} ended (tier {})",
+        fmt_duration(plan.facts.deletion_window),
+        plan.tier
+    );
+    ctx.catalog
+        .mark_purge(t, "purge_started_at", Utc::now())
+        .await?;
+    ctx.catalog
+        .audit(actor, "purge.start", Some(t), &reason, "ok", Utc::now())
+        .await?;
+
+    // 1. Crypto-shredding: every wrapped key, in every region, then in the catalog.
+    for region in &ctx.regions {
+        let keys_prefix = format!("{}keys/", region.layout.tenant_prefix(&tenant));
+        let found = region.store.list(&keys_prefix).await?;
+        for o in &found {
+            delete_object(ctx, region, t, None, &o.key, &reason).await?;
+        }
+        ctx.catalog
+            .audit(
+                actor,
+                "key.shred",
+                Some(t),
+                &format!(
+                    "region {}: {} wrapped keys deleted",
+                    region.name,
+                    found.len()
+                ),
+                "ok",
+                Utc::now(),
+            )
+            .await?;
+        fault(&format!("purge-after-key-delete:{}", region.name));
+    }
+    ctx.catalog.forget_tenant_keys(t).await?;
+    ctx.catalog
+        .mark_purge(t, "key_shredded_at", Utc::now())
+        .await?;
+
+    // 2. Everything else under the tenant's prefix, in every region.
+    for region in &ctx.regions {
+        let found = region
+            .store
+            .list(&region.layout.tenant_prefix(&tenant))
+            .await?;
+        for o in &found {
+            let backup = o.key.rsplit('/').next().and_then(|n| n.split('.').next());
+            delete_object(ctx, region, t, backup, &o.key, &reason).await?;
+        }
+        ctx.catalog
+            .audit(
+                actor,
+                "purge.region",
+                Some(t),
+                &format!("region {}: {} objects deleted", region.name, found.len()),
+                "ok",
+                Utc::now(),
+            )
+            .await?;
+        let left = region
+            .store
+            .list(&region.layout.tenant_prefix(&tenant))
+            .await?;
+        if !left.is_empty() {
+            return Err(Error::Verify(format!(
+                "region {}: {} objects of tenant {t} remain after the purge",
+                region.name,
+                left.len()
+            )));
+        }
+    }
+
+    // 3. The catalog keeps a tombstone.
+    ctx.catalog.forget_tenant_backups(t).await?;
+    let purged_at = Utc::now();
+    ctx.catalog.mark_purge(t, "purged", purged_at).await?;
+
+    // 4. The certificate, from the recorded deletions (including those of an interrupted run).
+    let row = ctx
+        .catalog
+        .tenant(t)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("tenant {t} vanished")))?;
+    let cert = Certificate {
+        format: "lifeboat-deletion-certificate/1",
+        tenant: t.to_string(),
+        tier: plan.tier.clone(),
+        terminated_at: row.terminated_at,
+        deletion_window: fmt_duration(plan.facts.deletion_window),
+        policy: reason.clone(),
+        purge_started_at: row.purge_started_at,
+        key_shredded_at: row.key_shredded_at,
+        purged_at: row.purged_at.unwrap_or(purged_at),
+        regions: ctx.regions.iter().map(|r| r.name.clone()).collect(),
+        deleted: ctx.catalog.deletions(t).await?,
+        statement: format!(
+            "Every wrapped copy of the tenant's encryption key was deleted from every region and from the catalog \
+             at the time above, before its backups: any copy of a backup that escaped deletion cannot be decrypted. \
+             No object remains under the tenant's prefix in {}.",
+            ctx.regions
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    };
+    let json = serde_json::to_string_pretty(&cert).expect("certificate serializes");
+    ctx.catalog.store_certificate(t, purged_at, &json).await?;
+    let dir = &ctx.config.retention.certificates_dir;
+    let stem = format!("{t}-{}", purged_at.format("%Y%m%dT%H%M%SZ"));
+    let write = || -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(format!("{stem}.json")), &json)?;
+        std::fs::write(dir.join(format!("{stem}.md")), cert.markdown())?;
+        Ok(dir.join(format!("{stem}.json")))
+    };
+    let path = write().map_err(|e| {
+        Error::Invalid(format!("writing the certificate to {}: {e}", dir.display()))
+    })?;
+    ctx.catalog
+        .audit(
+            actor,
+            "purge.complete",
+            Some(t),
+            &format!(
+                "{} objects deleted; certificate {}",
+                cert.deleted.len(),
+                path.display()
+            ),
+            "ok",
+            Utc::now(),
+        )
+        .await?;
+    Ok(path)
+}
+
+/// Applies the retention plan at `now`.
+pub async fn apply(
+    ctx: &Context,
+    now: DateTime<Utc>,
+    confirm: bool,
+    actor: &str,
+) -> Result<ApplyReport, Error> {
+    let plans = plan_all(ctx, now).await?;
+    let mut report = ApplyReport::default();
+    let caps = cap_violations(
+        &plans,
+        ctx.config.retention.max_deletes,
+        ctx.config.retention.max_delete_share,
+    );
+    let kept: usize = plans
+        .iter()
+        .map(|p| p.decisions.iter().filter(|d| d.keep).count())
+        .sum();
+    if !caps.is_empty() && !confirm {
+        let why = caps.join("; ");
+        ctx.catalog
+            .record_retention_run(now, kept, 0, 0, true, false)
+            .await?;
+        ctx.catalog
+            .audit(
+                actor,
+                "retention.apply",
+                None,
+                &format!("stopped before deleting anything: {why}"),
+                "cap",
+                Utc::now(),
+            )
+            .await?;
+        report.kept = kept;
+        report.cap = Some(why);
+        return Ok(report);
+    }
+    for p in &plans {
+        if p.purge {
+            report.deleted += p.decisions.len();
+            report.certificates.push(purge(ctx, p, actor).await?);
+            report.purged.push(p.tenant.clone());
+            continue;
+        }
+        for d in p.decisions.iter().filter(|d| !d.keep) {
+            delete_backup(ctx, &p.tenant, d, actor).await?;
+            report.deleted += 1;
+        }
+    }
+    report.kept = kept;
+    ctx.catalog
+        .record_retention_run(
+            now,
+            report.kept,
+            report.deleted,
+            report.purged.len(),
+            !caps.is_empty(),
+            confirm,
+        )
+        .await?;
+    ctx.catalog
+        .audit(
+            actor,
+            "retention.apply",
+            None,
+            &format!(
+                "kept {}, deleted {}, purged {}{}",
+                report.kept,
+                report.deleted,
+                report.purged.len(),
+                if caps.is_empty() {
+                    String::new()
+                } else {
+                    format!("; caps overridden by --confirm: {}", caps.join("; "))
+                }
+            ),
+            "ok",
+            Utc::now(),
+        )
+        .await?;
+    Ok(report)
 }
