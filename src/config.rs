@@ -704,6 +704,13 @@ impl Config {
             "[server]\nlisten = {}\n",
             q(&self.server.listen.to_string())
         );
+        let _ = writeln!(
+            out,
+            "[retention]\nmax-deletes = {}\nmax-delete-share = {}\ncertificates-dir = {}\n",
+            self.retention.max_deletes,
+            self.retention.max_delete_share,
+            q(&self.retention.certificates_dir.display().to_string())
+        );
         for r in &self.regions {
             let role = match r.role {
                 RegionRole::Primary => "primary",
