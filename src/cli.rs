@@ -267,15 +267,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut failed = 0;
             let mut skipped = 0;
             for t in &targets {
-                if all
-                    && let Some(row) = ctx.catalog.tenant(t.id.as_str()).await?
-                    && row.state != "active"
-                {
-                    println!("{}\tskipped: {}", t.id, row.state);
-                    skipped += 1;
-                    continue;
-                }
                 match executor::backup::backup_tenant(&ctx, t).await {
+                    // `--all` walks the config, which may still list tenants that left.
+                    Err(executor::Error::NotActive { state, .. }) if all => {
+                        println!("{}\tskipped: {state}", t.id);
+                        skipped += 1;
+                    }
                     Ok(r) => {
                         let copies: Vec<String> = r
                             .copies
@@ -506,8 +503,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context::open(load(&cli.config)?).await?;
             let now = chrono::Utc::now();
             let plans = executor::retention::plan_all(&ctx, now).await?;
-            print_retention_plan(&plans, true);
-            let r = executor::retention::apply(&ctx, now, confirm, "cli").await?;
+            print_retention_plan(&plans, true, "retention plan (applying it now):");
+            let r = executor::retention::apply(&ctx, &plans, now, confirm, "cli").await?;
             if let Some(why) = r.cap {
                 eprintln!("error: stopped before deleting anything: {why}");
                 eprintln!(
@@ -532,7 +529,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = load(&cli.config)?;
             let ctx = Context::open(config).await?;
             let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
-            print_retention_plan(&plans, true);
+            print_retention_plan(&plans, true, DRY_RUN);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir } => {
@@ -542,10 +539,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+pub const DRY_RUN: &str = "retention plan (dry run, nothing is deleted):";
+
 /// Prints the retention plan: one line per backup when `detail`, else one per tenant.
-pub fn print_retention_plan(plans: &[executor::retention::TenantPlan], detail: bool) {
+pub fn print_retention_plan(
+    plans: &[executor::retention::TenantPlan],
+    detail: bool,
+    heading: &str,
+) {
     let (mut keep, mut delete) = (0, 0);
-    println!("retention plan (dry run, nothing is deleted):");
+    println!("{heading}");
     for p in plans {
         let k = p.decisions.iter().filter(|d| d.keep).count();
         keep += k;
@@ -558,12 +561,9 @@ pub fn print_retention_plan(plans: &[executor::retention::TenantPlan], detail: b
                 );
             }
             for d in &p.decisions {
-                let rp = p
-                    .recovery_points
-                    .iter()
-                    .find(|(id, _)| id == &d.backup_id)
-                    .map(|(_, t)| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .unwrap_or_default();
+                let rp = d
+                    .recovery_point
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                 println!(
                     "  {:<12} {}  {}  {:<6}  {}",
                     p.tenant,

@@ -253,7 +253,7 @@ struct RawConfig {
     retention: Option<RawRetentionRun>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawRetentionRun {
     max_deletes: Option<usize>,
@@ -622,11 +622,7 @@ impl Config {
             },
         };
 
-        let raw_run = raw.retention.unwrap_or(RawRetentionRun {
-            max_deletes: None,
-            max_delete_share: None,
-            certificates_dir: None,
-        });
+        let raw_run = raw.retention.unwrap_or_default();
         let max_delete_share = match &raw_run.max_delete_share {
             Some(s) if !(0.0..=1.0).contains(s.get_ref()) => {
                 return Err(src.invalid(

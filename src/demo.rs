@@ -240,7 +240,7 @@ pub async fn run(dir: &Path) -> Result<()> {
 
     println!();
     let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
-    crate::cli::print_retention_plan(&plans, false);
+    crate::cli::print_retention_plan(&plans, false, crate::cli::DRY_RUN);
 
     println!(
         "\nRestoring a sample into {} and comparing row by row with the originals:",
@@ -288,31 +288,14 @@ pub async fn run(dir: &Path) -> Result<()> {
         "restore / RTO target"
     );
     let mut all_ok = true;
+    let replication = crate::metrics::replication_state(&ctx).await?;
     for t in &ctx.config.tenants {
         let tier = &ctx.config.tiers[&t.tier];
-        let backups: Vec<_> = ctx
-            .catalog
-            .backups(t.id.as_str())
-            .await?
-            .into_iter()
-            .filter(|b| b.status == "completed")
-            .collect();
-        let mut per_region = vec![0usize; region_names.len()];
-        let mut newest_verified = None;
-        for b in &backups {
-            let copies = ctx.catalog.copies(&b.id).await?;
-            let mut everywhere = true;
-            for (i, r) in region_names.iter().enumerate() {
-                let ok = copies
-                    .iter()
-                    .any(|c| &c.region == r && c.state == "verified");
-                per_region[i] += ok as usize;
-                everywhere &= ok;
-            }
-            if everywhere {
-                newest_verified = b.recovery_point.max(newest_verified);
-            }
-        }
+        let state = replication.get(t.id.as_str()).cloned().unwrap_or_default();
+        // A tenant without backups has no region entries: zero everywhere.
+        let mut per_region: Vec<usize> = state.regions.iter().map(|s| s.verified).collect();
+        per_region.resize(region_names.len(), 0);
+        let newest_verified = state.newest_everywhere;
         let rpo = objectives::rpo_achieved(now, newest_verified);
         let rpo_verdict = objectives::rpo_verdict(rpo, tier.rpo);
         let (restore_text, rto_verdict) = match restores.get(t.id.as_str()) {
@@ -335,9 +318,9 @@ pub async fn run(dir: &Path) -> Result<()> {
             "{:<10} {:<8} {:>7}  {:<10} {:<10}  {:<22}  {:<22}  {}",
             t.id,
             t.tier,
-            backups.len(),
-            format!("{}/{}", per_region[0], backups.len()),
-            format!("{}/{}", per_region[1], backups.len()),
+            state.completed,
+            format!("{}/{}", per_region[0], state.completed),
+            format!("{}/{}", per_region[1], state.completed),
             format!(
                 "{} / {}",
                 rpo.map(fmt_duration).unwrap_or_else(|| "none".into()),

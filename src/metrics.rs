@@ -7,6 +7,7 @@
 use crate::executor::{Context, Error};
 use chrono::{DateTime, Utc};
 use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
+use std::collections::BTreeMap;
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -20,50 +21,71 @@ fn secs(d: chrono::Duration) -> f64 {
     d.num_milliseconds().max(0) as f64 / 1000.0
 }
 
-/// Per-region replication state of one tenant, from the catalog.
-#[derive(Debug, Clone, PartialEq)]
+/// Replication state of one tenant in one region.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RegionState {
     pub region: String,
+    /// Completed backups verified in this region.
+    pub verified: usize,
     /// Newest recovery point verified in this region.
     pub newest_verified: Option<DateTime<Utc>>,
     /// When the oldest backup still missing here was completed.
     pub oldest_missing_since: Option<DateTime<Utc>>,
 }
 
-/// Replication state of every configured tenant, per region.
-pub async fn replication_state(ctx: &Context) -> Result<Vec<(String, Vec<RegionState>)>, Error> {
-    let mut out = Vec::new();
-    for t in &ctx.config.tenants {
-        let backups: Vec<_> = ctx
-            .catalog
-            .backups(t.id.as_str())
-            .await?
-            .into_iter()
-            .filter(|b| b.status == "completed")
-            .collect();
-        let mut states: Vec<RegionState> = ctx
-            .regions
-            .iter()
-            .map(|r| RegionState {
-                region: r.name.clone(),
-                newest_verified: None,
-                oldest_missing_since: None,
-            })
-            .collect();
-        for b in &backups {
-            let copies = ctx.catalog.copies(&b.id).await?;
-            for s in &mut states {
-                let verified = copies
+/// Replication state of one tenant: its completed backups and their copies, per region.
+#[derive(Debug, Clone, Default)]
+pub struct TenantReplication {
+    pub completed: usize,
+    /// The newest completed backup's recovery point and completion time.
+    pub newest: Option<(Option<DateTime<Utc>>, DateTime<Utc>)>,
+    /// Newest recovery point verified in every region.
+    pub newest_everywhere: Option<DateTime<Utc>>,
+    /// One entry per configured region, in configuration order.
+    pub regions: Vec<RegionState>,
+}
+
+/// Replication state of every tenant with completed backups, from two catalog reads.
+pub async fn replication_state(
+    ctx: &Context,
+) -> Result<BTreeMap<String, TenantReplication>, Error> {
+    let copies = ctx.catalog.copies_by_backup().await?;
+    let mut out: BTreeMap<String, TenantReplication> = BTreeMap::new();
+    // Oldest first, so the first backup missing in a region is the oldest one.
+    for b in ctx.catalog.completed_backups().await? {
+        let t = out
+            .entry(b.tenant_id.clone())
+            .or_insert_with(|| TenantReplication {
+                regions: ctx
+                    .regions
                     .iter()
-                    .any(|c| c.region == s.region && c.state == "verified");
-                if verified {
-                    s.newest_verified = s.newest_verified.max(b.recovery_point);
-                } else if s.oldest_missing_since.is_none() {
-                    s.oldest_missing_since = b.finished_at.or(Some(b.started_at));
-                }
+                    .map(|r| RegionState {
+                        region: r.name.clone(),
+                        ..RegionState::default()
+                    })
+                    .collect(),
+                ..TenantReplication::default()
+            });
+        let finished = b.finished_at.unwrap_or(b.started_at);
+        t.completed += 1;
+        t.newest = Some((b.recovery_point, finished));
+        let backup_copies = copies.get(&b.id).map(Vec::as_slice).unwrap_or_default();
+        let mut everywhere = true;
+        for s in &mut t.regions {
+            let verified = backup_copies
+                .iter()
+                .any(|c| c.region == s.region && c.state == "verified");
+            everywhere &= verified;
+            if verified {
+                s.verified += 1;
+                s.newest_verified = s.newest_verified.max(b.recovery_point);
+            } else if s.oldest_missing_since.is_none() {
+                s.oldest_missing_since = Some(finished);
             }
         }
-        out.push((t.id.to_string(), states));
+        if everywhere {
+            t.newest_everywhere = t.newest_everywhere.max(b.recovery_point);
+        }
     }
     Ok(out)
 }
@@ -107,71 +129,58 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
         "Completed backups not yet verified in the region.",
         &["region"],
     );
-    let mut pending_count: std::collections::BTreeMap<String, f64> =
-        ctx.regions.iter().map(|r| (r.name.clone(), 0.0)).collect();
-    for b in ctx.catalog.completed_backups().await? {
-        let copies = ctx.catalog.copies(&b.id).await?;
-        for r in &ctx.regions {
-            if !copies
-                .iter()
-                .any(|c| c.region == r.name && c.state == "verified")
-            {
-                *pending_count.entry(r.name.clone()).or_default() += 1.0;
-            }
-        }
+    let state = replication_state(ctx).await?;
+    for (i, r) in ctx.regions.iter().enumerate() {
+        let missing: usize = state
+            .values()
+            .map(|t| t.completed - t.regions[i].verified)
+            .sum();
+        pending
+            .with_label_values(&[r.name.as_str()])
+            .set(missing as f64);
     }
-    for (region, n) in &pending_count {
-        pending.with_label_values(&[region.as_str()]).set(*n);
-    }
-    for (tenant, states) in replication_state(ctx).await? {
-        let tier = ctx
-            .config
-            .tenants
-            .iter()
-            .find(|t| t.id.as_str() == tenant)
-            .map(|t| t.tier.clone())
-            .unwrap_or_default();
+    for t in &ctx.config.tenants {
+        let (tenant, tier) = (t.id.as_str(), t.tier.as_str());
         let objective = ctx
             .config
             .tiers
-            .get(&tier)
+            .get(tier)
             .map(|t| t.rpo.as_secs_f64())
             .unwrap_or(0.0);
         rpo_objective
-            .with_label_values(&[&tenant, &tier])
+            .with_label_values(&[tenant, tier])
             .set(objective);
-        let newest = ctx
-            .catalog
-            .backups(&tenant)
-            .await?
-            .into_iter()
-            .rev()
-            .find(|b| b.status == "completed");
-        if let Some(b) = &newest {
-            let at = b.finished_at.unwrap_or(b.started_at);
+        let Some(replication) = state.get(tenant) else {
+            for r in &ctx.regions {
+                lag.with_label_values(&[tenant, r.name.as_str()]).set(0.0);
+            }
+            continue;
+        };
+        let states = &replication.regions;
+        if let Some((recovery_point, finished)) = replication.newest {
             last_success
-                .with_label_values(&[&tenant, &tier])
-                .set(at.timestamp() as f64);
+                .with_label_values(&[tenant, tier])
+                .set(finished.timestamp() as f64);
             let verified_in = states
                 .iter()
-                .filter(|s| s.newest_verified == b.recovery_point)
+                .filter(|s| s.newest_verified == recovery_point)
                 .count();
             single
-                .with_label_values(&[&tenant, &tier])
+                .with_label_values(&[tenant, tier])
                 .set(if verified_in < ctx.regions.len() {
                     1.0
                 } else {
                     0.0
                 });
         }
-        for s in &states {
+        for s in states {
             if let Some(rp) = s.newest_verified {
                 rp_age
-                    .with_label_values(&[&tenant, &tier, &s.region])
+                    .with_label_values(&[tenant, tier, &s.region])
                     .set(secs(now - rp));
             }
             let waiting = s.oldest_missing_since.map(|t| secs(now - t)).unwrap_or(0.0);
-            lag.with_label_values(&[&tenant, &s.region]).set(waiting);
+            lag.with_label_values(&[tenant, &s.region]).set(waiting);
         }
     }
     let (last_run, cap_hits, purges) = ctx.catalog.retention_stats().await?;

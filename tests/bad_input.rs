@@ -106,9 +106,7 @@ fn tenant_id_with_dot_dot_is_refused_before_any_path_or_key_is_built() {
         "{}",
         out.stderr
     );
-    let out = inst
-        .run(&["restore", "--tenant", "../shop", "--to-side", "x.db"])
-        .failed();
+    let out = inst.restore("../shop", &[], "x.db").failed();
     assert!(
         out.stderr.contains("invalid tenant id \"../shop\""),
         "{}",
@@ -128,15 +126,7 @@ fn missing_master_key_is_a_clear_error_and_restores_nothing() {
     // The identity file named in the config is gone.
     std::fs::rename(&inst.master_key, inst.path("master.key.away")).unwrap();
     let target = inst.path("restored.db");
-    let out = inst
-        .run(&[
-            "restore",
-            "--tenant",
-            "shop",
-            "--to-side",
-            target.to_str().unwrap(),
-        ])
-        .failed();
+    let out = inst.restore("shop", &[], &target).failed();
     assert!(
         out.stderr.contains("keys.master-identity-file") && out.stderr.contains("master.key"),
         "{}",
@@ -148,15 +138,7 @@ fn missing_master_key_is_a_clear_error_and_restores_nothing() {
     std::fs::rename(inst.path("master.key.away"), &inst.master_key).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&inst.master_key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = inst
-        .run(&[
-            "restore",
-            "--tenant",
-            "shop",
-            "--to-side",
-            target.to_str().unwrap(),
-        ])
-        .failed();
+    let out = inst.restore("shop", &[], &target).failed();
     assert!(
         out.stderr.contains("readable by group or others"),
         "{}",
@@ -168,15 +150,7 @@ fn missing_master_key_is_a_clear_error_and_restores_nothing() {
     // A backup-only worker (recipients, no identity) backs up but cannot restore.
     inst.write_config(&good.replace("master-identity-file = \"master.key\"\n", ""));
     inst.run(&["backup", "--tenant", "shop"]).ok();
-    let out = inst
-        .run(&[
-            "restore",
-            "--tenant",
-            "shop",
-            "--to-side",
-            target.to_str().unwrap(),
-        ])
-        .failed();
+    let out = inst.restore("shop", &[], &target).failed();
     assert!(
         out.stderr.contains("no master identity is configured"),
         "{}",

@@ -44,12 +44,9 @@ fn pg_fingerprint(pg: &Postgres, db: &str) -> String {
 }
 
 fn backup_ids(inst: &Install, tenant: &str) -> Vec<String> {
-    inst.catalog_query(&format!(
+    inst.column(&format!(
         "SELECT id FROM backups WHERE tenant_id = '{tenant}' AND status = 'completed' ORDER BY id"
     ))
-    .into_iter()
-    .map(|r| r[0].clone())
-    .collect()
 }
 
 #[test]
@@ -109,23 +106,14 @@ fn sqlite_and_postgres_round_trip_through_two_garage_regions() {
 
     // Restore each tenant on the side, from the primary, and compare with the original.
     let restored = inst.path("shop-restored.db");
-    inst.run(&[
-        "restore",
-        "--tenant",
-        "shop",
-        "--to-side",
-        restored.to_str().unwrap(),
-    ])
-    .ok();
+    inst.restore("shop", &[], &restored).ok();
     let (tables, rows) = sqlite_equal(&inst.path("shop.db"), &restored);
     assert_eq!(
         (tables, rows),
         (3, 8000 + 1),
         "users, invoices and sqlite_sequence"
     ); // AUTOINCREMENT keeps one row
-    let out = inst
-        .run(&["restore", "--tenant", "acme", "--to-side", "acme_restored"])
-        .ok();
+    let out = inst.restore("acme", &[], "acme_restored").ok();
     assert!(
         out.stdout.contains("2 tables, 7000 rows verified"),
         "{}",
@@ -138,20 +126,10 @@ fn sqlite_and_postgres_round_trip_through_two_garage_regions() {
 
     // Restoring onto an existing target is refused and changes nothing.
     let before = std::fs::read(&restored).unwrap();
-    let out = inst
-        .run(&[
-            "restore",
-            "--tenant",
-            "shop",
-            "--to-side",
-            restored.to_str().unwrap(),
-        ])
-        .failed();
+    let out = inst.restore("shop", &[], &restored).failed();
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
     assert_eq!(std::fs::read(&restored).unwrap(), before);
-    let out = inst
-        .run(&["restore", "--tenant", "acme", "--to-side", "acme_restored"])
-        .failed();
+    let out = inst.restore("acme", &[], "acme_restored").failed();
     assert!(out.stderr.contains("already exists"), "{}", out.stderr);
 
     // No object in either region holds plaintext: no SQLite or pg_dump magic, no row value.
@@ -230,15 +208,7 @@ fn restore_from_the_secondary_alone_after_the_primary_bucket_is_emptied() {
 
     // From the primary: a clear error, and no file is created.
     let target = inst.path("from-primary.db");
-    let out = inst
-        .run(&[
-            "restore",
-            "--tenant",
-            "shop",
-            "--to-side",
-            target.to_str().unwrap(),
-        ])
-        .failed();
+    let out = inst.restore("shop", &[], &target).failed();
     assert!(
         out.stderr.contains("region eu") && out.stderr.contains("not found"),
         "{}",
@@ -248,17 +218,7 @@ fn restore_from_the_secondary_alone_after_the_primary_bucket_is_emptied() {
 
     // From the secondary: the newest backup, and a chosen older one, both restore and match.
     let target = inst.path("from-secondary.db");
-    let out = inst
-        .run(&[
-            "restore",
-            "--tenant",
-            "shop",
-            "--region",
-            "us",
-            "--to-side",
-            target.to_str().unwrap(),
-        ])
-        .ok();
+    let out = inst.restore("shop", &["--region", "us"], &target).ok();
     assert!(
         out.stdout.contains(&ids[1]) && out.stdout.contains("from region us"),
         "{}",
@@ -266,18 +226,8 @@ fn restore_from_the_secondary_alone_after_the_primary_bucket_is_emptied() {
     );
     sqlite_equal(&inst.path("shop.db"), &target);
     let older = inst.path("older.db");
-    inst.run(&[
-        "restore",
-        "--tenant",
-        "shop",
-        "--region",
-        "us",
-        "--backup",
-        &ids[0],
-        "--to-side",
-        older.to_str().unwrap(),
-    ])
-    .ok();
+    inst.restore("shop", &["--region", "us", "--backup", &ids[0]], &older)
+        .ok();
     sqlite_equal(&inst.path("shop.db"), &older);
 }
 
@@ -348,28 +298,12 @@ fn large_artifacts_go_up_as_multipart_uploads_with_nothing_left_pending() {
     let inst = Install::new();
     // About 24 MB of random bytes: zstd cannot shrink it, so the artifact spans several 5 MiB parts.
     let db = inst.path("big.db");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            use sqlx::{ConnectOptions, Connection};
-            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .create_if_missing(true)
-                .connect()
-                .await
-                .unwrap();
-            sqlx::raw_sql(
-                "CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);
-             WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 3000)
-               INSERT INTO blobs (b) SELECT randomblob(8000) FROM s;",
-            )
-            .execute(&mut conn)
-            .await
-            .unwrap();
-            conn.close().await.unwrap();
-        });
+    sqlite_exec(
+        &db,
+        "CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 3000)
+           INSERT INTO blobs (b) SELECT randomblob(8000) FROM s;",
+    );
     inst.write_two_region_config(
         &a,
         &b,
@@ -394,15 +328,6 @@ fn large_artifacts_go_up_as_multipart_uploads_with_nothing_left_pending() {
         0
     );
     let target = inst.path("big-restored.db");
-    inst.run(&[
-        "restore",
-        "--tenant",
-        "big",
-        "--region",
-        "us",
-        "--to-side",
-        target.to_str().unwrap(),
-    ])
-    .ok();
+    inst.restore("big", &["--region", "us"], &target).ok();
     sqlite_equal(&db, &target);
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Row, SqlitePool};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +134,14 @@ fn backup_from(row: &sqlx::sqlite::SqliteRow) -> BackupRow {
         dump_size: row.get("dump_size"),
         error: row.get("error"),
     }
+}
+
+/// The recorded steps of a purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeStep {
+    Started,
+    KeysShredded,
+    Done,
 }
 
 #[derive(Debug, Clone)]
@@ -462,12 +471,16 @@ impl Catalog {
         Ok(rows.iter().map(backup_from).collect())
     }
 
-    /// Every copy row, for reports.
-    pub async fn all_copies(&self) -> Result<Vec<CopyRow>, CatalogError> {
+    /// Every copy row, grouped by backup id: one read instead of one per backup.
+    pub async fn copies_by_backup(&self) -> Result<HashMap<String, Vec<CopyRow>>, CatalogError> {
         let rows = sqlx::query("SELECT * FROM copies ORDER BY backup_id, region")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(copy_from).collect())
+        let mut out: HashMap<String, Vec<CopyRow>> = HashMap::new();
+        for c in rows.iter().map(copy_from) {
+            out.entry(c.backup_id.clone()).or_default().push(c);
+        }
+        Ok(out)
     }
 
     pub async fn backup(&self, id: &str) -> Result<Option<BackupRow>, CatalogError> {
@@ -484,18 +497,6 @@ impl Catalog {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(copy_from).collect())
-    }
-
-    /// Lifecycle facts of a tenant: state, termination time, legal hold.
-    pub async fn tenant_state(
-        &self,
-        id: &str,
-    ) -> Result<Option<(String, Option<DateTime<Utc>>, bool)>, CatalogError> {
-        let row = sqlx::query("SELECT state, terminated_at, legal_hold FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get::<i64, _>(2) != 0)))
     }
 
     /// Every tenant the catalog knows that is not purged.
@@ -544,20 +545,22 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records a step of a purge. The start and shred times keep the first value, so a resumed
+    /// purge reports when each step really began.
     pub async fn mark_purge(
         &self,
         id: &str,
-        column: &str,
+        step: PurgeStep,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let sql = match column {
-            "purge_started_at" => {
+        let sql = match step {
+            PurgeStep::Started => {
                 "UPDATE tenants SET purge_started_at = coalesce(purge_started_at, ?) WHERE id = ?"
             }
-            "key_shredded_at" => {
+            PurgeStep::KeysShredded => {
                 "UPDATE tenants SET key_shredded_at = coalesce(key_shredded_at, ?) WHERE id = ?"
             }
-            _ => "UPDATE tenants SET state = 'purged', purged_at = ? WHERE id = ?",
+            PurgeStep::Done => "UPDATE tenants SET state = 'purged', purged_at = ? WHERE id = ?",
         };
         sqlx::query(sql)
             .bind(at)
@@ -755,18 +758,6 @@ impl Catalog {
             prev = hash;
         }
         Ok(Ok(rows.len()))
-    }
-
-    pub async fn audit_actions(
-        &self,
-    ) -> Result<Vec<(String, Option<String>, String)>, CatalogError> {
-        let rows = sqlx::query("SELECT action, tenant_id, outcome FROM audit_log ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
     }
 }
 

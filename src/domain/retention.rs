@@ -58,6 +58,7 @@ impl TenantFacts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub backup_id: String,
+    pub recovery_point: DateTime<Utc>,
     pub keep: bool,
     pub reasons: Vec<String>,
 }
@@ -94,6 +95,7 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
             .iter()
             .map(|b| Decision {
                 backup_id: b.id.clone(),
+                recovery_point: b.recovery_point,
                 keep: false,
                 reasons: vec!["the tenant's deletion window has ended: purge".into()],
             })
@@ -163,6 +165,7 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
         };
         out.push(Decision {
             backup_id: b.id.clone(),
+            recovery_point: b.recovery_point,
             keep: keep_it,
             reasons,
         });

@@ -73,16 +73,15 @@ pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<Backu
     if let Some(row) = ctx.catalog.tenant(tenant.id.as_str()).await?
         && row.state != "active"
     {
-        return Err(Error::Invalid(format!(
-            "tenant {} is {} (since {}); `lifeboat tenant reinstate {}` to back it up again",
-            tenant.id,
-            row.state,
-            row.terminated_at
+        return Err(Error::NotActive {
+            tenant: tenant.id.to_string(),
+            state: row.state,
+            since: row
+                .terminated_at
                 .or(row.purged_at)
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_default(),
-            tenant.id
-        )));
+        });
     }
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -201,15 +200,16 @@ async fn store_in_primary(
     // The dump tool's own verdict counts: a dump that ended early is not a backup.
     let finished = finish.finish().await;
     let outcome = match (encoded, finished) {
-        (Ok(outcome), Ok(())) => outcome,
-        (encoded, finished) => {
+        (Ok(outcome), Ok(())) => Ok(outcome),
+        // The tool's error (with its stderr) explains more than the pipeline's broken pipe does.
+        (_, Err(e)) => Err(Error::from(e)),
+        (Err(e), Ok(())) => Err(Error::from(e)),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
             upload.abort().await;
-            // The tool's error (with its stderr) explains more than a broken pipe does.
-            return Err(match (finished, encoded) {
-                (Err(e), _) => e.into(),
-                (Ok(()), Err(e)) => e.into(),
-                (Ok(()), Ok(_)) => unreachable!(),
-            });
+            return Err(e);
         }
     };
     upload.finish().await?;

@@ -45,6 +45,15 @@ pub enum Error {
     NoMasterIdentity { config: String },
     #[error("master identity: {0}")]
     MasterIdentity(String),
+    /// A terminated or purged tenant is not backed up.
+    #[error(
+        "tenant {tenant} is {state} (since {since}); `lifeboat tenant reinstate {tenant}` to back it up again"
+    )]
+    NotActive {
+        tenant: String,
+        state: String,
+        since: String,
+    },
 }
 
 /// Everything an operation needs: the configuration, the catalog and the opened regions.

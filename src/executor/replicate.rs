@@ -158,6 +158,26 @@ pub async fn copy_between(
     Ok(())
 }
 
+/// Records the outcome of a copy attempt: verified, or pending with its cause (to be retried).
+async fn record_copy(
+    ctx: &Context,
+    b: &BackupRow,
+    region: &str,
+    result: &Result<(), Error>,
+) -> Result<(), Error> {
+    let error = result.as_ref().err().map(|e| e.to_string());
+    let update = match &error {
+        None => CopyUpdate::verified(
+            b.artifact_size.map(|s| s as u64),
+            b.artifact_sha256.as_deref(),
+            Utc::now(),
+        ),
+        Some(e) => CopyUpdate::pending(None, None, Some(e)),
+    };
+    ctx.catalog.set_copy(&b.id, region, &update).await?;
+    Ok(())
+}
+
 /// Copies a freshly completed backup to every secondary and records the state of every copy.
 /// The primary copy counts as verified once a full read of it matched the recorded SHA-256.
 pub async fn replicate_new_backup(
@@ -177,15 +197,10 @@ pub async fn replicate_new_backup(
         let result = copy_between(ctx, &b, ctx.primary(), to).await;
         // A copy only completes after reading the whole primary artifact with the right hash.
         primary_verified |= result.is_ok();
-        let error = result.as_ref().err().map(|e| e.to_string());
-        let update = match &error {
-            None => CopyUpdate::verified(size, sha.as_deref(), Utc::now()),
-            Some(e) => {
-                tracing::warn!(backup = %b.id, region = %to.name, error = %e, "copy is pending");
-                CopyUpdate::pending(None, None, Some(e))
-            }
-        };
-        ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
+        if let Err(e) = &result {
+            tracing::warn!(backup = %b.id, region = %to.name, error = %e, "copy is pending");
+        }
+        record_copy(ctx, &b, &to.name, &result).await?;
         outcomes.push((to.name.clone(), result));
     }
     let primary = ctx.primary();
@@ -236,13 +251,7 @@ pub async fn catch_up(ctx: &Context) -> Result<Vec<CatchUp>, Error> {
                 continue;
             };
             let result = copy_between(ctx, &b, from, to).await;
-            let error = result.as_ref().err().map(|e| e.to_string());
-            let size = b.artifact_size.map(|s| s as u64);
-            let update = match &error {
-                None => CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now()),
-                Some(e) => CopyUpdate::pending(None, None, Some(e)),
-            };
-            ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
+            record_copy(ctx, &b, &to.name, &result).await?;
             let failed = result.is_err();
             done.push(CatchUp {
                 backup_id: b.id.clone(),

@@ -9,7 +9,7 @@
 //! resumes on the next run.
 
 use super::{Context, Error};
-use crate::catalog::{DeletionRow, TenantRow};
+use crate::catalog::{DeletionRow, PurgeStep, TenantRow};
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, TenantFacts};
 use crate::storage::Region;
@@ -23,7 +23,6 @@ pub struct TenantPlan {
     pub facts: TenantFacts,
     pub purge: bool,
     pub decisions: Vec<Decision>,
-    pub recovery_points: Vec<(String, DateTime<Utc>)>,
 }
 
 fn lifecycle(t: &TenantRow) -> Lifecycle {
@@ -35,6 +34,7 @@ fn lifecycle(t: &TenantRow) -> Lifecycle {
 
 /// Plans retention for every tenant the catalog knows (purged ones excepted). Nothing is deleted.
 pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPlan>, Error> {
+    let copies = ctx.catalog.copies_by_backup().await?;
     let mut plans = Vec::new();
     for t in ctx.catalog.live_tenants().await? {
         let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
@@ -52,7 +52,7 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
             let (Some(rp), "completed") = (b.recovery_point, b.status.as_str()) else {
                 continue;
             };
-            let copies = ctx.catalog.copies(&b.id).await?;
+            let copies = copies.get(&b.id).map(Vec::as_slice).unwrap_or_default();
             let verified_everywhere = ctx.regions.iter().all(|r| {
                 copies
                     .iter()
@@ -73,10 +73,6 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
         plans.push(TenantPlan {
             purge: tenant_facts.purge_due(now),
             decisions: retention::plan(&tenant_facts, &facts, now),
-            recovery_points: facts
-                .iter()
-                .map(|f| (f.id.clone(), f.recovery_point))
-                .collect(),
             tenant: t.id.clone(),
             tier: t.tier.clone(),
             facts: tenant_facts,
@@ -260,7 +256,7 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
         plan.tier
     );
     ctx.catalog
-        .mark_purge(t, "purge_started_at", Utc::now())
+        .mark_purge(t, PurgeStep::Started, Utc::now())
         .await?;
     ctx.catalog
         .audit(actor, "purge.start", Some(t), &reason, "ok", Utc::now())
@@ -291,7 +287,7 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
     }
     ctx.catalog.forget_tenant_keys(t).await?;
     ctx.catalog
-        .mark_purge(t, "key_shredded_at", Utc::now())
+        .mark_purge(t, PurgeStep::KeysShredded, Utc::now())
         .await?;
 
     // 2. Everything else under the tenant's prefix, in every region.
@@ -330,7 +326,9 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
     // 3. The catalog keeps a tombstone.
     ctx.catalog.forget_tenant_backups(t).await?;
     let purged_at = Utc::now();
-    ctx.catalog.mark_purge(t, "purged", purged_at).await?;
+    ctx.catalog
+        .mark_purge(t, PurgeStep::Done, purged_at)
+        .await?;
 
     // 4. The certificate, from the recorded deletions (including those of an interrupted run).
     let row = ctx
@@ -391,17 +389,17 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
     Ok(path)
 }
 
-/// Applies the retention plan at `now`.
+/// Applies `plans` (from `plan_all` at `now`): exactly what the operator was shown.
 pub async fn apply(
     ctx: &Context,
+    plans: &[TenantPlan],
     now: DateTime<Utc>,
     confirm: bool,
     actor: &str,
 ) -> Result<ApplyReport, Error> {
-    let plans = plan_all(ctx, now).await?;
     let mut report = ApplyReport::default();
     let caps = cap_violations(
-        &plans,
+        plans,
         ctx.config.retention.max_deletes,
         ctx.config.retention.max_delete_share,
     );
@@ -428,7 +426,7 @@ pub async fn apply(
         report.cap = Some(why);
         return Ok(report);
     }
-    for p in &plans {
+    for p in plans {
         if p.purge {
             report.deleted += p.decisions.len();
             report.certificates.push(purge(ctx, p, actor).await?);

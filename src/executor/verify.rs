@@ -117,7 +117,9 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
     };
     // Per region, which artifacts are good (present, right size, and hashed right when deep).
     let mut good: BTreeMap<(String, String), bool> = BTreeMap::new();
-    let mut to_repair: Vec<(usize, String)> = Vec::new();
+    // Findings to repair, grouped by (region, backup): one copy repairs them all.
+    let mut to_repair: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut missing_keys: BTreeSet<String> = BTreeSet::new();
     for region in &ctx.regions {
         let listing: BTreeMap<String, u64> = region
             .store
@@ -191,7 +193,10 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
                             &CopyUpdate::failed(None, None, &f.detail),
                         )
                         .await?;
-                    to_repair.push((report.findings.len(), region.name.clone()));
+                    to_repair
+                        .entry((region.name.clone(), b.id.clone()))
+                        .or_default()
+                        .push(report.findings.len());
                     report.findings.push(f.clone());
                 }
                 None if opts.deep => {
@@ -205,13 +210,16 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
                 }
                 None => {}
             }
-            if !listing.contains_key(&e.key) && !report.findings.iter().any(|f| f.key == e.key) {
+            if !listing.contains_key(&e.key) && missing_keys.insert(e.key.clone()) {
+                to_repair
+                    .entry((region.name.clone(), b.id.clone()))
+                    .or_default()
+                    .push(report.findings.len());
                 report.findings.push(finding(
                     FindingKind::MissingKey,
                     &e.key,
                     "wrapped tenant key is missing".into(),
                 ));
-                to_repair.push((report.findings.len() - 1, region.name.clone()));
             }
         }
         for key in listing.keys().filter(|k| !known.contains(*k)) {
@@ -231,34 +239,35 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
         }
     }
     if opts.repair {
-        for (index, region_name) in to_repair {
-            let f = report.findings[index].clone();
+        for ((region_name, backup_id), indexes) in to_repair {
             let to = ctx.region(&region_name)?;
-            let Some(b) = backups.iter().find(|b| Some(&b.id) == f.backup_id.as_ref()) else {
+            let Some(b) = backups.iter().find(|b| b.id == backup_id) else {
                 continue;
             };
             let source = ctx.regions.iter().find(|r| {
                 r.name != region_name && good.get(&(r.name.clone(), b.id.clone())) == Some(&true)
             });
             let Some(from) = source else {
-                report.findings[index].detail += "; no healthy copy to repair from";
+                for i in indexes {
+                    report.findings[i].detail += "; no healthy copy to repair from";
+                }
                 continue;
             };
             // copy_between puts the key, the artifact and the manifest, and re-verifies the artifact.
-            match replicate::copy_between(ctx, b, from, to).await {
-                Ok(()) => {
-                    let size = b.artifact_size.map(|s| s as u64);
-                    ctx.catalog
-                        .set_copy(
-                            &b.id,
-                            &to.name,
-                            &CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now()),
-                        )
-                        .await?;
-                    report.findings[index].repaired = true;
-                    report.findings[index].detail += &format!("; repaired from {}", from.name);
+            let outcome = replicate::copy_between(ctx, b, from, to).await;
+            if outcome.is_ok() {
+                let size = b.artifact_size.map(|s| s as u64);
+                let update = CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now());
+                ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
+            }
+            for i in indexes {
+                match &outcome {
+                    Ok(()) => {
+                        report.findings[i].repaired = true;
+                        report.findings[i].detail += &format!("; repaired from {}", from.name);
+                    }
+                    Err(e) => report.findings[i].detail += &format!("; repair failed: {e}"),
                 }
-                Err(e) => report.findings[index].detail += &format!("; repair failed: {e}"),
             }
         }
         ctx.catalog

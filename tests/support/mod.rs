@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs a future to completion on a fresh single-threaded runtime (tests are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// A port that was free a moment ago. Callers retry startup on a collision.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -18,7 +27,6 @@ pub fn free_port() -> u16 {
 }
 
 fn is_root() -> bool {
-    // SAFETY-free check: root's home is /root and `id -u` says 0.
     Command::new("id")
         .arg("-u")
         .output()
@@ -252,17 +260,9 @@ impl Garage {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
-    fn block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
     fn try_list(&self, prefix: &str) -> Result<Vec<String>, String> {
         let client = self.client();
-        Self::block(async {
+        block_on(async {
             let mut keys = Vec::new();
             let mut token = None;
             loop {
@@ -292,9 +292,17 @@ impl Garage {
         self.try_list(prefix).expect("list objects")
     }
 
+    /// The first object under `prefix` whose key ends with `suffix`.
+    pub fn find(&self, prefix: &str, suffix: &str) -> String {
+        self.list(prefix)
+            .into_iter()
+            .find(|k| k.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no object *{suffix} under {prefix}"))
+    }
+
     pub fn get(&self, key: &str) -> Vec<u8> {
         let client = self.client();
-        Self::block(async {
+        block_on(async {
             let out = client
                 .get_object()
                 .bucket(&self.bucket)
@@ -308,7 +316,7 @@ impl Garage {
 
     pub fn put(&self, key: &str, body: Vec<u8>) {
         let client = self.client();
-        Self::block(async {
+        block_on(async {
             client
                 .put_object()
                 .bucket(&self.bucket)
@@ -323,7 +331,7 @@ impl Garage {
     pub fn delete_all(&self) {
         let client = self.client();
         for key in self.list("") {
-            Self::block(async {
+            block_on(async {
                 client
                     .delete_object()
                     .bucket(&self.bucket)
@@ -338,7 +346,7 @@ impl Garage {
     /// Multipart uploads that were started and never completed or aborted.
     pub fn pending_multipart_uploads(&self) -> usize {
         let client = self.client();
-        Self::block(async {
+        block_on(async {
             let out = client
                 .list_multipart_uploads()
                 .bucket(&self.bucket)
@@ -532,11 +540,17 @@ impl Run {
 }
 
 pub fn lifeboat(config: &Path, args: &[&str]) -> Run {
+    lifeboat_env(config, args, &[])
+}
+
+/// Runs the binary with extra environment variables.
+pub fn lifeboat_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("LIFEBOAT_CONFIG")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     Run {
@@ -621,7 +635,24 @@ impl Install {
         lifeboat(&self.config, args)
     }
 
-    /// Rows of a catalog query, through the sqlite3-free path: a tiny query via sqlx.
+    /// `lifeboat restore --tenant T [extra…] --to-side TARGET`.
+    pub fn restore(&self, tenant: &str, extra: &[&str], target: impl AsRef<Path>) -> Run {
+        let target = target.as_ref().to_str().expect("UTF-8 target");
+        let mut args = vec!["restore", "--tenant", tenant];
+        args.extend_from_slice(extra);
+        args.extend(["--to-side", target]);
+        self.run(&args)
+    }
+
+    /// The first column of a catalog query.
+    pub fn column(&self, sql: &str) -> Vec<String> {
+        self.catalog_query(sql)
+            .into_iter()
+            .map(|mut r| r.swap_remove(0))
+            .collect()
+    }
+
+    /// Rows of a catalog query (read with sqlx; no sqlite3 CLI needed), every value as text.
     pub fn catalog_query(&self, sql: &str) -> Vec<Vec<String>> {
         use sqlx::{Connection, Row};
         let path = self.path("catalog.db");
@@ -629,36 +660,31 @@ impl Install {
             return Vec::new();
         }
         let sql = sql.to_string();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .unwrap();
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap();
-                rows.iter()
-                    .map(|r| {
-                        (0..r.columns().len())
-                            .map(|i| {
-                                r.try_get::<Option<String>, _>(i)
-                                    .or_else(|_| {
-                                        r.try_get::<Option<i64>, _>(i)
-                                            .map(|n| n.map(|n| n.to_string()))
-                                    })
-                                    .ok()
-                                    .flatten()
-                                    .unwrap_or_else(|| "NULL".into())
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
+        block_on(async move {
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    (0..r.columns().len())
+                        .map(|i| {
+                            r.try_get::<Option<String>, _>(i)
+                                .or_else(|_| {
+                                    r.try_get::<Option<i64>, _>(i)
+                                        .map(|n| n.map(|n| n.to_string()))
+                                })
+                                .ok()
+                                .flatten()
+                                .unwrap_or_else(|| "NULL".into())
+                        })
+                        .collect()
+                })
+                .collect()
+        })
     }
 }
 
@@ -675,37 +701,33 @@ pub fn make_sqlite_tenant(path: &Path, marker: &str) {
          WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 5000)
            INSERT INTO invoices (user_id, cents, memo) SELECT 1 + n % 3000, n * 7, randomblob(32) FROM s;"
     );
+    sqlite_exec(path, &sql);
+}
+
+/// Runs SQL statements against a SQLite file, creating it if missing.
+pub fn sqlite_exec(path: &Path, sql: &str) {
     use sqlx::{ConnectOptions, Connection};
-    let path = path.to_path_buf();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true)
-                .connect()
-                .await
-                .unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        });
+    block_on(async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
 }
 
 /// Compares two SQLite files row by row.
 pub fn sqlite_equal(a: &Path, b: &Path) -> (usize, u64) {
     let (a, b) = (a.to_path_buf(), b.to_path_buf());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            lifeboat::demo::compare_databases(&a, &b)
-                .await
-                .expect("databases are equal")
-        })
+    block_on(async move {
+        lifeboat::demo::compare_databases(&a, &b)
+            .await
+            .expect("databases are equal")
+    })
 }
