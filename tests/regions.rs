@@ -466,3 +466,26 @@ fn the_break_glass_runbook_in_the_readme_works_as_written() {
     );
     sqlite_equal(&inst.path("shop.db"), &work.join("restored.db"));
 }
+
+#[test]
+fn a_key_missing_in_every_region_is_reported_in_every_region() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+    // Both regions share the prefix, so the key object has the same name in each.
+    let key = a.find("prod/v1/tenants/shop/keys/", ".age");
+    a.delete(&key);
+    b.delete(&key);
+    let out = inst.run(&["verify", "--json"]).failed();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut regions: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "missing-key")
+        .map(|f| f["region"].as_str().unwrap())
+        .collect();
+    regions.sort();
+    assert_eq!(regions, ["eu", "us"], "{}", out.stdout);
+}

@@ -119,7 +119,8 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
     let mut good: BTreeMap<(String, String), bool> = BTreeMap::new();
     // Findings to repair, grouped by (region, backup): one copy repairs them all.
     let mut to_repair: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    let mut missing_keys: BTreeSet<String> = BTreeSet::new();
+    // A tenant key is shared by its backups: report it missing once per region.
+    let mut missing_keys: BTreeSet<(String, String)> = BTreeSet::new();
     for region in &ctx.regions {
         let listing: BTreeMap<String, u64> = region
             .store
@@ -210,7 +211,9 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
                 }
                 None => {}
             }
-            if !listing.contains_key(&e.key) && missing_keys.insert(e.key.clone()) {
+            if !listing.contains_key(&e.key)
+                && missing_keys.insert((region.name.clone(), e.key.clone()))
+            {
                 to_repair
                     .entry((region.name.clone(), b.id.clone()))
                     .or_default()

@@ -328,18 +328,22 @@ impl Garage {
         });
     }
 
-    pub fn delete_all(&self) {
+    pub fn delete(&self, key: &str) {
         let client = self.client();
+        block_on(async {
+            client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .expect("delete");
+        });
+    }
+
+    pub fn delete_all(&self) {
         for key in self.list("") {
-            block_on(async {
-                client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .expect("delete");
-            });
+            self.delete(&key);
         }
     }
 
