@@ -118,6 +118,8 @@ pub enum RegionBackend {
 pub enum EngineKind {
     Sqlite,
     Postgres,
+    /// MariaDB or MySQL.
+    Mariadb,
 }
 
 impl EngineKind {
@@ -125,6 +127,7 @@ impl EngineKind {
         match self {
             EngineKind::Sqlite => "sqlite",
             EngineKind::Postgres => "postgres",
+            EngineKind::Mariadb => "mariadb",
         }
     }
 }
@@ -135,6 +138,7 @@ impl FromStr for EngineKind {
         match s {
             "sqlite" => Ok(EngineKind::Sqlite),
             "postgres" => Ok(EngineKind::Postgres),
+            "mariadb" => Ok(EngineKind::Mariadb),
             _ => Err(()),
         }
     }
@@ -147,6 +151,11 @@ pub enum Connection {
     },
     /// A URL without a password; the password comes from `password-env`/`password-file`.
     Postgres {
+        url: url::Url,
+        password: Option<SecretSource>,
+    },
+    /// `mariadb://USER@HOST:PORT/DATABASE` (or `mysql://`), without a password.
+    Mariadb {
         url: url::Url,
         password: Option<SecretSource>,
     },
@@ -760,7 +769,7 @@ impl Config {
                 Connection::Sqlite { path } => {
                     let _ = writeln!(out, "path = {}\n", q(&path.display().to_string()));
                 }
-                Connection::Postgres { url, password } => {
+                Connection::Postgres { url, password } | Connection::Mariadb { url, password } => {
                     let pw = password
                         .as_ref()
                         .map(|s| s.describe())
@@ -941,7 +950,7 @@ fn parse_tenant(
             t.engine.span(),
             &field("engine"),
             t.engine.get_ref(),
-            "`sqlite` or `postgres`",
+            "`sqlite`, `postgres` or `mariadb`",
         )
     })?;
     if !tiers.contains_key(t.tier.get_ref()) {
@@ -961,23 +970,30 @@ fn parse_tenant(
                     .ok_or_else(|| src.missing(&field("path"), "for engine = \"sqlite\""))?,
             ),
         },
-        EngineKind::Postgres => {
-            let raw_url = t
-                .url
-                .ok_or_else(|| src.missing(&field("url"), "for engine = \"postgres\""))?;
+        EngineKind::Postgres | EngineKind::Mariadb => {
+            let (schemes, example) = match engine {
+                EngineKind::Postgres => (
+                    &["postgres", "postgresql"][..],
+                    "`postgres://USER@HOST:PORT/DATABASE`",
+                ),
+                _ => (
+                    &["mariadb", "mysql"][..],
+                    "`mariadb://USER@HOST:PORT/DATABASE` (or `mysql://…`)",
+                ),
+            };
+            let needed = format!("for engine = \"{}\"", engine.as_str());
+            let raw_url = t.url.ok_or_else(|| src.missing(&field("url"), &needed))?;
             let url = url::Url::parse(raw_url.get_ref())
                 .ok()
                 .filter(|u| {
-                    matches!(u.scheme(), "postgres" | "postgresql")
-                        && u.host().is_some()
-                        && u.path().len() > 1
+                    schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1
                 })
                 .ok_or_else(|| {
                     src.invalid(
                         raw_url.span(),
                         &field("url"),
                         redact_url(raw_url.get_ref()),
-                        "`postgres://USER@HOST:PORT/DATABASE`",
+                        example,
                     )
                 })?;
             if url.password().is_some() {
@@ -997,7 +1013,11 @@ fn parse_tenant(
                 file: src.file.to_path_buf(),
                 source,
             })?;
-            Connection::Postgres { url, password }
+            if engine == EngineKind::Postgres {
+                Connection::Postgres { url, password }
+            } else {
+                Connection::Mariadb { url, password }
+            }
         }
     };
     let retention = match t.retention {

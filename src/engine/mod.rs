@@ -1,5 +1,7 @@
 //! Engines: how a tenant's database is dumped and restored. One trait, one module per engine.
 
+pub mod mariadb;
+mod mariadb_rows;
 pub mod postgres;
 pub mod process;
 pub mod sqlite;
@@ -45,7 +47,9 @@ pub struct Dump {
 /// Ends a dump once its stream has been read: waits for the tool, releases the snapshot.
 #[async_trait]
 pub trait DumpFinish: Send {
-    async fn finish(self: Box<Self>) -> Result<(), EngineError>;
+    /// Engines that count rows from the stream itself return the counts here; they replace
+    /// `Dump::tables`.
+    async fn finish(self: Box<Self>) -> Result<Option<BTreeMap<String, u64>>, EngineError>;
 }
 
 /// A restored database that is not yet visible under its final name (SQLite) or not yet
@@ -78,6 +82,11 @@ pub fn for_tenant(tenant: &TenantConfig) -> Box<dyn Engine> {
             path: path.clone(),
         }),
         Connection::Postgres { url, password } => Box::new(postgres::PostgresEngine {
+            tenant: tenant.id.to_string(),
+            url: url.clone(),
+            password: password.clone(),
+        }),
+        Connection::Mariadb { url, password } => Box::new(mariadb::MariadbEngine {
             tenant: tenant.id.to_string(),
             url: url.clone(),
             password: password.clone(),

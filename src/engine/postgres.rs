@@ -42,6 +42,9 @@ const TABLES_SQL: &str = "SELECT n.nspname, c.relname FROM pg_class c \
        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
      ORDER BY 1, 2";
 
+/// The facts' entry for large objects, present when there are any.
+const LARGE_OBJECTS: &str = "pg_catalog.pg_largeobject_metadata";
+
 async fn count_tables(conn: &mut PgConnection) -> Result<BTreeMap<String, u64>, sqlx::Error> {
     let tables: Vec<(String, String)> = sqlx::query_as(TABLES_SQL).fetch_all(&mut *conn).await?;
     let mut counts = BTreeMap::new();
@@ -57,6 +60,13 @@ async fn count_tables(conn: &mut PgConnection) -> Result<BTreeMap<String, u64>, 
             .await?
             .get(0);
         counts.insert(format!("{schema}.{table}"), n as u64);
+    }
+    // Large objects live outside every table; a dump that lost them must not verify.
+    let objects: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_largeobject_metadata")
+        .fetch_one(&mut *conn)
+        .await?;
+    if objects > 0 {
+        counts.insert(LARGE_OBJECTS.to_string(), objects as u64);
     }
     Ok(counts)
 }
@@ -138,8 +148,8 @@ struct PgDumpFinish {
 
 #[async_trait]
 impl DumpFinish for PgDumpFinish {
-    async fn finish(self: Box<Self>) -> Result<(), EngineError> {
-        let result = self.tool.wait().await;
+    async fn finish(self: Box<Self>) -> Result<Option<BTreeMap<String, u64>>, EngineError> {
+        let result = self.tool.wait().await.map(|()| None);
         // The exporting transaction must outlive pg_dump's use of the snapshot.
         let mut conn = self.snapshot_tx;
         let _ = sqlx::query("COMMIT").execute(&mut conn).await;

@@ -58,8 +58,8 @@ struct Cleanup {
 
 #[async_trait]
 impl DumpFinish for Cleanup {
-    async fn finish(self: Box<Self>) -> Result<(), EngineError> {
-        Ok(())
+    async fn finish(self: Box<Self>) -> Result<Option<BTreeMap<String, u64>>, EngineError> {
+        Ok(None)
     }
 }
 

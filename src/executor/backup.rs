@@ -185,7 +185,7 @@ async fn store_in_primary(
         reader,
         recovery_point,
         server_version,
-        tables,
+        mut tables,
         finish,
     } = dump;
 
@@ -200,10 +200,15 @@ async fn store_in_primary(
     // The dump tool's own verdict counts: a dump that ended early is not a backup.
     let finished = finish.finish().await;
     let outcome = match (encoded, finished) {
-        (Ok(outcome), Ok(())) => Ok(outcome),
+        (Ok(outcome), Ok(counted)) => {
+            if let Some(counted) = counted {
+                tables = counted;
+            }
+            Ok(outcome)
+        }
         // The tool's error (with its stderr) explains more than the pipeline's broken pipe does.
         (_, Err(e)) => Err(Error::from(e)),
-        (Err(e), Ok(())) => Err(Error::from(e)),
+        (Err(e), Ok(_)) => Err(Error::from(e)),
     };
     let outcome = match outcome {
         Ok(outcome) => outcome,

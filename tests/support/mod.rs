@@ -516,6 +516,144 @@ impl Drop for Postgres {
     }
 }
 
+// ---- MariaDB ---------------------------------------------------------------------------------
+
+/// A MariaDB server of its own, in a temp dir, on a free loopback port. Lifeboat connects as
+/// `lifeboat` with a password over TCP; the test itself talks to it as root over the socket.
+pub struct Mariadb {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub password: String,
+    child: std::process::Child,
+}
+
+impl Mariadb {
+    pub fn start() -> Mariadb {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-my-")
+            .tempdir()
+            .unwrap();
+        let root = is_root();
+        if root {
+            let status = Command::new("chown")
+                .args(["-R", "mysql:mysql"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data = dir.path().join("data");
+        let mut install = Command::new("mariadb-install-db");
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if root {
+            install.arg("--user=mysql");
+        }
+        let out = install.output().expect("mariadb-install-db is installed");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for attempt in 1..=3 {
+            let port = free_port();
+            let mut cmd = Command::new("mariadbd");
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", dir.path().join("sock").display()))
+                .arg(format!("--port={port}"))
+                .arg(format!(
+                    "--log-error={}",
+                    dir.path().join("error.log").display()
+                ))
+                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+                .args([
+                    "--bind-address=127.0.0.1",
+                    "--skip-log-bin",
+                    "--innodb-buffer-pool-size=128M",
+                    "--innodb-flush-log-at-trx-commit=2",
+                    "--skip-name-resolve",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if root {
+                cmd.arg("--user=mysql");
+            }
+            let mut child = cmd.spawn().expect("mariadbd is installed");
+            let sock = dir.path().join("sock");
+            let up = wait_until("mariadbd", Duration::from_secs(30), || {
+                mariadb_sql(&sock, "", "SELECT 1").is_ok()
+                    || matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if up && mariadb_sql(&sock, "", "SELECT 1").is_ok() {
+                let server = Mariadb {
+                    dir,
+                    port,
+                    password: hex(12),
+                    child,
+                };
+                server.sql(
+                    "",
+                    &format!(
+                        "CREATE USER lifeboat@'127.0.0.1' IDENTIFIED BY '{}';
+                         GRANT ALL ON *.* TO lifeboat@'127.0.0.1';",
+                        server.password
+                    ),
+                );
+                return server;
+            }
+            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            eprintln!("mariadbd start attempt {attempt} on port {port} failed: {log}");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start MariaDB");
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("mariadb://lifeboat@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL as root through the socket; returns tab-separated rows.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        mariadb_sql(&self.dir.path().join("sock"), db, sql)
+            .unwrap_or_else(|e| panic!("mariadb {sql}: {e}"))
+    }
+}
+
+fn mariadb_sql(sock: &Path, db: &str, sql: &str) -> Result<String, String> {
+    let mut cmd = Command::new("mariadb");
+    cmd.arg("--no-defaults")
+        .arg(format!("--socket={}", sock.display()))
+        .args([
+            "--default-character-set=utf8mb4",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ]);
+    if !db.is_empty() {
+        cmd.arg(db);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---- Lifeboat ----------------------------------------------------------------------------------
 
 pub struct Run {
@@ -628,6 +766,16 @@ impl Install {
             self.head(),
             eu.region_toml("eu", "primary", self.dir.path()),
             us.region_toml("us", "secondary", self.dir.path()),
+        ));
+    }
+
+    /// Writes a config with the Garage region `eu` (primary) and a directory region `local`
+    /// (secondary), then `tenants`: for tests about engines, where one S3 server is enough.
+    pub fn write_garage_config(&self, eu: &Garage, tenants: &str) {
+        self.write_config(&format!(
+            "{}{}[[regions]]\nname = \"local\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/local\"\n\n{tenants}",
+            self.head(),
+            eu.region_toml("eu", "primary", self.dir.path()),
         ));
     }
 
