@@ -69,6 +69,12 @@ enum Command {
         /// Region to restore from; the primary by default.
         #[arg(long)]
         region: Option<String>,
+        /// PostgreSQL: make this existing role the owner of everything restored.
+        #[arg(long, conflicts_with = "keep_owners")]
+        owner: Option<String>,
+        /// PostgreSQL: keep the source's owners and grants (the roles must exist).
+        #[arg(long)]
+        keep_owners: bool,
     },
     /// Catches up copies that are missing in a region (a region that was down), oldest first.
     Replicate,
@@ -262,11 +268,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     })?]
                 };
             let ctx = Context::open(config).await?;
+            watch_signals(&ctx.stop);
+            print_sweep(&executor::sweep::sweep(&ctx, chrono::Utc::now()).await?);
             // Queued copies first, oldest first, so a region that came back catches up.
             print_catch_up(&executor::replicate::catch_up(&ctx).await?);
             let mut failed = 0;
             let mut skipped = 0;
+            let mut not_started = 0;
             for t in &targets {
+                if ctx.stop.is_stopped() {
+                    not_started += 1;
+                    continue;
+                }
                 match executor::backup::backup_tenant(&ctx, t).await {
                     // `--all` walks the config, which may still list tenants that left.
                     Err(executor::Error::NotActive { state, .. }) if all => {
@@ -283,12 +296,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             })
                             .collect();
                         println!(
-                            "{}\t{}\tdump {} B → artifact {} B in {}\t{}",
+                            "{}\t{}\tdump {} B → artifact {} B, stored in {:.3}s, copied and verified in {:.3}s\t{}",
                             r.tenant,
                             r.backup_id,
                             r.dump_size,
                             r.artifact_size,
-                            fmt_duration(r.duration),
+                            r.stored.as_secs_f64(),
+                            r.duration.as_secs_f64(),
                             copies.join(", ")
                         );
                     }
@@ -299,6 +313,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             ctx.catalog.close().await;
+            if ctx.stop.is_stopped() {
+                eprintln!(
+                    "stopped: {failed} backups cancelled or failed, {not_started} not started; \
+                     nothing partial is left in any region"
+                );
+                return Ok(ExitCode::from(STOPPED));
+            }
             if failed > 0 {
                 bail!("{failed} of {} backups failed", targets.len() - skipped);
             }
@@ -342,8 +363,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             backup,
             to_side,
             region,
+            owner,
+            keep_owners,
         } => {
             let config = load(&cli.config)?;
+            let ownership = match (owner, keep_owners) {
+                (Some(role), _) => crate::engine::Ownership::Role(role),
+                (None, true) => crate::engine::Ownership::Keep,
+                (None, false) => crate::engine::Ownership::Connecting,
+            };
             let req = executor::restore::RestoreRequest {
                 tenant: TenantId::parse(&tenant)?,
                 backup: backup
@@ -353,6 +381,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .map_err(anyhow::Error::msg)?,
                 target: to_side,
                 region,
+                ownership,
             };
             let ctx = Context::open(config).await?;
             eprintln!("restoring tenant {} …", req.tenant);
@@ -391,6 +420,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Replicate => {
             let ctx = Context::open(load(&cli.config)?).await?;
+            print_sweep(&executor::sweep::sweep(&ctx, chrono::Utc::now()).await?);
             let done = executor::replicate::catch_up(&ctx).await?;
             print_catch_up(&done);
             if done.iter().any(|c| c.result.is_err()) {
@@ -589,6 +619,41 @@ pub fn print_retention_plan(
         }
     }
     println!("  total: keep {keep}, delete {delete}");
+}
+
+/// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+const STOPPED: u8 = 130;
+
+/// SIGINT and SIGTERM ask running jobs to stop; they clean up and the command exits `STOPPED`.
+fn watch_signals(stop: &executor::Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("{name}: stopping; in-flight work is being cleaned up");
+        stop.stop(name);
+    });
+}
+
+fn print_sweep(r: &executor::sweep::SweepReport) {
+    for id in &r.abandoned {
+        println!("swept: backup {id} was still running past the job timeout; marked failed");
+    }
+    for (region, key) in &r.aborted {
+        println!("swept: aborted the unfinished upload of {key} in region {region}");
+    }
+    for e in &r.errors {
+        eprintln!("warning: sweep: {e}");
+    }
 }
 
 fn print_catch_up(done: &[executor::replicate::CatchUp]) {

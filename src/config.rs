@@ -68,6 +68,9 @@ pub struct PipelineConfig {
     pub zstd_workers: u32,
     pub part_size: usize,
     pub upload_concurrency: usize,
+    /// A backup or copy still running after this long is stopped and cleaned up.
+    #[serde(skip)]
+    pub job_timeout: std::time::Duration,
 }
 
 impl Default for PipelineConfig {
@@ -77,6 +80,7 @@ impl Default for PipelineConfig {
             zstd_workers: 0,
             part_size: 16 << 20,
             upload_concurrency: 4,
+            job_timeout: std::time::Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -291,6 +295,7 @@ struct RawPipeline {
     zstd_workers: Option<u32>,
     part_size: Option<Spanned<String>>,
     upload_concurrency: Option<Spanned<usize>>,
+    job_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -594,6 +599,18 @@ impl Config {
             }
             pipeline.upload_concurrency = *c.get_ref();
         }
+        if let Some(t) = raw.pipeline.job_timeout {
+            pipeline.job_timeout = parse_duration(t.get_ref())
+                .filter(|d| *d >= std::time::Duration::from_secs(1))
+                .ok_or_else(|| {
+                    src.invalid(
+                        t.span(),
+                        "pipeline.job-timeout",
+                        t.get_ref(),
+                        "a duration of at least 1s, such as `30m` or `6h`",
+                    )
+                })?;
+        }
 
         let regions = parse_regions(&src, raw.regions)?;
 
@@ -701,8 +718,12 @@ impl Config {
         let p = &self.pipeline;
         let _ = writeln!(
             out,
-            "[pipeline]\nzstd-level = {}\nzstd-workers = {}\npart-size = {}\nupload-concurrency = {}\n",
-            p.zstd_level, p.zstd_workers, p.part_size, p.upload_concurrency
+            "[pipeline]\nzstd-level = {}\nzstd-workers = {}\npart-size = {}\nupload-concurrency = {}\njob-timeout = {}\n",
+            p.zstd_level,
+            p.zstd_workers,
+            p.part_size,
+            p.upload_concurrency,
+            q(&crate::domain::objectives::fmt_duration(p.job_timeout))
         );
         let _ = writeln!(
             out,

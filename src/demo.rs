@@ -256,6 +256,7 @@ pub async fn run(dir: &Path) -> Result<()> {
             backup: None,
             target: target.to_string_lossy().to_string(),
             region: Some(region.to_string()),
+            ownership: Default::default(),
         };
         let r = executor::restore::restore_side(&ctx, &req)
             .await

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod executor;
+pub mod fault;
 pub mod manifest;
 pub mod metrics;
 pub mod pipeline;

@@ -127,6 +127,8 @@ CREATE VIEW app.happy_users AS SELECT id, email FROM app.users WHERE mood = 'hap
 CREATE MATERIALIZED VIEW billing.events_per_month AS
   SELECT date_trunc('month', at) AS m, count(*) AS n FROM billing.events GROUP BY 1;
 SELECT lo_from_bytea(0, convert_to(repeat('large object ' || g, 1000), 'UTF8')) FROM generate_series(1, 5) g;
+CREATE ROLE reporting; CREATE ROLE app_owner;
+ALTER TABLE app.audit OWNER TO reporting;
 "#;
 
 fn pg_fingerprint(pg: &Postgres, db: &str, relation: &str) -> String {
@@ -243,6 +245,25 @@ fn postgres_hard_schema_round_trip_under_writes() {
             "SELECT count(*) FROM pg_class WHERE relname = 'events' AND relkind = 'p'"
         ),
         "1"
+    );
+
+    // Ownership on side restores: the connecting user by default, the source's owners, or one role.
+    let owners = "SELECT string_agg(tablename || '=' || tableowner, ',' ORDER BY tablename) \
+                  FROM pg_tables WHERE tablename IN ('users', 'audit')";
+    assert_eq!(
+        pg.psql("shop_restored", owners),
+        "audit=postgres,users=postgres"
+    );
+    inst.restore("shop", &["--keep-owners"], "shop_keep").ok();
+    assert_eq!(
+        pg.psql("shop_keep", owners),
+        "audit=reporting,users=postgres"
+    );
+    inst.restore("shop", &["--owner", "app_owner"], "shop_owned")
+        .ok();
+    assert_eq!(
+        pg.psql("shop_owned", owners),
+        "audit=app_owner,users=app_owner"
     );
 }
 
@@ -377,6 +398,14 @@ fn mariadb_hard_schema_round_trip_under_writes() {
     my.sql(
         "shop_restored",
         "INSERT INTO products (id, name) VALUES (99999, 'new')",
+    );
+    let out = inst
+        .restore("shop", &["--owner", "app"], "shop_owned")
+        .failed();
+    assert!(
+        out.stderr.contains("apply to PostgreSQL tenants"),
+        "{}",
+        out.stderr
     );
     assert_eq!(
         my.sql("shop_restored", "SELECT COUNT(*) FROM product_audit"),

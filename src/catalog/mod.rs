@@ -416,6 +416,26 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks backups still `running` that started before `before` as failed: their process
+    /// died (a crash, SIGKILL, a lost machine). Returns their ids.
+    pub async fn abandon_running_backups(
+        &self,
+        before: DateTime<Utc>,
+        error: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<String>, CatalogError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM backups WHERE status = 'running' AND started_at < ? ORDER BY id",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in &ids {
+            self.fail_backup(id, error, at).await?;
+        }
+        Ok(ids)
+    }
+
     /// Records the state of a backup's copy in one region.
     pub async fn set_copy(
         &self,

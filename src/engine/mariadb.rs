@@ -263,6 +263,7 @@ impl Engine for MariadbEngine {
     async fn restore_side(
         &self,
         target: &str,
+        _ownership: &super::Ownership,
         mut plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !super::postgres::valid_database_name(target) {

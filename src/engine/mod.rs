@@ -35,6 +35,19 @@ pub enum EngineError {
     TargetExists { target: String },
 }
 
+/// Who owns the objects a side restore creates. Only PostgreSQL has a choice; the executor
+/// refuses anything but the default for other engines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Ownership {
+    /// The connecting user owns everything; the dump's owners and grants are dropped.
+    #[default]
+    Connecting,
+    /// Owners and grants as in the source (the roles must exist on the target server).
+    Keep,
+    /// This role owns everything (`SET ROLE` before loading); grants are dropped.
+    Role(String),
+}
+
 /// A dump in progress: the plaintext stream plus the facts taken from the same snapshot.
 pub struct Dump {
     pub reader: ObjectReader,
@@ -71,6 +84,7 @@ pub trait Engine: Send + Sync {
     async fn restore_side(
         &self,
         target: &str,
+        ownership: &Ownership,
         plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError>;
 }

@@ -200,6 +200,7 @@ impl Engine for PostgresEngine {
     async fn restore_side(
         &self,
         target: &str,
+        ownership: &super::Ownership,
         mut plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !valid_database_name(target) {
@@ -220,8 +221,13 @@ impl Engine for PostgresEngine {
                 target: format!("database {target}"),
             });
         }
+        // The owning role also owns the database, so it may create schemas in it.
+        let owner = match ownership {
+            super::Ownership::Role(role) => format!(" OWNER {}", quote_ident(role)),
+            _ => String::new(),
+        };
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {}",
+            "CREATE DATABASE {}{owner}",
             quote_ident(target)
         )))
         .execute(&mut admin)
@@ -237,9 +243,17 @@ impl Engine for PostgresEngine {
         };
         let loaded = async {
             let mut cmd = self.command("pg_restore")?;
-            cmd.arg("--no-owner")
-                .arg("--no-acl")
-                .arg("--exit-on-error")
+            match ownership {
+                super::Ownership::Connecting => {
+                    cmd.args(["--no-owner", "--no-acl"]);
+                }
+                super::Ownership::Keep => {}
+                super::Ownership::Role(role) => {
+                    cmd.args(["--no-owner", "--no-acl"])
+                        .arg(format!("--role={role}"));
+                }
+            }
+            cmd.arg("--exit-on-error")
                 .arg("--no-password")
                 .arg(format!("--dbname={}", self.url_for(target)))
                 .stdin(std::process::Stdio::piped());

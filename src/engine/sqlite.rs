@@ -117,6 +117,7 @@ impl Engine for SqliteEngine {
     async fn restore_side(
         &self,
         target: &str,
+        _ownership: &super::Ownership,
         mut plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         let target_path = PathBuf::from(target);

@@ -23,6 +23,9 @@ pub struct BackupReport {
     pub recovery_point: DateTime<Utc>,
     pub dump_size: u64,
     pub artifact_size: u64,
+    /// From start until the artifact and manifest were stored in the primary region.
+    pub stored: Duration,
+    /// From start until every copy was made and verified (or left pending).
     pub duration: Duration,
     /// Per region: `Ok` when the copy there is verified, else why not.
     pub copies: Vec<(String, Result<(), String>)>,
@@ -110,8 +113,10 @@ pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<Backu
             started_at,
         )
         .await?;
-    match store_in_primary(ctx, tenant, &backup_id, started_at).await {
+    let deadline = ctx.job_deadline();
+    match store_in_primary(ctx, tenant, &backup_id, started_at, deadline).await {
         Ok(stored) => {
+            let stored_in = clock.elapsed();
             let mut copies = Vec::new();
             let outcomes = replicate::replicate_new_backup(ctx, backup_id.as_str()).await?;
             for (region, outcome) in outcomes {
@@ -133,6 +138,7 @@ pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<Backu
                 recovery_point: stored.recovery_point,
                 dump_size: stored.dump_size,
                 artifact_size: stored.artifact_size,
+                stored: stored_in,
                 duration: clock.elapsed(),
                 copies,
             })
@@ -168,9 +174,12 @@ async fn store_in_primary(
     tenant: &TenantConfig,
     backup_id: &BackupId,
     started_at: DateTime<Utc>,
+    deadline: tokio::time::Instant,
 ) -> Result<Stored, Error> {
     let engine = engine::for_tenant(tenant);
-    let dump = engine.dump().await?;
+    let dump = ctx
+        .guard(deadline, async { Ok(engine.dump().await?) })
+        .await?;
     let key = ensure_tenant_key(ctx, tenant).await?;
     let recipient: age::x25519::Recipient = key.recipient.parse().map_err(|_| {
         Error::Invalid(format!(
@@ -189,34 +198,42 @@ async fn store_in_primary(
         finish,
     } = dump;
 
-    let mut upload = primary.store.begin(&artifact_key).await?;
-    let encoded = pipeline::encode(
-        reader,
-        recipient.clone(),
-        &ctx.config.pipeline,
-        upload.as_mut(),
-    )
-    .await;
-    // The dump tool's own verdict counts: a dump that ended early is not a backup.
-    let finished = finish.finish().await;
-    let outcome = match (encoded, finished) {
-        (Ok(outcome), Ok(counted)) => {
-            if let Some(counted) = counted {
-                tables = counted;
+    let mut upload = crate::fault::pausing_upload(
+        primary.store.begin(&artifact_key).await?,
+        ctx.config.pipeline.part_size,
+    );
+    let streamed = ctx
+        .guard(deadline, async {
+            let encoded = pipeline::encode(
+                reader,
+                recipient.clone(),
+                &ctx.config.pipeline,
+                upload.as_mut(),
+            )
+            .await;
+            // The dump tool's own verdict counts: a dump that ended early is not a backup.
+            match (encoded, finish.finish().await) {
+                (Ok(outcome), Ok(counted)) => Ok((outcome, counted)),
+                // A region that failed is the cause; the tool then only saw a broken pipe.
+                (Err(e @ pipeline::PipelineError::Storage(_)), _) => Err(Error::from(e)),
+                // Otherwise the tool's error (with its stderr) explains more than ours.
+                (_, Err(e)) => Err(Error::from(e)),
+                (Err(e), Ok(_)) => Err(Error::from(e)),
             }
-            Ok(outcome)
-        }
-        // The tool's error (with its stderr) explains more than the pipeline's broken pipe does.
-        (_, Err(e)) => Err(Error::from(e)),
-        (Err(e), Ok(_)) => Err(Error::from(e)),
-    };
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
+        })
+        .await;
+    // On failure, cancellation or timeout the dump tool is gone (killed when dropped) and the
+    // upload is aborted, so the region holds nothing of this backup.
+    let (outcome, counted) = match streamed {
+        Ok(done) => done,
         Err(e) => {
             upload.abort().await;
             return Err(e);
         }
     };
+    if let Some(counted) = counted {
+        tables = counted;
+    }
     upload.finish().await?;
 
     let facts = Facts {

@@ -7,6 +7,7 @@ pub mod rebuild;
 pub mod replicate;
 pub mod restore;
 pub mod retention;
+pub mod sweep;
 pub mod verify;
 
 use crate::catalog::{Catalog, CatalogError};
@@ -16,6 +17,8 @@ use crate::engine::EngineError;
 use crate::manifest::ManifestError;
 use crate::pipeline::PipelineError;
 use crate::storage::{Region, StorageError};
+use std::sync::{Arc, OnceLock};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,6 +48,11 @@ pub enum Error {
     NoMasterIdentity { config: String },
     #[error("master identity: {0}")]
     MasterIdentity(String),
+    /// The process was asked to stop (a signal) before the job finished.
+    #[error("cancelled ({0}) before it finished")]
+    Cancelled(String),
+    #[error("timed out after {0} (pipeline.job-timeout)")]
+    TimedOut(String),
     /// A terminated or purged tenant is not backed up.
     #[error(
         "tenant {tenant} is {state} (since {since}); `lifeboat tenant reinstate {tenant}` to back it up again"
@@ -56,12 +64,33 @@ pub enum Error {
     },
 }
 
+/// Asks running jobs to stop, with the reason (the signal's name).
+#[derive(Clone, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    reason: Arc<OnceLock<String>>,
+}
+
+impl Stop {
+    pub fn stop(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_string());
+        self.token.cancel();
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+    fn reason(&self) -> String {
+        self.reason.get().cloned().unwrap_or_else(|| "stop".into())
+    }
+}
+
 /// Everything an operation needs: the configuration, the catalog and the opened regions.
 pub struct Context {
     pub config: Config,
     pub catalog: Catalog,
     /// The primary first, then the secondaries in configuration order.
     pub regions: Vec<Region>,
+    pub stop: Stop,
 }
 
 impl Context {
@@ -80,7 +109,29 @@ impl Context {
             config,
             catalog,
             regions,
+            stop: Stop::default(),
         })
+    }
+
+    /// Runs `work` unless a stop is requested or `deadline` passes first. On either, `work` is
+    /// dropped (which kills its child processes) and the caller must undo what it started.
+    pub async fn guard<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        work: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            r = work => r,
+            _ = self.stop.token.cancelled() => Err(Error::Cancelled(self.stop.reason())),
+            _ = tokio::time::sleep_until(deadline) => Err(Error::TimedOut(
+                crate::domain::objectives::fmt_duration(self.config.pipeline.job_timeout),
+            )),
+        }
+    }
+
+    /// When a job started now must be done.
+    pub fn job_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.config.pipeline.job_timeout
     }
 
     pub fn primary(&self) -> &Region {

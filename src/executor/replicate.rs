@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 /// Streams one object from `from` to `to`; the upload is aborted unless what was read hashes
-/// to `expected` (so a corrupt source never becomes a "verified" copy).
+/// to `expected` (so a corrupt source never becomes a "verified" copy), and on a stop or timeout.
 async fn stream_copy(
+    ctx: &Context,
     from: &Region,
     to: &Region,
     key: &str,
@@ -20,41 +21,43 @@ async fn stream_copy(
 ) -> Result<(), Error> {
     let mut reader = from.store.get(key).await?;
     let mut upload = to.store.begin(key).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                upload.abort().await;
-                return Err(StorageError::Backend {
-                    region: from.name.clone(),
-                    op: "read",
-                    key: key.to_string(),
-                    detail: e.to_string(),
+    let copied = ctx
+        .guard(ctx.job_deadline(), async {
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| StorageError::Backend {
+                        region: from.name.clone(),
+                        op: "read",
+                        key: key.to_string(),
+                        detail: e.to_string(),
+                    })?;
+                if n == 0 {
+                    break;
                 }
-                .into());
+                hasher.update(&buf[..n]);
+                upload.write(Bytes::copy_from_slice(&buf[..n])).await?;
             }
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Err(e) = upload.write(Bytes::copy_from_slice(&buf[..n])).await {
+            let got = hex::encode(hasher.finalize());
+            if got != expected_sha256 {
+                return Err(Error::Verify(format!(
+                    "region {}: {key} has SHA-256 {got}, expected {expected_sha256}",
+                    from.name
+                )));
+            }
+            Ok(())
+        })
+        .await;
+    match copied {
+        Ok(()) => Ok(upload.finish().await?),
+        Err(e) => {
             upload.abort().await;
-            return Err(e.into());
+            Err(e)
         }
     }
-    let got = hex::encode(hasher.finalize());
-    if got != expected_sha256 {
-        upload.abort().await;
-        return Err(Error::Verify(format!(
-            "region {}: {key} has SHA-256 {got}, expected {expected_sha256}",
-            from.name
-        )));
-    }
-    upload.finish().await?;
-    Ok(())
 }
 
 /// Reads an object to its end, at no more than `max_rate` bytes per second when given, and
@@ -148,7 +151,7 @@ pub async fn copy_between(
         return Err(Error::Invalid(format!("backup {} is not complete", b.id)));
     };
     ensure_key_in(ctx, to, &tenant, key_id).await?;
-    stream_copy(from, to, artifact, sha).await?;
+    stream_copy(ctx, from, to, artifact, sha).await?;
     verify_artifact(to, artifact, size as u64, sha).await?;
     // The manifest last: in every region, a manifest means a complete backup.
     let bytes = from

@@ -21,6 +21,7 @@ pub struct RestoreRequest {
     pub backup: Option<BackupId>,
     pub target: String,
     pub region: Option<String>,
+    pub ownership: engine::Ownership,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +106,22 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
             ctx.config.file.display()
         ))
     })?;
+    if req.ownership != engine::Ownership::Connecting {
+        if tenant.engine != crate::config::EngineKind::Postgres {
+            return Err(Error::Invalid(format!(
+                "--owner and --keep-owners apply to PostgreSQL tenants; {} is {}",
+                req.tenant,
+                tenant.engine.as_str()
+            )));
+        }
+        if let engine::Ownership::Role(role) = &req.ownership
+            && !engine::postgres::valid_database_name(role)
+        {
+            return Err(Error::Invalid(format!(
+                "--owner {role:?}: expected an existing role name of a-z, 0-9 and '_'"
+            )));
+        }
+    }
     // Checked first: without the master identity nothing can be decrypted, so touch nothing.
     let master = ctx.master_identity()?;
     let region = match &req.region {
@@ -130,7 +147,9 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
     let artifact = region.store.get(&manifest.artifact.key).await?;
     let (plaintext, decoder) = pipeline::decode(artifact, identity);
     let engine = engine::for_tenant(tenant);
-    let loaded = engine.restore_side(&req.target, plaintext).await;
+    let loaded = engine
+        .restore_side(&req.target, &req.ownership, plaintext)
+        .await;
     let decoded = decoder
         .await
         .map_err(|e| Error::Verify(format!("decoder task: {e}")));

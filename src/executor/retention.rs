@@ -119,14 +119,6 @@ pub fn cap_violations(plans: &[TenantPlan], max_deletes: usize, max_share: f64) 
     out
 }
 
-/// Crash point for tests of resumption (`LIFEBOAT_TEST_FAULT=purge-after-key-delete:REGION`).
-fn fault(point: &str) {
-    if std::env::var("LIFEBOAT_TEST_FAULT").is_ok_and(|f| f == point) {
-        eprintln!("LIFEBOAT_TEST_FAULT: stopping at {point}");
-        std::process::exit(86);
-    }
-}
-
 async fn delete_object(
     ctx: &Context,
     region: &Region,
@@ -283,7 +275,7 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
                 Utc::now(),
             )
             .await?;
-        fault(&format!("purge-after-key-delete:{}", region.name));
+        crate::fault::crash_point(&format!("purge-after-key-delete:{}", region.name));
     }
     ctx.catalog.forget_tenant_keys(t).await?;
     ctx.catalog

@@ -1,6 +1,6 @@
 //! A region in a local directory: the embedded default. Writes are atomic (temp file + rename).
 
-use super::{ObjectInfo, ObjectReader, ObjectStore, StorageError, Upload};
+use super::{ObjectInfo, ObjectReader, ObjectStore, PendingUpload, StorageError, Upload};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -106,6 +106,70 @@ impl ObjectStore for DirStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        Ok(self
+            .walk(prefix, false)
+            .await?
+            .into_iter()
+            .map(|(key, meta)| ObjectInfo {
+                key,
+                size: meta.len(),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+
+    async fn probe(&self, _prefix: &str) -> Result<(), StorageError> {
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|e| self.err("probe", &self.root.display().to_string(), e))
+    }
+
+    async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StorageError> {
+        let mut out = Vec::new();
+        for (temp_key, meta) in self.walk(prefix, true).await? {
+            // `dir/.lifeboat-tmp-UUID-name` was an upload of `dir/name`.
+            let (dir, name) = temp_key.rsplit_once('/').unwrap_or(("", &temp_key));
+            let Some(rest) = name.strip_prefix(TMP_MARK) else {
+                continue;
+            };
+            let original = rest.get(37..).unwrap_or(rest);
+            let key = if dir.is_empty() {
+                original.to_string()
+            } else {
+                format!("{dir}/{original}")
+            };
+            out.push(PendingUpload {
+                key,
+                id: temp_key,
+                started: meta.modified().ok().map(chrono::DateTime::from),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StorageError> {
+        let name = upload.id.rsplit('/').next().unwrap_or_default();
+        if !name.starts_with(TMP_MARK) {
+            return Err(self.err("abort", &upload.id, "not a temporary upload file"));
+        }
+        self.delete(&upload.id).await
+    }
+}
+
+impl DirStore {
+    /// Files under `prefix`: finished objects, or (with `temps`) unfinished uploads.
+    async fn walk(
+        &self,
+        prefix: &str,
+        temps: bool,
+    ) -> Result<Vec<(String, std::fs::Metadata)>, StorageError> {
         // Walk from the deepest directory the prefix names, then filter by the full prefix.
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
@@ -142,29 +206,18 @@ impl ObjectStore for DirStore {
                     };
                     let key = rel.to_string_lossy().to_string();
                     let name = entry.file_name().to_string_lossy().to_string();
-                    if key.starts_with(prefix) && !name.starts_with(TMP_MARK) {
-                        let size = entry.metadata().await.map(|m| m.len()).unwrap_or(0);
-                        out.push(ObjectInfo { key, size });
+                    if key.starts_with(prefix) && name.starts_with(TMP_MARK) == temps {
+                        let meta = entry
+                            .metadata()
+                            .await
+                            .map_err(|e| self.err("list", prefix, e))?;
+                        out.push((key, meta));
                     }
                 }
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        match tokio::fs::remove_file(self.path(key)?).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err("delete", key, e)),
-        }
-    }
-
-    async fn probe(&self, _prefix: &str) -> Result<(), StorageError> {
-        tokio::fs::create_dir_all(&self.root)
-            .await
-            .map_err(|e| self.err("probe", &self.root.display().to_string(), e))
     }
 }
 
@@ -223,6 +276,11 @@ impl Upload for DirUpload {
 mod tests {
     use super::*;
 
+    /// Leaves an upload unfinished, as a killed process would.
+    fn up_leak(up: Box<dyn Upload>) {
+        std::mem::forget(up);
+    }
+
     #[tokio::test]
     async fn atomic_upload_and_abort_leave_no_trace() {
         let dir = tempfile::tempdir().unwrap();
@@ -251,6 +309,25 @@ mod tests {
         let all = std::fs::read_dir(dir.path().join("a/b")).unwrap().count();
         assert_eq!(all, 1, "no temp file left behind");
         assert!(store.get("../etc/passwd").await.is_err());
+
+        // A temp file left by a process that died is found and removed.
+        let left = store.begin("a/b/e.bin").await.unwrap();
+        up_leak(left);
+        let pending = store.pending_uploads("a/").await.unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].key, "a/b/e.bin");
+        store.abort_pending(&pending[0]).await.unwrap();
+        assert!(store.pending_uploads("a/").await.unwrap().is_empty());
+        let stray = PendingUpload {
+            key: "a/b/c.bin".into(),
+            id: "a/b/c.bin".into(),
+            started: None,
+        };
+        assert!(
+            store.abort_pending(&stray).await.is_err(),
+            "never deletes a finished object"
+        );
+        assert_eq!(store.head("a/b/c.bin").await.unwrap(), Some(11));
         assert!(matches!(
             store.get("a/b/zzz").await,
             Err(StorageError::NotFound { .. })

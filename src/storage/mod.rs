@@ -37,6 +37,17 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// An upload that was begun and neither finished nor aborted: an S3 multipart upload, or a
+/// temp file of a directory region, left by a process that died or lost its region mid-way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// The key the upload would have created.
+    pub key: String,
+    /// The backend's handle: the multipart upload id, or the temp file's key.
+    pub id: String,
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// An object store. Keys are full keys (the layout adds the region's prefix).
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
@@ -51,6 +62,10 @@ pub trait ObjectStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// Checks that the store answers and the credentials work, without changing anything.
     async fn probe(&self, prefix: &str) -> Result<(), StorageError>;
+    /// Unfinished uploads of keys under `prefix`.
+    async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StorageError>;
+    /// Removes an unfinished upload and its stored parts.
+    async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StorageError>;
 }
 
 /// A streaming upload. Callers must end it with `finish` or `abort`.

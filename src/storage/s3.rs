@@ -1,7 +1,7 @@
 //! A region in an S3-compatible object store (aws-sdk-s3). Large objects go up as multipart
 //! uploads with a bounded number of parts in flight, so memory is part size × (concurrency + 1).
 
-use super::{ObjectInfo, ObjectReader, ObjectStore, StorageError, Upload};
+use super::{ObjectInfo, ObjectReader, ObjectStore, PendingUpload, StorageError, Upload};
 use crate::config::{RegionBackend, RegionConfig};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
@@ -220,6 +220,60 @@ impl ObjectStore for S3Store {
             .await
             .map(|_| ())
             .map_err(|e| self.err("probe", &format!("bucket {}", self.bucket), detail(&e)))
+    }
+
+    async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StorageError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        // Bounded like `list`.
+        for _ in 0..10_000 {
+            let resp = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.err("list multipart uploads", prefix, detail(&e)))?;
+            for u in resp.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    out.push(PendingUpload {
+                        key: key.to_string(),
+                        id: id.to_string(),
+                        started: u.initiated().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
+                    });
+                }
+            }
+            if resp.is_truncated() != Some(true) {
+                return Ok(out);
+            }
+            key_marker = resp.next_key_marker().map(str::to_string);
+            id_marker = resp.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                return Ok(out);
+            }
+        }
+        Err(self.err(
+            "list multipart uploads",
+            prefix,
+            "more than 10,000 pages of results".into(),
+        ))
+    }
+
+    async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StorageError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("abort multipart upload", &upload.key, detail(&e)))
     }
 }
 

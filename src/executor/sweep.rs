@@ -1,0 +1,141 @@
+//! Sweep: clears what a dead or cut-off run left half-done, before new work starts.
+//!
+//! A backup whose process was killed stays `running` in the catalog, and an upload whose region
+//! went away could not be aborted then. The sweep marks such backups failed and aborts their
+//! unfinished uploads (S3 multipart uploads, temp files), so no region keeps hidden parts.
+
+use super::{Context, Error};
+use crate::storage::PendingUpload;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Backups found `running` past the job timeout, now failed.
+    pub abandoned: Vec<String>,
+    /// (region, key) of every unfinished upload aborted.
+    pub aborted: Vec<(String, String)>,
+    /// Unfinished uploads that could not be aborted now; the next sweep retries.
+    pub errors: Vec<String>,
+}
+
+/// The backup id an artifact or manifest key belongs to.
+fn backup_id_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    name.strip_suffix(".dump.zst.age")
+        .or_else(|| name.strip_suffix(".manifest.json"))
+}
+
+/// Whether an unfinished upload is dead: its backup is not running (failed, or unknown to the
+/// catalog), or it is older than any job may run. A running backup's upload, or a recent copy
+/// of a completed backup, may belong to a live process and is left alone.
+pub fn is_abandoned(
+    status: Option<&str>,
+    started: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    job_timeout: Duration,
+) -> bool {
+    let expired = started
+        .is_none_or(|t| now.signed_duration_since(t).to_std().unwrap_or_default() > job_timeout);
+    match status {
+        Some("running") | Some("completed") => expired,
+        _ => true,
+    }
+}
+
+pub async fn sweep(ctx: &Context, now: DateTime<Utc>) -> Result<SweepReport, Error> {
+    let timeout = ctx.config.pipeline.job_timeout;
+    let cutoff = now - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let mut report = SweepReport {
+        abandoned: ctx
+            .catalog
+            .abandon_running_backups(
+                cutoff,
+                "abandoned: still running past pipeline.job-timeout (its process died)",
+                now,
+            )
+            .await?,
+        ..SweepReport::default()
+    };
+    for region in &ctx.regions {
+        let pending = match region
+            .store
+            .pending_uploads(&region.layout.tenants_prefix())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                continue;
+            }
+        };
+        for upload in pending {
+            if !dead(ctx, &upload, now, timeout).await? {
+                continue;
+            }
+            match region.store.abort_pending(&upload).await {
+                Ok(()) => report.aborted.push((region.name.clone(), upload.key)),
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+    }
+    for (region, key) in &report.aborted {
+        tracing::info!(region = %region, key = %key, "aborted an unfinished upload");
+    }
+    Ok(report)
+}
+
+async fn dead(
+    ctx: &Context,
+    upload: &PendingUpload,
+    now: DateTime<Utc>,
+    timeout: Duration,
+) -> Result<bool, Error> {
+    let status = match backup_id_of(&upload.key) {
+        Some(id) => ctx.catalog.backup(id).await?.map(|b| b.status),
+        None => None,
+    };
+    Ok(is_abandoned(
+        status.as_deref(),
+        upload.started,
+        now,
+        timeout,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_uploads_are_dead() {
+        let now = Utc::now();
+        let hour = Duration::from_secs(3600);
+        let recent = Some(now - chrono::Duration::minutes(5));
+        let old = Some(now - chrono::Duration::hours(2));
+        for (status, started, dead) in [
+            (Some("failed"), recent, true),
+            (None, recent, true),
+            (Some("running"), recent, false),
+            (Some("running"), old, true),
+            (Some("completed"), recent, false),
+            (Some("completed"), old, true),
+            (Some("running"), None, true),
+        ] {
+            assert_eq!(
+                is_abandoned(status, started, now, hour),
+                dead,
+                "{status:?} {started:?}"
+            );
+        }
+        assert_eq!(
+            backup_id_of("p/v1/tenants/t/backups/019a.dump.zst.age"),
+            Some("019a")
+        );
+        assert_eq!(
+            backup_id_of("p/v1/tenants/t/backups/019a.manifest.json"),
+            Some("019a")
+        );
+        assert_eq!(backup_id_of("p/v1/tenants/t/keys/k1.age"), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! Fault points for tests, armed only by `LIFEBOAT_TEST_FAULT`; they let a test stop or hold a
+//! run at an exact step instead of racing it with sleeps.
+//!
+//! - `purge-after-key-delete:REGION`: exit 86 right after a purge deleted keys in REGION.
+//! - `pause-upload:DIR`: once a backup has handed two parts' worth of bytes to its primary
+//!   upload (so an S3 multipart upload is under way), create `DIR/paused` and wait until
+//!   `DIR/go` exists (at most 10 minutes). Cancellation and timeouts interrupt the wait.
+
+use crate::storage::{StorageError, Upload};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const VAR: &str = "LIFEBOAT_TEST_FAULT";
+
+/// Exits the process at `point` when armed.
+pub fn crash_point(point: &str) {
+    if std::env::var(VAR).is_ok_and(|f| f == point) {
+        eprintln!("{VAR}: stopping at {point}");
+        std::process::exit(86);
+    }
+}
+
+/// Wraps a backup's upload with the `pause-upload` point when armed.
+pub fn pausing_upload(inner: Box<dyn Upload>, part_size: usize) -> Box<dyn Upload> {
+    match std::env::var(VAR)
+        .ok()
+        .and_then(|f| f.strip_prefix("pause-upload:").map(PathBuf::from))
+    {
+        Some(dir) => Box::new(PausingUpload {
+            inner,
+            dir,
+            written: 0,
+            threshold: 2 * part_size as u64,
+            paused: false,
+        }),
+        None => inner,
+    }
+}
+
+struct PausingUpload {
+    inner: Box<dyn Upload>,
+    dir: PathBuf,
+    written: u64,
+    threshold: u64,
+    paused: bool,
+}
+
+#[async_trait]
+impl Upload for PausingUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StorageError> {
+        self.written += chunk.len() as u64;
+        self.inner.write(chunk).await?;
+        if !self.paused && self.written >= self.threshold {
+            self.paused = true;
+            let _ = std::fs::write(self.dir.join("paused"), b"");
+            eprintln!(
+                "{VAR}: upload paused until {} exists",
+                self.dir.join("go").display()
+            );
+            for _ in 0..12_000 {
+                if self.dir.join("go").exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+    async fn finish(self: Box<Self>) -> Result<(), StorageError> {
+        self.inner.finish().await
+    }
+    async fn abort(self: Box<Self>) {
+        self.inner.abort().await
+    }
+}

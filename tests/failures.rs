@@ -1,0 +1,264 @@
+//! Nothing half-done: a backup that fails mid-upload — its dump tool dies, its database goes
+//! away, its region goes away, it is cancelled or times out — leaves no object, no manifest and
+//! no multipart upload in the region, records the failure and its cause in the catalog, and the
+//! next run succeeds.
+//!
+//! Each test holds the backup at an exact point with `LIFEBOAT_TEST_FAULT=pause-upload:DIR`:
+//! two 5 MiB parts have gone to Garage as a multipart upload, and the run waits for `DIR/go`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Setup {
+    garage: Garage,
+    pg: Postgres,
+    inst: Install,
+    pause: PathBuf,
+}
+
+/// A PostgreSQL tenant with about 32 MB of incompressible data, so a dump spans many parts.
+fn setup(pipeline: &str) -> Setup {
+    let (garage, pg) = (Garage::start(), Postgres::start());
+    let inst = Install::new();
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE blobs (id int PRIMARY KEY, body bytea);
+         INSERT INTO blobs SELECT g, sha512(('a' || g)::bytea) || sha512(('b' || g)::bytea)
+           FROM generate_series(1, 250000) g;",
+    );
+    inst.write_garage_config(
+        &garage,
+        &format!(
+            "[pipeline]\npart-size = \"5MiB\"\nupload-concurrency = 2\n{pipeline}\n\
+             [[tenants]]\nid = \"shop\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"{}\"\n",
+            pg.url("shop")
+        ),
+    );
+    let pause = inst.path("pause");
+    std::fs::create_dir(&pause).unwrap();
+    Setup {
+        garage,
+        pg,
+        inst,
+        pause,
+    }
+}
+
+impl Setup {
+    /// Starts `lifeboat backup --tenant shop` and waits until it is paused mid-upload, with a
+    /// multipart upload open in Garage.
+    fn paused_backup(&self) -> Child {
+        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(&self.inst.config)
+            .args(["backup", "--tenant", "shop"])
+            .env(
+                "LIFEBOAT_TEST_FAULT",
+                format!("pause-upload:{}", self.pause.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_file(&self.pause.join("paused"));
+        assert_eq!(
+            self.garage.pending_multipart_uploads(),
+            1,
+            "the backup is paused in the middle of a multipart upload"
+        );
+        child
+    }
+
+    fn release(&self) {
+        std::fs::write(self.pause.join("go"), b"").unwrap();
+    }
+
+    /// No artifact or manifest of any backup in the region.
+    fn no_backup_objects(&self) {
+        let left: Vec<String> = self
+            .garage
+            .list("prod/v1/tenants/shop/backups/")
+            .into_iter()
+            .collect();
+        assert!(left.is_empty(), "objects left behind: {left:?}");
+    }
+
+    /// The failed backup's status and cause in the catalog.
+    fn failure(&self) -> (String, String) {
+        let rows = self
+            .inst
+            .catalog_query("SELECT status, error FROM backups ORDER BY id");
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        (rows[0][0].clone(), rows[0][1].clone())
+    }
+
+    /// pg_dump sessions still open on the server.
+    fn pg_dump_sessions(&self) -> u64 {
+        self.pg
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'",
+            )
+            .parse()
+            .unwrap()
+    }
+
+    /// The next run succeeds and leaves exactly one completed backup, with nothing pending.
+    fn next_run_succeeds(&self) -> String {
+        let out = self.inst.run(&["backup", "--tenant", "shop"]).ok();
+        let done = self
+            .inst
+            .column("SELECT count(*) FROM backups WHERE status = 'completed'");
+        assert_eq!(done, vec!["1"]);
+        assert_eq!(self.garage.pending_multipart_uploads(), 0);
+        let objects = self.garage.list("prod/v1/tenants/shop/backups/");
+        assert_eq!(objects.len(), 2, "artifact and manifest: {objects:?}");
+        self.inst.restore("shop", &[], "shop_restored").ok();
+        out.stdout
+    }
+}
+
+fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for the run to end; returns its exit code and stderr.
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Waits until `f` holds, for at most 30 s (a server noticing a closed connection).
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dump_tool_dies() {
+    let s = setup("");
+    let child = s.paused_backup();
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-P", &child.id().to_string(), "pg_dump"])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "pg_dump was running under the backup");
+    s.release();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("pg_dump failed"), "{stderr}");
+    assert_eq!(s.garage.pending_multipart_uploads(), 0);
+    s.no_backup_objects();
+    let (status, cause) = s.failure();
+    assert_eq!(status, "failed");
+    assert!(
+        cause.contains("pg_dump failed") && cause.contains("SIGKILL"),
+        "{cause}"
+    );
+    s.next_run_succeeds();
+}
+
+#[test]
+fn database_goes_away() {
+    let s = setup("");
+    let child = s.paused_backup();
+    s.pg.kill();
+    s.release();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(s.garage.pending_multipart_uploads(), 0);
+    s.no_backup_objects();
+    let (status, cause) = s.failure();
+    assert_eq!(status, "failed");
+    assert!(cause.contains("pg_dump failed"), "{cause}");
+    s.pg.start_again();
+    s.next_run_succeeds();
+}
+
+#[test]
+fn region_goes_away_mid_upload() {
+    let mut s = setup("");
+    let child = s.paused_backup();
+    s.garage.stop();
+    s.release();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 1, "{stderr}");
+    let (status, cause) = s.failure();
+    assert_eq!(status, "failed");
+    assert!(cause.contains("region eu"), "{cause}");
+    assert_eq!(s.pg_dump_sessions(), 0, "pg_dump was stopped");
+    // The region was gone, so the abort could not reach it: the upload is still there when it
+    // comes back, and the next run sweeps it before doing anything else.
+    s.garage.restart();
+    assert_eq!(s.garage.pending_multipart_uploads(), 1);
+    s.no_backup_objects();
+    let stdout = s.next_run_succeeds();
+    assert!(
+        stdout.contains("swept: aborted the unfinished upload"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn cancelled_by_sigterm() {
+    let s = setup("");
+    let child = s.paused_backup();
+    assert_eq!(s.pg_dump_sessions(), 1);
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(stderr.contains("cancelled (SIGTERM)"), "{stderr}");
+    assert_eq!(s.garage.pending_multipart_uploads(), 0);
+    s.no_backup_objects();
+    eventually("pg_dump's session ends", || s.pg_dump_sessions() == 0);
+    let (status, cause) = s.failure();
+    assert_eq!(status, "failed");
+    assert!(cause.contains("cancelled (SIGTERM)"), "{cause}");
+    s.next_run_succeeds();
+}
+
+#[test]
+fn job_timeout() {
+    let s = setup("job-timeout = \"8s\"\n");
+    // Never released: the job must stop itself.
+    let child = s.paused_backup();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("timed out after 8s"), "{stderr}");
+    assert_eq!(s.garage.pending_multipart_uploads(), 0);
+    s.no_backup_objects();
+    eventually("pg_dump's session ends", || s.pg_dump_sessions() == 0);
+    let (_, cause) = s.failure();
+    assert!(
+        cause.contains("timed out after 8s (pipeline.job-timeout)"),
+        "{cause}"
+    );
+    // A plain run of the same size finishes well within a sane limit.
+    let mut text = std::fs::read_to_string(&s.inst.config).unwrap();
+    text = text.replace("job-timeout = \"8s\"", "job-timeout = \"10m\"");
+    s.inst.write_config(&text);
+    s.next_run_succeeds();
+}
