@@ -11,6 +11,8 @@
 //! - shell restore: `age -d | zstd -d | pg_restore` into an empty database;
 //! - Lifeboat restore on the side (fetch, decrypt, decompress, pg_restore, verify row counts).
 //!
+//! `LIFEBOAT_BENCH_PIPELINE` adds lines to the config's `[pipeline]` (e.g. `zstd-workers = 2`).
+//! `LIFEBOAT_BENCH_PERF=FILE` also records a system-wide `perf` profile of one backup each way.
 //! Peak RSS is the Lifeboat process's VmHWM. Under `cargo test` (no `--bench` argument) it runs
 //! once on a 16 MB database, so the benchmark itself is kept working.
 
@@ -51,10 +53,12 @@ fn main() {
         db_bytes >> 20,
         built.elapsed().as_secs_f64()
     );
+    // Extra `[pipeline]` settings to compare tunings, e.g. `zstd-workers = 2`.
+    let tuning = std::env::var("LIFEBOAT_BENCH_PIPELINE").unwrap_or_default();
     inst.write_garage_config(
         &garage,
         &format!(
-            "[[tenants]]\nid = \"bench\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"{}\"\n",
+            "[pipeline]\n{tuning}\n\n[[tenants]]\nid = \"bench\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"{}\"\n",
             pg.url("bench")
         ),
     );
@@ -149,6 +153,41 @@ fn main() {
         lb_restore.add(t.elapsed());
         rss_restore = rss_restore.max(rss);
         pg.psql("postgres", &format!("DROP DATABASE {target}"));
+    }
+
+    // A system-wide profile of one more Lifeboat backup and one shell backup, when asked:
+    // `perf report -i FILE --sort comm` shows where the CPU went, process by process.
+    if let Ok(path) = std::env::var("LIFEBOAT_BENCH_PERF") {
+        run_ok(
+            Command::new("perf")
+                .args([
+                    "record",
+                    "-a",
+                    "-g",
+                    "-F",
+                    "499",
+                    "-o",
+                    &format!("{path}.lifeboat"),
+                ])
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_lifeboat"))
+                .arg("--config")
+                .arg(&inst.config)
+                .args(["backup", "--tenant", "bench"]),
+        );
+        run_ok(
+            Command::new("perf")
+                .args(["record", "-a", "-g", "-F", "499", "-o", &format!("{path}.shell")])
+                .args([
+                    "--",
+                    "bash",
+                    "-c",
+                    &format!(
+                        "set -o pipefail; pg_dump -Fc -Z0 -d '{url}' | zstd -3 -q | age -r {recipient} > '{}'",
+                        shell_file.display()
+                    ),
+                ]),
+        );
     }
 
     let shell_bytes = std::fs::metadata(&shell_file).unwrap().len();
@@ -331,9 +370,9 @@ fn parse_backup_line(out: &str) -> (Duration, Duration, u64) {
 fn build_database(pg: &Postgres, db: &str, mb: u64) {
     pg.psql("postgres", &format!("CREATE DATABASE {db}"));
     // pgbench_accounts is about 15 MB per 100,000 rows with its index.
-    let accounts = (mb * 6 / 10 * 100_000 / 15).max(1000);
-    // A docs row is about 700 bytes on disk.
-    let docs = (mb * 4 / 10 * 1_048_576 / 700).max(100);
+    let accounts = (mb * 6 / 10 * 100_000 / 14).max(1000);
+    // A docs row is about 620 bytes on disk.
+    let docs = (mb * 4 / 10 * 1_048_576 / 620).max(100);
     pg.psql(
         db,
         &format!(
@@ -344,17 +383,17 @@ fn build_database(pg: &Postgres, db: &str, mb: u64) {
              INSERT INTO pgbench_branches SELECT g, 0, '' FROM generate_series(1, {b}) g;
              INSERT INTO pgbench_tellers SELECT g, 1 + (g - 1) / 10, 0, '' FROM generate_series(1, {b} * 10) g;
              INSERT INTO pgbench_accounts SELECT g, 1 + (g - 1) / 100000, (g * 7919) % 100000 - 50000, ''
-               FROM generate_series(1, {accounts}) g;
+               FROM generate_series(1::bigint, {accounts}) g;
              INSERT INTO pgbench_history SELECT g % ({b} * 10) + 1, g % {b} + 1, g * 13 % {accounts} + 1, g % 1000,
-               timestamp '2026-01-01' + g * interval '1 second', '' FROM generate_series(1, {accounts} / 20) g;
+               timestamp '2026-01-01' + g * interval '1 second', '' FROM generate_series(1::bigint, {accounts} / 20) g;
              CREATE TABLE docs (id bigint PRIMARY KEY, title text, body text, tags text[], meta jsonb);
              INSERT INTO docs SELECT g, 'document ' || g,
                md5(g::text) || ' ' || md5((g * 3)::text) || ' lorem ipsum dolor sit amet ' || md5((g * 7)::text)
-                 || ' consectetur ' || md5((g * 11)::text) || repeat(' status ok', 1 + g % 5) || md5((g * 13)::text),
+                 || ' consectetur ' || md5((g * 11)::text) || repeat(' status ok', (1 + g % 5)::int) || md5((g * 13)::text),
                ARRAY['tag' || (g % 50), 'group' || (g % 7)],
                jsonb_build_object('owner', 'user' || (g % 1000), 'score', (g * 7919) % 1000 / 10.0,
                  'flags', jsonb_build_array(g % 2 = 0, g % 3 = 0), 'ref', md5((g * 17)::text))
-             FROM generate_series(1, {docs}) g;
+             FROM generate_series(1::bigint, {docs}) g;
              ANALYZE;",
             b = (accounts / 100_000).max(1),
         ),

@@ -99,29 +99,73 @@ impl Write for ChannelSink {
     }
 }
 
+/// The tail of the compressor: hands compressed bytes to the encryption stage in chunks.
+struct StageSink {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl StageSink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the encryption stage stopped",
+            )
+        })
+    }
+}
+
+impl Write for StageSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a dump comes from. A blocking reader (a child's pipe, a file) is read directly by the
+/// compression stage, without a round trip through the async runtime for every pipe buffer.
+pub enum Source {
+    Async(ObjectReader),
+    Blocking(Box<dyn Read + Send>),
+}
+
 /// Streams `source` through zstd and age into `upload`. The upload is neither finished nor
 /// aborted here: the caller decides once it knows whether the dump tool itself succeeded.
+///
+/// Two blocking stages overlap like the processes of a shell pipeline: one reads, hashes and
+/// compresses the dump; the other encrypts and hashes the ciphertext. Both talk through bounded
+/// channels, so memory stays bounded whatever the database size.
 pub async fn encode(
-    source: ObjectReader,
+    source: Source,
     recipient: age::x25519::Recipient,
     cfg: &PipelineConfig,
     upload: &mut dyn Upload,
 ) -> Result<EncodeOutcome, PipelineError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+    let (stage_tx, stage_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
     let (level, workers) = (cfg.zstd_level, cfg.zstd_workers);
-    let worker = tokio::task::spawn_blocking(move || -> Result<EncodeOutcome, PipelineError> {
-        let mut input = SyncIoBridge::new(source);
-        let sink = ChannelSink {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-            hash: Hashing::default(),
+    let compress = tokio::task::spawn_blocking(move || -> Result<Digest256, PipelineError> {
+        let mut input: Box<dyn Read + Send> = match source {
+            Source::Async(r) => Box::new(SyncIoBridge::new(r)),
+            Source::Blocking(r) => r,
         };
-        let encryptor =
-            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-                .map_err(|e| PipelineError::Encode(std::io::Error::other(e.to_string())))?;
-        let age_writer = encryptor.wrap_output(sink).map_err(PipelineError::Encode)?;
+        let sink = StageSink {
+            tx: stage_tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
         let mut zstd =
-            zstd::stream::write::Encoder::new(age_writer, level).map_err(PipelineError::Encode)?;
+            zstd::stream::write::Encoder::new(sink, level).map_err(PipelineError::Encode)?;
         if workers > 0 {
             zstd.multithread(workers).map_err(PipelineError::Encode)?;
         }
@@ -137,13 +181,29 @@ pub async fn encode(
             plain.update(&buf[..n]);
             zstd.write_all(&buf[..n]).map_err(PipelineError::Encode)?;
         }
-        let age_writer = zstd.finish().map_err(PipelineError::Encode)?;
+        let mut sink = zstd.finish().map_err(PipelineError::Encode)?;
+        sink.send().map_err(PipelineError::Encode)?;
+        Ok(plain.finish())
+    });
+    let encrypt = tokio::task::spawn_blocking(move || -> Result<Digest256, PipelineError> {
+        let sink = ChannelSink {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+            hash: Hashing::default(),
+        };
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .map_err(|e| PipelineError::Encode(std::io::Error::other(e.to_string())))?;
+        let mut age_writer = encryptor.wrap_output(sink).map_err(PipelineError::Encode)?;
+        // Ends when the compressor drops its sender: after its last chunk, or on its failure.
+        for chunk in stage_rx {
+            age_writer
+                .write_all(&chunk)
+                .map_err(PipelineError::Encode)?;
+        }
         let mut sink = age_writer.finish().map_err(PipelineError::Encode)?;
         sink.send().map_err(PipelineError::Encode)?;
-        Ok(EncodeOutcome {
-            plain: plain.finish(),
-            artifact: sink.hash.finish(),
-        })
+        Ok(sink.hash.finish())
     });
     let mut upload_error = None;
     while let Some(chunk) = rx.recv().await {
@@ -152,13 +212,24 @@ pub async fn encode(
             break;
         }
     }
-    // Dropping the receiver makes the encoder's next send fail, so the worker stops.
+    // Dropping the receiver makes the encryptor's next send fail, so both stages stop.
     drop(rx);
-    let outcome = worker.await.map_err(|e| PipelineError::Task(e.to_string()));
+    let task = |e: tokio::task::JoinError| PipelineError::Task(e.to_string());
+    let plain = compress.await.map_err(task);
+    let artifact = encrypt.await.map_err(task);
     if let Some(e) = upload_error {
         return Err(e.into());
     }
-    outcome?
+    match (plain?, artifact?) {
+        (Ok(plain), Ok(artifact)) => Ok(EncodeOutcome { plain, artifact }),
+        // The compressor only saw a closed channel: the encryptor's error is the cause.
+        (Err(PipelineError::Encode(e)), Err(cause))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Err(cause)
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
 }
 
 /// Hashes everything read through it.
@@ -272,7 +343,7 @@ mod tests {
         let mut up = store.begin("x/a.age").await.unwrap();
         let cfg = PipelineConfig::default();
         let out = encode(
-            Box::new(std::io::Cursor::new(data.clone())),
+            Source::Blocking(Box::new(std::io::Cursor::new(data.clone()))),
             identity.to_public(),
             &cfg,
             up.as_mut(),

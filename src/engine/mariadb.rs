@@ -244,10 +244,10 @@ impl Engine for MariadbEngine {
         let stdout = tool.child.stdout.take().expect("stdout is piped");
         let counter = Arc::new(Mutex::new(RowCounter::default()));
         Ok(Dump {
-            reader: Box::new(Counting {
+            reader: crate::pipeline::Source::Async(Box::new(Counting {
                 inner: stdout,
                 counter: counter.clone(),
-            }),
+            })),
             recovery_point,
             server_version: Some(format!("MariaDB/MySQL {version}")),
             // Known once the stream has been read: see MariadbDumpFinish.

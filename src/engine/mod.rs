@@ -50,7 +50,7 @@ pub enum Ownership {
 
 /// A dump in progress: the plaintext stream plus the facts taken from the same snapshot.
 pub struct Dump {
-    pub reader: ObjectReader,
+    pub reader: crate::pipeline::Source,
     pub recovery_point: DateTime<Utc>,
     pub server_version: Option<String>,
     pub tables: BTreeMap<String, u64>,

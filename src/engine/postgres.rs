@@ -141,20 +141,45 @@ impl PostgresEngine {
     }
 }
 
+type Counting = tokio::task::JoinHandle<(PgConnection, Result<BTreeMap<String, u64>, sqlx::Error>)>;
+
 struct PgDumpFinish {
-    tool: Tool,
-    snapshot_tx: PgConnection,
+    tenant: String,
+    tool: Option<Tool>,
+    /// Counts rows on the snapshot's own connection while pg_dump runs, then hands it back.
+    counting: Option<Counting>,
+}
+
+impl Drop for PgDumpFinish {
+    fn drop(&mut self) {
+        // A dump that is abandoned (cancel, timeout) stops counting and closes its snapshot.
+        if let Some(c) = &self.counting {
+            c.abort();
+        }
+    }
 }
 
 #[async_trait]
 impl DumpFinish for PgDumpFinish {
-    async fn finish(self: Box<Self>) -> Result<Option<BTreeMap<String, u64>>, EngineError> {
-        let result = self.tool.wait().await.map(|()| None);
-        // The exporting transaction must outlive pg_dump's use of the snapshot.
-        let mut conn = self.snapshot_tx;
-        let _ = sqlx::query("COMMIT").execute(&mut conn).await;
-        let _ = conn.close().await;
-        result
+    async fn finish(mut self: Box<Self>) -> Result<Option<BTreeMap<String, u64>>, EngineError> {
+        let tool = self.tool.take().expect("finished once");
+        let counting = self.counting.take().expect("finished once");
+        let dumped = tool.wait().await;
+        let counted = counting.await;
+        // The exporting transaction outlived pg_dump's use of the snapshot; end it now.
+        let counts = match counted {
+            Ok((mut conn, counts)) => {
+                let _ = sqlx::query("COMMIT").execute(&mut conn).await;
+                let _ = conn.close().await;
+                counts.map_err(|e| format!("counting rows in the snapshot: {e}"))
+            }
+            Err(e) => Err(format!("counting rows in the snapshot: {e}")),
+        };
+        dumped?;
+        counts.map(Some).map_err(|detail| EngineError::Other {
+            tenant: self.tenant.clone(),
+            detail,
+        })
     }
 }
 
@@ -175,7 +200,6 @@ impl Engine for PostgresEngine {
         let snapshot: String = row.get(0);
         let recovery_point: DateTime<Utc> = row.get(1);
         let server_version: String = row.get(2);
-        let tables = count_tables(&mut conn).await.map_err(sql_err)?;
 
         let mut cmd = self.command("pg_dump")?;
         cmd.arg("--format=custom")
@@ -184,15 +208,25 @@ impl Engine for PostgresEngine {
             .arg(format!("--snapshot={snapshot}"))
             .arg(format!("--dbname={}", self.url));
         let mut tool = Tool::spawn(&self.tenant, "pg_dump", cmd)?;
+        // Counting scans every table: done inside the same snapshot while pg_dump streams.
+        let counting = tokio::spawn(async move {
+            let counts = count_tables(&mut conn).await;
+            (conn, counts)
+        });
         let stdout = tool.child.stdout.take().expect("stdout is piped");
+        let stdout = stdout
+            .into_owned_fd()
+            .map_err(|e| self.other(format!("reading pg_dump's output: {e}")))?;
         Ok(Dump {
-            reader: Box::new(stdout),
+            reader: crate::pipeline::Source::Blocking(Box::new(std::fs::File::from(stdout))),
             recovery_point,
             server_version: Some(format!("PostgreSQL {server_version}")),
-            tables,
+            // Known when the dump ends: see PgDumpFinish.
+            tables: BTreeMap::new(),
             finish: Box::new(PgDumpFinish {
-                tool,
-                snapshot_tx: conn,
+                tenant: self.tenant.clone(),
+                tool: Some(tool),
+                counting: Some(counting),
             }),
         })
     }

@@ -106,7 +106,7 @@ impl Engine for SqliteEngine {
             .await
             .map_err(|e| other(format!("opening the snapshot: {e}")))?;
         Ok(Dump {
-            reader: Box::new(file),
+            reader: crate::pipeline::Source::Async(Box::new(file)),
             recovery_point,
             server_version: Some(format!("SQLite {server_version}")),
             tables,
