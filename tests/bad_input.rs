@@ -310,3 +310,46 @@ fn config_check_prints_the_resolved_config_with_secrets_redacted() {
     );
     assert!(!out.stderr.contains("pw-in-url-9"), "{}", out.stderr);
 }
+
+/// New fields of the engines issue: each bad value names the file, field and value and what is
+/// valid, and a backup with such a config touches nothing.
+#[test]
+fn bad_mariadb_url_and_job_timeout_are_refused_with_their_field() {
+    let inst = Install::new();
+    for (config, field, shown, valid) in [
+        (
+            "[[tenants]]\nid = \"m\"\nengine = \"mariadb\"\ntier = \"paid\"\nurl = \"mariadb://u:hunter2@db:3306/m\"\n",
+            "tenants[0].url",
+            "mariadb://u:REDACTED@db:3306/m",
+            "a URL without a password",
+        ),
+        (
+            "[[tenants]]\nid = \"m\"\nengine = \"mariadb\"\ntier = \"paid\"\nurl = \"postgres://u@db/m\"\n",
+            "tenants[0].url",
+            "postgres://u@db/m",
+            "mariadb://USER@HOST:PORT/DATABASE",
+        ),
+        (
+            "[[tenants]]\nid = \"m\"\nengine = \"oracle\"\ntier = \"paid\"\n",
+            "tenants[0].engine",
+            "oracle",
+            "`sqlite`, `postgres` or `mariadb`",
+        ),
+        (
+            "[pipeline]\njob-timeout = \"soon\"\n",
+            "pipeline.job-timeout",
+            "soon",
+            "a duration of at least 1s",
+        ),
+    ] {
+        inst.write_config(&format!("{}{}{config}", inst.head(), dir_regions()));
+        for cmd in [&["config", "check"][..], &["backup", "--all"][..]] {
+            let out = inst.run(cmd).failed();
+            for needle in [&format!("{}:", inst.config.display()), field, shown, valid] {
+                assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+            }
+            assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        }
+        assert_untouched(&inst);
+    }
+}

@@ -303,14 +303,19 @@ fn mariadb_hard_schema_round_trip_under_writes() {
     let inst = Install::new();
     my.sql("", "CREATE DATABASE shop CHARACTER SET utf8mb4");
     my.sql("shop", MARIADB_SCHEMA);
+    // A second tenant: another database of the same server.
+    my.sql("", "CREATE DATABASE other");
+    my.sql("other", "CREATE TABLE notes (id INT PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'a'), (2, 'b'), (3, 'c');");
     let pw = inst.path("shop.password");
     write_private(&pw, &my.password);
     inst.write_garage_config(
         &garage,
         &format!(
-            "[[tenants]]\nid = \"shop\"\nengine = \"mariadb\"\ntier = \"paid\"\nurl = \"{}\"\npassword-file = \"{}\"\n",
+            "[[tenants]]\nid = \"shop\"\nengine = \"mariadb\"\ntier = \"paid\"\nurl = \"{}\"\npassword-file = \"{pw}\"\n\n\
+             [[tenants]]\nid = \"other\"\nengine = \"mariadb\"\ntier = \"free\"\nurl = \"{}\"\npassword-file = \"{pw}\"\n",
             my.url("shop"),
-            pw.display()
+            my.url("other"),
+            pw = pw.display()
         ),
     );
 
@@ -399,6 +404,11 @@ fn mariadb_hard_schema_round_trip_under_writes() {
         "shop_restored",
         "INSERT INTO products (id, name) VALUES (99999, 'new')",
     );
+    // The other tenant of the same server is backed up and restored on its own.
+    inst.run(&["backup", "--tenant", "other"]).ok();
+    let out = inst.restore("other", &[], "other_restored").ok();
+    assert_eq!(restored_rows(&out.stdout), (1, 3), "{}", out.stdout);
+
     let out = inst
         .restore("shop", &["--owner", "app"], "shop_owned")
         .failed();

@@ -13,7 +13,12 @@ fn deploy_example_config_passes_config_check() {
     )
     .ok();
     assert!(
-        out.stdout.contains("# ok: 2 regions, 3 tiers, 2 tenants"),
+        out.stdout.contains("# ok: 2 regions, 3 tiers, 3 tenants"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("engine = \"mariadb\"") && out.stdout.contains("job-timeout = \"6h\""),
         "{}",
         out.stdout
     );
