@@ -344,7 +344,7 @@ pub async fn run(dir: &Path) -> Result<()> {
          lifeboat --config {c} backups --tenant acme\n  \
          lifeboat --config {c} restore --tenant acme --region us-east --to-side /tmp/acme-restored.db\n  \
          lifeboat --config {c} retention plan\n\n\
-         To run it for real: write a lifeboat.toml with your tenants (sqlite or postgres) and two S3 regions\n\
+         To run it for real: write a lifeboat.toml with your tenants (sqlite, postgres or mariadb) and two S3 regions\n\
          (see README.md), create the master key with `lifeboat keys init --out master.key`, check it with\n\
          `lifeboat config check`, and run `lifeboat backup --all` on each tier's schedule (a systemd timer or cron job).",
         if all_ok {
