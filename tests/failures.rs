@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -65,7 +65,20 @@ impl Setup {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for_file(&self.pause.join("paused"));
+        let mut child = child;
+        let paused = self.pause.join("paused");
+        let start = Instant::now();
+        while !paused.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the backup ended ({status}) before reaching the pause: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "never paused");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(
             self.garage.pending_multipart_uploads(),
             1,
@@ -120,18 +133,6 @@ impl Setup {
         assert_eq!(objects.len(), 2, "artifact and manifest: {objects:?}");
         self.inst.restore("shop", &[], "shop_restored").ok();
         out.stdout
-    }
-}
-
-fn wait_for_file(path: &Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -242,23 +243,23 @@ fn cancelled_by_sigterm() {
 
 #[test]
 fn job_timeout() {
-    let s = setup("job-timeout = \"8s\"\n");
+    let s = setup("job-timeout = \"15s\"\n");
     // Never released: the job must stop itself.
     let child = s.paused_backup();
     let (code, stderr) = finish(child);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("timed out after 8s"), "{stderr}");
+    assert!(stderr.contains("timed out after 15s"), "{stderr}");
     assert_eq!(s.garage.pending_multipart_uploads(), 0);
     s.no_backup_objects();
     eventually("pg_dump's session ends", || s.pg_dump_sessions() == 0);
     let (_, cause) = s.failure();
     assert!(
-        cause.contains("timed out after 8s (pipeline.job-timeout)"),
+        cause.contains("timed out after 15s (pipeline.job-timeout)"),
         "{cause}"
     );
     // A plain run of the same size finishes well within a sane limit.
     let mut text = std::fs::read_to_string(&s.inst.config).unwrap();
-    text = text.replace("job-timeout = \"8s\"", "job-timeout = \"10m\"");
+    text = text.replace("job-timeout = \"15s\"", "job-timeout = \"10m\"");
     s.inst.write_config(&text);
     s.next_run_succeeds();
 }

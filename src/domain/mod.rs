@@ -3,3 +3,4 @@
 
 pub mod objectives;
 pub mod retention;
+pub mod schedule;
