@@ -105,6 +105,12 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Dry run of the schedule planner: which tenants are due for a backup, why, least slack first.
+    Plan {
+        /// Plan as of this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Retention planning.
     Retention {
         #[command(subcommand)]
@@ -560,6 +566,57 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context::open(config).await?;
             let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
             print_retention_plan(&plans, true, DRY_RUN);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { at } => {
+            let now = match at {
+                None => chrono::Utc::now(),
+                Some(s) => chrono::DateTime::parse_from_rfc3339(&s)
+                    .with_context(|| {
+                        format!(
+                            "--at {s:?}: expected an RFC 3339 time such as 2026-08-01T00:00:00Z"
+                        )
+                    })?
+                    .to_utc(),
+            };
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let due = executor::plan::plan(&ctx, now).await?;
+            println!(
+                "schedule plan at {} (dry run): {} due",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                due.len()
+            );
+            println!(
+                "{:<24} {:<10} {:<34} {:<22} {:>10}",
+                "tenant", "tier", "reason", "RPO deadline", "slack"
+            );
+            for d in &due {
+                let reason = match &d.reason {
+                    crate::domain::schedule::Reason::First => "first backup".to_string(),
+                    crate::domain::schedule::Reason::Scheduled { slot } => format!(
+                        "scheduled slot {}",
+                        slot.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    crate::domain::schedule::Reason::RpoGuard => "RPO guard".to_string(),
+                };
+                let deadline = d
+                    .deadline
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into());
+                let mut slack = if d.slack_secs < 0 {
+                    format!(
+                        "-{}",
+                        fmt_duration(std::time::Duration::from_secs(d.slack_secs.unsigned_abs()))
+                    )
+                } else {
+                    fmt_duration(std::time::Duration::from_secs(d.slack_secs as u64))
+                };
+                slack.retain(|c| c != ' ');
+                println!(
+                    "{:<24} {:<10} {:<34} {:<22} {:>10}",
+                    d.tenant, d.tier, reason, deadline, slack
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir } => {

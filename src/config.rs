@@ -186,6 +186,8 @@ pub struct Tier {
     pub file: PathBuf,
     pub cron_text: String,
     pub cron: cron::Schedule,
+    /// Tenants start at a fixed offset within this window after each cron time.
+    pub spread: Duration,
     pub priority: u32,
     pub rpo: Duration,
     pub rto: Duration,
@@ -341,6 +343,7 @@ struct RawServer {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawTier {
     cron: Spanned<String>,
+    spread: Option<Spanned<String>>,
     priority: u32,
     objectives: RawObjectives,
     retention: RawRetention,
@@ -1153,6 +1156,10 @@ pub fn load_tier(file: &Path) -> Result<Tier, ConfigError> {
         file: file.to_path_buf(),
         cron_text: raw.cron.get_ref().clone(),
         cron,
+        spread: match &raw.spread {
+            Some(s) => src.duration("spread", s)?,
+            None => Duration::ZERO,
+        },
         priority: raw.priority,
         rpo: src.duration("objectives.rpo", &raw.objectives.rpo)?,
         rto: src.duration("objectives.rto", &raw.objectives.rto)?,

@@ -54,6 +54,16 @@ pub struct BackupRow {
     pub error: Option<String>,
 }
 
+/// One backup attempt as the schedule planner sees it.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub tenant_id: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub recovery_point: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct CopyRow {
     pub backup_id: String,
@@ -517,6 +527,26 @@ impl Catalog {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(copy_from).collect())
+    }
+
+    /// Every backup attempt, oldest first per tenant, with only what planning needs.
+    pub async fn backup_history(&self) -> Result<Vec<HistoryRow>, CatalogError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, status, started_at, finished_at, recovery_point FROM backups \
+             ORDER BY tenant_id, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| HistoryRow {
+                tenant_id: r.get("tenant_id"),
+                status: r.get("status"),
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+                recovery_point: r.get("recovery_point"),
+            })
+            .collect())
     }
 
     /// Every tenant the catalog knows that is not purged.

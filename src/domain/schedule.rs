@@ -57,6 +57,29 @@ pub struct DueJob {
     pub priority: u32,
 }
 
+/// First retry delay after a failed backup; it doubles per consecutive failure up to `RETRY_MAX`.
+pub const RETRY_BASE: Duration = Duration::from_secs(60);
+pub const RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// When a tenant whose last `failures` attempts failed (the last at `last_failure`) may be tried
+/// again: exponential backoff plus up to 20 % jitter. The jitter comes from the tenant id and the
+/// attempt number, so it is repeatable and many tenants failing together do not retry together.
+pub fn retry_not_before(
+    tenant: &str,
+    failures: u32,
+    last_failure: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if failures == 0 {
+        return None;
+    }
+    let exp = RETRY_BASE.saturating_mul(1u32 << (failures - 1).min(16));
+    let delay = exp.min(RETRY_MAX);
+    let seed = Sha256::digest(format!("{tenant}/{failures}").as_bytes());
+    let permille = u64::from(u16::from_be_bytes([seed[0], seed[1]])) % 200;
+    let jitter = delay.mul_f64(permille as f64 / 1000.0);
+    Some(last_failure + chrono(delay + jitter))
+}
+
 /// A tenant's fixed offset inside its tier's spread window.
 pub fn offset(tenant: &str, spread: Duration) -> Duration {
     let secs = spread.as_secs();
@@ -252,6 +275,28 @@ mod tests {
         };
         assert!(plan(std::slice::from_ref(&done), at(11, 59)).is_empty());
         assert_eq!(plan(std::slice::from_ref(&done), at(12, 0)).len(), 1);
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_with_bounded_jitter() {
+        let t0 = at(8, 0);
+        assert_eq!(retry_not_before("acme", 0, t0), None);
+        let delays: Vec<i64> = (1..=9)
+            .map(|n| (retry_not_before("acme", n, t0).unwrap() - t0).num_seconds())
+            .collect();
+        for (i, d) in delays.iter().enumerate() {
+            let base = (60i64 << i).min(3600);
+            assert!(
+                *d >= base && *d < base + base / 5 + 1,
+                "failure {}: {d}s",
+                i + 1
+            );
+        }
+        // Two tenants failing together do not retry at the same second.
+        assert_ne!(
+            retry_not_before("acme", 3, t0),
+            retry_not_before("globex", 3, t0)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod keys;
 pub mod lifecycle;
+pub mod plan;
 pub mod rebuild;
 pub mod replicate;
 pub mod restore;
