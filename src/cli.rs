@@ -105,6 +105,9 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The scheduler daemon: backs up every tenant when the planner says it is due, serves
+    /// /healthz, /readyz and /metrics on `server.listen`. SIGTERM/SIGINT drain it and exit 0.
+    Serve,
     /// Dry run of the schedule planner: which tenants are due for a backup, why, least slack first.
     Plan {
         /// Plan as of this RFC 3339 time instead of now.
@@ -566,6 +569,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context::open(config).await?;
             let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
             print_retention_plan(&plans, true, DRY_RUN);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => {
+            let config = load(&cli.config)?;
+            // First, before touching anything: one process per SQLite catalog.
+            let _lock = crate::serve::lock_catalog(&config.catalog.url)?;
+            let listen = config.server.listen;
+            let ctx = std::sync::Arc::new(Context::open(config).await?);
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("server.listen = {listen}: cannot bind"))?;
+            eprintln!(
+                "lifeboat serve: listening on http://{} (/healthz, /readyz, /metrics)",
+                listener.local_addr()?
+            );
+            let shutdown = async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return std::future::pending().await;
+                };
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                eprintln!("{name}: no new backups; draining the running ones");
+            };
+            crate::serve::serve(ctx.clone(), listener, shutdown).await?;
+            ctx.catalog.close().await;
+            eprintln!("lifeboat serve: stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { at } => {

@@ -46,6 +46,31 @@ pub struct Config {
     pub tiers: BTreeMap<String, Tier>,
     pub server: ServerConfig,
     pub retention: RetentionRunConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+/// How `lifeboat serve` runs the planner's jobs.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Time between planning passes.
+    pub interval: Duration,
+    /// Backups running at once, in all.
+    pub concurrency: usize,
+    /// Backups running at once against one database server (host:port; SQLite: this machine).
+    pub per_host: usize,
+    /// On SIGTERM, how long running backups may go on before they are stopped and cleaned up.
+    pub drain: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            interval: Duration::from_secs(30),
+            concurrency: 4,
+            per_host: 2,
+            drain: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +291,17 @@ struct RawConfig {
     server: Option<RawServer>,
     #[serde(default)]
     retention: Option<RawRetentionRun>,
+    #[serde(default)]
+    scheduler: Option<RawScheduler>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawScheduler {
+    interval: Option<Spanned<String>>,
+    concurrency: Option<Spanned<usize>>,
+    per_host: Option<Spanned<usize>>,
+    drain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -675,7 +711,48 @@ impl Config {
             ),
         };
 
+        let raw_sched = raw.scheduler.unwrap_or_default();
+        let mut scheduler = SchedulerConfig::default();
+        if let Some(i) = &raw_sched.interval {
+            scheduler.interval = src.duration("scheduler.interval", i)?;
+            if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&scheduler.interval) {
+                return Err(src.invalid(
+                    i.span(),
+                    "scheduler.interval",
+                    i.get_ref(),
+                    "a duration from `1s` to `1h`",
+                ));
+            }
+        }
+        for (field, value, slot) in [
+            (
+                "scheduler.concurrency",
+                &raw_sched.concurrency,
+                &mut scheduler.concurrency,
+            ),
+            (
+                "scheduler.per-host",
+                &raw_sched.per_host,
+                &mut scheduler.per_host,
+            ),
+        ] {
+            if let Some(v) = value {
+                if !(1..=256).contains(v.get_ref()) {
+                    return Err(src.invalid(
+                        v.span(),
+                        field,
+                        v.get_ref(),
+                        "an integer from 1 to 256",
+                    ));
+                }
+                *slot = *v.get_ref();
+            }
+        }
+        if let Some(d) = &raw_sched.drain {
+            scheduler.drain = src.duration("scheduler.drain", d)?;
+        }
         Ok(Config {
+            scheduler,
             retention,
             file: file.to_path_buf(),
             catalog,

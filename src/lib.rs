@@ -16,5 +16,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod pipeline;
 pub mod secret;
+pub mod serve;
 pub mod storage;
 pub mod tenant;

@@ -529,6 +529,12 @@ impl Catalog {
         Ok(rows.iter().map(copy_from).collect())
     }
 
+    /// Checks that the catalog answers.
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Every backup attempt, oldest first per tenant, with only what planning needs.
     pub async fn backup_history(&self) -> Result<Vec<HistoryRow>, CatalogError> {
         let rows = sqlx::query(

@@ -1,0 +1,301 @@
+//! `lifeboat serve`: the scheduler daemon and its HTTP endpoints.
+//!
+//! Every `scheduler.interval` it sweeps, plans (see `domain::schedule`) and starts the due
+//! backups, least slack first, within `scheduler.concurrency` in all and `scheduler.per-host` per
+//! database server. On shutdown it stops planning, lets running backups finish for up to
+//! `scheduler.drain`, then stops the rest, which abort their uploads.
+//!
+//! HTTP: `/healthz` (the process answers), `/readyz` (catalog and primary region reachable),
+//! `/metrics` (Prometheus text). The SQLite catalog serves one process: a second `serve` on it
+//! fails at once (an exclusive lock on `CATALOG.lock`).
+
+use crate::config::{Connection, TenantConfig};
+use crate::executor::{self, Context, Error};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinSet;
+
+/// Counters the scheduler loop updates and `/metrics` reads.
+#[derive(Default)]
+pub struct SchedulerState {
+    /// Due jobs not started at the last pass (concurrency limits).
+    pub queue_depth: AtomicUsize,
+    pub running: AtomicUsize,
+    /// Seconds the oldest due job had been due at the last pass (most negative slack).
+    pub worst_slack_secs: AtomicI64,
+    pub passes: AtomicUsize,
+    /// Failures by cause class since start.
+    pub failures: Mutex<BTreeMap<&'static str, u64>>,
+    pub succeeded: AtomicUsize,
+}
+
+/// The database server a tenant's backup loads, for per-host limits.
+fn host_of(t: &TenantConfig) -> String {
+    match &t.connection {
+        Connection::Sqlite { .. } => "local".into(),
+        Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port().unwrap_or_default()
+        ),
+    }
+}
+
+/// A coarse cause class for the failures metric.
+fn cause(e: &Error) -> &'static str {
+    match e {
+        Error::Engine(_) => "engine",
+        Error::Storage(_) => "region",
+        Error::Pipeline(_) => "pipeline",
+        Error::Cancelled(_) => "cancelled",
+        Error::TimedOut(_) => "timeout",
+        Error::Catalog(_) => "catalog",
+        _ => "other",
+    }
+}
+
+/// Holds the SQLite catalog for this process; dropped on exit.
+pub struct CatalogLock {
+    _file: std::fs::File,
+}
+
+/// Takes the single-process lock of a SQLite catalog.
+pub fn lock_catalog(url: &str) -> Result<Option<CatalogLock>, Error> {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Invalid(format!("cannot open {lock_path}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(CatalogLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+            "another `lifeboat serve` is running on the SQLite catalog {path} (it holds {lock_path}); \
+             a SQLite catalog serves one process: stop the other one, or use a PostgreSQL catalog for several workers"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::Invalid(format!("cannot lock {lock_path}: {e}")))
+        }
+    }
+}
+
+/// Runs the scheduler and the HTTP endpoints until `shutdown` completes, then drains.
+pub async fn serve(
+    ctx: Arc<Context>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let state = Arc::new(SchedulerState::default());
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let http = {
+        let app = axum::Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state((ctx.clone(), state.clone()));
+        let stop = stopping.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    let stop = stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+    });
+
+    let mut jobs: JoinSet<(String, String, Result<(), Error>)> = JoinSet::new();
+    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+    let mut running: BTreeMap<String, ()> = BTreeMap::new();
+    let cfg = ctx.config.scheduler.clone();
+    loop {
+        // One pass: sweep, plan, start what the limits allow.
+        if let Err(e) = pass(&ctx, &state, &mut jobs, &mut per_host, &mut running).await {
+            tracing::error!(error = %e, "planning pass failed");
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => break,
+            _ = tokio::time::sleep(cfg.interval) => {}
+            Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                finished(&state, &mut per_host, &mut running, done);
+            }
+        }
+    }
+
+    // Drain: running backups may finish within the deadline; then they are stopped.
+    tracing::info!(running = jobs.len(), "stopping: draining running backups");
+    let deadline = tokio::time::sleep(cfg.drain);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            done = jobs.join_next() => match done {
+                Some(done) => finished(&state, &mut per_host, &mut running, done),
+                None => break,
+            },
+            _ = &mut deadline, if !ctx.stop.is_stopped() => {
+                tracing::warn!(running = jobs.len(), "drain deadline passed: stopping running backups");
+                ctx.stop.stop("shutdown");
+            }
+        }
+    }
+    let _ = http.await;
+    Ok(())
+}
+
+fn finished(
+    state: &SchedulerState,
+    per_host: &mut BTreeMap<String, usize>,
+    running: &mut BTreeMap<String, ()>,
+    done: Result<(String, String, Result<(), Error>), tokio::task::JoinError>,
+) {
+    state.running.fetch_sub(1, Ordering::SeqCst);
+    let Ok((tenant, host, result)) = done else {
+        return;
+    };
+    running.remove(&tenant);
+    if let Some(n) = per_host.get_mut(&host) {
+        *n = n.saturating_sub(1);
+    }
+    match result {
+        Ok(()) => {
+            state.succeeded.fetch_add(1, Ordering::SeqCst);
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, error = %e, "backup failed");
+            *state
+                .failures
+                .lock()
+                .expect("failures lock")
+                .entry(cause(&e))
+                .or_default() += 1;
+        }
+    }
+}
+
+async fn pass(
+    ctx: &Arc<Context>,
+    state: &SchedulerState,
+    jobs: &mut JoinSet<(String, String, Result<(), Error>)>,
+    per_host: &mut BTreeMap<String, usize>,
+    running: &mut BTreeMap<String, ()>,
+) -> Result<(), Error> {
+    if running.is_empty() {
+        // Only with nothing of ours running: the sweep must not see our own uploads as dead.
+        executor::sweep::sweep(ctx, chrono::Utc::now()).await?;
+    }
+    let now = chrono::Utc::now();
+    let due = executor::plan::plan(ctx, now).await?;
+    let cfg = &ctx.config.scheduler;
+    let mut waiting = 0;
+    for job in &due {
+        if running.contains_key(&job.tenant) {
+            continue;
+        }
+        let Some(tenant) = ctx
+            .config
+            .tenants
+            .iter()
+            .find(|t| t.id.as_str() == job.tenant)
+            .cloned()
+        else {
+            continue;
+        };
+        let host = host_of(&tenant);
+        if running.len() >= cfg.concurrency
+            || per_host.get(&host).copied().unwrap_or(0) >= cfg.per_host
+        {
+            waiting += 1;
+            continue;
+        }
+        *per_host.entry(host.clone()).or_default() += 1;
+        running.insert(job.tenant.clone(), ());
+        state.running.fetch_add(1, Ordering::SeqCst);
+        let ctx = ctx.clone();
+        jobs.spawn(async move {
+            let result = executor::backup::backup_tenant(&ctx, &tenant)
+                .await
+                .map(|_| ());
+            (tenant.id.to_string(), host, result)
+        });
+    }
+    state.queue_depth.store(waiting, Ordering::SeqCst);
+    state.worst_slack_secs.store(
+        due.first().map(|d| d.slack_secs).unwrap_or(0),
+        Ordering::SeqCst,
+    );
+    state.passes.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+type AppState = (Arc<Context>, Arc<SchedulerState>);
+
+async fn readyz(State((ctx, _)): State<AppState>) -> (StatusCode, String) {
+    let catalog = ctx.catalog.ping().await;
+    let primary = ctx.primary();
+    let region = primary.store.probe(&primary.layout.tenants_prefix()).await;
+    match (catalog, region) {
+        (Ok(()), Ok(())) => (StatusCode::OK, "ready\n".into()),
+        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("catalog: {e}\n")),
+        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+}
+
+async fn metrics(State((ctx, state)): State<AppState>) -> (StatusCode, String) {
+    match crate::metrics::render(&ctx, chrono::Utc::now()).await {
+        Ok(mut text) => {
+            use std::fmt::Write;
+            let g = |out: &mut String, name: &str, help: &str, v: i64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            };
+            g(
+                &mut text,
+                "lifeboat_scheduler_queue_depth",
+                "Due backups waiting for a free slot at the last planning pass.",
+                state.queue_depth.load(Ordering::SeqCst) as i64,
+            );
+            g(
+                &mut text,
+                "lifeboat_scheduler_running_jobs",
+                "Backups running now.",
+                state.running.load(Ordering::SeqCst) as i64,
+            );
+            g(
+                &mut text,
+                "lifeboat_scheduler_least_slack_seconds",
+                "Slack of the most urgent due backup at the last pass (negative: past its RPO).",
+                state.worst_slack_secs.load(Ordering::SeqCst),
+            );
+            let _ = writeln!(
+                text,
+                "# HELP lifeboat_scheduler_backups_total Backups run by this process, by outcome.\n\
+                 # TYPE lifeboat_scheduler_backups_total counter\n\
+                 lifeboat_scheduler_backups_total{{outcome=\"ok\"}} {}",
+                state.succeeded.load(Ordering::SeqCst)
+            );
+            let _ = writeln!(
+                text,
+                "# HELP lifeboat_scheduler_failures_total Failed backups by cause.\n\
+                 # TYPE lifeboat_scheduler_failures_total counter"
+            );
+            for (cause, n) in state.failures.lock().expect("failures lock").iter() {
+                let _ = writeln!(
+                    text,
+                    "lifeboat_scheduler_failures_total{{cause=\"{cause}\"}} {n}"
+                );
+            }
+            (StatusCode::OK, text)
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}\n")),
+    }
+}
