@@ -21,8 +21,12 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 
 /// Counters the scheduler loop updates and `/metrics` reads.
-#[derive(Default)]
 pub struct SchedulerState {
+    registry: prometheus::Registry,
+    /// Seconds from start until every copy was verified, per tier.
+    durations: prometheus::HistogramVec,
+    /// Artifact bytes, per tier.
+    bytes: prometheus::HistogramVec,
     /// Due jobs not started at the last pass (concurrency limits).
     pub queue_depth: AtomicUsize,
     pub running: AtomicUsize,
@@ -33,6 +37,52 @@ pub struct SchedulerState {
     pub failures: Mutex<BTreeMap<&'static str, u64>>,
     pub succeeded: AtomicUsize,
 }
+
+impl Default for SchedulerState {
+    fn default() -> Self {
+        let registry = prometheus::Registry::new();
+        let durations = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "lifeboat_backup_duration_seconds",
+                "Backup duration (until every copy is verified), by tier.",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 16).expect("valid buckets")),
+            &["tier"],
+        )
+        .expect("valid metric");
+        let bytes = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "lifeboat_backup_artifact_bytes",
+                "Size of the stored (compressed, encrypted) backup, by tier.",
+            )
+            .buckets(
+                prometheus::exponential_buckets(1024.0 * 1024.0, 4.0, 12).expect("valid buckets"),
+            ),
+            &["tier"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(durations.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(bytes.clone()))
+            .expect("registered once");
+        SchedulerState {
+            registry,
+            durations,
+            bytes,
+            queue_depth: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            worst_slack_secs: AtomicI64::new(0),
+            passes: AtomicUsize::new(0),
+            failures: Mutex::new(BTreeMap::new()),
+            succeeded: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What a finished job reports back to the loop: tenant, tier, host, (seconds, bytes).
+type JobResult = (String, String, String, Result<(f64, u64), Error>);
 
 /// The database server a tenant's backup loads, for per-host limits.
 fn host_of(t: &TenantConfig) -> String {
@@ -115,7 +165,7 @@ pub async fn serve(
         stop.cancel();
     });
 
-    let mut jobs: JoinSet<(String, String, Result<(), Error>)> = JoinSet::new();
+    let mut jobs: JoinSet<JobResult> = JoinSet::new();
     let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
     let mut running: BTreeMap<String, ()> = BTreeMap::new();
     let cfg = ctx.config.scheduler.clone();
@@ -157,10 +207,10 @@ fn finished(
     state: &SchedulerState,
     per_host: &mut BTreeMap<String, usize>,
     running: &mut BTreeMap<String, ()>,
-    done: Result<(String, String, Result<(), Error>), tokio::task::JoinError>,
+    done: Result<JobResult, tokio::task::JoinError>,
 ) {
     state.running.fetch_sub(1, Ordering::SeqCst);
-    let Ok((tenant, host, result)) = done else {
+    let Ok((tenant, tier, host, result)) = done else {
         return;
     };
     running.remove(&tenant);
@@ -168,8 +218,13 @@ fn finished(
         *n = n.saturating_sub(1);
     }
     match result {
-        Ok(()) => {
+        Ok((seconds, bytes)) => {
             state.succeeded.fetch_add(1, Ordering::SeqCst);
+            state.durations.with_label_values(&[&tier]).observe(seconds);
+            state
+                .bytes
+                .with_label_values(&[&tier])
+                .observe(bytes as f64);
         }
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "backup failed");
@@ -186,7 +241,7 @@ fn finished(
 async fn pass(
     ctx: &Arc<Context>,
     state: &SchedulerState,
-    jobs: &mut JoinSet<(String, String, Result<(), Error>)>,
+    jobs: &mut JoinSet<JobResult>,
     per_host: &mut BTreeMap<String, usize>,
     running: &mut BTreeMap<String, ()>,
 ) -> Result<(), Error> {
@@ -225,8 +280,8 @@ async fn pass(
         jobs.spawn(async move {
             let result = executor::backup::backup_tenant(&ctx, &tenant)
                 .await
-                .map(|_| ());
-            (tenant.id.to_string(), host, result)
+                .map(|r| (r.duration.as_secs_f64(), r.artifact_size));
+            (tenant.id.to_string(), tenant.tier.clone(), host, result)
         });
     }
     state.queue_depth.store(waiting, Ordering::SeqCst);
@@ -293,6 +348,14 @@ async fn metrics(State((ctx, state)): State<AppState>) -> (StatusCode, String) {
                     text,
                     "lifeboat_scheduler_failures_total{{cause=\"{cause}\"}} {n}"
                 );
+            }
+            let mut buf = Vec::new();
+            use prometheus::Encoder;
+            if prometheus::TextEncoder::new()
+                .encode(&state.registry.gather(), &mut buf)
+                .is_ok()
+            {
+                text.push_str(&String::from_utf8_lossy(&buf));
             }
             (StatusCode::OK, text)
         }

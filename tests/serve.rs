@@ -80,9 +80,15 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
     until("/healthz", Duration::from_secs(30), || {
         http_get(port, "/healthz").is_some_and(|(c, b)| c == 200 && b == "ok\n")
     });
-    until("three first backups", Duration::from_secs(60), || {
-        completed(&inst) == 3
-    });
+    let start = Instant::now();
+    while completed(&inst) < 3 {
+        let rows = inst.catalog_query("SELECT tenant_id, status, error FROM backups");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "three first backups: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (code, _) = http_get(port, "/readyz").unwrap();
     assert_eq!(code, 200);
     until(
@@ -92,6 +98,8 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
             http_get(port, "/metrics").is_some_and(|(_, b)| {
                 b.contains("lifeboat_scheduler_backups_total{outcome=\"ok\"} 3")
                     && b.contains("lifeboat_scheduler_running_jobs 0")
+                    && b.contains("lifeboat_backup_duration_seconds_count{tier=\"paid\"} 3")
+                    && b.contains("lifeboat_backup_artifact_bytes_count{tier=\"paid\"} 3")
             })
         },
     );

@@ -664,7 +664,7 @@ impl Catalog {
 
     /// Removes a backup and its copies from the index (its objects are already deleted).
     pub async fn forget_backup(&self, id: &str) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM copies WHERE backup_id = ?")
             .bind(id)
             .execute(&mut *tx)
@@ -687,7 +687,7 @@ impl Catalog {
 
     /// Removes every backup row of a tenant, failed ones included.
     pub async fn forget_tenant_backups(&self, tenant: &str) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "DELETE FROM copies WHERE backup_id IN (SELECT id FROM backups WHERE tenant_id = ?)",
         )
@@ -754,7 +754,9 @@ impl Catalog {
         Ok((last, caps, purged))
     }
 
-    /// Appends to the hash-chained audit log.
+    /// Appends to the hash-chained audit log. The transaction is IMMEDIATE: it reads the last
+    /// hash and writes the next, and concurrent writers must queue, not fork the chain or fail
+    /// on upgrading a read transaction.
     pub async fn audit(
         &self,
         actor: &str,
@@ -764,7 +766,7 @@ impl Catalog {
         outcome: &str,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let prev: Option<String> =
             sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
@@ -846,6 +848,34 @@ fn audit_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: concurrent appends (parallel backups in `serve`) failed with "database is
+    /// locked" when a deferred transaction upgraded from read to write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_audit_appends_queue_and_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let cat = std::sync::Arc::new(Catalog::open(&url).await.unwrap());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let cat = cat.clone();
+            tasks.spawn(async move {
+                cat.audit(
+                    "serve",
+                    "backup",
+                    Some("t"),
+                    &format!("n={i}"),
+                    "ok",
+                    Utc::now(),
+                )
+                .await
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(cat.verify_audit().await.unwrap(), Ok(40));
+    }
 
     #[tokio::test]
     async fn audit_chain_detects_tampering() {
