@@ -346,7 +346,7 @@ pub async fn run(dir: &Path) -> Result<()> {
          lifeboat --config {c} retention plan\n\n\
          To run it for real: write a lifeboat.toml with your tenants (sqlite, postgres or mariadb) and two S3 regions\n\
          (see README.md), create the master key with `lifeboat keys init --out master.key`, check it with\n\
-         `lifeboat config check`, and run `lifeboat backup --all` on each tier's schedule (a systemd timer or cron job).",
+         `lifeboat config check`, and run `lifeboat serve` (or `lifeboat backup --all` from a systemd timer or cron job).",
         if all_ok {
             "Every tenant meets its objectives."
         } else {

@@ -535,12 +535,21 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every backup attempt, oldest first per tenant, with only what planning needs.
-    pub async fn backup_history(&self) -> Result<Vec<HistoryRow>, CatalogError> {
+    /// The last `per_tenant` backup attempts of every tenant, oldest first per tenant, with only
+    /// what planning needs; plus, as a `completed` row first, the tenant's newest completed backup
+    /// when it is older than those (so a long run of failures does not hide it).
+    pub async fn backup_history(&self, per_tenant: u32) -> Result<Vec<HistoryRow>, CatalogError> {
         let rows = sqlx::query(
-            "SELECT tenant_id, status, started_at, finished_at, recovery_point FROM backups \
+            "WITH ranked AS ( \
+               SELECT id, tenant_id, status, started_at, finished_at, recovery_point, \
+                      ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id DESC) AS rn \
+               FROM backups) \
+             SELECT tenant_id, status, started_at, finished_at, recovery_point FROM ranked \
+             WHERE rn <= ? OR id IN ( \
+               SELECT MAX(id) FROM backups WHERE status = 'completed' GROUP BY tenant_id) \
              ORDER BY tenant_id, id",
         )
+        .bind(per_tenant)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -875,6 +884,44 @@ mod tests {
             r.unwrap().unwrap();
         }
         assert_eq!(cat.verify_audit().await.unwrap(), Ok(40));
+    }
+
+    #[tokio::test]
+    async fn history_keeps_the_newest_success_behind_a_run_of_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let cat = Catalog::open(&url).await.unwrap();
+        let t0 = Utc::now() - chrono::Duration::days(3);
+        cat.upsert_tenant("acme", "sqlite", "paid", t0)
+            .await
+            .unwrap();
+        for i in 0..12i64 {
+            let id = uuid::Uuid::now_v7().to_string();
+            let at = t0 + chrono::Duration::hours(i);
+            cat.insert_backup(&id, "acme", "paid", "sqlite", None, at)
+                .await
+                .unwrap();
+            if i == 1 {
+                sqlx::query("UPDATE backups SET status = 'completed', recovery_point = ?, finished_at = ? WHERE id = ?")
+                    .bind(at)
+                    .bind(at)
+                    .bind(&id)
+                    .execute(&cat.pool)
+                    .await
+                    .unwrap();
+            } else {
+                cat.fail_backup(&id, "boom", at).await.unwrap();
+            }
+        }
+        let rows = cat.backup_history(8).await.unwrap();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+        assert_eq!(statuses.len(), 9, "{statuses:?}");
+        assert_eq!(statuses[0], "completed");
+        assert!(statuses[1..].iter().all(|s| *s == "failed"));
+        assert_eq!(
+            rows[0].recovery_point,
+            Some(t0 + chrono::Duration::hours(1))
+        );
     }
 
     #[tokio::test]

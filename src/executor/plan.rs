@@ -11,6 +11,9 @@ use std::time::Duration;
 pub const DEFAULT_EXPECTED: Duration = Duration::from_secs(300);
 /// Completed backups whose durations give the expectation (their median).
 const HISTORY: usize = 5;
+/// Attempts read per tenant: enough for the median and the failures since the last success
+/// (the newest completed backup is always read too).
+pub const HISTORY_ROWS: u32 = 8;
 
 /// What the history says about one tenant.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -63,7 +66,7 @@ pub fn summarize(rows: &[HistoryRow]) -> BTreeMap<String, Summary> {
 
 /// The due jobs of every active tenant in the configuration, least slack first.
 pub async fn plan(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<DueJob>, Error> {
-    let history = summarize(&ctx.catalog.backup_history().await?);
+    let history = summarize(&ctx.catalog.backup_history(HISTORY_ROWS).await?);
     let inactive: Vec<String> = ctx
         .catalog
         .live_tenants()
