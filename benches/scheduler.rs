@@ -78,20 +78,8 @@ fn main() {
             .tenants
             .iter()
             .map(|t| {
-                let tier = &ctx.config.tiers[&t.tier];
                 let h = summary.get(t.id.as_str()).cloned().unwrap_or_default();
-                lifeboat::domain::schedule::TenantFacts {
-                    tenant: t.id.as_str(),
-                    tier: &tier.name,
-                    cron: &tier.cron,
-                    spread: tier.spread,
-                    priority: tier.priority,
-                    rpo: tier.rpo,
-                    newest_recovery_point: h.newest_recovery_point,
-                    expected_duration: h.expected_duration.unwrap_or(plan::DEFAULT_EXPECTED),
-                    not_before: None,
-                    in_flight: h.running,
-                }
+                plan::tenant_facts(t, &ctx.config.tiers[&t.tier], &h)
             })
             .collect();
         let d = lifeboat::domain::schedule::plan(&facts, now);

@@ -66,62 +66,47 @@ impl Hashing {
     }
 }
 
-/// The tail of the encoder: hashes the ciphertext and hands it to the async side in chunks.
-struct ChannelSink {
-    tx: mpsc::Sender<Bytes>,
+/// The tail of a blocking stage: gathers bytes into `CHUNK`-sized pieces and hands each to
+/// `deliver` (a channel to the next stage), hashing them on the way when asked.
+struct ChunkSink<F> {
+    deliver: F,
     buf: Vec<u8>,
-    hash: Hashing,
+    hash: Option<Hashing>,
+    /// What a refused delivery means, for the error.
+    stopped: &'static str,
 }
 
-impl ChannelSink {
+impl<F: FnMut(Vec<u8>) -> bool> ChunkSink<F> {
+    fn new(deliver: F, hash: bool, stopped: &'static str) -> Self {
+        ChunkSink {
+            deliver,
+            buf: Vec::with_capacity(CHUNK),
+            hash: hash.then(Hashing::default),
+            stopped,
+        }
+    }
+
     fn send(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Bytes::from(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
-    }
-}
-
-impl Write for ChannelSink {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.hash.update(data);
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The tail of the compressor: hands compressed bytes to the encryption stage in chunks.
-struct StageSink {
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl StageSink {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.send(chunk).map_err(|_| {
-            std::io::Error::new(
+        if (self.deliver)(chunk) {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
-                "the encryption stage stopped",
-            )
-        })
+                self.stopped,
+            ))
+        }
     }
 }
 
-impl Write for StageSink {
+impl<F: FnMut(Vec<u8>) -> bool> Write for ChunkSink<F> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let Some(h) = &mut self.hash {
+            h.update(data);
+        }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK {
             self.send()?;
@@ -160,10 +145,11 @@ pub async fn encode(
             Source::Async(r) => Box::new(SyncIoBridge::new(r)),
             Source::Blocking(r) => r,
         };
-        let sink = StageSink {
-            tx: stage_tx,
-            buf: Vec::with_capacity(CHUNK),
-        };
+        let sink = ChunkSink::new(
+            move |chunk| stage_tx.send(chunk).is_ok(),
+            false,
+            "the encryption stage stopped",
+        );
         let mut zstd =
             zstd::stream::write::Encoder::new(sink, level).map_err(PipelineError::Encode)?;
         if workers > 0 {
@@ -186,11 +172,11 @@ pub async fn encode(
         Ok(plain.finish())
     });
     let encrypt = tokio::task::spawn_blocking(move || -> Result<Digest256, PipelineError> {
-        let sink = ChannelSink {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-            hash: Hashing::default(),
-        };
+        let sink = ChunkSink::new(
+            move |chunk| tx.blocking_send(Bytes::from(chunk)).is_ok(),
+            true,
+            "the upload stopped",
+        );
         let encryptor =
             age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
                 .map_err(|e| PipelineError::Encode(std::io::Error::other(e.to_string())))?;
@@ -203,7 +189,11 @@ pub async fn encode(
         }
         let mut sink = age_writer.finish().map_err(PipelineError::Encode)?;
         sink.send().map_err(PipelineError::Encode)?;
-        Ok(sink.hash.finish())
+        Ok(sink
+            .hash
+            .take()
+            .expect("the encryptor's sink hashes")
+            .finish())
     });
     let mut upload_error = None;
     while let Some(chunk) = rx.recv().await {

@@ -14,7 +14,7 @@ use crate::executor::{self, Context, Error};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,6 @@ pub struct SchedulerState {
     pub running: AtomicUsize,
     /// Seconds the oldest due job had been due at the last pass (most negative slack).
     pub worst_slack_secs: AtomicI64,
-    pub passes: AtomicUsize,
     /// Failures by cause class since start.
     pub failures: Mutex<BTreeMap<&'static str, u64>>,
     pub succeeded: AtomicUsize,
@@ -74,7 +73,6 @@ impl Default for SchedulerState {
             queue_depth: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             worst_slack_secs: AtomicI64::new(0),
-            passes: AtomicUsize::new(0),
             failures: Mutex::new(BTreeMap::new()),
             succeeded: AtomicUsize::new(0),
         }
@@ -167,7 +165,7 @@ pub async fn serve(
 
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
     let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
-    let mut running: BTreeMap<String, ()> = BTreeMap::new();
+    let mut running: BTreeSet<String> = BTreeSet::new();
     let cfg = ctx.config.scheduler.clone();
     loop {
         // One pass: sweep, plan, start what the limits allow.
@@ -206,7 +204,7 @@ pub async fn serve(
 fn finished(
     state: &SchedulerState,
     per_host: &mut BTreeMap<String, usize>,
-    running: &mut BTreeMap<String, ()>,
+    running: &mut BTreeSet<String>,
     done: Result<JobResult, tokio::task::JoinError>,
 ) {
     state.running.fetch_sub(1, Ordering::SeqCst);
@@ -243,27 +241,27 @@ async fn pass(
     state: &SchedulerState,
     jobs: &mut JoinSet<JobResult>,
     per_host: &mut BTreeMap<String, usize>,
-    running: &mut BTreeMap<String, ()>,
+    running: &mut BTreeSet<String>,
 ) -> Result<(), Error> {
     if running.is_empty() {
-        // Only with nothing of ours running: the sweep must not see our own uploads as dead.
+        // The sweep lists every region's unfinished uploads: do it when idle, not every pass.
         executor::sweep::sweep(ctx, chrono::Utc::now()).await?;
     }
     let now = chrono::Utc::now();
     let due = executor::plan::plan(ctx, now).await?;
     let cfg = &ctx.config.scheduler;
     let mut waiting = 0;
+    let by_id: HashMap<&str, &TenantConfig> = ctx
+        .config
+        .tenants
+        .iter()
+        .map(|t| (t.id.as_str(), t))
+        .collect();
     for job in &due {
-        if running.contains_key(&job.tenant) {
+        if running.contains(&job.tenant) {
             continue;
         }
-        let Some(tenant) = ctx
-            .config
-            .tenants
-            .iter()
-            .find(|t| t.id.as_str() == job.tenant)
-            .cloned()
-        else {
+        let Some(tenant) = by_id.get(job.tenant.as_str()).map(|t| (*t).clone()) else {
             continue;
         };
         let host = host_of(&tenant);
@@ -274,7 +272,7 @@ async fn pass(
             continue;
         }
         *per_host.entry(host.clone()).or_default() += 1;
-        running.insert(job.tenant.clone(), ());
+        running.insert(job.tenant.clone());
         state.running.fetch_add(1, Ordering::SeqCst);
         let ctx = ctx.clone();
         jobs.spawn(async move {
@@ -289,7 +287,6 @@ async fn pass(
         due.first().map(|d| d.slack_secs).unwrap_or(0),
         Ordering::SeqCst,
     );
-    state.passes.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 

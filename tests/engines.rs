@@ -293,10 +293,6 @@ CREATE PROCEDURE touch(IN pid INT) UPDATE products SET made = '2027-01-01' WHERE
 CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM product_audit WHERE at < '2000-01-01';
 "#;
 
-fn my_rows(my: &Mariadb, db: &str, sql: &str) -> String {
-    my.sql(db, sql)
-}
-
 #[test]
 fn mariadb_hard_schema_round_trip_under_writes() {
     let (garage, my) = (Garage::start(), Mariadb::start());
@@ -348,10 +344,7 @@ fn mariadb_hard_schema_round_trip_under_writes() {
         "SELECT * FROM empty_table",
         "SELECT * FROM cheap ORDER BY id",
     ] {
-        let (a, b) = (
-            my_rows(&my, "shop", sql),
-            my_rows(&my, "shop_restored", sql),
-        );
+        let (a, b) = (my.sql("shop", sql), my.sql("shop_restored", sql));
         assert!(a == b, "{sql} differs after restore");
     }
     assert_eq!(
@@ -375,7 +368,7 @@ fn mariadb_hard_schema_round_trip_under_writes() {
     );
     let max = my.sql("shop_restored", "SELECT MAX(id) FROM ledger");
     let prefix = format!("SELECT * FROM ledger WHERE id <= {max} ORDER BY id");
-    assert!(my_rows(&my, "shop", &prefix) == my_rows(&my, "shop_restored", &prefix));
+    assert!(my.sql("shop", &prefix) == my.sql("shop_restored", &prefix));
     assert_eq!(rows, 100 + 40000 + 40000 + 2 + n, "{}", out.stdout);
 
     // Routines, triggers and events came back.

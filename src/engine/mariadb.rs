@@ -264,7 +264,7 @@ impl Engine for MariadbEngine {
         &self,
         target: &str,
         _ownership: &super::Ownership,
-        mut plaintext: ObjectReader,
+        plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !super::postgres::valid_database_name(target) {
             return Err(EngineError::BadTarget {
@@ -305,20 +305,11 @@ impl Engine for MariadbEngine {
             let options = self.option_file()?;
             let mut cmd = self.command("mariadb", &options);
             cmd.args(["--batch", "--default-character-set=utf8mb4"])
-                .arg(format!("--database={target}"))
-                .stdin(std::process::Stdio::piped());
-            let mut tool = Tool::spawn(&self.tenant, "mariadb", cmd)?;
-            let mut stdin = tool.child.stdin.take().expect("stdin is piped");
-            let copied = tokio::io::copy(&mut plaintext, &mut stdin).await;
-            drop(stdin);
-            let waited = tool.wait().await;
-            match (copied, waited) {
-                (_, Err(e)) => Err(e),
-                (Err(e), Ok(())) => {
-                    Err(self.other(format!("streaming the dump into mariadb: {e}")))
-                }
-                (Ok(_), Ok(())) => Ok(()),
-            }
+                .arg(format!("--database={target}"));
+            // The option file must outlive the client.
+            let fed = Tool::feed(&self.tenant, "mariadb", cmd, plaintext).await;
+            drop(options);
+            fed
         }
         .await;
         match loaded {

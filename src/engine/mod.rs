@@ -49,6 +49,9 @@ pub enum Ownership {
 }
 
 /// A dump in progress: the plaintext stream plus the facts taken from the same snapshot.
+/// SQLite knows its row counts before streaming; PostgreSQL counts while pg_dump runs and
+/// MariaDB counts the stream itself, so those two leave `tables` empty and return the counts
+/// from `DumpFinish::finish`.
 pub struct Dump {
     pub reader: crate::pipeline::Source,
     pub recovery_point: DateTime<Utc>,

@@ -235,7 +235,7 @@ impl Engine for PostgresEngine {
         &self,
         target: &str,
         ownership: &super::Ownership,
-        mut plaintext: ObjectReader,
+        plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !valid_database_name(target) {
             return Err(EngineError::BadTarget {
@@ -289,20 +289,8 @@ impl Engine for PostgresEngine {
             }
             cmd.arg("--exit-on-error")
                 .arg("--no-password")
-                .arg(format!("--dbname={}", self.url_for(target)))
-                .stdin(std::process::Stdio::piped());
-            let mut tool = Tool::spawn(&self.tenant, "pg_restore", cmd)?;
-            let mut stdin = tool.child.stdin.take().expect("stdin is piped");
-            let copied = tokio::io::copy(&mut plaintext, &mut stdin).await;
-            drop(stdin);
-            let waited = tool.wait().await;
-            match (copied, waited) {
-                (_, Err(e)) => Err(e),
-                (Err(e), Ok(())) => {
-                    Err(self.other(format!("streaming the dump into pg_restore: {e}")))
-                }
-                (Ok(_), Ok(())) => Ok(()),
-            }
+                .arg(format!("--dbname={}", self.url_for(target)));
+            Tool::feed(&self.tenant, "pg_restore", cmd, plaintext).await
         }
         .await;
         let _ = admin.close().await;

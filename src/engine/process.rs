@@ -48,6 +48,29 @@ impl Tool {
         })
     }
 
+    /// Runs `cmd` with `input` streamed to its stdin, then waits for it. The tool's own error
+    /// (with its stderr) wins over the broken pipe it causes.
+    pub async fn feed(
+        tenant: &str,
+        name: &str,
+        mut cmd: Command,
+        mut input: crate::storage::ObjectReader,
+    ) -> Result<(), EngineError> {
+        cmd.stdin(std::process::Stdio::piped());
+        let mut tool = Tool::spawn(tenant, name, cmd)?;
+        let mut stdin = tool.child.stdin.take().expect("stdin is piped");
+        let copied = tokio::io::copy(&mut input, &mut stdin).await;
+        drop(stdin);
+        match (copied, tool.wait().await) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(EngineError::Other {
+                tenant: tenant.to_string(),
+                detail: format!("streaming the dump into {name}: {e}"),
+            }),
+            (Ok(_), Ok(())) => Ok(()),
+        }
+    }
+
     /// Waits for the tool; a non-zero exit becomes an error carrying its stderr.
     pub async fn wait(mut self) -> Result<(), EngineError> {
         let status = self.child.wait().await.map_err(|e| EngineError::Other {

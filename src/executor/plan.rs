@@ -2,9 +2,10 @@
 
 use super::{Context, Error};
 use crate::catalog::HistoryRow;
+use crate::config::{TenantConfig, Tier};
 use crate::domain::schedule::{self, DueJob, TenantFacts};
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Expected duration of a tenant never backed up (or with no completed backup).
@@ -54,20 +55,37 @@ pub fn summarize(rows: &[HistoryRow]) -> BTreeMap<String, Summary> {
         }
     }
     for (tenant, mut d) in durations {
-        let recent = d.split_off(d.len().saturating_sub(HISTORY));
-        let mut sorted = recent;
-        sorted.sort();
+        let mut recent = d.split_off(d.len().saturating_sub(HISTORY));
+        recent.sort();
         if let Some(s) = out.get_mut(tenant) {
-            s.expected_duration = sorted.get(sorted.len() / 2).copied();
+            s.expected_duration = recent.get(recent.len() / 2).copied();
         }
     }
     out
 }
 
+/// The planner's view of one configured tenant, given its summarised history.
+pub fn tenant_facts<'a>(t: &'a TenantConfig, tier: &'a Tier, h: &Summary) -> TenantFacts<'a> {
+    TenantFacts {
+        tenant: t.id.as_str(),
+        tier: &tier.name,
+        cron: &tier.cron,
+        spread: tier.spread,
+        priority: tier.priority,
+        rpo: tier.rpo,
+        newest_recovery_point: h.newest_recovery_point,
+        expected_duration: h.expected_duration.unwrap_or(DEFAULT_EXPECTED),
+        not_before: h
+            .last_failure
+            .and_then(|at| schedule::retry_not_before(t.id.as_str(), h.failures, at)),
+        in_flight: h.running,
+    }
+}
+
 /// The due jobs of every active tenant in the configuration, least slack first.
 pub async fn plan(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<DueJob>, Error> {
     let history = summarize(&ctx.catalog.backup_history(HISTORY_ROWS).await?);
-    let inactive: Vec<String> = ctx
+    let inactive: HashSet<String> = ctx
         .catalog
         .live_tenants()
         .await?
@@ -78,27 +96,17 @@ pub async fn plan(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<DueJob>, Erro
     let empty = Summary::default();
     let mut facts = Vec::new();
     for t in &ctx.config.tenants {
-        if inactive.iter().any(|id| id == t.id.as_str()) {
+        if inactive.contains(t.id.as_str()) {
             continue;
         }
         let Some(tier) = ctx.config.tiers.get(&t.tier) else {
             continue;
         };
-        let h = history.get(t.id.as_str()).unwrap_or(&empty);
-        facts.push(TenantFacts {
-            tenant: t.id.as_str(),
-            tier: &tier.name,
-            cron: &tier.cron,
-            spread: tier.spread,
-            priority: tier.priority,
-            rpo: tier.rpo,
-            newest_recovery_point: h.newest_recovery_point,
-            expected_duration: h.expected_duration.unwrap_or(DEFAULT_EXPECTED),
-            not_before: h
-                .last_failure
-                .and_then(|at| schedule::retry_not_before(t.id.as_str(), h.failures, at)),
-            in_flight: h.running,
-        });
+        facts.push(tenant_facts(
+            t,
+            tier,
+            history.get(t.id.as_str()).unwrap_or(&empty),
+        ));
     }
     Ok(schedule::plan(&facts, now))
 }
