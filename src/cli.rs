@@ -475,8 +475,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: CatalogCommand::Rebuild { from, force },
         } => {
             let config = load(&cli.config)?;
-            let path = PathBuf::from(config.catalog.url.trim_start_matches("sqlite://"));
-            if path.exists() {
+            // A PostgreSQL catalog is rebuilt into an empty database (`rebuild` checks).
+            let path = config
+                .catalog
+                .url
+                .strip_prefix("sqlite://")
+                .map(PathBuf::from);
+            if let Some(path) = path.filter(|p| p.exists()) {
                 if !force {
                     bail!(
                         "the catalog {} exists; move it aside or pass --force to have it renamed",
@@ -615,7 +620,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .to_utc(),
             };
             let ctx = Context::open(load(&cli.config)?).await?;
-            let due = executor::plan::plan(&ctx, now).await?;
+            let fleet = executor::discovery::discover(&ctx).await?;
+            for s in &fleet.skipped {
+                eprintln!("discovery: {s}");
+            }
+            let due = executor::plan::plan(&ctx, &fleet.tenants, now).await?;
             println!(
                 "schedule plan at {} (dry run): {} due",
                 now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

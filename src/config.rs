@@ -47,6 +47,35 @@ pub struct Config {
     pub server: ServerConfig,
     pub retention: RetentionRunConfig,
     pub scheduler: SchedulerConfig,
+    /// Where tenants are found besides `[[tenants]]`, reconciled on every planning pass.
+    pub discovery: Vec<DiscoverySource>,
+}
+
+/// A source of tenants that `serve` reads on every planning pass.
+#[derive(Debug, Clone)]
+pub enum DiscoverySource {
+    /// The operator's control-plane database: `query` returns rows of `id, engine, connection,
+    /// tier, state` (connection: a SQLite path, or a PostgreSQL/MariaDB URL whose password, if
+    /// any, is kept in memory only).
+    Query {
+        /// `discovery[N]`, for errors and logs.
+        name: String,
+        url: url::Url,
+        password: Option<SecretSource>,
+        query: String,
+        /// Password for discovered database URLs that carry none.
+        tenant_password: Option<SecretSource>,
+    },
+    /// Every database of a PostgreSQL/MariaDB server whose name matches `pattern` (`*`, `?`);
+    /// the database name is the tenant id.
+    Server {
+        name: String,
+        engine: EngineKind,
+        url: url::Url,
+        password: Option<SecretSource>,
+        pattern: String,
+        tier: String,
+    },
 }
 
 /// How `lifeboat serve` runs the planner's jobs.
@@ -60,6 +89,12 @@ pub struct SchedulerConfig {
     pub per_host: usize,
     /// On SIGTERM, how long running backups may go on before they are stopped and cleaned up.
     pub drain: Duration,
+    /// A claimed job's lease; renewed every third of it while the backup runs. A worker that
+    /// dies loses its jobs to the others after this long.
+    pub lease: Duration,
+    /// Discovery refuses to mark more than this share of the active tenants terminated in one
+    /// pass (a broken control-plane query must not terminate the fleet).
+    pub terminate_share: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -69,14 +104,18 @@ impl Default for SchedulerConfig {
             concurrency: 4,
             per_host: 2,
             drain: Duration::from_secs(60),
+            lease: Duration::from_secs(60),
+            terminate_share: 0.25,
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct CatalogConfig {
-    /// `sqlite://PATH` (the embedded default).
+    /// `sqlite://PATH` (the embedded default) or `postgres://USER@HOST:PORT/DATABASE` (shared by
+    /// several workers), without a password.
     pub url: String,
+    pub password: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +332,23 @@ struct RawConfig {
     retention: Option<RawRetentionRun>,
     #[serde(default)]
     scheduler: Option<RawScheduler>,
+    #[serde(default)]
+    discovery: Vec<RawDiscovery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDiscovery {
+    kind: Spanned<String>,
+    url: Spanned<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
+    query: Option<Spanned<String>>,
+    tenant_password_env: Option<String>,
+    tenant_password_file: Option<String>,
+    engine: Option<Spanned<String>>,
+    pattern: Option<Spanned<String>>,
+    tier: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -302,6 +358,8 @@ struct RawScheduler {
     concurrency: Option<Spanned<usize>>,
     per_host: Option<Spanned<usize>>,
     drain: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    terminate_share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -316,6 +374,8 @@ struct RawRetentionRun {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawCatalog {
     url: Spanned<String>,
+    password_env: Option<String>,
+    password_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -553,17 +613,40 @@ impl Config {
         let raw: RawConfig = src.parse()?;
 
         let catalog_url = raw.catalog.url.get_ref();
+        let catalog_password = SecretSource::from_pair(
+            "catalog.password",
+            raw.catalog.password_env,
+            raw.catalog.password_file.map(|p| src.path(&p)),
+        )
+        .map_err(|source| ConfigError::Secret {
+            file: src.file.to_path_buf(),
+            source,
+        })?;
         let catalog = match catalog_url.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => CatalogConfig {
+            Some(path) if !path.is_empty() && catalog_password.is_none() => CatalogConfig {
                 url: format!("sqlite://{}", src.path(path).display()),
+                password: None,
             },
-            _ => {
+            Some(_) => {
                 return Err(src.invalid(
                     raw.catalog.url.span(),
                     "catalog.url",
                     catalog_url,
-                    "`sqlite://PATH` (a file, created if missing)",
+                    "`sqlite://PATH` (a file, created if missing), without password-env/-file",
                 ));
+            }
+            None => {
+                let url = db_url(
+                    &src,
+                    &raw.catalog.url,
+                    "catalog.url",
+                    EngineKind::Postgres,
+                    "`sqlite://PATH` or `postgres://USER@HOST:PORT/DATABASE`",
+                )?;
+                CatalogConfig {
+                    url: url.to_string(),
+                    password: catalog_password,
+                }
             }
         };
 
@@ -751,8 +834,35 @@ impl Config {
         if let Some(d) = &raw_sched.drain {
             scheduler.drain = src.duration("scheduler.drain", d)?;
         }
+        if let Some(l) = &raw_sched.lease {
+            scheduler.lease = src.duration("scheduler.lease", l)?;
+            if !(Duration::from_secs(3)..=Duration::from_secs(3600)).contains(&scheduler.lease) {
+                return Err(src.invalid(
+                    l.span(),
+                    "scheduler.lease",
+                    l.get_ref(),
+                    "a duration from `3s` to `1h`",
+                ));
+            }
+        }
+        if let Some(share) = &raw_sched.terminate_share {
+            if !(0.0..=1.0).contains(share.get_ref()) {
+                return Err(src.invalid(
+                    share.span(),
+                    "scheduler.terminate-share",
+                    share.get_ref(),
+                    "a number from 0.0 to 1.0",
+                ));
+            }
+            scheduler.terminate_share = *share.get_ref();
+        }
+        let mut discovery = Vec::new();
+        for (i, d) in raw.discovery.into_iter().enumerate() {
+            discovery.push(parse_discovery(&src, i, d, &tiers)?);
+        }
         Ok(Config {
             scheduler,
+            discovery,
             retention,
             file: file.to_path_buf(),
             catalog,
@@ -786,7 +896,11 @@ impl Config {
         let mut out = String::new();
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         let _ = writeln!(out, "# {}", self.file.display());
-        let _ = writeln!(out, "[catalog]\nurl = {}\n", q(&self.catalog.url));
+        let _ = writeln!(out, "[catalog]\nurl = {}", q(&self.catalog.url));
+        if let Some(p) = &self.catalog.password {
+            let _ = writeln!(out, "password = {}", q(&p.describe()));
+        }
+        let _ = writeln!(out);
         let _ = writeln!(out, "[keys]");
         let recips: Vec<String> = self.keys.master_recipients.iter().map(|r| q(r)).collect();
         let _ = writeln!(out, "master-recipients = [{}]", recips.join(", "));
@@ -1072,39 +1186,13 @@ fn parse_tenant(
             ),
         },
         EngineKind::Postgres | EngineKind::Mariadb => {
-            let (schemes, example) = match engine {
-                EngineKind::Postgres => (
-                    &["postgres", "postgresql"][..],
-                    "`postgres://USER@HOST:PORT/DATABASE`",
-                ),
-                _ => (
-                    &["mariadb", "mysql"][..],
-                    "`mariadb://USER@HOST:PORT/DATABASE` (or `mysql://…`)",
-                ),
+            let example = match engine {
+                EngineKind::Postgres => "`postgres://USER@HOST:PORT/DATABASE`",
+                _ => "`mariadb://USER@HOST:PORT/DATABASE` (or `mysql://…`)",
             };
             let needed = format!("for engine = \"{}\"", engine.as_str());
             let raw_url = t.url.ok_or_else(|| src.missing(&field("url"), &needed))?;
-            let url = url::Url::parse(raw_url.get_ref())
-                .ok()
-                .filter(|u| {
-                    schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1
-                })
-                .ok_or_else(|| {
-                    src.invalid(
-                        raw_url.span(),
-                        &field("url"),
-                        redact_url(raw_url.get_ref()),
-                        example,
-                    )
-                })?;
-            if url.password().is_some() {
-                return Err(src.invalid(
-                    raw_url.span(),
-                    &field("url"),
-                    redact_url(raw_url.get_ref()),
-                    "a URL without a password: put the password in `password-env` or `password-file`",
-                ));
-            }
+            let url = db_url(src, &raw_url, &field("url"), engine, example)?;
             let password = SecretSource::from_pair(
                 &field("password"),
                 t.password_env,
@@ -1150,6 +1238,156 @@ fn parse_tenant(
         connection,
         retention,
     })
+}
+
+/// A database URL of `engine` (`postgres://` or `mariadb://`/`mysql://`) naming a host and a
+/// database, without a password (that comes from `password-env`/`password-file`).
+fn db_url(
+    src: &Source,
+    raw: &Spanned<String>,
+    field: &str,
+    engine: EngineKind,
+    example: &str,
+) -> Result<url::Url, ConfigError> {
+    let schemes = match engine {
+        EngineKind::Postgres => &["postgres", "postgresql"][..],
+        EngineKind::Mariadb => &["mariadb", "mysql"][..],
+        EngineKind::Sqlite => &["sqlite"][..],
+    };
+    let url = url::Url::parse(raw.get_ref())
+        .ok()
+        .filter(|u| schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1)
+        .ok_or_else(|| src.invalid(raw.span(), field, redact_url(raw.get_ref()), example))?;
+    if url.password().is_some() {
+        return Err(src.invalid(
+            raw.span(),
+            field,
+            redact_url(raw.get_ref()),
+            "a URL without a password: put the password in `password-env` or `password-file`",
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_discovery(
+    src: &Source,
+    i: usize,
+    d: RawDiscovery,
+    tiers: &BTreeMap<String, Tier>,
+) -> Result<DiscoverySource, ConfigError> {
+    let name = format!("discovery[{i}]");
+    let field = |f: &str| format!("{name}.{f}");
+    let secret = |f: &str, env: Option<String>, file: Option<String>| {
+        SecretSource::from_pair(&field(f), env, file.map(|p| src.path(&p))).map_err(|source| {
+            ConfigError::Secret {
+                file: src.file.to_path_buf(),
+                source,
+            }
+        })
+    };
+    let password = secret("password", d.password_env, d.password_file)?;
+    match d.kind.get_ref().as_str() {
+        "query" => {
+            let engine = match d.url.get_ref().split("://").next() {
+                Some("mariadb" | "mysql") => EngineKind::Mariadb,
+                _ => EngineKind::Postgres,
+            };
+            let url = db_url(
+                src,
+                &d.url,
+                &field("url"),
+                engine,
+                "`postgres://USER@HOST:PORT/DATABASE` or `mariadb://USER@HOST:PORT/DATABASE`",
+            )?;
+            let query = d.query.ok_or_else(|| {
+                src.missing(
+                    &field("query"),
+                    "for kind = \"query\" (it returns id, engine, connection, tier, state)",
+                )
+            })?;
+            if query.get_ref().trim().is_empty() {
+                return Err(src.invalid(
+                    query.span(),
+                    &field("query"),
+                    "\"\"",
+                    "a SELECT returning id, engine, connection, tier, state",
+                ));
+            }
+            let tenant_password = secret(
+                "tenant-password",
+                d.tenant_password_env,
+                d.tenant_password_file,
+            )?;
+            Ok(DiscoverySource::Query {
+                name: name.clone(),
+                url,
+                password,
+                query: query.into_inner(),
+                tenant_password,
+            })
+        }
+        "server" => {
+            let raw_engine = d
+                .engine
+                .ok_or_else(|| src.missing(&field("engine"), "for kind = \"server\""))?;
+            let engine = match raw_engine.get_ref().parse() {
+                Ok(e @ (EngineKind::Postgres | EngineKind::Mariadb)) => e,
+                _ => {
+                    return Err(src.invalid(
+                        raw_engine.span(),
+                        &field("engine"),
+                        raw_engine.get_ref(),
+                        "`postgres` or `mariadb`",
+                    ));
+                }
+            };
+            let url = db_url(
+                src,
+                &d.url,
+                &field("url"),
+                engine,
+                "the server's URL with a database to connect to, e.g. \
+                 `postgres://USER@HOST:PORT/postgres` or `mariadb://USER@HOST:PORT/mysql`",
+            )?;
+            let pattern = d
+                .pattern
+                .ok_or_else(|| src.missing(&field("pattern"), "for kind = \"server\""))?;
+            if pattern.get_ref().is_empty() {
+                return Err(src.invalid(
+                    pattern.span(),
+                    &field("pattern"),
+                    "\"\"",
+                    "a database name pattern such as `tenant_*` (`*` any run, `?` one character)",
+                ));
+            }
+            let tier = d
+                .tier
+                .ok_or_else(|| src.missing(&field("tier"), "for kind = \"server\""))?;
+            if !tiers.contains_key(tier.get_ref()) {
+                let valid: Vec<&str> = tiers.keys().map(String::as_str).collect();
+                return Err(src.invalid(
+                    tier.span(),
+                    &field("tier"),
+                    tier.get_ref(),
+                    &format!("one of the tiers under schedules/: {}", valid.join(", ")),
+                ));
+            }
+            Ok(DiscoverySource::Server {
+                name: name.clone(),
+                engine,
+                url,
+                password,
+                pattern: pattern.into_inner(),
+                tier: tier.into_inner(),
+            })
+        }
+        other => Err(src.invalid(
+            d.kind.span(),
+            &field("kind"),
+            other,
+            "`query` (a control-plane SQL query) or `server` (every matching database of a server)",
+        )),
+    }
 }
 
 /// Replaces the password of a URL-looking string so it can be shown in an error.

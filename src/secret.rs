@@ -52,7 +52,18 @@ pub enum SecretError {
 pub enum SecretSource {
     Env(String),
     File(PathBuf),
+    /// A value a discovery source returned (a password in a control-plane connection URL):
+    /// held in memory only, never written or shown.
+    #[serde(skip)]
+    Discovered(Secret),
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Secret {}
 
 impl SecretSource {
     /// Builds the source from the `-env`/`-file` pair of a config field.
@@ -75,6 +86,7 @@ impl SecretSource {
         match self {
             SecretSource::Env(v) => format!("<from environment variable {v}>"),
             SecretSource::File(p) => format!("<from file {}>", p.display()),
+            SecretSource::Discovered(_) => "<from discovery, in memory>".into(),
         }
     }
 
@@ -88,6 +100,7 @@ impl SecretSource {
                 }),
             },
             SecretSource::File(path) => read_private_file(field, path),
+            SecretSource::Discovered(s) => Ok(s.clone()),
         }
     }
 }

@@ -9,12 +9,15 @@
 //! `/metrics` (Prometheus text). The SQLite catalog serves one process: a second `serve` on it
 //! fails at once (an exclusive lock on `CATALOG.lock`).
 
+use crate::catalog::{ClaimedJob, JobOutcome, NewJob};
 use crate::config::{Connection, TenantConfig};
 use crate::executor::{self, Context, Error};
+use crate::storage::BackupId;
+use crate::tenant::TenantId;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,8 +30,17 @@ pub struct SchedulerState {
     durations: prometheus::HistogramVec,
     /// Artifact bytes, per tier.
     bytes: prometheus::HistogramVec,
-    /// Due jobs not started at the last pass (concurrency limits).
+    /// Claimable jobs in the shared queue (all workers), at the last claim.
     pub queue_depth: AtomicUsize,
+    /// Age of the oldest claimable job, at the last claim.
+    pub oldest_job_secs: AtomicI64,
+    /// Tenants in the fleet at the last successful discovery.
+    pub discovered: AtomicUsize,
+    /// Discovery rows skipped at the last read (invalid id, engine, tier…).
+    pub skipped_rows: AtomicUsize,
+    pub discovery_errors: AtomicUsize,
+    /// 1 when the last reconciliation withheld terminations (`scheduler.terminate-share`).
+    pub terminations_refused: AtomicUsize,
     pub running: AtomicUsize,
     /// Seconds the oldest due job had been due at the last pass (most negative slack).
     pub worst_slack_secs: AtomicI64,
@@ -71,6 +83,11 @@ impl Default for SchedulerState {
             durations,
             bytes,
             queue_depth: AtomicUsize::new(0),
+            oldest_job_secs: AtomicI64::new(0),
+            discovered: AtomicUsize::new(0),
+            skipped_rows: AtomicUsize::new(0),
+            discovery_errors: AtomicUsize::new(0),
+            terminations_refused: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             worst_slack_secs: AtomicI64::new(0),
             failures: Mutex::new(BTreeMap::new()),
@@ -79,8 +96,8 @@ impl Default for SchedulerState {
     }
 }
 
-/// What a finished job reports back to the loop: tenant, tier, host, (seconds, bytes).
-type JobResult = (String, String, String, Result<(f64, u64), Error>);
+/// What a finished job reports back to the loop: tenant, tier, (seconds, bytes) if it ran.
+type JobResult = (String, String, Result<Option<(f64, u64)>, Error>);
 
 /// The database server a tenant's backup loads, for per-host limits.
 fn host_of(t: &TenantConfig) -> String {
@@ -163,21 +180,26 @@ pub async fn serve(
         stop.cancel();
     });
 
+    let worker = worker_id();
+    tracing::info!(worker = %worker, shared = ctx.catalog.is_shared(), "scheduler started");
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
-    let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
-    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut fleet: Arc<Fleet> = Arc::new(HashMap::new());
     let cfg = ctx.config.scheduler.clone();
+    let mut next_plan = tokio::time::Instant::now();
     loop {
-        // One pass: sweep, plan, start what the limits allow.
-        if let Err(e) = pass(&ctx, &state, &mut jobs, &mut per_host, &mut running).await {
-            tracing::error!(error = %e, "planning pass failed");
+        if tokio::time::Instant::now() >= next_plan {
+            if let Err(e) = plan_pass(&ctx, &state, &mut fleet, jobs.is_empty()).await {
+                tracing::error!(error = %e, "planning pass failed");
+            }
+            next_plan = tokio::time::Instant::now() + cfg.interval;
+        }
+        if let Err(e) = claim(&ctx, &state, &worker, &fleet, &mut jobs).await {
+            tracing::error!(error = %e, "claiming jobs failed");
         }
         tokio::select! {
             _ = stopping.cancelled() => break,
-            _ = tokio::time::sleep(cfg.interval) => {}
-            Some(done) = jobs.join_next(), if !jobs.is_empty() => {
-                finished(&state, &mut per_host, &mut running, done);
-            }
+            _ = tokio::time::sleep_until(next_plan) => {}
+            Some(done) = jobs.join_next(), if !jobs.is_empty() => finished(&state, done),
         }
     }
 
@@ -188,7 +210,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             done = jobs.join_next() => match done {
-                Some(done) => finished(&state, &mut per_host, &mut running, done),
+                Some(done) => finished(&state, done),
                 None => break,
             },
             _ = &mut deadline, if !ctx.stop.is_stopped() => {
@@ -201,22 +223,25 @@ pub async fn serve(
     Ok(())
 }
 
-fn finished(
-    state: &SchedulerState,
-    per_host: &mut BTreeMap<String, usize>,
-    running: &mut BTreeSet<String>,
-    done: Result<JobResult, tokio::task::JoinError>,
-) {
+/// The fleet as last discovered: tenant id → its configuration.
+type Fleet = HashMap<String, TenantConfig>;
+
+/// This process's name in the job table: host, pid and a random part (pids repeat).
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}/{}/{}", std::process::id(), &nonce[..8])
+}
+
+fn finished(state: &SchedulerState, done: Result<JobResult, tokio::task::JoinError>) {
     state.running.fetch_sub(1, Ordering::SeqCst);
-    let Ok((tenant, tier, host, result)) = done else {
+    let Ok((tenant, tier, result)) = done else {
         return;
     };
-    running.remove(&tenant);
-    if let Some(n) = per_host.get_mut(&host) {
-        *n = n.saturating_sub(1);
-    }
     match result {
-        Ok((seconds, bytes)) => {
+        Ok(Some((seconds, bytes))) => {
             state.succeeded.fetch_add(1, Ordering::SeqCst);
             state.durations.with_label_values(&[&tier]).observe(seconds);
             state
@@ -224,6 +249,7 @@ fn finished(
                 .with_label_values(&[&tier])
                 .observe(bytes as f64);
         }
+        Ok(None) => {}
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "backup failed");
             *state
@@ -236,57 +262,275 @@ fn finished(
     }
 }
 
-async fn pass(
+/// Sweeps (when idle), discovers the fleet and, if this worker is the planner, reconciles it
+/// with the catalog and enqueues the due backups.
+async fn plan_pass(
     ctx: &Arc<Context>,
     state: &SchedulerState,
-    jobs: &mut JoinSet<JobResult>,
-    per_host: &mut BTreeMap<String, usize>,
-    running: &mut BTreeSet<String>,
+    fleet: &mut Arc<Fleet>,
+    idle: bool,
 ) -> Result<(), Error> {
-    if running.is_empty() {
+    if idle {
         // The sweep lists every region's unfinished uploads: do it when idle, not every pass.
         executor::sweep::sweep(ctx, chrono::Utc::now()).await?;
     }
+    // A failed read keeps the last fleet for claiming, and skips the reconciliation.
+    let discovered = match executor::discovery::discover(ctx).await {
+        Ok(f) => {
+            *fleet = Arc::new(
+                f.tenants
+                    .iter()
+                    .map(|t| (t.id.to_string(), t.clone()))
+                    .collect(),
+            );
+            state.discovered.store(f.tenants.len(), Ordering::SeqCst);
+            state.skipped_rows.store(f.skipped.len(), Ordering::SeqCst);
+            Some(f)
+        }
+        Err(e) => {
+            state.discovery_errors.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(error = %e, "discovery failed: planning with the last fleet, no reconciliation");
+            None
+        }
+    };
+    let Some(_planner) = ctx.catalog.try_planner_lock().await? else {
+        return Ok(()); // another worker plans
+    };
     let now = chrono::Utc::now();
-    let due = executor::plan::plan(ctx, now).await?;
-    let cfg = &ctx.config.scheduler;
-    let mut waiting = 0;
-    let by_id: HashMap<&str, &TenantConfig> = ctx
-        .config
-        .tenants
-        .iter()
-        .map(|t| (t.id.as_str(), t))
-        .collect();
-    for job in &due {
-        if running.contains(&job.tenant) {
-            continue;
-        }
-        let Some(tenant) = by_id.get(job.tenant.as_str()).map(|t| (*t).clone()) else {
-            continue;
-        };
-        let host = host_of(&tenant);
-        if running.len() >= cfg.concurrency
-            || per_host.get(&host).copied().unwrap_or(0) >= cfg.per_host
-        {
-            waiting += 1;
-            continue;
-        }
-        *per_host.entry(host.clone()).or_default() += 1;
-        running.insert(job.tenant.clone());
-        state.running.fetch_add(1, Ordering::SeqCst);
-        let ctx = ctx.clone();
-        jobs.spawn(async move {
-            let result = executor::backup::backup_tenant(&ctx, &tenant)
-                .await
-                .map(|r| (r.duration.as_secs_f64(), r.artifact_size));
-            (tenant.id.to_string(), tenant.tier.clone(), host, result)
-        });
+    if let Some(f) = &discovered {
+        let r = executor::discovery::reconcile(ctx, f, now).await?;
+        state
+            .terminations_refused
+            .store(r.refused.is_some() as usize, Ordering::SeqCst);
     }
-    state.queue_depth.store(waiting, Ordering::SeqCst);
+    let tenants: Vec<TenantConfig> = fleet.values().cloned().collect();
+    let due = executor::plan::plan(ctx, &tenants, now).await?;
+    let new: Vec<NewJob> = due
+        .iter()
+        .filter_map(|d| {
+            let t = fleet.get(&d.tenant)?;
+            Some(NewJob {
+                tenant: d.tenant.clone(),
+                tier: d.tier.clone(),
+                host: host_of(t),
+                start_by: now + chrono::Duration::seconds(d.slack_secs),
+                priority: i64::from(d.priority),
+            })
+        })
+        .collect();
+    let enqueued = ctx.catalog.enqueue(&new, now, chrono::Utc::now()).await?;
+    if enqueued > 0 {
+        tracing::info!(enqueued, due = due.len(), "planned");
+    }
+    ctx.catalog.prune_jobs(now - JOBS_KEPT).await?;
     state.worst_slack_secs.store(
         due.first().map(|d| d.slack_secs).unwrap_or(0),
         Ordering::SeqCst,
     );
+    Ok(())
+}
+
+/// Ended jobs are kept this long (to see what ran), then deleted.
+const JOBS_KEPT: chrono::Duration = chrono::Duration::days(7);
+
+/// Claims jobs while this worker has free slots, and starts them.
+async fn claim(
+    ctx: &Arc<Context>,
+    state: &SchedulerState,
+    worker: &str,
+    fleet: &Arc<Fleet>,
+    jobs: &mut JoinSet<JobResult>,
+) -> Result<(), Error> {
+    let cfg = &ctx.config.scheduler;
+    let lease = chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::MAX);
+    while jobs.len() < cfg.concurrency && !ctx.stop.is_stopped() {
+        let now = chrono::Utc::now();
+        let Some(job) = ctx
+            .catalog
+            .claim(worker, now, now + lease, cfg.per_host)
+            .await?
+        else {
+            break;
+        };
+        state.running.fetch_add(1, Ordering::SeqCst);
+        let (ctx, worker, tenant) = (
+            ctx.clone(),
+            worker.to_string(),
+            fleet.get(&job.tenant).cloned(),
+        );
+        jobs.spawn(async move {
+            let result = run_job(&ctx, &worker, &job, tenant).await;
+            (job.tenant.clone(), job.tier.clone(), result)
+        });
+    }
+    let (depth, oldest) = ctx.catalog.queue_depth(chrono::Utc::now()).await?;
+    state.queue_depth.store(depth as usize, Ordering::SeqCst);
+    state.oldest_job_secs.store(
+        oldest
+            .map(|t| (chrono::Utc::now() - t).num_seconds().max(0))
+            .unwrap_or(0),
+        Ordering::SeqCst,
+    );
+    Ok(())
+}
+
+/// Runs one claimed job: settles what a previous holder left, backs up under a renewed lease,
+/// records the outcome. `Ok(None)`: nothing to run (the previous holder had finished).
+async fn run_job(
+    ctx: &Arc<Context>,
+    worker: &str,
+    job: &ClaimedJob,
+    tenant: Option<TenantConfig>,
+) -> Result<Option<(f64, u64)>, Error> {
+    if let Some(prev) = &job.previous_backup
+        && let Some(b) = ctx.catalog.backup(prev).await?
+    {
+        match b.status.as_str() {
+            // The previous holder finished the backup but died before closing the job.
+            "completed" => {
+                ctx.catalog
+                    .finish_job(
+                        job,
+                        worker,
+                        JobOutcome::Done { backup_id: prev },
+                        chrono::Utc::now(),
+                    )
+                    .await?;
+                return Ok(None);
+            }
+            "running" => settle_lost_backup(ctx, &b).await?,
+            _ => {}
+        }
+    }
+    let Some(tenant) = tenant else {
+        let why = format!(
+            "tenant {} is not in the fleet any more (configuration or discovery changed)",
+            job.tenant
+        );
+        ctx.catalog
+            .finish_job(
+                job,
+                worker,
+                JobOutcome::Failed { error: &why },
+                chrono::Utc::now(),
+            )
+            .await?;
+        return Err(Error::Invalid(why));
+    };
+    let backup_id = BackupId::generate();
+    if !ctx
+        .catalog
+        .set_job_backup(job, worker, backup_id.as_str())
+        .await?
+    {
+        return Err(Error::Invalid(format!(
+            "job of {} was taken over before it started",
+            job.tenant
+        )));
+    }
+    let stop = executor::Stop::default();
+    let heartbeat = tokio::spawn(keep_lease(
+        ctx.clone(),
+        worker.to_string(),
+        job.clone(),
+        stop.clone(),
+    ));
+    let result = executor::with_job_stop(
+        stop.clone(),
+        executor::backup::backup_tenant_as(ctx, &tenant, backup_id.clone()),
+    )
+    .await;
+    heartbeat.abort();
+    let now = chrono::Utc::now();
+    match result {
+        Ok(report) => {
+            ctx.catalog
+                .finish_job(
+                    job,
+                    worker,
+                    JobOutcome::Done {
+                        backup_id: backup_id.as_str(),
+                    },
+                    now,
+                )
+                .await?;
+            Ok(Some((report.duration.as_secs_f64(), report.artifact_size)))
+        }
+        // Stopped by this process's shutdown: the job goes back to the queue for another worker.
+        Err(e @ Error::Cancelled(_)) if ctx.stop.is_stopped() => {
+            ctx.catalog.release_job(job, worker).await?;
+            Err(e)
+        }
+        Err(e) => {
+            let error = e.to_string();
+            ctx.catalog
+                .finish_job(job, worker, JobOutcome::Failed { error: &error }, now)
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+/// Renews the job's lease every third of it; if the lease is lost (another worker took the
+/// job after this one could not renew), stops the backup, which cleans up after itself.
+async fn keep_lease(ctx: Arc<Context>, worker: String, job: ClaimedJob, stop: executor::Stop) {
+    let lease = ctx.config.scheduler.lease;
+    let chrono_lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let mut held_until = tokio::time::Instant::now() + lease;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let renewed = ctx
+            .catalog
+            .renew_lease(&job, &worker, chrono::Utc::now() + chrono_lease)
+            .await;
+        match renewed {
+            Ok(true) => held_until = tokio::time::Instant::now() + lease,
+            Ok(false) => {
+                tracing::error!(tenant = %job.tenant, "lost the job's lease: stopping its backup");
+                stop.stop("the job's lease was lost to another worker");
+                return;
+            }
+            Err(e) if tokio::time::Instant::now() >= held_until => {
+                tracing::error!(tenant = %job.tenant, error = %e, "could not renew the job's lease before it expired: stopping its backup");
+                stop.stop("the job's lease expired (catalog unreachable)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %job.tenant, error = %e, "lease renewal failed; retrying")
+            }
+        }
+    }
+}
+
+/// A backup whose worker died mid-way: marked failed, and whatever it had stored deleted, so
+/// no object is left that the catalog does not account for. (Unfinished multipart uploads are
+/// aborted by the next sweep, which sees the backup failed.)
+async fn settle_lost_backup(ctx: &Context, b: &crate::catalog::BackupRow) -> Result<(), Error> {
+    let failed = ctx
+        .catalog
+        .fail_running_backup(
+            &b.id,
+            "abandoned: its worker stopped renewing the job's lease (it died or lost the catalog)",
+            chrono::Utc::now(),
+        )
+        .await?;
+    if !failed {
+        return Ok(());
+    }
+    let (Ok(tenant), Ok(id)) = (TenantId::parse(&b.tenant_id), BackupId::parse(&b.id)) else {
+        return Ok(());
+    };
+    for region in &ctx.regions {
+        for key in [
+            region.layout.artifact(&tenant, &id),
+            region.layout.manifest(&tenant, &id),
+        ] {
+            if let Err(e) = region.store.delete(&key).await {
+                tracing::warn!(region = %region.name, key = %key, error = %e, "could not delete an abandoned backup's object; retention will find it");
+            }
+        }
+    }
+    tracing::warn!(tenant = %b.tenant_id, backup = %b.id, "settled a backup abandoned by a dead worker");
     Ok(())
 }
 
@@ -313,8 +557,39 @@ async fn metrics(State((ctx, state)): State<AppState>) -> (StatusCode, String) {
             g(
                 &mut text,
                 "lifeboat_scheduler_queue_depth",
-                "Due backups waiting for a free slot at the last planning pass.",
+                "Backup jobs waiting to be claimed by a worker (all workers of the catalog).",
                 state.queue_depth.load(Ordering::SeqCst) as i64,
+            );
+            g(
+                &mut text,
+                "lifeboat_scheduler_oldest_job_age_seconds",
+                "How long the oldest waiting backup job has been queued (0: none waits).",
+                state.oldest_job_secs.load(Ordering::SeqCst),
+            );
+            g(
+                &mut text,
+                "lifeboat_discovery_tenants",
+                "Active tenants in the fleet at the last discovery ([[tenants]] and [[discovery]] sources).",
+                state.discovered.load(Ordering::SeqCst) as i64,
+            );
+            g(
+                &mut text,
+                "lifeboat_discovery_skipped_rows",
+                "Rows of the last discovery that were skipped (invalid id, engine, tier, connection, state).",
+                state.skipped_rows.load(Ordering::SeqCst) as i64,
+            );
+            g(
+                &mut text,
+                "lifeboat_discovery_terminations_refused",
+                "1 when the last reconciliation withheld terminations above scheduler.terminate-share.",
+                state.terminations_refused.load(Ordering::SeqCst) as i64,
+            );
+            let _ = writeln!(
+                text,
+                "# HELP lifeboat_discovery_errors_total Discovery reads that failed (the last fleet was kept).\n\
+                 # TYPE lifeboat_discovery_errors_total counter\n\
+                 lifeboat_discovery_errors_total {}",
+                state.discovery_errors.load(Ordering::SeqCst)
             );
             g(
                 &mut text,

@@ -1,13 +1,68 @@
 //! The catalog: an index of tenants, keys, backups and copies, plus the audit log.
 //!
-//! SQLite is the embedded default. Times are stored as RFC 3339 text in UTC.
+//! SQLite is the embedded default (one process; times stored as RFC 3339 text in UTC).
+//! PostgreSQL is the shared catalog of several `serve` workers (times as `timestamptz`). Every
+//! query is written once, in the SQL both accept, with `$N` parameters, and runs on either pool
+//! through `on_pool!`. Each database has its own migrations (`migrations/sqlite`,
+//! `migrations/postgres`) producing the same tables.
 
+mod jobs;
+pub use jobs::{ClaimedJob, JobOutcome, NewJob};
+
+use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{ConnectOptions, Row, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, Row, SqlitePool};
 use std::collections::HashMap;
 use std::str::FromStr;
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same code on whichever pool the catalog has; `$p` is bound to it.
+macro_rules! on_pool {
+    ($cat:expr, $p:ident => $body:expr) => {
+        match &$cat.pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A write transaction that queues behind other writers instead of failing: SQLite takes the
+/// write lock at BEGIN (IMMEDIATE); PostgreSQL's row locks do that by themselves.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    {
+        self.begin()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -20,11 +75,14 @@ pub enum CatalogError {
     },
     #[error("catalog: {0}")]
     Query(#[from] sqlx::Error),
+    /// The backup was settled by another worker (this one lost its job's lease).
+    #[error("catalog: backup {0} is no longer running (another worker took its job over)")]
+    NotRunning(String),
 }
 
 #[derive(Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 #[derive(Debug, Clone)]
@@ -126,24 +184,28 @@ pub struct Completed<'a> {
     pub dump_size: u64,
 }
 
-fn backup_from(row: &sqlx::sqlite::SqliteRow) -> BackupRow {
-    BackupRow {
-        id: row.get("id"),
-        tenant_id: row.get("tenant_id"),
-        tier: row.get("tier"),
-        engine: row.get("engine"),
-        key_id: row.get("key_id"),
-        status: row.get("status"),
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        recovery_point: row.get("recovery_point"),
-        artifact_key: row.get("artifact_key"),
-        manifest_key: row.get("manifest_key"),
-        artifact_size: row.get("artifact_size"),
-        artifact_sha256: row.get("artifact_sha256"),
-        dump_size: row.get("dump_size"),
-        error: row.get("error"),
-    }
+/// Decodes a `backups` row; a macro so one body serves both databases' row types.
+macro_rules! backup_from {
+    ($row:expr) => {{
+        let row = $row;
+        BackupRow {
+            id: row.get("id"),
+            tenant_id: row.get("tenant_id"),
+            tier: row.get("tier"),
+            engine: row.get("engine"),
+            key_id: row.get("key_id"),
+            status: row.get("status"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+            recovery_point: row.get("recovery_point"),
+            artifact_key: row.get("artifact_key"),
+            manifest_key: row.get("manifest_key"),
+            artifact_size: row.get("artifact_size"),
+            artifact_sha256: row.get("artifact_sha256"),
+            dump_size: row.get("dump_size"),
+            error: row.get("error"),
+        }
+    }};
 }
 
 /// The recorded steps of a purge.
@@ -179,42 +241,81 @@ pub struct DeletionRow {
     pub deleted_at: DateTime<Utc>,
 }
 
-fn tenant_from(r: &sqlx::sqlite::SqliteRow) -> TenantRow {
-    TenantRow {
-        id: r.get("id"),
-        engine: r.get("engine"),
-        tier: r.get("tier"),
-        state: r.get("state"),
-        terminated_at: r.get("terminated_at"),
-        purged_at: r.get("purged_at"),
-        legal_hold: r.get::<i64, _>("legal_hold") != 0,
-        hold_reason: r.get("hold_reason"),
-        purge_started_at: r.get("purge_started_at"),
-        key_shredded_at: r.get("key_shredded_at"),
-    }
+macro_rules! tenant_from {
+    ($row:expr) => {{
+        let r = $row;
+        TenantRow {
+            id: r.get("id"),
+            engine: r.get("engine"),
+            tier: r.get("tier"),
+            state: r.get("state"),
+            terminated_at: r.get("terminated_at"),
+            purged_at: r.get("purged_at"),
+            legal_hold: r.get::<i64, _>("legal_hold") != 0,
+            hold_reason: r.get("hold_reason"),
+            purge_started_at: r.get("purge_started_at"),
+            key_shredded_at: r.get("key_shredded_at"),
+        }
+    }};
 }
 
-fn copy_from(r: &sqlx::sqlite::SqliteRow) -> CopyRow {
-    CopyRow {
-        backup_id: r.get("backup_id"),
-        region: r.get("region"),
-        state: r.get("state"),
-        size: r.get("size"),
-        sha256: r.get("sha256"),
-        verified_at: r.get("verified_at"),
-        error: r.get("error"),
-    }
+macro_rules! copy_from {
+    ($row:expr) => {{
+        let r = $row;
+        CopyRow {
+            backup_id: r.get("backup_id"),
+            region: r.get("region"),
+            state: r.get("state"),
+            size: r.get("size"),
+            sha256: r.get("sha256"),
+            verified_at: r.get("verified_at"),
+            error: r.get("error"),
+        }
+    }};
 }
 
 impl Catalog {
-    /// Opens (creating if missing) and migrates the catalog.
+    /// Opens (creating if missing) and migrates a SQLite catalog, or a PostgreSQL one without
+    /// a password.
     pub async fn open(url: &str) -> Result<Catalog, CatalogError> {
+        Self::open_with(url, None).await
+    }
+
+    /// Opens and migrates the catalog at `url` (`sqlite://PATH` or `postgres://USER@HOST/DB`);
+    /// a PostgreSQL password is passed apart so it never appears in a URL or an error.
+    pub async fn open_with(url: &str, password: Option<&Secret>) -> Result<Catalog, CatalogError> {
+        let open_err = |source| CatalogError::Open {
+            url: url.into(),
+            source,
+        };
+        let migrate_err = |source| CatalogError::Migrate {
+            url: url.into(),
+            source,
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut opts = PgConnectOptions::from_str(url)
+                .map_err(open_err)?
+                .disable_statement_logging();
+            if let Some(p) = password {
+                opts = opts.password(p.expose());
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(std::time::Duration::from_secs(30))
+                .connect_with(opts)
+                .await
+                .map_err(open_err)?;
+            sqlx::migrate!("migrations/postgres")
+                .run(&pool)
+                .await
+                .map_err(migrate_err)?;
+            return Ok(Catalog {
+                pool: Pool::Postgres(pool),
+            });
+        }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
-            .map_err(|source| CatalogError::Open {
-                url: url.into(),
-                source,
-            })?
+            .map_err(open_err)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
@@ -223,31 +324,29 @@ impl Catalog {
         if let Some(parent) = std::path::Path::new(path).parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| CatalogError::Open {
-                url: url.into(),
-                source: sqlx::Error::Io(e),
-            })?;
+            std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| CatalogError::Open {
-                url: url.into(),
-                source,
-            })?;
+            .map_err(open_err)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|source| CatalogError::Migrate {
-                url: url.into(),
-                source,
-            })?;
-        Ok(Catalog { pool })
+            .map_err(migrate_err)?;
+        Ok(Catalog {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Whether several processes may share this catalog (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, pool => pool.close().await)
     }
 
     pub async fn upsert_tenant(
@@ -257,26 +356,31 @@ impl Catalog {
         tier: &str,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         sqlx::query(
-            "INSERT INTO tenants (id, engine, tier, created_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO tenants (id, engine, tier, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT(id) DO UPDATE SET engine = excluded.engine, tier = excluded.tier",
         )
         .bind(id)
         .bind(engine)
         .bind(tier)
         .bind(now)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+            })
     }
 
     pub async fn tenant_key(&self, tenant: &str) -> Result<Option<TenantKeyRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let row = sqlx::query(
-            "SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys WHERE tenant_id = ? \
+            "SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys WHERE tenant_id = $1 \
              ORDER BY created_at DESC LIMIT 1",
         )
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(|r| TenantKeyRow {
             key_id: r.get("key_id"),
@@ -284,14 +388,17 @@ impl Catalog {
             recipient: r.get("recipient"),
             wrapped: r.get("wrapped"),
         }))
+            })
     }
 
     pub async fn key_by_id(&self, key_id: &str) -> Result<Option<TenantKeyRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let row = sqlx::query(
-            "SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys WHERE key_id = ?",
+            "SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys WHERE key_id = $1",
         )
         .bind(key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(pool)
         .await?;
         Ok(row.map(|r| TenantKeyRow {
             key_id: r.get("key_id"),
@@ -299,6 +406,7 @@ impl Catalog {
             recipient: r.get("recipient"),
             wrapped: r.get("wrapped"),
         }))
+            })
     }
 
     pub async fn insert_tenant_key(
@@ -306,20 +414,25 @@ impl Catalog {
         key: &TenantKeyRow,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        sqlx::query("INSERT INTO tenant_keys (key_id, tenant_id, recipient, wrapped, created_at) VALUES (?, ?, ?, ?, ?)")
+        on_pool!(self, pool => {
+
+        sqlx::query("INSERT INTO tenant_keys (key_id, tenant_id, recipient, wrapped, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&key.key_id)
             .bind(&key.tenant_id)
             .bind(&key.recipient)
             .bind(&key.wrapped)
             .bind(now)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     pub async fn all_tenant_keys(&self) -> Result<Vec<TenantKeyRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query("SELECT key_id, tenant_id, recipient, wrapped FROM tenant_keys ORDER BY tenant_id, key_id")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         Ok(rows
             .iter()
@@ -330,23 +443,29 @@ impl Catalog {
                 wrapped: r.get("wrapped"),
             })
             .collect())
+            })
     }
 
     pub async fn set_wrapped(&self, key_id: &str, wrapped: &[u8]) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE tenant_keys SET wrapped = ? WHERE key_id = ?")
+        on_pool!(self, pool => {
+
+        sqlx::query("UPDATE tenant_keys SET wrapped = $1 WHERE key_id = $2")
             .bind(wrapped)
             .bind(key_id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     /// Records a completed backup found in a region (catalog rebuild).
     pub async fn insert_completed_backup(&self, b: &BackupRow) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         sqlx::query(
             "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, finished_at, recovery_point, \
              artifact_key, manifest_key, artifact_size, artifact_sha256, dump_size) \
-             VALUES (?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, 'completed', $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&b.id)
         .bind(&b.tenant_id)
@@ -361,9 +480,10 @@ impl Catalog {
         .bind(b.artifact_size)
         .bind(&b.artifact_sha256)
         .bind(b.dump_size)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+            })
     }
 
     pub async fn insert_backup(
@@ -375,9 +495,11 @@ impl Catalog {
         key_id: Option<&str>,
         started_at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         sqlx::query(
             "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at) \
-             VALUES (?, ?, ?, ?, ?, 'running', ?)",
+             VALUES ($1, $2, $3, $4, $5, 'running', $6)",
         )
         .bind(id)
         .bind(tenant)
@@ -385,15 +507,19 @@ impl Catalog {
         .bind(engine)
         .bind(key_id)
         .bind(started_at)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+            })
     }
 
     pub async fn complete_backup(&self, id: &str, c: &Completed<'_>) -> Result<(), CatalogError> {
-        sqlx::query(
-            "UPDATE backups SET status = 'completed', key_id = ?, recovery_point = ?, finished_at = ?, artifact_key = ?, \
-             manifest_key = ?, artifact_size = ?, artifact_sha256 = ?, dump_size = ?, error = NULL WHERE id = ?",
+        on_pool!(self, pool => {
+
+        let r = sqlx::query(
+            "UPDATE backups SET status = 'completed', key_id = $1, recovery_point = $2, finished_at = $3, artifact_key = $4, \
+             manifest_key = $5, artifact_size = $6, artifact_sha256 = $7, dump_size = $8, error = NULL \
+             WHERE id = $9 AND status = 'running'",
         )
         .bind(c.key_id)
         .bind(c.recovery_point)
@@ -404,9 +530,13 @@ impl Catalog {
         .bind(c.artifact_sha256)
         .bind(c.dump_size as i64)
         .bind(id)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
+        if r.rows_affected() != 1 {
+            return Err(CatalogError::NotRunning(id.to_string()));
+        }
         Ok(())
+            })
     }
 
     pub async fn fail_backup(
@@ -415,15 +545,18 @@ impl Catalog {
         error: &str,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         sqlx::query(
-            "UPDATE backups SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+            "UPDATE backups SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3",
         )
         .bind(error)
         .bind(at)
         .bind(id)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+            })
     }
 
     /// Marks backups still `running` that started before `before` as failed: their process
@@ -434,16 +567,19 @@ impl Catalog {
         error: &str,
         at: DateTime<Utc>,
     ) -> Result<Vec<String>, CatalogError> {
+        on_pool!(self, pool => {
+
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM backups WHERE status = 'running' AND started_at < ? ORDER BY id",
+            "SELECT id FROM backups WHERE status = 'running' AND started_at < $1 ORDER BY id",
         )
         .bind(before)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         for id in &ids {
             self.fail_backup(id, error, at).await?;
         }
         Ok(ids)
+            })
     }
 
     /// Records the state of a backup's copy in one region.
@@ -453,9 +589,11 @@ impl Catalog {
         region: &str,
         copy: &CopyUpdate<'_>,
     ) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         sqlx::query(
             "INSERT INTO copies (backup_id, region, state, size, sha256, verified_at, error, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(backup_id, region) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT(backup_id, region) DO UPDATE SET \
              state = excluded.state, size = excluded.size, sha256 = excluded.sha256, \
              verified_at = excluded.verified_at, error = excluded.error, updated_at = excluded.updated_at",
         )
@@ -467,90 +605,114 @@ impl Catalog {
         .bind(copy.verified_at)
         .bind(copy.error)
         .bind(Utc::now())
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+            })
     }
 
     /// Every backup of a tenant, oldest first.
     pub async fn backups(&self, tenant: &str) -> Result<Vec<BackupRow>, CatalogError> {
-        let rows = sqlx::query("SELECT * FROM backups WHERE tenant_id = ? ORDER BY id")
+        on_pool!(self, pool => {
+
+        let rows = sqlx::query("SELECT * FROM backups WHERE tenant_id = $1 ORDER BY id")
             .bind(tenant)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(backup_from).collect())
+        Ok(rows.iter().map(|r| backup_from!(r)).collect())
+            })
     }
 
     /// Completed backups without a verified copy in `region`, oldest first.
     pub async fn backups_missing_in(&self, region: &str) -> Result<Vec<BackupRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query(
             "SELECT * FROM backups b WHERE b.status = 'completed' AND NOT EXISTS \
-             (SELECT 1 FROM copies c WHERE c.backup_id = b.id AND c.region = ? AND c.state = 'verified') ORDER BY b.id",
+             (SELECT 1 FROM copies c WHERE c.backup_id = b.id AND c.region = $1 AND c.state = 'verified') ORDER BY b.id",
         )
         .bind(region)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok(rows.iter().map(backup_from).collect())
+        Ok(rows.iter().map(|r| backup_from!(r)).collect())
+            })
     }
 
     /// Every completed backup, oldest first.
     pub async fn completed_backups(&self) -> Result<Vec<BackupRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query("SELECT * FROM backups WHERE status = 'completed' ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(backup_from).collect())
+        Ok(rows.iter().map(|r| backup_from!(r)).collect())
+            })
     }
 
     /// Every copy row, grouped by backup id: one read instead of one per backup.
     pub async fn copies_by_backup(&self) -> Result<HashMap<String, Vec<CopyRow>>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query("SELECT * FROM copies ORDER BY backup_id, region")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         let mut out: HashMap<String, Vec<CopyRow>> = HashMap::new();
-        for c in rows.iter().map(copy_from) {
+        for c in rows.iter().map(|r| copy_from!(r)) {
             out.entry(c.backup_id.clone()).or_default().push(c);
         }
         Ok(out)
+            })
     }
 
     pub async fn backup(&self, id: &str) -> Result<Option<BackupRow>, CatalogError> {
-        let row = sqlx::query("SELECT * FROM backups WHERE id = ?")
+        on_pool!(self, pool => {
+
+        let row = sqlx::query("SELECT * FROM backups WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
-        Ok(row.as_ref().map(backup_from))
+        Ok(row.as_ref().map(|r| backup_from!(r)))
+            })
     }
 
     pub async fn copies(&self, backup_id: &str) -> Result<Vec<CopyRow>, CatalogError> {
-        let rows = sqlx::query("SELECT * FROM copies WHERE backup_id = ? ORDER BY region")
+        on_pool!(self, pool => {
+
+        let rows = sqlx::query("SELECT * FROM copies WHERE backup_id = $1 ORDER BY region")
             .bind(backup_id)
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(copy_from).collect())
+        Ok(rows.iter().map(|r| copy_from!(r)).collect())
+            })
     }
 
     /// Checks that the catalog answers.
     pub async fn ping(&self) -> Result<(), CatalogError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on_pool!(self, pool => {
+
+        sqlx::query("SELECT 1").execute(pool).await?;
         Ok(())
+            })
     }
 
     /// The last `per_tenant` backup attempts of every tenant, oldest first per tenant, with only
     /// what planning needs; plus, as a `completed` row first, the tenant's newest completed backup
     /// when it is older than those (so a long run of failures does not hide it).
     pub async fn backup_history(&self, per_tenant: u32) -> Result<Vec<HistoryRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query(
             "WITH ranked AS ( \
                SELECT id, tenant_id, status, started_at, finished_at, recovery_point, \
                       ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id DESC) AS rn \
                FROM backups) \
              SELECT tenant_id, status, started_at, finished_at, recovery_point FROM ranked \
-             WHERE rn <= ? OR id IN ( \
+             WHERE rn <= $1 OR id IN ( \
                SELECT MAX(id) FROM backups WHERE status = 'completed' GROUP BY tenant_id) \
              ORDER BY tenant_id, id",
         )
-        .bind(per_tenant)
-        .fetch_all(&self.pool)
+        .bind(i64::from(per_tenant))
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
@@ -562,22 +724,29 @@ impl Catalog {
                 recovery_point: r.get("recovery_point"),
             })
             .collect())
+            })
     }
 
     /// Every tenant the catalog knows that is not purged.
     pub async fn live_tenants(&self) -> Result<Vec<TenantRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query("SELECT * FROM tenants WHERE state != 'purged' ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(tenant_from).collect())
+        Ok(rows.iter().map(|r| tenant_from!(r)).collect())
+            })
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>, CatalogError> {
-        let row = sqlx::query("SELECT * FROM tenants WHERE id = ?")
+        on_pool!(self, pool => {
+
+        let row = sqlx::query("SELECT * FROM tenants WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
-        Ok(row.as_ref().map(tenant_from))
+        Ok(row.as_ref().map(|r| tenant_from!(r)))
+            })
     }
 
     pub async fn set_lifecycle(
@@ -586,13 +755,16 @@ impl Catalog {
         state: &str,
         terminated_at: Option<DateTime<Utc>>,
     ) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE tenants SET state = ?, terminated_at = ? WHERE id = ?")
+        on_pool!(self, pool => {
+
+        sqlx::query("UPDATE tenants SET state = $1, terminated_at = $2 WHERE id = $3")
             .bind(state)
             .bind(terminated_at)
             .bind(id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     pub async fn set_hold(
@@ -601,13 +773,16 @@ impl Catalog {
         hold: bool,
         reason: Option<&str>,
     ) -> Result<(), CatalogError> {
-        sqlx::query("UPDATE tenants SET legal_hold = ?, hold_reason = ? WHERE id = ?")
+        on_pool!(self, pool => {
+
+        sqlx::query("UPDATE tenants SET legal_hold = $1, hold_reason = $2 WHERE id = $3")
             .bind(hold as i64)
             .bind(reason)
             .bind(id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     /// Records a step of a purge. The start and shred times keep the first value, so a resumed
@@ -618,26 +793,31 @@ impl Catalog {
         step: PurgeStep,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         let sql = match step {
             PurgeStep::Started => {
-                "UPDATE tenants SET purge_started_at = coalesce(purge_started_at, ?) WHERE id = ?"
+                "UPDATE tenants SET purge_started_at = coalesce(purge_started_at, $1) WHERE id = $2"
             }
             PurgeStep::KeysShredded => {
-                "UPDATE tenants SET key_shredded_at = coalesce(key_shredded_at, ?) WHERE id = ?"
+                "UPDATE tenants SET key_shredded_at = coalesce(key_shredded_at, $1) WHERE id = $2"
             }
-            PurgeStep::Done => "UPDATE tenants SET state = 'purged', purged_at = ? WHERE id = ?",
+            PurgeStep::Done => "UPDATE tenants SET state = 'purged', purged_at = $1 WHERE id = $2",
         };
         sqlx::query(sql)
             .bind(at)
             .bind(id)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     pub async fn record_deletion(&self, tenant: &str, d: &DeletionRow) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
         sqlx::query(
-            "INSERT INTO deletions (tenant_id, backup_id, region, object_key, kind, reason, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deletions (tenant_id, backup_id, region, object_key, kind, reason, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(tenant)
         .bind(&d.backup_id)
@@ -646,17 +826,20 @@ impl Catalog {
         .bind(&d.kind)
         .bind(&d.reason)
         .bind(d.deleted_at)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+            })
     }
 
     pub async fn deletions(&self, tenant: &str) -> Result<Vec<DeletionRow>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query(
-            "SELECT * FROM deletions WHERE tenant_id = ? ORDER BY deleted_at, region, object_key",
+            "SELECT * FROM deletions WHERE tenant_id = $1 ORDER BY deleted_at, region, object_key",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
         Ok(rows
             .iter()
@@ -669,46 +852,56 @@ impl Catalog {
                 deleted_at: r.get("deleted_at"),
             })
             .collect())
+            })
     }
 
     /// Removes a backup and its copies from the index (its objects are already deleted).
     pub async fn forget_backup(&self, id: &str) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("DELETE FROM copies WHERE backup_id = ?")
+        on_pool!(self, pool => {
+
+        let mut tx = pool.begin_write().await?;
+        sqlx::query("DELETE FROM copies WHERE backup_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM backups WHERE id = ?")
+        sqlx::query("DELETE FROM backups WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
+            })
     }
 
     pub async fn forget_tenant_keys(&self, tenant: &str) -> Result<(), CatalogError> {
-        sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = ?")
+        on_pool!(self, pool => {
+
+        sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = $1")
             .bind(tenant)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     /// Removes every backup row of a tenant, failed ones included.
     pub async fn forget_tenant_backups(&self, tenant: &str) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        on_pool!(self, pool => {
+
+        let mut tx = pool.begin_write().await?;
         sqlx::query(
-            "DELETE FROM copies WHERE backup_id IN (SELECT id FROM backups WHERE tenant_id = ?)",
+            "DELETE FROM copies WHERE backup_id IN (SELECT id FROM backups WHERE tenant_id = $1)",
         )
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM backups WHERE tenant_id = ?")
+        sqlx::query("DELETE FROM backups WHERE tenant_id = $1")
             .bind(tenant)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(())
+            })
     }
 
     pub async fn store_certificate(
@@ -717,13 +910,17 @@ impl Catalog {
         at: DateTime<Utc>,
         json: &str,
     ) -> Result<(), CatalogError> {
-        sqlx::query("INSERT OR REPLACE INTO deletion_certificates (tenant_id, issued_at, json) VALUES (?, ?, ?)")
+        on_pool!(self, pool => {
+
+        sqlx::query("INSERT INTO deletion_certificates (tenant_id, issued_at, json) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET issued_at = excluded.issued_at, json = excluded.json")
             .bind(tenant)
             .bind(at)
             .bind(json)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     pub async fn record_retention_run(
@@ -735,32 +932,38 @@ impl Catalog {
         cap_hit: bool,
         confirmed: bool,
     ) -> Result<(), CatalogError> {
-        sqlx::query("INSERT INTO retention_runs (at, kept, deleted, purged, cap_hit, confirmed) VALUES (?, ?, ?, ?, ?, ?)")
+        on_pool!(self, pool => {
+
+        sqlx::query("INSERT INTO retention_runs (at, kept, deleted, purged, cap_hit, confirmed) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(at)
             .bind(kept as i64)
             .bind(deleted as i64)
             .bind(purged as i64)
             .bind(cap_hit as i64)
             .bind(confirmed as i64)
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
+            })
     }
 
     /// (kept, deleted) of the last retention run, the number of runs stopped by a cap, and of
     /// purged tenants.
     pub async fn retention_stats(&self) -> Result<(Option<(i64, i64)>, i64, i64), CatalogError> {
+        on_pool!(self, pool => {
+
         let last: Option<(i64, i64)> =
             sqlx::query_as("SELECT kept, deleted FROM retention_runs ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?;
         let caps: i64 = sqlx::query_scalar("SELECT count(*) FROM retention_runs WHERE cap_hit = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await?;
         let purged: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE state = 'purged'")
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await?;
         Ok((last, caps, purged))
+            })
     }
 
     /// Appends to the hash-chained audit log. The transaction is IMMEDIATE: it reads the last
@@ -775,7 +978,9 @@ impl Catalog {
         outcome: &str,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        on_pool!(self, pool => {
+
+        let mut tx = pool.begin_write().await?;
         let prev: Option<String> =
             sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
@@ -784,7 +989,7 @@ impl Catalog {
         let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let hash = audit_hash(&prev, &at_text, actor, action, tenant, detail, outcome);
         sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, tenant_id, detail, outcome, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (at, actor, action, tenant_id, detail, outcome, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&at_text)
         .bind(actor)
@@ -798,12 +1003,15 @@ impl Catalog {
         .await?;
         tx.commit().await?;
         Ok(())
+            })
     }
 
     /// Number of audit rows whose chain is intact, or the sequence number of the first broken one.
     pub async fn verify_audit(&self) -> Result<Result<usize, i64>, CatalogError> {
+        on_pool!(self, pool => {
+
         let rows = sqlx::query("SELECT seq, at, actor, action, tenant_id, detail, outcome, prev_hash, hash FROM audit_log ORDER BY seq")
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         let mut prev = "0".repeat(64);
         for r in &rows {
@@ -825,6 +1033,7 @@ impl Catalog {
             prev = hash;
         }
         Ok(Ok(rows.len()))
+            })
     }
 }
 
@@ -857,6 +1066,15 @@ fn audit_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Catalog {
+        fn sqlite(&self) -> &SqlitePool {
+            match &self.pool {
+                Pool::Sqlite(p) => p,
+                Pool::Postgres(_) => panic!("a SQLite catalog"),
+            }
+        }
+    }
 
     /// Regression: concurrent appends (parallel backups in `serve`) failed with "database is
     /// locked" when a deferred transaction upgraded from read to write.
@@ -902,11 +1120,11 @@ mod tests {
                 .await
                 .unwrap();
             if i == 1 {
-                sqlx::query("UPDATE backups SET status = 'completed', recovery_point = ?, finished_at = ? WHERE id = ?")
+                sqlx::query("UPDATE backups SET status = 'completed', recovery_point = $1, finished_at = $2 WHERE id = $3")
                     .bind(at)
                     .bind(at)
                     .bind(&id)
-                    .execute(&cat.pool)
+                    .execute(cat.sqlite())
                     .await
                     .unwrap();
             } else {
@@ -939,16 +1157,16 @@ mod tests {
         // The triggers refuse edits; an attacker with file access drops them first.
         assert!(
             sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
-                .execute(&cat.pool)
+                .execute(cat.sqlite())
                 .await
                 .is_err()
         );
         sqlx::query("DROP TRIGGER audit_log_no_update")
-            .execute(&cat.pool)
+            .execute(cat.sqlite())
             .await
             .unwrap();
         sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
-            .execute(&cat.pool)
+            .execute(cat.sqlite())
             .await
             .unwrap();
         assert_eq!(cat.verify_audit().await.unwrap(), Err(2));

@@ -1,6 +1,7 @@
 //! Pure planning: no I/O, no clock reads. Functions take facts and `now` and return decisions
 //! with reasons.
 
+pub mod discovery;
 pub mod objectives;
 pub mod retention;
 pub mod schedule;

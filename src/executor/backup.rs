@@ -73,6 +73,16 @@ pub async fn ensure_tenant_key(
 }
 
 pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<BackupReport, Error> {
+    backup_tenant_as(ctx, tenant, BackupId::generate()).await
+}
+
+/// `backup_tenant` under an id chosen by the caller (`serve` records it in the job first, so a
+/// worker taking the job over can settle this attempt).
+pub async fn backup_tenant_as(
+    ctx: &Context,
+    tenant: &TenantConfig,
+    backup_id: BackupId,
+) -> Result<BackupReport, Error> {
     if let Some(row) = ctx.catalog.tenant(tenant.id.as_str()).await?
         && row.state != "active"
     {
@@ -102,7 +112,6 @@ pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<Backu
             started_at,
         )
         .await?;
-    let backup_id = BackupId::generate();
     ctx.catalog
         .insert_backup(
             backup_id.as_str(),

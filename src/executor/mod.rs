@@ -1,6 +1,7 @@
 //! Executors: thin async code that carries out one operation against catalog, regions and engines.
 
 pub mod backup;
+pub mod discovery;
 pub mod keys;
 pub mod lifecycle;
 pub mod plan;
@@ -85,6 +86,16 @@ impl Stop {
     }
 }
 
+tokio::task_local! {
+    /// A stop for one job only (`serve` cancels it when the job's lease is lost).
+    static JOB_STOP: Stop;
+}
+
+/// Runs `work` with a stop of its own, honoured by `Context::guard` beside the process's.
+pub async fn with_job_stop<F: std::future::Future>(stop: Stop, work: F) -> F::Output {
+    JOB_STOP.scope(stop, work).await
+}
+
 /// Everything an operation needs: the configuration, the catalog and the opened regions.
 pub struct Context {
     pub config: Config,
@@ -105,7 +116,17 @@ impl Context {
             )?);
         }
         regions.sort_by_key(|r| r.role != RegionRole::Primary);
-        let catalog = Catalog::open(&config.catalog.url).await?;
+        let password =
+            match &config.catalog.password {
+                Some(source) => Some(source.resolve("catalog.password").map_err(|source| {
+                    ConfigError::Secret {
+                        file: config.file.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let catalog = Catalog::open_with(&config.catalog.url, password.as_ref()).await?;
         Ok(Context {
             config,
             catalog,
@@ -121,9 +142,11 @@ impl Context {
         deadline: tokio::time::Instant,
         work: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
+        let job = JOB_STOP.try_with(Stop::clone).unwrap_or_default();
         tokio::select! {
             r = work => r,
             _ = self.stop.token.cancelled() => Err(Error::Cancelled(self.stop.reason())),
+            _ = job.token.cancelled() => Err(Error::Cancelled(job.reason())),
             _ = tokio::time::sleep_until(deadline) => Err(Error::TimedOut(
                 crate::domain::objectives::fmt_duration(self.config.pipeline.job_timeout),
             )),

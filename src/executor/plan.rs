@@ -82,9 +82,15 @@ pub fn tenant_facts<'a>(t: &'a TenantConfig, tier: &'a Tier, h: &Summary) -> Ten
     }
 }
 
-/// The due jobs of every active tenant in the configuration, least slack first.
-pub async fn plan(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<DueJob>, Error> {
+/// The due jobs of every active tenant of `tenants` (the fleet: configured and discovered),
+/// least slack first. A tenant with a backup running or a job queued is not due again.
+pub async fn plan(
+    ctx: &Context,
+    tenants: &[TenantConfig],
+    now: DateTime<Utc>,
+) -> Result<Vec<DueJob>, Error> {
     let history = summarize(&ctx.catalog.backup_history(HISTORY_ROWS).await?);
+    let queued: HashSet<String> = ctx.catalog.open_job_tenants().await?.into_iter().collect();
     let inactive: HashSet<String> = ctx
         .catalog
         .live_tenants()
@@ -95,18 +101,16 @@ pub async fn plan(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<DueJob>, Erro
         .collect();
     let empty = Summary::default();
     let mut facts = Vec::new();
-    for t in &ctx.config.tenants {
+    for t in tenants {
         if inactive.contains(t.id.as_str()) {
             continue;
         }
         let Some(tier) = ctx.config.tiers.get(&t.tier) else {
             continue;
         };
-        facts.push(tenant_facts(
-            t,
-            tier,
-            history.get(t.id.as_str()).unwrap_or(&empty),
-        ));
+        let mut f = tenant_facts(t, tier, history.get(t.id.as_str()).unwrap_or(&empty));
+        f.in_flight |= queued.contains(t.id.as_str());
+        facts.push(f);
     }
     Ok(schedule::plan(&facts, now))
 }

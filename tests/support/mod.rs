@@ -370,7 +370,7 @@ impl Drop for Garage {
 
 // ---- PostgreSQL --------------------------------------------------------------------------------
 
-fn pg_bindir() -> PathBuf {
+pub fn pg_bindir() -> PathBuf {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
         && out.status.success()
     {

@@ -1,0 +1,443 @@
+//! Reads the discovery sources and applies the reconciliation (`domain::discovery`).
+//!
+//! The fleet is `[[tenants]]` plus what every `[[discovery]]` source returns now. A source that
+//! cannot be read fails the whole read: reconciling a partial fleet would terminate tenants
+//! that are only out of sight. Passwords found in connection URLs stay in memory.
+
+use super::{Context, Error};
+use crate::config::{Connection, DiscoverySource, EngineKind, RetentionOverride, TenantConfig};
+use crate::domain::discovery::{self, FoundState, Reconcile, glob_match};
+use crate::secret::{Secret, SecretSource};
+use crate::tenant::TenantId;
+use chrono::{DateTime, Utc};
+use sqlx::{ConnectOptions, Connection as _, Row};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A source answering slower than this fails the read.
+const SOURCE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A source returning more rows than this is refused (bounded memory and work per pass).
+const MAX_ROWS: usize = 200_000;
+
+/// The fleet as the sources describe it now.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// Every active tenant that can be backed up, static ones first.
+    pub tenants: Vec<TenantConfig>,
+    /// Every tenant id seen, with its state (unusable rows included, so they are not terminated).
+    pub found: BTreeMap<String, FoundState>,
+    /// Rows that were skipped, and why (no secret in them).
+    pub skipped: Vec<String>,
+}
+
+impl Fleet {
+    fn add(&mut self, origin: &str, t: TenantConfig, state: FoundState) {
+        let id = t.id.to_string();
+        if self.found.contains_key(&id) {
+            self.skipped.push(format!(
+                "{origin}: tenant {id} is already defined by an earlier source; this one is ignored"
+            ));
+            return;
+        }
+        self.found.insert(id, state);
+        if state == FoundState::Active {
+            self.tenants.push(t);
+        }
+    }
+}
+
+/// Reads `[[tenants]]` and every discovery source.
+pub async fn discover(ctx: &Context) -> Result<Fleet, Error> {
+    let mut fleet = Fleet::default();
+    for t in &ctx.config.tenants {
+        fleet.add("[[tenants]]", t.clone(), FoundState::Active);
+    }
+    for source in &ctx.config.discovery {
+        let name = match source {
+            DiscoverySource::Query { name, .. } | DiscoverySource::Server { name, .. } => name,
+        };
+        match tokio::time::timeout(SOURCE_TIMEOUT, read_source(ctx, source, &mut fleet)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Invalid(format!(
+                    "{name}: no answer within {} s",
+                    SOURCE_TIMEOUT.as_secs()
+                )));
+            }
+        }
+    }
+    Ok(fleet)
+}
+
+/// Applies the reconciliation to the catalog: onboards, terminates, reports conflicts.
+pub async fn reconcile(
+    ctx: &Context,
+    fleet: &Fleet,
+    now: DateTime<Utc>,
+) -> Result<Reconcile, Error> {
+    let known: BTreeMap<String, String> = ctx
+        .catalog
+        .live_tenants()
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.state))
+        .collect();
+    let plan = discovery::reconcile(&known, &fleet.found, ctx.config.scheduler.terminate_share);
+    for id in &plan.onboard {
+        if let Some(t) = fleet.tenants.iter().find(|t| t.id.as_str() == id) {
+            ctx.catalog
+                .upsert_tenant(id, t.engine.as_str(), &t.tier, now)
+                .await?;
+            tracing::info!(tenant = %id, tier = %t.tier, "discovered a new tenant");
+        }
+    }
+    for id in &plan.terminate {
+        ctx.catalog
+            .set_lifecycle(id, "terminated", Some(now))
+            .await?;
+        let why = match fleet.found.get(id) {
+            Some(FoundState::Terminated) => "a discovery source reports it terminated",
+            _ => "no discovery source returns it any more",
+        };
+        ctx.catalog
+            .audit(
+                "serve",
+                "tenant.terminate",
+                Some(id),
+                &format!("terminated at {now}: {why}"),
+                "ok",
+                now,
+            )
+            .await?;
+        tracing::warn!(tenant = %id, "tenant terminated: {why}");
+    }
+    for id in &plan.conflicts {
+        tracing::warn!(tenant = %id, "a discovery source has this tenant active but it is terminated in the catalog: not backed up; `lifeboat tenant reinstate` if it is back");
+    }
+    if let Some(why) = &plan.refused {
+        tracing::error!("{why}");
+    }
+    for s in &fleet.skipped {
+        tracing::warn!("{s}");
+    }
+    Ok(plan)
+}
+
+async fn read_source(
+    ctx: &Context,
+    source: &DiscoverySource,
+    fleet: &mut Fleet,
+) -> Result<(), Error> {
+    match source {
+        DiscoverySource::Server {
+            name,
+            engine,
+            url,
+            password,
+            pattern,
+            tier,
+        } => {
+            let pw = resolve(name, password)?;
+            let names = list_databases(name, *engine, url, pw.as_ref()).await?;
+            for db in names.into_iter().filter(|d| glob_match(pattern, d)) {
+                let Ok(id) = TenantId::parse(&db) else {
+                    fleet.skipped.push(format!(
+                        "{name}: database {db:?} matches {pattern:?} but is not a valid tenant id (a-z, 0-9, '_', '-'; at most 63)"
+                    ));
+                    continue;
+                };
+                let mut u = url.clone();
+                u.set_path(&format!("/{db}"));
+                let connection = db_connection(*engine, u, password.clone());
+                fleet.add(
+                    name,
+                    tenant(id, *engine, tier.clone(), connection),
+                    FoundState::Active,
+                );
+            }
+            Ok(())
+        }
+        DiscoverySource::Query {
+            name,
+            url,
+            password,
+            query,
+            tenant_password,
+        } => {
+            let pw = resolve(name, password)?;
+            let rows = control_plane_rows(name, url, pw.as_ref(), query).await?;
+            for (i, row) in rows.into_iter().enumerate() {
+                match parse_row(ctx, &row, tenant_password) {
+                    Ok((t, state)) => fleet.add(name, t, state),
+                    Err(why) => {
+                        // Keep a valid id in sight so a bad row does not terminate its tenant.
+                        if let Ok(id) = TenantId::parse(&row[0]) {
+                            fleet
+                                .found
+                                .entry(id.to_string())
+                                .or_insert(FoundState::Active);
+                        }
+                        fleet
+                            .skipped
+                            .push(format!("{name}: row {} ({:?}): {why}", i + 1, row[0]));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn resolve(name: &str, source: &Option<SecretSource>) -> Result<Option<Secret>, Error> {
+    source
+        .as_ref()
+        .map(|s| s.resolve(&format!("{name}.password")))
+        .transpose()
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+fn tenant(id: TenantId, engine: EngineKind, tier: String, connection: Connection) -> TenantConfig {
+    TenantConfig {
+        id,
+        engine,
+        tier,
+        connection,
+        retention: RetentionOverride::default(),
+    }
+}
+
+fn db_connection(engine: EngineKind, url: url::Url, password: Option<SecretSource>) -> Connection {
+    match engine {
+        EngineKind::Postgres => Connection::Postgres { url, password },
+        _ => Connection::Mariadb { url, password },
+    }
+}
+
+/// One control-plane row: id, engine, connection, tier, state → a tenant.
+fn parse_row(
+    ctx: &Context,
+    row: &[String; 5],
+    tenant_password: &Option<SecretSource>,
+) -> Result<(TenantConfig, FoundState), String> {
+    let [id, engine, conn, tier, state] = row;
+    let id = TenantId::parse(id).map_err(|e| e.to_string())?;
+    let engine: EngineKind = engine
+        .parse()
+        .map_err(|_| format!("engine {engine:?} is not `sqlite`, `postgres` or `mariadb`"))?;
+    if !ctx.config.tiers.contains_key(tier) {
+        let valid: Vec<&str> = ctx.config.tiers.keys().map(String::as_str).collect();
+        return Err(format!("tier {tier:?} is not one of: {}", valid.join(", ")));
+    }
+    let state = match state.as_str() {
+        "active" => FoundState::Active,
+        "terminated" => FoundState::Terminated,
+        other => return Err(format!("state {other:?} is not `active` or `terminated`")),
+    };
+    let connection = match engine {
+        EngineKind::Sqlite => {
+            let path = PathBuf::from(conn);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "connection {conn:?} is not an absolute SQLite file path"
+                ));
+            }
+            Connection::Sqlite { path }
+        }
+        EngineKind::Postgres | EngineKind::Mariadb => {
+            let schemes: &[&str] = if engine == EngineKind::Postgres {
+                &["postgres", "postgresql"]
+            } else {
+                &["mariadb", "mysql"]
+            };
+            let mut url = url::Url::parse(conn)
+                .ok()
+                .filter(|u| {
+                    schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "connection {} is not a {} URL with a host and a database",
+                        crate::config::redact_url(conn),
+                        schemes[0]
+                    )
+                })?;
+            // A password in the URL moves to memory; the URL kept (and shown) has none.
+            let password = match url.password() {
+                Some(p) => {
+                    let p = percent_decode(p);
+                    let _ = url.set_password(None);
+                    Some(SecretSource::Discovered(Secret::new(p)))
+                }
+                None => tenant_password.clone(),
+            };
+            db_connection(engine, url, password)
+        }
+    };
+    Ok((tenant(id, engine, tier.clone(), connection), state))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn pg_options(url: &url::Url, password: Option<&Secret>) -> sqlx::postgres::PgConnectOptions {
+    let mut o = sqlx::postgres::PgConnectOptions::new()
+        .host(url.host_str().unwrap_or("localhost"))
+        .port(url.port().unwrap_or(5432))
+        .username(url.username())
+        .database(url.path().trim_start_matches('/'))
+        .disable_statement_logging();
+    if let Some(p) = password {
+        o = o.password(p.expose());
+    }
+    o
+}
+
+fn mysql_options(url: &url::Url, password: Option<&Secret>) -> sqlx::mysql::MySqlConnectOptions {
+    let mut o = sqlx::mysql::MySqlConnectOptions::new()
+        .host(url.host_str().unwrap_or("localhost"))
+        .port(url.port().unwrap_or(3306))
+        .username(url.username())
+        .database(url.path().trim_start_matches('/'))
+        .disable_statement_logging();
+    if let Some(p) = password {
+        o = o.password(p.expose());
+    }
+    o
+}
+
+fn source_err(name: &str, url: &url::Url, e: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("{name} ({url}): {e}"))
+}
+
+/// The database names of a server.
+async fn list_databases(
+    name: &str,
+    engine: EngineKind,
+    url: &url::Url,
+    password: Option<&Secret>,
+) -> Result<Vec<String>, Error> {
+    let err = |e: sqlx::Error| source_err(name, url, e);
+    let names: Vec<String> = if engine == EngineKind::Postgres {
+        let mut c = pg_options(url, password).connect().await.map_err(err)?;
+        let r = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .map_err(err)?;
+        let _ = c.close().await;
+        r
+    } else {
+        let mut c = mysql_options(url, password).connect().await.map_err(err)?;
+        let r = sqlx::query_scalar(
+            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
+             WHERE schema_name NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys') ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .map_err(err)?;
+        let _ = c.close().await;
+        r
+    };
+    if names.len() > MAX_ROWS {
+        return Err(source_err(
+            name,
+            url,
+            format!("more than {MAX_ROWS} databases"),
+        ));
+    }
+    Ok(names)
+}
+
+/// Runs the control-plane query; every column is read as text.
+async fn control_plane_rows(
+    name: &str,
+    url: &url::Url,
+    password: Option<&Secret>,
+    query: &str,
+) -> Result<Vec<[String; 5]>, Error> {
+    let err = |e: sqlx::Error| source_err(name, url, e);
+    let query = query.trim().trim_end_matches(';');
+    macro_rules! read {
+        ($conn:expr, $cast:literal) => {{
+            let sql = format!(
+                "SELECT CAST(id AS {t}) AS id, CAST(engine AS {t}) AS engine, \
+                 CAST(connection AS {t}) AS connection, CAST(tier AS {t}) AS tier, \
+                 CAST(state AS {t}) AS state FROM ({query}) AS discovered LIMIT {limit}",
+                t = $cast,
+                limit = MAX_ROWS + 1
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut $conn)
+                .await
+                .map_err(err)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let col = |c: &str| -> Result<String, Error> {
+                    r.try_get::<Option<String>, _>(c)
+                        .map_err(err)
+                        .map(Option::unwrap_or_default)
+                };
+                out.push([
+                    col("id")?,
+                    col("engine")?,
+                    col("connection")?,
+                    col("tier")?,
+                    col("state")?,
+                ]);
+            }
+            let _ = $conn.close().await;
+            out
+        }};
+    }
+    let rows: Vec<[String; 5]> = match url.scheme() {
+        "mariadb" | "mysql" => {
+            let mut c = mysql_options(url, password).connect().await.map_err(err)?;
+            read!(c, "CHAR")
+        }
+        _ => {
+            let mut c = pg_options(url, password).connect().await.map_err(err)?;
+            read!(c, "TEXT")
+        }
+    };
+    if rows.len() > MAX_ROWS {
+        return Err(source_err(
+            name,
+            url,
+            format!("the query returned more than {MAX_ROWS} rows"),
+        ));
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_url_passwords() {
+        assert_eq!(percent_decode("p%40ss%2Fw"), "p@ss/w");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%4"), "end%4");
+    }
+}

@@ -1,0 +1,382 @@
+//! Several `lifeboat serve` workers on one PostgreSQL catalog: tenants discovered from a server
+//! and from a control-plane query, jobs shared through the queue, a worker SIGKILLed mid-upload,
+//! its job taken over after the lease, and the fleet reconciled when tenants go away.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn spawn_serve(config: &Path, env: &[(&str, String)], log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Rows of a catalog query, `|`-separated fields.
+fn rows(pg: &Postgres, sql: &str) -> Vec<Vec<String>> {
+    pg.psql("lifeboat", sql)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+/// The backup ids an artifact or manifest key names.
+fn backup_id(key: &str) -> Option<String> {
+    let name = key.rsplit('/').next()?;
+    name.strip_suffix(".dump.zst.age")
+        .or_else(|| name.strip_suffix(".manifest.json"))
+        .map(str::to_string)
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
+    let garage = Garage::start();
+    let pg = Postgres::start();
+    let inst = Install::new();
+    pg.psql("postgres", "CREATE DATABASE lifeboat");
+    pg.psql("postgres", "CREATE DATABASE controlplane");
+
+    // 29 PostgreSQL tenants found by pattern on the server, plus databases it must not match.
+    for i in 0..29 {
+        let db = format!("pg_{i:02}");
+        pg.psql("postgres", &format!("CREATE DATABASE {db}"));
+        pg.psql(
+            &db,
+            &format!("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'row' || g FROM generate_series(1, {}) g", 100 + i),
+        );
+    }
+    pg.psql("postgres", "CREATE DATABASE other_app");
+    pg.psql("postgres", "CREATE DATABASE cp_pg");
+    pg.psql(
+        "cp_pg",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)",
+    );
+
+    // 30 SQLite tenants and one PostgreSQL tenant listed by the control plane; the first
+    // SQLite tenant is big enough (~12 MB incompressible) to span several upload parts.
+    let big = inst.path("aaa-big.db");
+    sqlite_exec(
+        &big,
+        "CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB);
+         WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 12000)
+           INSERT INTO blobs SELECT n, randomblob(1000) FROM s;",
+    );
+    let mut cp = vec![format!(
+        "('aaa-big', 'sqlite', '{}', 'paid', 'active')",
+        big.display()
+    )];
+    for i in 0..29 {
+        let path = inst.path(&format!("sq-{i:02}.db"));
+        make_sqlite_tenant(&path, &format!("m{i}"));
+        let tier = if i % 2 == 0 { "paid" } else { "free" };
+        cp.push(format!(
+            "('sq-{i:02}', 'sqlite', '{}', '{tier}', 'active')",
+            path.display()
+        ));
+    }
+    // A password in a discovered URL must stay in memory: never in logs or the catalog.
+    cp.push(format!(
+        "('cp-pg', 'postgres', 'postgres://postgres:s3cret-pw@127.0.0.1:{}/cp_pg', 'paid', 'active')",
+        pg.port
+    ));
+    // Rows that are skipped (unknown tier) or ignored (terminated and never seen).
+    cp.push("('zz-bad', 'sqlite', '/nowhere.db', 'gold', 'active')".into());
+    cp.push("('zz-gone', 'sqlite', '/nowhere.db', 'paid', 'terminated')".into());
+    pg.psql(
+        "controlplane",
+        &format!(
+            "CREATE TABLE customers (slug text, kind text, dsn text, plan text, status text);
+             INSERT INTO customers VALUES {};",
+            cp.join(", ")
+        ),
+    );
+
+    let config = |concurrency: usize, port: u16| {
+        format!(
+            "[catalog]\nurl = \"{catalog}\"\n\n[keys]\nmaster-recipients = [\"{recipient}\"]\nmaster-identity-file = \"master.key\"\n\n\
+             [server]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [scheduler]\ninterval = \"1s\"\nconcurrency = {concurrency}\nper-host = 3\nlease = \"3s\"\ndrain = \"2s\"\n\n\
+             [pipeline]\npart-size = \"5MiB\"\njob-timeout = \"5m\"\n\n\
+             {eu}[[regions]]\nname = \"local\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/local\"\n\n\
+             [[discovery]]\nkind = \"server\"\nengine = \"postgres\"\nurl = \"{server}\"\npattern = \"pg_*\"\ntier = \"paid\"\n\n\
+             [[discovery]]\nkind = \"query\"\nurl = \"{cp}\"\n\
+             query = \"SELECT slug AS id, kind AS engine, dsn AS connection, plan AS tier, status AS state FROM customers\"\n",
+            catalog = pg.url("lifeboat"),
+            recipient = inst.recipient,
+            eu = garage.region_toml("eu", "primary", inst.dir.path()),
+            server = pg.url("postgres"),
+            cp = pg.url("controlplane"),
+        )
+    };
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let config_a = inst.path("worker-a.toml");
+    std::fs::write(&config_a, config(1, port_a)).unwrap();
+    std::fs::write(inst.path("worker-b.toml"), config(3, port_b)).unwrap();
+    std::fs::write(inst.path("worker-c.toml"), config(3, port_c)).unwrap();
+    let check = lifeboat(&config_a, &["config", "check"]).ok().stdout;
+    assert!(!check.contains("s3cret"), "{check}");
+
+    // Worker A starts alone, plans the whole fleet, and takes the most urgent job ("aaa-big":
+    // first backups tie on slack and priority, then go by id); it is held mid-upload.
+    let pause = inst.path("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let a = spawn_serve(
+        &config_a,
+        &[(
+            "LIFEBOAT_TEST_FAULT",
+            format!("pause-upload:{}", pause.display()),
+        )],
+        &inst.path("a.log"),
+    );
+    until(
+        "worker A to hold aaa-big mid-upload",
+        Duration::from_secs(90),
+        || pause.join("paused").exists(),
+    );
+    assert_eq!(garage.pending_multipart_uploads(), 1);
+    let queued: usize = pg
+        .psql(
+            "lifeboat",
+            "SELECT count(*) FROM jobs WHERE state = 'queued'",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(queued, 59, "A planned 60 jobs and holds one");
+
+    let b = spawn_serve(&inst.path("worker-b.toml"), &[], &inst.path("b.log"));
+    let c = spawn_serve(&inst.path("worker-c.toml"), &[], &inst.path("c.log"));
+    until(
+        "B and C to start backing up",
+        Duration::from_secs(60),
+        || {
+            rows(
+                &pg,
+                "SELECT count(*) FROM backups WHERE status = 'completed'",
+            )[0][0]
+                != "0"
+        },
+    );
+    signal(&a, "-KILL");
+    let mut a = a;
+    a.wait().unwrap();
+
+    // The fleet is done: 60 tenants, one completed backup each, every job closed.
+    let start = Instant::now();
+    loop {
+        let done: usize = pg
+            .psql(
+                "lifeboat",
+                "SELECT count(DISTINCT tenant_id) FROM backups WHERE status = 'completed'",
+            )
+            .parse()
+            .unwrap();
+        // A backup is completed before its copies are verified and its job closed.
+        let open: usize = pg
+            .psql("lifeboat", "SELECT count(*) FROM jobs WHERE state <> 'done'")
+            .parse()
+            .unwrap();
+        if done == 60 && open == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "only {done} of 60 tenants backed up: {:?}",
+            rows(
+                &pg,
+                "SELECT tenant_id, state, attempts, coalesce(error, '') FROM jobs WHERE state <> 'done'"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The dead worker's upload is aborted by a sweep once a worker is idle.
+    until(
+        "the killed worker's multipart upload to be aborted",
+        Duration::from_secs(60),
+        || garage.pending_multipart_uploads() == 0,
+    );
+
+    // Exactly one completed backup per tenant: no job ran twice to completion.
+    let per_tenant = rows(
+        &pg,
+        "SELECT tenant_id, count(*) FROM backups WHERE status = 'completed' GROUP BY tenant_id ORDER BY 1",
+    );
+    assert_eq!(per_tenant.len(), 60);
+    assert!(per_tenant.iter().all(|r| r[1] == "1"), "{per_tenant:?}");
+    let tenants: BTreeSet<String> = per_tenant.iter().map(|r| r[0].clone()).collect();
+    assert!(tenants.contains("cp-pg") && tenants.contains("pg_28") && tenants.contains("sq-28"));
+    assert!(
+        !tenants
+            .iter()
+            .any(|t| t.starts_with("zz") || t == "other_app")
+    );
+    let done_jobs = rows(
+        &pg,
+        "SELECT tenant_id, count(*) FROM jobs WHERE state = 'done' GROUP BY tenant_id HAVING count(*) <> 1",
+    );
+    assert!(done_jobs.is_empty(), "{done_jobs:?}");
+    // aaa-big: taken over after A's lease expired; A's attempt settled as failed.
+    let big_job = rows(
+        &pg,
+        "SELECT state, attempts FROM jobs WHERE tenant_id = 'aaa-big'",
+    );
+    assert_eq!(big_job, vec![vec!["done".to_string(), "2".to_string()]]);
+    let big_backups = rows(
+        &pg,
+        "SELECT status, coalesce(error, '') FROM backups WHERE tenant_id = 'aaa-big' ORDER BY id",
+    );
+    assert_eq!(big_backups.len(), 2, "{big_backups:?}");
+    assert_eq!(big_backups[0][0], "failed");
+    assert!(
+        big_backups[0][1].contains("stopped renewing the job's lease"),
+        "{big_backups:?}"
+    );
+    assert_eq!(big_backups[1][0], "completed");
+    // Both live workers did part of the work.
+    let workers = rows(
+        &pg,
+        "SELECT count(DISTINCT split_part(worker, '/', 2)) FROM jobs WHERE state = 'done'",
+    );
+    assert_eq!(workers[0][0], "2", "B and C shared the fleet");
+
+    // No orphan: every artifact and manifest in either region belongs to a completed backup.
+    let completed: BTreeSet<String> =
+        rows(&pg, "SELECT id FROM backups WHERE status = 'completed'")
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+    let mut stored = garage.list("prod/v1/tenants/");
+    stored.extend(files_under(&inst.path("regions/local")));
+    let mut per_backup: BTreeMap<String, usize> = BTreeMap::new();
+    for key in &stored {
+        if key.contains("/keys/") {
+            continue;
+        }
+        let id = backup_id(key).unwrap_or_else(|| panic!("unexpected object {key}"));
+        assert!(completed.contains(&id), "orphan object {key}");
+        *per_backup.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_backup.len(), 60);
+    assert!(
+        per_backup.values().all(|n| *n == 4),
+        "artifact + manifest in both regions: {per_backup:?}"
+    );
+
+    // Metrics of a live worker: the fleet, the skipped row, an empty queue.
+    let metrics = http_get(port_b, "/metrics").unwrap();
+    for line in [
+        "lifeboat_discovery_tenants 60",
+        "lifeboat_discovery_skipped_rows 1",
+        "lifeboat_scheduler_queue_depth 0",
+        "lifeboat_discovery_errors_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+
+    // Reconciliation: a database dropped and a customer terminated in the control plane.
+    pg.psql("postgres", "DROP DATABASE pg_28");
+    pg.psql(
+        "controlplane",
+        "UPDATE customers SET status = 'terminated' WHERE slug = 'sq-05'",
+    );
+    until(
+        "the two tenants to be terminated",
+        Duration::from_secs(30),
+        || {
+            rows(
+                &pg,
+                "SELECT id FROM tenants WHERE state = 'terminated' ORDER BY id",
+            ) == vec![vec!["pg_28".to_string()], vec!["sq-05".to_string()]]
+        },
+    );
+    let audit = rows(
+        &pg,
+        "SELECT tenant_id, detail FROM audit_log WHERE action = 'tenant.terminate' ORDER BY tenant_id",
+    );
+    assert!(
+        audit[0][1].contains("no discovery source returns it"),
+        "{audit:?}"
+    );
+    assert!(audit[1][1].contains("reports it terminated"), "{audit:?}");
+
+    // SIGTERM: both exit 0 within the drain.
+    let t = Instant::now();
+    signal(&b, "-TERM");
+    signal(&c, "-TERM");
+    for w in [b, c] {
+        let out = w.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+    }
+    assert!(t.elapsed() < Duration::from_secs(20));
+
+    // The control plane's password never left memory.
+    for log in ["a.log", "b.log", "c.log"] {
+        let text = std::fs::read_to_string(inst.path(log)).unwrap();
+        assert!(!text.contains("s3cret-pw"), "{log} holds the password");
+    }
+    let dump = Command::new(pg_bindir().join("pg_dump"))
+        .args(["-d", &pg.url("lifeboat")])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    assert!(!String::from_utf8_lossy(&dump.stdout).contains("s3cret-pw"));
+}
