@@ -353,3 +353,79 @@ fn bad_mariadb_url_and_job_timeout_are_refused_with_their_field() {
         assert_untouched(&inst);
     }
 }
+
+#[test]
+fn bad_catalog_scheduler_and_discovery_settings_are_refused_with_their_field() {
+    let inst = Install::new();
+    let keys = format!(
+        "[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n",
+        inst.recipient
+    );
+    let head = inst.head();
+    for (config, field, shown, valid) in [
+        (
+            format!("[catalog]\nurl = \"postgres://lb:hunter2@db/catalog\"\n\n{keys}"),
+            "catalog.url",
+            "postgres://lb:REDACTED@db/catalog",
+            "a URL without a password",
+        ),
+        (
+            format!("[catalog]\nurl = \"mysql://lb@db/catalog\"\n\n{keys}"),
+            "catalog.url",
+            "mysql://lb@db/catalog",
+            "`sqlite://PATH` or `postgres://USER@HOST:PORT/DATABASE`",
+        ),
+        (
+            format!("{head}[scheduler]\nlease = \"1s\"\n"),
+            "scheduler.lease",
+            "1s",
+            "a duration from `3s` to `1h`",
+        ),
+        (
+            format!("{head}[scheduler]\nterminate-share = 1.5\n"),
+            "scheduler.terminate-share",
+            "1.5",
+            "a number from 0.0 to 1.0",
+        ),
+        (
+            format!("{head}[[discovery]]\nkind = \"ldap\"\nurl = \"postgres://cp@db/cp\"\n"),
+            "discovery[0].kind",
+            "ldap",
+            "`query` (a control-plane SQL query) or `server`",
+        ),
+        (
+            format!(
+                "{head}[[discovery]]\nkind = \"server\"\nengine = \"sqlite\"\nurl = \"postgres://cp@db/postgres\"\npattern = \"t_*\"\ntier = \"paid\"\n"
+            ),
+            "discovery[0].engine",
+            "sqlite",
+            "`postgres` or `mariadb`",
+        ),
+        (
+            format!(
+                "{head}[[discovery]]\nkind = \"server\"\nengine = \"postgres\"\nurl = \"postgres://cp@db/postgres\"\npattern = \"t_*\"\ntier = \"gold\"\n"
+            ),
+            "discovery[0].tier",
+            "gold",
+            "one of the tiers under schedules/",
+        ),
+        (
+            format!(
+                "{head}[[discovery]]\nkind = \"query\"\nurl = \"postgres://cp:hunter2@db/cp\"\nquery = \"SELECT 1\"\n"
+            ),
+            "discovery[0].url",
+            "postgres://cp:REDACTED@db/cp",
+            "a URL without a password",
+        ),
+    ] {
+        inst.write_config(&format!("{config}{}", dir_regions()));
+        for cmd in [&["config", "check"][..], &["serve"][..]] {
+            let out = inst.run(cmd).failed();
+            for needle in [&format!("{}:", inst.config.display()), field, shown, valid] {
+                assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+            }
+            assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        }
+        assert_untouched(&inst);
+    }
+}
