@@ -187,14 +187,22 @@ pub async fn serve(
     let cfg = ctx.config.scheduler.clone();
     let mut next_plan = tokio::time::Instant::now();
     loop {
-        if tokio::time::Instant::now() >= next_plan {
-            if let Err(e) = plan_pass(&ctx, &state, &mut fleet, jobs.is_empty()).await {
-                tracing::error!(error = %e, "planning pass failed");
+        // A signal interrupts a pass stuck on an unreachable catalog or source: its
+        // transactions roll back, and a job claimed but not started is retaken after its lease.
+        let pass = async {
+            if tokio::time::Instant::now() >= next_plan {
+                if let Err(e) = plan_pass(&ctx, &state, &mut fleet, jobs.is_empty()).await {
+                    tracing::error!(error = %e, "planning pass failed");
+                }
+                next_plan = tokio::time::Instant::now() + cfg.interval;
             }
-            next_plan = tokio::time::Instant::now() + cfg.interval;
-        }
-        if let Err(e) = claim(&ctx, &state, &worker, &fleet, &mut jobs).await {
-            tracing::error!(error = %e, "claiming jobs failed");
+            if let Err(e) = claim(&ctx, &state, &worker, &fleet, &mut jobs).await {
+                tracing::error!(error = %e, "claiming jobs failed");
+            }
+        };
+        tokio::select! {
+            _ = stopping.cancelled() => break,
+            _ = pass => {}
         }
         tokio::select! {
             _ = stopping.cancelled() => break,

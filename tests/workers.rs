@@ -32,21 +32,44 @@ fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn spawn_serve(config: &Path, env: &[(&str, String)], log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// A `serve` process, killed when dropped so a failing test leaves no daemon behind.
+struct Worker(Option<Child>);
+
+impl Worker {
+    fn child(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().expect("running").wait().unwrap()
+    }
 }
 
-fn signal(child: &Child, sig: &str) {
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn_serve(config: &Path, env: &[(&str, String)], log: &Path) -> Worker {
+    Worker(Some(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+fn signal(worker: &Worker, sig: &str) {
     let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
+        .args([sig, &worker.child().id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
@@ -217,8 +240,7 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
         },
     );
     signal(&a, "-KILL");
-    let mut a = a;
-    a.wait().unwrap();
+    a.wait();
 
     // The fleet is done: 60 tenants, one completed backup each, every job closed.
     let start = Instant::now();
@@ -366,8 +388,7 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
     signal(&b, "-TERM");
     signal(&c, "-TERM");
     for w in [b, c] {
-        let out = w.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(w.wait().code(), Some(0));
     }
     assert!(t.elapsed() < Duration::from_secs(20));
 
