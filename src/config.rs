@@ -1240,6 +1240,19 @@ fn parse_tenant(
     })
 }
 
+/// `s` as a URL of `engine`'s schemes (`postgres://`, or `mariadb://`/`mysql://`) naming a host
+/// and a database; `None` otherwise.
+pub fn parse_db_url(s: &str, engine: EngineKind) -> Option<url::Url> {
+    let schemes = match engine {
+        EngineKind::Postgres => &["postgres", "postgresql"][..],
+        EngineKind::Mariadb => &["mariadb", "mysql"][..],
+        EngineKind::Sqlite => &["sqlite"][..],
+    };
+    url::Url::parse(s)
+        .ok()
+        .filter(|u| schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1)
+}
+
 /// A database URL of `engine` (`postgres://` or `mariadb://`/`mysql://`) naming a host and a
 /// database, without a password (that comes from `password-env`/`password-file`).
 fn db_url(
@@ -1249,14 +1262,7 @@ fn db_url(
     engine: EngineKind,
     example: &str,
 ) -> Result<url::Url, ConfigError> {
-    let schemes = match engine {
-        EngineKind::Postgres => &["postgres", "postgresql"][..],
-        EngineKind::Mariadb => &["mariadb", "mysql"][..],
-        EngineKind::Sqlite => &["sqlite"][..],
-    };
-    let url = url::Url::parse(raw.get_ref())
-        .ok()
-        .filter(|u| schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1)
+    let url = parse_db_url(raw.get_ref(), engine)
         .ok_or_else(|| src.invalid(raw.span(), field, redact_url(raw.get_ref()), example))?;
     if url.password().is_some() {
         return Err(src.invalid(

@@ -30,9 +30,9 @@ pub struct SchedulerState {
     durations: prometheus::HistogramVec,
     /// Artifact bytes, per tier.
     bytes: prometheus::HistogramVec,
-    /// Claimable jobs in the shared queue (all workers), at the last claim.
+    /// Claimable jobs in the shared queue (all workers), at the last pass.
     pub queue_depth: AtomicUsize,
-    /// Age of the oldest claimable job, at the last claim.
+    /// Age of the oldest claimable job, at the last pass.
     pub oldest_job_secs: AtomicI64,
     /// Tenants in the fleet at the last successful discovery.
     pub discovered: AtomicUsize,
@@ -183,7 +183,7 @@ pub async fn serve(
     let worker = worker_id();
     tracing::info!(worker = %worker, shared = ctx.catalog.is_shared(), "scheduler started");
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
-    let mut fleet: Arc<Fleet> = Arc::new(HashMap::new());
+    let mut fleet: Arc<TenantsById> = Arc::new(HashMap::new());
     let cfg = ctx.config.scheduler.clone();
     let mut next_plan = tokio::time::Instant::now();
     loop {
@@ -193,6 +193,9 @@ pub async fn serve(
             if tokio::time::Instant::now() >= next_plan {
                 if let Err(e) = plan_pass(&ctx, &state, &mut fleet, jobs.is_empty()).await {
                     tracing::error!(error = %e, "planning pass failed");
+                }
+                if let Err(e) = refresh_queue_gauges(&ctx, &state).await {
+                    tracing::error!(error = %e, "reading the job queue failed");
                 }
                 next_plan = tokio::time::Instant::now() + cfg.interval;
             }
@@ -231,8 +234,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// The fleet as last discovered: tenant id → its configuration.
-type Fleet = HashMap<String, TenantConfig>;
+/// The fleet as last discovered (`executor::discovery::Fleet`), by tenant id.
+type TenantsById = HashMap<String, TenantConfig>;
 
 /// This process's name in the job table: host, pid and a random part (pids repeat).
 fn worker_id() -> String {
@@ -275,7 +278,7 @@ fn finished(state: &SchedulerState, done: Result<JobResult, tokio::task::JoinErr
 async fn plan_pass(
     ctx: &Arc<Context>,
     state: &SchedulerState,
-    fleet: &mut Arc<Fleet>,
+    fleet: &mut Arc<TenantsById>,
     idle: bool,
 ) -> Result<(), Error> {
     if idle {
@@ -346,7 +349,7 @@ async fn claim(
     ctx: &Arc<Context>,
     state: &SchedulerState,
     worker: &str,
-    fleet: &Arc<Fleet>,
+    fleet: &Arc<TenantsById>,
     jobs: &mut JoinSet<JobResult>,
 ) -> Result<(), Error> {
     let cfg = &ctx.config.scheduler;
@@ -361,22 +364,23 @@ async fn claim(
             break;
         };
         state.running.fetch_add(1, Ordering::SeqCst);
-        let (ctx, worker, tenant) = (
-            ctx.clone(),
-            worker.to_string(),
-            fleet.get(&job.tenant).cloned(),
-        );
+        let (ctx, tenant) = (ctx.clone(), fleet.get(&job.tenant).cloned());
         jobs.spawn(async move {
-            let result = run_job(&ctx, &worker, &job, tenant).await;
+            let result = run_job(&ctx, &job, tenant).await;
             (job.tenant.clone(), job.tier.clone(), result)
         });
     }
-    let (depth, oldest) = ctx.catalog.queue_depth(chrono::Utc::now()).await?;
+    Ok(())
+}
+
+/// Reads the shared queue's depth and oldest job for the metrics (once per pass, on every
+/// worker: claims happen after every finished job and need not pay for it).
+async fn refresh_queue_gauges(ctx: &Context, state: &SchedulerState) -> Result<(), Error> {
+    let now = chrono::Utc::now();
+    let (depth, oldest) = ctx.catalog.queue_depth(now).await?;
     state.queue_depth.store(depth as usize, Ordering::SeqCst);
     state.oldest_job_secs.store(
-        oldest
-            .map(|t| (chrono::Utc::now() - t).num_seconds().max(0))
-            .unwrap_or(0),
+        oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0),
         Ordering::SeqCst,
     );
     Ok(())
@@ -386,7 +390,6 @@ async fn claim(
 /// records the outcome. `Ok(None)`: nothing to run (the previous holder had finished).
 async fn run_job(
     ctx: &Arc<Context>,
-    worker: &str,
     job: &ClaimedJob,
     tenant: Option<TenantConfig>,
 ) -> Result<Option<(f64, u64)>, Error> {
@@ -399,7 +402,6 @@ async fn run_job(
                 ctx.catalog
                     .finish_job(
                         job,
-                        worker,
                         JobOutcome::Done { backup_id: prev },
                         chrono::Utc::now(),
                     )
@@ -416,33 +418,19 @@ async fn run_job(
             job.tenant
         );
         ctx.catalog
-            .finish_job(
-                job,
-                worker,
-                JobOutcome::Failed { error: &why },
-                chrono::Utc::now(),
-            )
+            .finish_job(job, JobOutcome::Failed { error: &why }, chrono::Utc::now())
             .await?;
         return Err(Error::Invalid(why));
     };
     let backup_id = BackupId::generate();
-    if !ctx
-        .catalog
-        .set_job_backup(job, worker, backup_id.as_str())
-        .await?
-    {
+    if !ctx.catalog.set_job_backup(job, backup_id.as_str()).await? {
         return Err(Error::Invalid(format!(
             "job of {} was taken over before it started",
             job.tenant
         )));
     }
     let stop = executor::Stop::default();
-    let heartbeat = tokio::spawn(keep_lease(
-        ctx.clone(),
-        worker.to_string(),
-        job.clone(),
-        stop.clone(),
-    ));
+    let heartbeat = tokio::spawn(keep_lease(ctx.clone(), job.clone(), stop.clone()));
     let result = executor::with_job_stop(
         stop.clone(),
         executor::backup::backup_tenant_as(ctx, &tenant, backup_id.clone()),
@@ -455,7 +443,6 @@ async fn run_job(
             ctx.catalog
                 .finish_job(
                     job,
-                    worker,
                     JobOutcome::Done {
                         backup_id: backup_id.as_str(),
                     },
@@ -466,13 +453,13 @@ async fn run_job(
         }
         // Stopped by this process's shutdown: the job goes back to the queue for another worker.
         Err(e @ Error::Cancelled(_)) if ctx.stop.is_stopped() => {
-            ctx.catalog.release_job(job, worker).await?;
+            ctx.catalog.release_job(job).await?;
             Err(e)
         }
         Err(e) => {
             let error = e.to_string();
             ctx.catalog
-                .finish_job(job, worker, JobOutcome::Failed { error: &error }, now)
+                .finish_job(job, JobOutcome::Failed { error: &error }, now)
                 .await?;
             Err(e)
         }
@@ -481,7 +468,7 @@ async fn run_job(
 
 /// Renews the job's lease every third of it; if the lease is lost (another worker took the
 /// job after this one could not renew), stops the backup, which cleans up after itself.
-async fn keep_lease(ctx: Arc<Context>, worker: String, job: ClaimedJob, stop: executor::Stop) {
+async fn keep_lease(ctx: Arc<Context>, job: ClaimedJob, stop: executor::Stop) {
     let lease = ctx.config.scheduler.lease;
     let chrono_lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     let mut held_until = tokio::time::Instant::now() + lease;
@@ -489,7 +476,7 @@ async fn keep_lease(ctx: Arc<Context>, worker: String, job: ClaimedJob, stop: ex
         tokio::time::sleep(lease / 3).await;
         let renewed = ctx
             .catalog
-            .renew_lease(&job, &worker, chrono::Utc::now() + chrono_lease)
+            .renew_lease(&job, chrono::Utc::now() + chrono_lease)
             .await;
         match renewed {
             Ok(true) => held_until = tokio::time::Instant::now() + lease,
@@ -559,57 +546,54 @@ async fn metrics(State((ctx, state)): State<AppState>) -> (StatusCode, String) {
     match crate::metrics::render(&ctx, chrono::Utc::now()).await {
         Ok(mut text) => {
             use std::fmt::Write;
-            let g = |out: &mut String, name: &str, help: &str, v: i64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-            };
-            g(
-                &mut text,
-                "lifeboat_scheduler_queue_depth",
-                "Backup jobs waiting to be claimed by a worker (all workers of the catalog).",
-                state.queue_depth.load(Ordering::SeqCst) as i64,
-            );
-            g(
-                &mut text,
-                "lifeboat_scheduler_oldest_job_age_seconds",
-                "How long the oldest waiting backup job has been queued (0: none waits).",
-                state.oldest_job_secs.load(Ordering::SeqCst),
-            );
-            g(
-                &mut text,
-                "lifeboat_discovery_tenants",
-                "Active tenants in the fleet at the last discovery ([[tenants]] and [[discovery]] sources).",
-                state.discovered.load(Ordering::SeqCst) as i64,
-            );
-            g(
-                &mut text,
-                "lifeboat_discovery_skipped_rows",
-                "Rows of the last discovery that were skipped (invalid id, engine, tier, connection, state).",
-                state.skipped_rows.load(Ordering::SeqCst) as i64,
-            );
-            g(
-                &mut text,
-                "lifeboat_discovery_terminations_refused",
-                "1 when the last reconciliation withheld terminations above scheduler.terminate-share.",
-                state.terminations_refused.load(Ordering::SeqCst) as i64,
-            );
+            for (name, help, v) in [
+                (
+                    "lifeboat_scheduler_queue_depth",
+                    "Backup jobs waiting to be claimed by a worker (all workers of the catalog).",
+                    state.queue_depth.load(Ordering::SeqCst) as i64,
+                ),
+                (
+                    "lifeboat_scheduler_oldest_job_age_seconds",
+                    "How long the oldest waiting backup job has been queued (0: none waits).",
+                    state.oldest_job_secs.load(Ordering::SeqCst),
+                ),
+                (
+                    "lifeboat_discovery_tenants",
+                    "Active tenants in the fleet at the last discovery ([[tenants]] and [[discovery]] sources).",
+                    state.discovered.load(Ordering::SeqCst) as i64,
+                ),
+                (
+                    "lifeboat_discovery_skipped_rows",
+                    "Rows of the last discovery that were skipped (invalid id, engine, tier, connection, state).",
+                    state.skipped_rows.load(Ordering::SeqCst) as i64,
+                ),
+                (
+                    "lifeboat_discovery_terminations_refused",
+                    "1 when the last reconciliation withheld terminations above scheduler.terminate-share.",
+                    state.terminations_refused.load(Ordering::SeqCst) as i64,
+                ),
+                (
+                    "lifeboat_scheduler_running_jobs",
+                    "Backups running now.",
+                    state.running.load(Ordering::SeqCst) as i64,
+                ),
+                (
+                    "lifeboat_scheduler_least_slack_seconds",
+                    "Slack of the most urgent due backup at the last pass (negative: past its RPO).",
+                    state.worst_slack_secs.load(Ordering::SeqCst),
+                ),
+            ] {
+                let _ = writeln!(
+                    text,
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
+                );
+            }
             let _ = writeln!(
                 text,
                 "# HELP lifeboat_discovery_errors_total Discovery reads that failed (the last fleet was kept).\n\
                  # TYPE lifeboat_discovery_errors_total counter\n\
                  lifeboat_discovery_errors_total {}",
                 state.discovery_errors.load(Ordering::SeqCst)
-            );
-            g(
-                &mut text,
-                "lifeboat_scheduler_running_jobs",
-                "Backups running now.",
-                state.running.load(Ordering::SeqCst) as i64,
-            );
-            g(
-                &mut text,
-                "lifeboat_scheduler_least_slack_seconds",
-                "Slack of the most urgent due backup at the last pass (negative: past its RPO).",
-                state.worst_slack_secs.load(Ordering::SeqCst),
             );
             let _ = writeln!(
                 text,

@@ -5,32 +5,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text.split_once("\r\n\r\n")?.1.to_string())
-}
-
-fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A `serve` process, killed when dropped so a failing test leaves no daemon behind.
 struct Worker(Option<Child>);
@@ -347,7 +325,7 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
     );
 
     // Metrics of a live worker: the fleet, the skipped row, an empty queue.
-    let metrics = http_get(port_b, "/metrics").unwrap();
+    let (_, metrics) = http_get(port_b, "/metrics").unwrap();
     for line in [
         "lifeboat_discovery_tenants 60",
         "lifeboat_discovery_skipped_rows 1",

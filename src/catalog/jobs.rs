@@ -28,6 +28,8 @@ pub struct NewJob {
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: String,
+    /// The worker holding it.
+    pub worker: String,
     pub tenant: String,
     pub tier: String,
     pub host: String,
@@ -52,6 +54,26 @@ const PLANNER_LOCK_KEY: i64 = 0x4c69_6665_626f_6174; // "Lifeboat"
 
 /// Candidates read per claim: enough to skip jobs of hosts at their limit.
 const CLAIM_CANDIDATES: i64 = 200;
+
+/// `UPDATE jobs SET $set` on a job only while its worker still holds this attempt of it,
+/// binding `$4…` to the values; evaluates to whether it did (`Ok(true)`).
+macro_rules! update_held {
+    ($cat:expr, $job:expr, $set:literal $(, $v:expr)*) => {
+        on_pool!($cat, pool => {
+            let r = sqlx::query(concat!(
+                "UPDATE jobs SET ", $set,
+                " WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'leased'"
+            ))
+            .bind(&$job.id)
+            .bind(&$job.worker)
+            .bind($job.attempt)
+            $(.bind($v))*
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    };
+}
 
 impl Catalog {
     /// Becomes the planner if no other worker is (PostgreSQL advisory lock, held by an open
@@ -151,6 +173,7 @@ impl Catalog {
             };
             let job = ClaimedJob {
                 id: row.get("id"),
+                worker: worker.to_string(),
                 tenant: row.get("tenant_id"),
                 tier: row.get("tier"),
                 host: row.get("host"),
@@ -171,54 +194,29 @@ impl Catalog {
         })
     }
 
-    /// Extends this worker's lease; `false` when the job is no longer this worker's (its lease
+    /// Extends the holder's lease; `false` when the job is no longer its own (its lease
     /// expired and another worker claimed it).
     pub async fn renew_lease(
         &self,
         job: &ClaimedJob,
-        worker: &str,
         until: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
-        on_pool!(self, pool => {
-            let r = sqlx::query(
-                "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND worker = $3 AND attempts = $4 AND state = 'leased'",
-            )
-            .bind(until)
-            .bind(&job.id)
-            .bind(worker)
-            .bind(job.attempt)
-            .execute(pool)
-            .await?;
-            Ok(r.rows_affected() == 1)
-        })
+        update_held!(self, job, "lease_until = $4", until)
     }
 
     /// Records which backup this attempt is taking, so a later holder can settle it.
     pub async fn set_job_backup(
         &self,
         job: &ClaimedJob,
-        worker: &str,
         backup_id: &str,
     ) -> Result<bool, CatalogError> {
-        on_pool!(self, pool => {
-            let r = sqlx::query(
-                "UPDATE jobs SET backup_id = $1 WHERE id = $2 AND worker = $3 AND attempts = $4 AND state = 'leased'",
-            )
-            .bind(backup_id)
-            .bind(&job.id)
-            .bind(worker)
-            .bind(job.attempt)
-            .execute(pool)
-            .await?;
-            Ok(r.rows_affected() == 1)
-        })
+        update_held!(self, job, "backup_id = $4", backup_id)
     }
 
-    /// Ends a job this worker holds; `false` when it no longer held it.
+    /// Ends a job; `false` when its worker no longer held it.
     pub async fn finish_job(
         &self,
         job: &ClaimedJob,
-        worker: &str,
         outcome: JobOutcome<'_>,
         now: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
@@ -226,39 +224,24 @@ impl Catalog {
             JobOutcome::Done { backup_id } => ("done", Some(backup_id), None),
             JobOutcome::Failed { error } => ("failed", None, Some(error)),
         };
-        on_pool!(self, pool => {
-            let r = sqlx::query(
-                "UPDATE jobs SET state = $1, backup_id = coalesce($2, backup_id), error = $3, \
-                 finished_at = $4, lease_until = NULL \
-                 WHERE id = $5 AND worker = $6 AND attempts = $7 AND state = 'leased'",
-            )
-            .bind(state)
-            .bind(backup_id)
-            .bind(error)
-            .bind(now)
-            .bind(&job.id)
-            .bind(worker)
-            .bind(job.attempt)
-            .execute(pool)
-            .await?;
-            Ok(r.rows_affected() == 1)
-        })
+        update_held!(
+            self,
+            job,
+            "state = $4, backup_id = coalesce($5, backup_id), error = $6, finished_at = $7, lease_until = NULL",
+            state,
+            backup_id,
+            error,
+            now
+        )
     }
 
-    /// Puts a job this worker holds back in the queue (this worker is shutting down).
-    pub async fn release_job(&self, job: &ClaimedJob, worker: &str) -> Result<bool, CatalogError> {
-        on_pool!(self, pool => {
-            let r = sqlx::query(
-                "UPDATE jobs SET state = 'queued', worker = NULL, lease_until = NULL, backup_id = NULL \
-                 WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'leased'",
-            )
-            .bind(&job.id)
-            .bind(worker)
-            .bind(job.attempt)
-            .execute(pool)
-            .await?;
-            Ok(r.rows_affected() == 1)
-        })
+    /// Puts a job back in the queue (its worker is shutting down).
+    pub async fn release_job(&self, job: &ClaimedJob) -> Result<bool, CatalogError> {
+        update_held!(
+            self,
+            job,
+            "state = 'queued', worker = NULL, lease_until = NULL, backup_id = NULL"
+        )
     }
 
     /// Marks a backup failed only if it is still `running` (its worker is gone); `false` when it
@@ -313,22 +296,6 @@ impl Catalog {
             .fetch_optional(pool)
             .await?;
             Ok((n, oldest))
-        })
-    }
-
-    /// Every job of a tenant as (state, attempts, backup id), oldest first (for tests and
-    /// `lifeboat plan`).
-    pub async fn jobs_of(
-        &self,
-        tenant: &str,
-    ) -> Result<Vec<(String, i64, Option<String>)>, CatalogError> {
-        on_pool!(self, pool => {
-            Ok(sqlx::query_as(
-                "SELECT state, attempts, backup_id FROM jobs WHERE tenant_id = $1 ORDER BY id",
-            )
-            .bind(tenant)
-            .fetch_all(pool)
-            .await?)
         })
     }
 

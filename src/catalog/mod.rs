@@ -184,6 +184,19 @@ pub struct Completed<'a> {
     pub dump_size: u64,
 }
 
+/// Decodes a `tenant_keys` row (a macro for the same reason as `backup_from!`).
+macro_rules! key_from {
+    ($row:expr) => {{
+        let r = $row;
+        TenantKeyRow {
+            key_id: r.get("key_id"),
+            tenant_id: r.get("tenant_id"),
+            recipient: r.get("recipient"),
+            wrapped: r.get("wrapped"),
+        }
+    }};
+}
+
 /// Decodes a `backups` row; a macro so one body serves both databases' row types.
 macro_rules! backup_from {
     ($row:expr) => {{
@@ -275,12 +288,6 @@ macro_rules! copy_from {
 }
 
 impl Catalog {
-    /// Opens (creating if missing) and migrates a SQLite catalog, or a PostgreSQL one without
-    /// a password.
-    pub async fn open(url: &str) -> Result<Catalog, CatalogError> {
-        Self::open_with(url, None).await
-    }
-
     /// Opens and migrates the catalog at `url` (`sqlite://PATH` or `postgres://USER@HOST/DB`);
     /// a PostgreSQL password is passed apart so it never appears in a URL or an error.
     pub async fn open_with(url: &str, password: Option<&Secret>) -> Result<Catalog, CatalogError> {
@@ -382,12 +389,7 @@ impl Catalog {
         .bind(tenant)
         .fetch_optional(pool)
         .await?;
-        Ok(row.map(|r| TenantKeyRow {
-            key_id: r.get("key_id"),
-            tenant_id: r.get("tenant_id"),
-            recipient: r.get("recipient"),
-            wrapped: r.get("wrapped"),
-        }))
+        Ok(row.map(|r| key_from!(r)))
             })
     }
 
@@ -400,12 +402,7 @@ impl Catalog {
         .bind(key_id)
         .fetch_optional(pool)
         .await?;
-        Ok(row.map(|r| TenantKeyRow {
-            key_id: r.get("key_id"),
-            tenant_id: r.get("tenant_id"),
-            recipient: r.get("recipient"),
-            wrapped: r.get("wrapped"),
-        }))
+        Ok(row.map(|r| key_from!(r)))
             })
     }
 
@@ -436,12 +433,7 @@ impl Catalog {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| TenantKeyRow {
-                key_id: r.get("key_id"),
-                tenant_id: r.get("tenant_id"),
-                recipient: r.get("recipient"),
-                wrapped: r.get("wrapped"),
-            })
+            .map(|r| key_from!(r))
             .collect())
             })
     }
@@ -1082,7 +1074,7 @@ mod tests {
     async fn concurrent_audit_appends_queue_and_keep_one_chain() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let cat = std::sync::Arc::new(Catalog::open(&url).await.unwrap());
+        let cat = std::sync::Arc::new(Catalog::open_with(&url, None).await.unwrap());
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..40 {
             let cat = cat.clone();
@@ -1108,7 +1100,7 @@ mod tests {
     async fn history_keeps_the_newest_success_behind_a_run_of_failures() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let cat = Catalog::open(&url).await.unwrap();
+        let cat = Catalog::open_with(&url, None).await.unwrap();
         let t0 = Utc::now() - chrono::Duration::days(3);
         cat.upsert_tenant("acme", "sqlite", "paid", t0)
             .await
@@ -1146,7 +1138,7 @@ mod tests {
     async fn audit_chain_detects_tampering() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let cat = Catalog::open(&url).await.unwrap();
+        let cat = Catalog::open_with(&url, None).await.unwrap();
         let now = Utc::now();
         for i in 0..3 {
             cat.audit("cli", "backup", Some("acme"), &format!("n={i}"), "ok", now)

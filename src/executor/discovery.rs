@@ -245,23 +245,13 @@ fn parse_row(
             Connection::Sqlite { path }
         }
         EngineKind::Postgres | EngineKind::Mariadb => {
-            let schemes: &[&str] = if engine == EngineKind::Postgres {
-                &["postgres", "postgresql"]
-            } else {
-                &["mariadb", "mysql"]
-            };
-            let mut url = url::Url::parse(conn)
-                .ok()
-                .filter(|u| {
-                    schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1
-                })
-                .ok_or_else(|| {
-                    format!(
-                        "connection {} is not a {} URL with a host and a database",
-                        crate::config::redact_url(conn),
-                        schemes[0]
-                    )
-                })?;
+            let mut url = crate::config::parse_db_url(conn, engine).ok_or_else(|| {
+                format!(
+                    "connection {} is not a {} URL with a host and a database",
+                    crate::config::redact_url(conn),
+                    engine.as_str()
+                )
+            })?;
             // A password in the URL moves to memory; the URL kept (and shown) has none.
             let password = match url.password() {
                 Some(p) => {
@@ -277,25 +267,11 @@ fn parse_row(
     Ok((tenant(id, engine, tier.clone(), connection), state))
 }
 
+/// A URL's password as written, percent-decoding undone.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn pg_options(url: &url::Url, password: Option<&Secret>) -> sqlx::postgres::PgConnectOptions {
