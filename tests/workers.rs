@@ -469,3 +469,77 @@ fn the_commands_work_on_a_postgresql_catalog() {
     inst.restore("blog", &["--region", "us"], &restored).ok();
     assert_eq!(sqlite_equal(&inst.path("blog.db"), &restored).0, 3);
 }
+
+/// Workers settle backups of one tenant at the same time (a takeover racing the old owner's
+/// end, the sweep): each change recomputes the tenant's summary after the previous one commits,
+/// so the summary the planner reads ends equal to one computed from the rows.
+#[test]
+fn concurrent_changes_keep_a_tenant_summary_true_on_postgresql() {
+    use chrono::{Duration as Span, SubsecRound, Utc};
+    use lifeboat::catalog::{Catalog, Completed};
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE catalog");
+    let url = pg.url("catalog");
+    let t0 = (Utc::now() - Span::days(1)).trunc_subsecs(3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cat = Catalog::open_with(&url, None).await.unwrap();
+        cat.upsert_tenant("acme", "postgres", "paid", t0)
+            .await
+            .unwrap();
+        for round in 0..5 {
+            let at = move |i: usize| t0 + Span::hours(round) + Span::minutes(i as i64);
+            let mut ids = Vec::new();
+            for i in 0..24 {
+                let id = uuid::Uuid::now_v7().to_string();
+                cat.insert_backup(&id, "acme", "paid", "postgres", None, at(i))
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            assert!(cat.known_tenants().await.unwrap()["acme"].history.running);
+            // All 24 end at once over the pool's 8 connections: odd ones fail, even ones complete.
+            let ends = ids.into_iter().enumerate().map(|(i, id)| {
+                let cat = cat.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 1 {
+                        return cat.fail_backup(&id, "boom", at(i) + Span::seconds(5)).await;
+                    }
+                    let done = Completed {
+                        key_id: "k",
+                        recovery_point: at(i),
+                        finished_at: at(i) + Span::seconds(10 + i as i64),
+                        artifact_key: "a",
+                        manifest_key: "m",
+                        artifact_size: 1,
+                        artifact_sha256: "s",
+                        dump_size: 1,
+                    };
+                    cat.complete_backup(&id, &done).await
+                })
+            });
+            for end in futures::future::join_all(ends).await {
+                end.unwrap().unwrap();
+            }
+            let h = cat.known_tenants().await.unwrap()["acme"].history.clone();
+            assert!(!h.running, "round {round}: no backup runs any more: {h:?}");
+            assert_eq!(h.newest_recovery_point, Some(at(22)), "round {round}");
+            assert_eq!(
+                (h.failures, h.last_failure),
+                (1, Some(at(23) + Span::seconds(5))),
+                "round {round}"
+            );
+            // The latest 8 attempts (16–23) hold 4 completed ones: 26, 28, 30, 32 s.
+            assert_eq!(
+                h.expected_duration,
+                Some(Duration::from_secs(30)),
+                "round {round}"
+            );
+        }
+        cat.close().await;
+    });
+}

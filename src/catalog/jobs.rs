@@ -244,27 +244,6 @@ impl Catalog {
         )
     }
 
-    /// Marks a backup failed only if it is still `running` (its worker is gone); `false` when it
-    /// had already ended.
-    pub async fn fail_running_backup(
-        &self,
-        id: &str,
-        error: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, CatalogError> {
-        on_pool!(self, pool => {
-            let r = sqlx::query(
-                "UPDATE backups SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'running'",
-            )
-            .bind(error)
-            .bind(at)
-            .bind(id)
-            .execute(pool)
-            .await?;
-            Ok(r.rows_affected() == 1)
-        })
-    }
-
     /// Tenants with a queued or leased job.
     pub async fn open_job_tenants(&self) -> Result<Vec<String>, CatalogError> {
         on_pool!(self, pool => {

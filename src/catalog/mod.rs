@@ -6,7 +6,10 @@
 //! through `on_pool!`. Each database has its own migrations (`migrations/sqlite`,
 //! `migrations/postgres`) producing the same tables.
 
+#[macro_use]
+mod history;
 mod jobs;
+pub use history::KnownTenant;
 pub use jobs::{ClaimedJob, JobOutcome, NewJob};
 
 use crate::secret::Secret;
@@ -110,16 +113,6 @@ pub struct BackupRow {
     pub artifact_sha256: Option<String>,
     pub dump_size: Option<i64>,
     pub error: Option<String>,
-}
-
-/// One backup attempt as the schedule planner sees it.
-#[derive(Debug, Clone)]
-pub struct HistoryRow {
-    pub tenant_id: String,
-    pub status: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub recovery_point: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -316,9 +309,11 @@ impl Catalog {
                 .run(&pool)
                 .await
                 .map_err(migrate_err)?;
-            return Ok(Catalog {
+            let cat = Catalog {
                 pool: Pool::Postgres(pool),
-            });
+            };
+            cat.backfill_history().await?;
+            return Ok(cat);
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
@@ -342,9 +337,11 @@ impl Catalog {
             .run(&pool)
             .await
             .map_err(migrate_err)?;
-        Ok(Catalog {
+        let cat = Catalog {
             pool: Pool::Sqlite(pool),
-        })
+        };
+        cat.backfill_history().await?;
+        Ok(cat)
     }
 
     /// Whether several processes may share this catalog (PostgreSQL).
@@ -452,30 +449,29 @@ impl Catalog {
 
     /// Records a completed backup found in a region (catalog rebuild).
     pub async fn insert_completed_backup(&self, b: &BackupRow) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        sqlx::query(
-            "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, finished_at, recovery_point, \
-             artifact_key, manifest_key, artifact_size, artifact_sha256, dump_size) \
-             VALUES ($1, $2, $3, $4, $5, 'completed', $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&b.id)
-        .bind(&b.tenant_id)
-        .bind(&b.tier)
-        .bind(&b.engine)
-        .bind(&b.key_id)
-        .bind(b.started_at)
-        .bind(b.finished_at)
-        .bind(b.recovery_point)
-        .bind(&b.artifact_key)
-        .bind(&b.manifest_key)
-        .bind(b.artifact_size)
-        .bind(&b.artifact_sha256)
-        .bind(b.dump_size)
-        .execute(pool)
-        .await?;
-        Ok(())
-            })
+        on_pool!(self, pool => changing_history!(pool, &b.tenant_id, tx => {
+            sqlx::query(
+                "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, finished_at, recovery_point, \
+                 artifact_key, manifest_key, artifact_size, artifact_sha256, dump_size) \
+                 VALUES ($1, $2, $3, $4, $5, 'completed', $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&b.id)
+            .bind(&b.tenant_id)
+            .bind(&b.tier)
+            .bind(&b.engine)
+            .bind(&b.key_id)
+            .bind(b.started_at)
+            .bind(b.finished_at)
+            .bind(b.recovery_point)
+            .bind(&b.artifact_key)
+            .bind(&b.manifest_key)
+            .bind(b.artifact_size)
+            .bind(&b.artifact_sha256)
+            .bind(b.dump_size)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }))
     }
 
     pub async fn insert_backup(
@@ -487,48 +483,50 @@ impl Catalog {
         key_id: Option<&str>,
         started_at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        sqlx::query(
-            "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at) \
-             VALUES ($1, $2, $3, $4, $5, 'running', $6)",
-        )
-        .bind(id)
-        .bind(tenant)
-        .bind(tier)
-        .bind(engine)
-        .bind(key_id)
-        .bind(started_at)
-        .execute(pool)
-        .await?;
-        Ok(())
-            })
+        on_pool!(self, pool => changing_history!(pool, tenant, tx => {
+            sqlx::query(
+                "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6)",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(tier)
+            .bind(engine)
+            .bind(key_id)
+            .bind(started_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }))
     }
 
+    /// Records the end of a running backup; `NotRunning` if it was settled already (another
+    /// worker took its job over), changing nothing.
     pub async fn complete_backup(&self, id: &str, c: &Completed<'_>) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        let r = sqlx::query(
-            "UPDATE backups SET status = 'completed', key_id = $1, recovery_point = $2, finished_at = $3, artifact_key = $4, \
-             manifest_key = $5, artifact_size = $6, artifact_sha256 = $7, dump_size = $8, error = NULL \
-             WHERE id = $9 AND status = 'running'",
-        )
-        .bind(c.key_id)
-        .bind(c.recovery_point)
-        .bind(c.finished_at)
-        .bind(c.artifact_key)
-        .bind(c.manifest_key)
-        .bind(c.artifact_size as i64)
-        .bind(c.artifact_sha256)
-        .bind(c.dump_size as i64)
-        .bind(id)
-        .execute(pool)
-        .await?;
-        if r.rows_affected() != 1 {
-            return Err(CatalogError::NotRunning(id.to_string()));
-        }
-        Ok(())
-            })
+        let not_running = || CatalogError::NotRunning(id.to_string());
+        let tenant = self.tenant_of(id).await?.ok_or_else(not_running)?;
+        on_pool!(self, pool => changing_history!(pool, &tenant, tx => {
+            let r = sqlx::query(
+                "UPDATE backups SET status = 'completed', key_id = $1, recovery_point = $2, finished_at = $3, artifact_key = $4, \
+                 manifest_key = $5, artifact_size = $6, artifact_sha256 = $7, dump_size = $8, error = NULL \
+                 WHERE id = $9 AND status = 'running'",
+            )
+            .bind(c.key_id)
+            .bind(c.recovery_point)
+            .bind(c.finished_at)
+            .bind(c.artifact_key)
+            .bind(c.manifest_key)
+            .bind(c.artifact_size as i64)
+            .bind(c.artifact_sha256)
+            .bind(c.dump_size as i64)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() != 1 {
+                return Err(not_running());
+            }
+            Ok(())
+        }))
     }
 
     pub async fn fail_backup(
@@ -537,18 +535,44 @@ impl Catalog {
         error: &str,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
+        self.set_failed(id, error, at, false).await.map(|_| ())
+    }
 
-        sqlx::query(
-            "UPDATE backups SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3",
-        )
-        .bind(error)
-        .bind(at)
-        .bind(id)
-        .execute(pool)
-        .await?;
-        Ok(())
-            })
+    /// Marks a backup failed only if it is still `running` (its worker is gone); `false` when it
+    /// had already ended.
+    pub async fn fail_running_backup(
+        &self,
+        id: &str,
+        error: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, CatalogError> {
+        self.set_failed(id, error, at, true).await
+    }
+
+    /// Marks a backup failed (only while `running` if `only_running`); whether it did.
+    async fn set_failed(
+        &self,
+        id: &str,
+        error: &str,
+        at: DateTime<Utc>,
+        only_running: bool,
+    ) -> Result<bool, CatalogError> {
+        let Some(tenant) = self.tenant_of(id).await? else {
+            return Ok(false);
+        };
+        on_pool!(self, pool => changing_history!(pool, &tenant, tx => {
+            let r = sqlx::query(
+                "UPDATE backups SET status = 'failed', error = $1, finished_at = $2 \
+                 WHERE id = $3 AND (status = 'running' OR NOT $4)",
+            )
+            .bind(error)
+            .bind(at)
+            .bind(id)
+            .bind(only_running)
+            .execute(&mut *tx)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        }))
     }
 
     /// Marks backups still `running` that started before `before` as failed: their process
@@ -687,38 +711,6 @@ impl Catalog {
             })
     }
 
-    /// The last `per_tenant` backup attempts of every tenant, oldest first per tenant, with only
-    /// what planning needs; plus, as a `completed` row first, the tenant's newest completed backup
-    /// when it is older than those (so a long run of failures does not hide it).
-    pub async fn backup_history(&self, per_tenant: u32) -> Result<Vec<HistoryRow>, CatalogError> {
-        on_pool!(self, pool => {
-
-        let rows = sqlx::query(
-            "WITH ranked AS ( \
-               SELECT id, tenant_id, status, started_at, finished_at, recovery_point, \
-                      ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id DESC) AS rn \
-               FROM backups) \
-             SELECT tenant_id, status, started_at, finished_at, recovery_point FROM ranked \
-             WHERE rn <= $1 OR id IN ( \
-               SELECT MAX(id) FROM backups WHERE status = 'completed' GROUP BY tenant_id) \
-             ORDER BY tenant_id, id",
-        )
-        .bind(i64::from(per_tenant))
-        .fetch_all(pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| HistoryRow {
-                tenant_id: r.get("tenant_id"),
-                status: r.get("status"),
-                started_at: r.get("started_at"),
-                finished_at: r.get("finished_at"),
-                recovery_point: r.get("recovery_point"),
-            })
-            .collect())
-            })
-    }
-
     /// Every tenant the catalog knows that is not purged.
     pub async fn live_tenants(&self) -> Result<Vec<TenantRow>, CatalogError> {
         on_pool!(self, pool => {
@@ -849,20 +841,20 @@ impl Catalog {
 
     /// Removes a backup and its copies from the index (its objects are already deleted).
     pub async fn forget_backup(&self, id: &str) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        let mut tx = pool.begin_write().await?;
-        sqlx::query("DELETE FROM copies WHERE backup_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM backups WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-            })
+        let Some(tenant) = self.tenant_of(id).await? else {
+            return Ok(());
+        };
+        on_pool!(self, pool => changing_history!(pool, &tenant, tx => {
+            sqlx::query("DELETE FROM copies WHERE backup_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM backups WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }))
     }
 
     pub async fn forget_tenant_keys(&self, tenant: &str) -> Result<(), CatalogError> {
@@ -888,6 +880,10 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM backups WHERE tenant_id = $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tenant_history WHERE tenant_id = $1")
             .bind(tenant)
             .execute(&mut *tx)
             .await?;
@@ -1096,6 +1092,19 @@ mod tests {
         assert_eq!(cat.verify_audit().await.unwrap(), Ok(40));
     }
 
+    fn completed(at: DateTime<Utc>) -> Completed<'static> {
+        Completed {
+            key_id: "k",
+            recovery_point: at,
+            finished_at: at + chrono::Duration::seconds(40),
+            artifact_key: "a",
+            manifest_key: "m",
+            artifact_size: 1,
+            artifact_sha256: "s",
+            dump_size: 1,
+        }
+    }
+
     #[tokio::test]
     async fn history_keeps_the_newest_success_behind_a_run_of_failures() {
         let dir = tempfile::tempdir().unwrap();
@@ -1105,32 +1114,96 @@ mod tests {
         cat.upsert_tenant("acme", "sqlite", "paid", t0)
             .await
             .unwrap();
+        let mut ids = Vec::new();
         for i in 0..12i64 {
             let id = uuid::Uuid::now_v7().to_string();
             let at = t0 + chrono::Duration::hours(i);
             cat.insert_backup(&id, "acme", "paid", "sqlite", None, at)
                 .await
                 .unwrap();
+            assert!(cat.known_tenants().await.unwrap()["acme"].history.running);
             if i == 1 {
-                sqlx::query("UPDATE backups SET status = 'completed', recovery_point = $1, finished_at = $2 WHERE id = $3")
-                    .bind(at)
-                    .bind(at)
-                    .bind(&id)
-                    .execute(cat.sqlite())
-                    .await
-                    .unwrap();
+                cat.complete_backup(&id, &completed(at)).await.unwrap();
             } else {
                 cat.fail_backup(&id, "boom", at).await.unwrap();
             }
+            ids.push(id);
         }
-        let rows = cat.backup_history(8).await.unwrap();
-        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
-        assert_eq!(statuses.len(), 9, "{statuses:?}");
-        assert_eq!(statuses[0], "completed");
-        assert!(statuses[1..].iter().all(|s| *s == "failed"));
+        let h = &cat.known_tenants().await.unwrap()["acme"].history;
         assert_eq!(
-            rows[0].recovery_point,
+            h.newest_recovery_point,
             Some(t0 + chrono::Duration::hours(1))
+        );
+        assert_eq!(
+            (h.failures, h.running, h.expected_duration),
+            (8, false, Some(std::time::Duration::from_secs(40))),
+            "failures are counted over the latest attempts only"
+        );
+        assert_eq!(h.last_failure, Some(t0 + chrono::Duration::hours(11)));
+
+        // A backup settled already cannot complete, and the summary does not move.
+        assert!(matches!(
+            cat.complete_backup(&ids[11], &completed(t0)).await,
+            Err(CatalogError::NotRunning(_))
+        ));
+        assert_eq!(&cat.known_tenants().await.unwrap()["acme"].history, h);
+
+        // Forgetting the one success forgets its recovery point.
+        cat.forget_backup(&ids[1]).await.unwrap();
+        let h = &cat.known_tenants().await.unwrap()["acme"].history;
+        assert_eq!((h.newest_recovery_point, h.failures), (None, 8));
+        cat.forget_tenant_backups("acme").await.unwrap();
+        assert_eq!(
+            cat.known_tenants().await.unwrap()["acme"].history,
+            crate::domain::history::Summary::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn opening_computes_the_summaries_a_catalog_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let cat = Catalog::open_with(&url, None).await.unwrap();
+        let t0 = Utc::now() - chrono::Duration::days(1);
+        // Rows written behind the catalog's back (as by a version before summaries).
+        for (tenant, status) in [("a", "completed"), ("b", "failed"), ("c", "running")] {
+            cat.upsert_tenant(tenant, "sqlite", "paid", t0)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO backups (id, tenant_id, tier, engine, status, started_at, finished_at, recovery_point) \
+                 VALUES ($1, $2, 'paid', 'sqlite', $3, $4, $5, $6)",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(tenant)
+            .bind(status)
+            .bind(t0)
+            .bind((status != "running").then_some(t0 + chrono::Duration::seconds(9)))
+            .bind((status == "completed").then_some(t0))
+            .execute(cat.sqlite())
+            .await
+            .unwrap();
+        }
+        cat.upsert_tenant("d", "sqlite", "paid", t0).await.unwrap();
+        assert_eq!(cat.backfill_history().await.unwrap(), 3);
+        assert_eq!(
+            cat.backfill_history().await.unwrap(),
+            0,
+            "nothing left to fill"
+        );
+        cat.close().await;
+        let cat = Catalog::open_with(&url, None).await.unwrap();
+        let known = cat.known_tenants().await.unwrap();
+        assert_eq!(known["a"].history.newest_recovery_point, Some(t0));
+        assert_eq!(
+            known["a"].history.expected_duration,
+            Some(std::time::Duration::from_secs(9))
+        );
+        assert_eq!(known["b"].history.failures, 1);
+        assert!(known["c"].history.running);
+        assert_eq!(
+            known["d"].history,
+            crate::domain::history::Summary::default()
         );
     }
 
