@@ -119,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
+    /// Restore drills: restore real backups into scratch databases, verify, time, report.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
     /// Runs the whole job on the embedded default (SQLite tenants, local regions), no server needed.
     Demo {
         #[arg(long, default_value = "lifeboat-demo")]
@@ -157,6 +162,26 @@ enum CatalogCommand {
         /// Move an existing catalog file aside instead of refusing.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Runs a drill plan (a file under restore-drills/) now, records it in the catalog and prints
+    /// the verdicts. Exits 3 when a drill or a tier's objective failed.
+    Run {
+        plan: PathBuf,
+        /// Also write drill-report.md, .json and .html of this run here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Summarises the recorded drills and writes drill-report.md, .json and .html.
+    Report {
+        /// Drills finished within this long before now (default `30d`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -574,6 +599,72 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context::open(config).await?;
             let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
             print_retention_plan(&plans, true, DRY_RUN);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drill {
+            command: DrillCommand::Run { plan, out },
+        } => {
+            let config = load(&cli.config)?;
+            let plan = crate::config::load_drill_plan(&plan, &config)?;
+            let ctx = Context::open(config).await?;
+            let fleet = executor::discovery::discover(&ctx).await?;
+            let run = executor::drill::run(&ctx, &plan, &fleet.tenants).await?;
+            let runs = [run];
+            for t in &runs[0].tenants {
+                println!(
+                    "{} {:<24} {:<8} {:<8} RTO {:>8}  {}",
+                    if t.passed { "ok    " } else { "FAILED" },
+                    t.tenant,
+                    t.tier,
+                    t.engine,
+                    t.rto_ms
+                        .map_or("-".into(), |m| crate::domain::objectives::fmt_duration(
+                            std::time::Duration::from_millis(m)
+                        )),
+                    if t.passed {
+                        format!("{} tables, {} rows", t.tables, t.rows)
+                    } else {
+                        t.problems.join("; ")
+                    }
+                );
+            }
+            print!("{}", crate::drill_report::summary(&runs));
+            if let Some(dir) = out {
+                for p in crate::drill_report::write_all(
+                    &dir,
+                    &runs,
+                    runs[0].started_at,
+                    runs[0].finished_at,
+                )? {
+                    println!("wrote {}", p.display());
+                }
+            }
+            Ok(if runs[0].passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Drill {
+            command: DrillCommand::Report { since, out },
+        } => {
+            let window = crate::config::parse_duration(&since).with_context(|| {
+                format!("--since {since:?}: expected a duration such as `7d` or `12h`")
+            })?;
+            let now = chrono::Utc::now();
+            let since = now - chrono::Duration::from_std(window)?;
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let mut runs = Vec::new();
+            for row in ctx.catalog.drill_runs(since).await? {
+                runs.push(
+                    serde_json::from_str::<executor::drill::DrillRun>(&row.report)
+                        .with_context(|| format!("drill run {} in the catalog", row.id))?,
+                );
+            }
+            print!("{}", crate::drill_report::summary(&runs));
+            for p in crate::drill_report::write_all(&out, &runs, since, now)? {
+                println!("wrote {}", p.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => {

@@ -4,6 +4,9 @@
 //! the bad value and what would be valid. Relative paths are resolved against the directory of
 //! the file that names them, so a config works from any working directory.
 
+mod drill;
+pub use drill::{Check, DrillPlan, Scratch, load_drill_plan};
+
 use crate::secret::{SecretError, SecretSource};
 use crate::tenant::TenantId;
 use serde::Deserialize;

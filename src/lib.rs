@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod domain;
+pub mod drill_report;
 pub mod engine;
 pub mod executor;
 pub mod fault;

@@ -10,6 +10,7 @@ use crate::storage::{ObjectReader, StorageError, Upload};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
@@ -240,6 +241,33 @@ impl<R: Read> Read for HashingReader<R> {
 pub struct DecodeOutcome {
     pub artifact: Digest256,
     pub plain: Digest256,
+    pub times: DecodeTimes,
+}
+
+/// Where the decoder's time went. The stages are nested readers on one thread, so each is
+/// its own time minus the time of the reader under it; `handoff` is the time spent waiting
+/// for the consumer (the engine loading the data) to take a chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeTimes {
+    pub fetch: Duration,
+    pub decrypt: Duration,
+    pub decompress: Duration,
+    pub handoff: Duration,
+}
+
+/// Adds the time spent in `inner.read` to a shared clock.
+struct TimedReader<R> {
+    inner: R,
+    spent: std::rc::Rc<std::cell::Cell<Duration>>,
+}
+
+impl<R: Read> Read for TimedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let t = Instant::now();
+        let r = self.inner.read(buf);
+        self.spent.set(self.spent.get() + t.elapsed());
+        r
+    }
 }
 
 /// Decrypts and decompresses an artifact stream. Returns the plaintext as a reader, and a task
@@ -254,8 +282,14 @@ pub fn decode(
 ) {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
     let worker = tokio::task::spawn_blocking(move || -> Result<DecodeOutcome, PipelineError> {
+        let fetch = std::rc::Rc::new(std::cell::Cell::new(Duration::ZERO));
+        let age_time = std::rc::Rc::new(std::cell::Cell::new(Duration::ZERO));
+        let (mut zstd_time, mut handoff) = (Duration::ZERO, Duration::ZERO);
         let mut cipher = HashingReader {
-            inner: SyncIoBridge::new(artifact),
+            inner: TimedReader {
+                inner: SyncIoBridge::new(artifact),
+                spent: fetch.clone(),
+            },
             hash: Hashing::default(),
         };
         let fail = |tx: &mpsc::Sender<std::io::Result<Bytes>>, msg: String| {
@@ -272,13 +306,20 @@ pub fn decode(
                 Ok(r) => r,
                 Err(e) => return Err(fail(&tx, format!("age: {e}"))),
             };
+            let reader = TimedReader {
+                inner: reader,
+                spent: age_time.clone(),
+            };
             let mut zstd = match zstd::stream::read::Decoder::new(reader) {
                 Ok(z) => z,
                 Err(e) => return Err(fail(&tx, format!("zstd: {e}"))),
             };
             loop {
                 let mut buf = vec![0u8; CHUNK];
-                let n = match zstd.read(&mut buf) {
+                let t = Instant::now();
+                let read = zstd.read(&mut buf);
+                zstd_time += t.elapsed();
+                let n = match read {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -286,7 +327,10 @@ pub fn decode(
                 };
                 buf.truncate(n);
                 plain.update(&buf);
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                let t = Instant::now();
+                let sent = tx.blocking_send(Ok(Bytes::from(buf)));
+                handoff += t.elapsed();
+                if sent.is_err() {
                     return Err(PipelineError::ConsumerStopped);
                 }
             }
@@ -300,9 +344,16 @@ pub fn decode(
                 Err(e) => return Err(fail(&tx, e.to_string())),
             }
         }
+        let (fetch, age_time) = (fetch.get(), age_time.get());
         Ok(DecodeOutcome {
             artifact: cipher.hash.finish(),
             plain: plain.finish(),
+            times: DecodeTimes {
+                fetch,
+                decrypt: age_time.saturating_sub(fetch),
+                decompress: zstd_time.saturating_sub(age_time),
+                handoff,
+            },
         })
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {

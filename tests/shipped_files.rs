@@ -38,3 +38,35 @@ fn every_shipped_tier_file_parses() {
     let names: Vec<&str> = tiers.keys().map(String::as_str).collect();
     assert_eq!(names, ["free", "paid", "standard"]);
 }
+
+#[test]
+fn every_shipped_drill_plan_parses_against_the_deploy_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = lifeboat::config::Config::load(&root.join("deploy/lifeboat.example.toml"))
+        .expect("deploy example");
+    let plan = |name: &str| {
+        lifeboat::config::load_drill_plan(&root.join("restore-drills").join(name), &config)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let weekly = plan("weekly-paid.toml");
+    assert_eq!(
+        (
+            weekly.tiers.as_slice(),
+            weekly.every_tenant_within,
+            weekly.region.as_str()
+        ),
+        (&["paid".to_string()][..], None, "eu-west")
+    );
+    let daily = plan("daily-sample.toml");
+    assert!(daily.tiers.is_empty());
+    assert_eq!(
+        daily.every_tenant_within,
+        Some(std::time::Duration::from_secs(30 * 86_400))
+    );
+    let loss = plan("region-loss.toml");
+    assert_eq!((loss.region.as_str(), loss.use_catalog), ("us-east", false));
+    for p in [&weekly, &daily, &loss] {
+        assert!(p.scratch.postgres.is_some() && p.scratch.mariadb.is_some());
+        assert!(p.scratch.sqlite_dir.is_some());
+    }
+}

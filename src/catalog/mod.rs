@@ -6,9 +6,11 @@
 //! through `on_pool!`. Each database has its own migrations (`migrations/sqlite`,
 //! `migrations/postgres`) producing the same tables.
 
+mod drills;
 #[macro_use]
 mod history;
 mod jobs;
+pub use drills::{DrillResultRow, DrillRunRow};
 pub use history::KnownTenant;
 pub use jobs::{ClaimedJob, JobOutcome, NewJob};
 

@@ -2,6 +2,7 @@
 //! with reasons.
 
 pub mod discovery;
+pub mod drill;
 pub mod history;
 pub mod objectives;
 pub mod retention;

@@ -215,6 +215,18 @@ impl DumpFinish for MariadbDumpFinish {
 
 #[async_trait]
 impl Engine for MariadbEngine {
+    async fn remove_side(&self, target: &str) {
+        let staged = StagedDatabase {
+            engine: MariadbEngine {
+                tenant: self.tenant.clone(),
+                url: self.url.clone(),
+                password: self.password.clone(),
+            },
+            target: target.to_string(),
+        };
+        Box::new(staged).discard().await;
+    }
+
     async fn dump(&self) -> Result<Dump, EngineError> {
         let database = self.database();
         let mut conn = self.connect(Some(&database)).await?;
@@ -336,6 +348,25 @@ impl Staged for StagedDatabase {
             .map_err(|e| self.engine.other(e.to_string()))?;
         let _ = conn.close().await;
         Ok(counts)
+    }
+
+    async fn scalar(&self, sql: &str) -> Result<i64, EngineError> {
+        let mut conn = self.engine.connect(Some(&self.target)).await?;
+        let run = async {
+            sqlx::query("START TRANSACTION READ ONLY")
+                .execute(&mut conn)
+                .await?;
+            let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_one(&mut conn)
+                .await?;
+            sqlx::query("ROLLBACK").execute(&mut conn).await?;
+            Ok::<_, sqlx::Error>(v)
+        };
+        let v = run
+            .await
+            .map_err(|e| self.engine.other(format!("{sql}: {e}")));
+        let _ = conn.close().await;
+        v
     }
 
     async fn commit(self: Box<Self>) -> Result<String, EngineError> {

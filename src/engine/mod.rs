@@ -74,6 +74,8 @@ pub trait DumpFinish: Send {
 pub trait Staged: Send {
     /// Rows per table in the restored data, for comparison with the manifest's facts.
     async fn table_counts(&self) -> Result<BTreeMap<String, u64>, EngineError>;
+    /// Runs one read-only query returning a single integer (a drill's assertion).
+    async fn scalar(&self, sql: &str) -> Result<i64, EngineError>;
     async fn commit(self: Box<Self>) -> Result<String, EngineError>;
     async fn discard(self: Box<Self>);
 }
@@ -90,6 +92,9 @@ pub trait Engine: Send + Sync {
         ownership: &Ownership,
         plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError>;
+    /// Removes a side target if it exists, whatever state a load left it in (a drill's scratch
+    /// database after a failure, a timeout or a cancel).
+    async fn remove_side(&self, target: &str);
 }
 
 pub fn for_tenant(tenant: &TenantConfig) -> Box<dyn Engine> {

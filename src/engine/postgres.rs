@@ -185,6 +185,18 @@ impl DumpFinish for PgDumpFinish {
 
 #[async_trait]
 impl Engine for PostgresEngine {
+    async fn remove_side(&self, target: &str) {
+        let staged = StagedDatabase {
+            engine: PostgresEngine {
+                tenant: self.tenant.clone(),
+                url: self.url.clone(),
+                password: self.password.clone(),
+            },
+            target: target.to_string(),
+        };
+        Box::new(staged).discard().await;
+    }
+
     async fn dump(&self) -> Result<Dump, EngineError> {
         let mut conn = self.connect(&self.database()).await?;
         let sql_err = |e: sqlx::Error| self.other(format!("taking the snapshot: {e}"));
@@ -318,6 +330,26 @@ impl Staged for StagedDatabase {
             .map_err(|e| self.engine.other(e.to_string()))?;
         let _ = conn.close().await;
         Ok(counts)
+    }
+
+    async fn scalar(&self, sql: &str) -> Result<i64, EngineError> {
+        let mut conn = self.engine.connect(&self.target).await?;
+        let run = async {
+            let mut tx = sqlx::Connection::begin(&mut conn).await?;
+            sqlx::query("SET TRANSACTION READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            Ok::<_, sqlx::Error>(v)
+        };
+        let v = run
+            .await
+            .map_err(|e| self.engine.other(format!("{sql}: {e}")));
+        let _ = conn.close().await;
+        v
     }
 
     async fn commit(self: Box<Self>) -> Result<String, EngineError> {

@@ -65,6 +65,10 @@ impl DumpFinish for Cleanup {
 
 #[async_trait]
 impl Engine for SqliteEngine {
+    async fn remove_side(&self, target: &str) {
+        let _ = tokio::fs::remove_file(target).await;
+    }
+
     async fn dump(&self) -> Result<Dump, EngineError> {
         let connect_err = |e: sqlx::Error| EngineError::Connect {
             tenant: self.tenant.clone(),
@@ -200,6 +204,21 @@ impl Staged for StagedFile {
                 tenant: self.tenant.clone(),
                 detail: e.to_string(),
             })
+    }
+
+    async fn scalar(&self, sql: &str) -> Result<i64, EngineError> {
+        let run = async {
+            let mut conn = open_read_only(&self.temp).await?;
+            let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_one(&mut conn)
+                .await?;
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(v)
+        };
+        run.await.map_err(|e| EngineError::Other {
+            tenant: self.tenant.clone(),
+            detail: format!("{sql}: {e}"),
+        })
     }
 
     async fn commit(self: Box<Self>) -> Result<String, EngineError> {

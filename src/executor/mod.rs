@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod discovery;
+pub mod drill;
 pub mod keys;
 pub mod lifecycle;
 pub mod plan;

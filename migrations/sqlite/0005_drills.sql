@@ -1,0 +1,23 @@
+-- Restore drills: one row per run (its whole report as JSON, for `drill report`), and one row per
+-- tenant drilled (for the sampler's "last drilled" and the metrics).
+CREATE TABLE drill_runs (
+    id          TEXT PRIMARY KEY,
+    plan        TEXT NOT NULL,
+    region      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    passed      INTEGER NOT NULL,
+    report      TEXT NOT NULL
+);
+CREATE INDEX drill_runs_finished ON drill_runs(finished_at);
+
+CREATE TABLE drill_results (
+    run_id      TEXT NOT NULL REFERENCES drill_runs(id),
+    tenant_id   TEXT NOT NULL,
+    tier        TEXT NOT NULL,
+    passed      INTEGER NOT NULL,
+    rto_ms      INTEGER,
+    finished_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, tenant_id)
+);
+CREATE INDEX drill_results_tenant ON drill_results(tenant_id, finished_at);

@@ -1,0 +1,109 @@
+//! Drill results: each run's report (JSON, written once) and a row per tenant drilled.
+
+use super::{BeginWrite, Catalog, CatalogError, Pool, on_pool};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// One tenant's outcome in a run, as the sampler and metrics need it.
+#[derive(Debug, Clone)]
+pub struct DrillResultRow {
+    pub tenant: String,
+    pub tier: String,
+    pub passed: bool,
+    pub rto_ms: Option<i64>,
+}
+
+/// A stored run.
+#[derive(Debug, Clone)]
+pub struct DrillRunRow {
+    pub id: String,
+    pub plan: String,
+    pub finished_at: DateTime<Utc>,
+    pub passed: bool,
+    pub report: String,
+}
+
+impl Catalog {
+    /// Records a finished run and its per-tenant results in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_drill(
+        &self,
+        id: &str,
+        plan: &str,
+        region: &str,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        passed: bool,
+        report: &str,
+        results: &[DrillResultRow],
+    ) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO drill_runs (id, plan, region, started_at, finished_at, passed, report) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id)
+            .bind(plan)
+            .bind(region)
+            .bind(started_at)
+            .bind(finished_at)
+            .bind(i64::from(passed))
+            .bind(report)
+            .execute(&mut *tx)
+            .await?;
+            for r in results {
+                sqlx::query(
+                    "INSERT INTO drill_results (run_id, tenant_id, tier, passed, rto_ms, finished_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(id)
+                .bind(&r.tenant)
+                .bind(&r.tier)
+                .bind(i64::from(r.passed))
+                .bind(r.rto_ms)
+                .bind(finished_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// When each tenant was last drilled successfully.
+    pub async fn last_drilled(&self) -> Result<HashMap<String, DateTime<Utc>>, CatalogError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT tenant_id, MAX(finished_at) AS at FROM drill_results WHERE passed = 1 GROUP BY tenant_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(|r| (r.get("tenant_id"), r.get("at"))).collect())
+        })
+    }
+
+    /// Runs finished at or after `since`, oldest first.
+    pub async fn drill_runs(&self, since: DateTime<Utc>) -> Result<Vec<DrillRunRow>, CatalogError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, plan, finished_at, passed, report FROM drill_runs \
+                 WHERE finished_at >= $1 ORDER BY finished_at, id",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| DrillRunRow {
+                    id: r.get("id"),
+                    plan: r.get("plan"),
+                    finished_at: r.get("finished_at"),
+                    passed: r.get::<i64, _>("passed") != 0,
+                    report: r.get("report"),
+                })
+                .collect())
+        })
+    }
+}
