@@ -209,9 +209,114 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
         "Retention runs stopped by retention.max-deletes or max-delete-share.",
         cap_hits,
     );
+    drill_metrics(ctx, &registry, now).await?;
     let mut buf = Vec::new();
     TextEncoder::new()
         .encode(&registry.gather(), &mut buf)
         .expect("text encoding never fails");
     Ok(String::from_utf8(buf).expect("prometheus text is UTF-8"))
+}
+
+/// Drills recorded within this long are read for the drill metrics.
+pub const DRILL_WINDOW_DAYS: i64 = 35;
+
+/// The newest drill verdict of each tier and the newest drill of each tenant.
+async fn drill_metrics(
+    ctx: &Context,
+    registry: &Registry,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let rows = ctx
+        .catalog
+        .drill_runs(now - chrono::Duration::days(DRILL_WINDOW_DAYS))
+        .await?;
+    let mut tiers = std::collections::BTreeMap::new();
+    let mut tenants = std::collections::BTreeMap::new();
+    for row in &rows {
+        // A report this version cannot read (written by another one) is skipped, not fatal.
+        let Ok(run) = serde_json::from_str::<crate::executor::drill::DrillRun>(&row.report) else {
+            continue;
+        };
+        for t in run.tiers {
+            tiers.insert(t.tier.clone(), (run.finished_at, t));
+        }
+        for t in run.tenants {
+            tenants.insert(t.tenant.clone(), t);
+        }
+    }
+    let last = gauge(
+        registry,
+        "lifeboat_drill_last_run_timestamp_seconds",
+        "Unix time of the newest drill of the tier.",
+        &["tier"],
+    );
+    let passed = gauge(
+        registry,
+        "lifeboat_drill_passed",
+        "1 when every drill of the tier's newest drill run passed (restore, row counts, checks).",
+        &["tier"],
+    );
+    let rto = gauge(
+        registry,
+        "lifeboat_drill_rto_seconds",
+        "The slowest restore of the tier's newest drill run, start to verified.",
+        &["tier"],
+    );
+    let rto_objective = gauge(
+        registry,
+        "lifeboat_drill_rto_objective_seconds",
+        "The tier's RTO objective.",
+        &["tier"],
+    );
+    let met = gauge(
+        registry,
+        "lifeboat_drill_objective_met",
+        "1 when the tier's newest drill run met the objective (rto: measured; rpo: achieved).",
+        &["tier", "objective"],
+    );
+    let misses = gauge(
+        registry,
+        "lifeboat_drill_predicted_rto_misses",
+        "Tenants of the tier whose latest backup is predicted to restore slower than the RTO objective.",
+        &["tier"],
+    );
+    let tenant_rpo = gauge(
+        registry,
+        "lifeboat_drill_tenant_rpo_seconds",
+        "The tenant's RPO at its newest drill: the larger of the newest recovery point's age and the worst gap, any region.",
+        &["tenant", "tier"],
+    );
+    for (tier, (at, v)) in &tiers {
+        last.with_label_values(&[tier]).set(at.timestamp() as f64);
+        passed
+            .with_label_values(&[tier])
+            .set(if v.failed == 0 { 1.0 } else { 0.0 });
+        if let Some(m) = v.max_rto_ms {
+            rto.with_label_values(&[tier]).set(m as f64 / 1000.0);
+        }
+        rto_objective
+            .with_label_values(&[tier])
+            .set(v.rto_objective_ms as f64 / 1000.0);
+        let ok = |b: bool| if b { 1.0 } else { 0.0 };
+        met.with_label_values(&[tier, "rto"])
+            .set(ok(v.rto_problem.is_none()));
+        met.with_label_values(&[tier, "rpo"])
+            .set(ok(v.rpo_problem.is_none()));
+        misses
+            .with_label_values(&[tier])
+            .set(v.predicted_misses.len() as f64);
+    }
+    for (tenant, d) in &tenants {
+        let worst = d
+            .rpo
+            .iter()
+            .filter_map(|r| r.newest_age_ms.max(r.worst_gap_ms))
+            .max();
+        if let Some(ms) = worst {
+            tenant_rpo
+                .with_label_values(&[tenant, &d.tier])
+                .set(ms as f64 / 1000.0);
+        }
+    }
+    Ok(())
 }

@@ -166,6 +166,7 @@ pub async fn serve(
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/drills", get(drills))
             .with_state((ctx.clone(), state.clone()));
         let stop = stopping.clone();
         tokio::spawn(async move {
@@ -539,6 +540,44 @@ async fn readyz(State((ctx, _)): State<AppState>) -> (StatusCode, String) {
         (Ok(()), Ok(())) => (StatusCode::OK, "ready\n".into()),
         (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("catalog: {e}\n")),
         (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
+}
+
+/// The drill report (HTML) of the drills recorded in the metrics' window.
+async fn drills(
+    State((ctx, _)): State<AppState>,
+) -> (
+    StatusCode,
+    [(axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    let html = [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    let text = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; charset=utf-8",
+    )];
+    let now = chrono::Utc::now();
+    let since = now - chrono::Duration::days(crate::metrics::DRILL_WINDOW_DAYS);
+    match ctx.catalog.drill_runs(since).await {
+        Ok(rows) => {
+            let runs: Vec<_> = rows
+                .iter()
+                .filter_map(|r| serde_json::from_str(&r.report).ok())
+                .collect();
+            (
+                StatusCode::OK,
+                html,
+                crate::drill_report::html(&runs, since, now),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reading drills for /drills failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                text,
+                "drills: the catalog could not be read\n".into(),
+            )
+        }
     }
 }
 

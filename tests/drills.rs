@@ -333,4 +333,79 @@ fn objectives_missed_are_reported_with_their_reason() {
         "{tight}"
     );
     f.assert_no_scratch();
+
+    // The metrics say the same, from the catalog.
+    let metrics = f.inst.run(&["metrics"]).ok().stdout;
+    for expected in [
+        "lifeboat_drill_objective_met{objective=\"rto\",tier=\"tight\"} 0",
+        "lifeboat_drill_objective_met{objective=\"rpo\",tier=\"free\"} 0",
+        "lifeboat_drill_objective_met{objective=\"rto\",tier=\"paid\"} 1",
+        "lifeboat_drill_predicted_rto_misses{tier=\"tight\"} 1",
+        "lifeboat_drill_passed{tier=\"paid\"} 1",
+        "lifeboat_drill_passed{tier=\"free\"} 0",
+    ] {
+        assert!(metrics.contains(expected), "{expected} not in:\n{metrics}");
+    }
+    let my_rpo = metrics
+        .lines()
+        .find(|l| l.starts_with("lifeboat_drill_tenant_rpo_seconds{tenant=\"my\""))
+        .expect("the free tenant's drilled RPO");
+    let secs: f64 = my_rpo.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs >= 5.0 * 86_400.0, "{my_rpo}");
+    // Every metric the shipped alert rules use is exported.
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/lifeboat-drills.rules.yml"),
+    )
+    .unwrap();
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("lifeboat_"))
+        .collect();
+    assert!(used.len() >= 6, "{used:?}");
+    for m in used {
+        assert!(
+            metrics.contains(&format!("# TYPE {m} ")),
+            "the alert rules use {m}, which `lifeboat metrics` does not export"
+        );
+    }
+
+    // `serve` shows the report at /drills.
+    let port = free_port();
+    let config = std::fs::read_to_string(&f.inst.config).unwrap();
+    f.inst.write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1h\"\n\n{config}"
+    ));
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(&f.inst.config)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut page = String::new();
+    until(
+        "serve answers /drills",
+        std::time::Duration::from_secs(30),
+        || match http_get(port, "/drills") {
+            Some((200, body)) => {
+                page = body;
+                true
+            }
+            _ => false,
+        },
+    );
+    assert!(
+        page.contains("data-tier=\"tight\"") && page.contains("FAIL"),
+        "{page}"
+    );
 }
