@@ -124,15 +124,19 @@ pub fn summary(runs: &[DrillRun]) -> String {
     s
 }
 
-/// The slowest drills of `runs`, newest run of each tenant, slowest first.
+/// The slowest drills of `runs`: each tenant's newest drill (a newest drill that failed before
+/// its restore was timed hides the older timing), slowest first.
 fn slowest(runs: &[DrillRun], n: usize) -> Vec<&TenantDrill> {
     let mut latest: BTreeMap<&str, &TenantDrill> = BTreeMap::new();
     for run in runs {
-        for t in run.tenants.iter().filter(|t| t.rto_ms.is_some()) {
+        for t in &run.tenants {
             latest.insert(&t.tenant, t);
         }
     }
-    let mut v: Vec<&TenantDrill> = latest.into_values().collect();
+    let mut v: Vec<&TenantDrill> = latest
+        .into_values()
+        .filter(|t| t.rto_ms.is_some())
+        .collect();
     v.sort_by(|a, b| b.rto_ms.cmp(&a.rto_ms).then(a.tenant.cmp(&b.tenant)));
     v.truncate(n);
     v
@@ -278,12 +282,25 @@ fn chart(title: &str, points: &[(DateTime<Utc>, u64)], objective: u64) -> String
     let oy = y(objective as f64);
     let _ = write!(
         s,
-        "<line x1=\"{pad}\" y1=\"{oy:.1}\" x2=\"{}\" y2=\"{oy:.1}\" class=\"objective\"/><text x=\"{}\" y=\"{:.1}\" class=\"label\">objective {}</text>",
+        "<line x1=\"{pad}\" y1=\"{oy:.1}\" x2=\"{}\" y2=\"{oy:.1}\" class=\"objective\"/><text x=\"2\" y=\"{:.1}\" class=\"label\">objective {}</text>\
+         <text x=\"2\" y=\"12\" class=\"label\">{}</text><text x=\"2\" y=\"{:.1}\" class=\"label\">0</text>",
         w - pad,
-        w - pad - 110.0,
         oy - 4.0,
-        dur(objective)
+        dur(objective),
+        dur(max as u64),
+        h - pad
     );
+    if let (Some(a), Some(b)) = (points.first(), points.last()) {
+        let _ = write!(
+            s,
+            "<text x=\"{pad}\" y=\"{:.1}\" class=\"label\">{}</text><text x=\"{:.1}\" y=\"{:.1}\" class=\"label\" text-anchor=\"end\">{}</text>",
+            h - pad + 16.0,
+            a.0.format("%m-%d %H:%M"),
+            w - pad,
+            h - pad + 16.0,
+            b.0.format("%m-%d %H:%M")
+        );
+    }
     let path: Vec<String> = points
         .iter()
         .map(|(t, v)| format!("{:.1},{:.1}", x(t.timestamp() as f64), y(*v as f64)))
@@ -310,38 +327,40 @@ fn chart(title: &str, points: &[(DateTime<Utc>, u64)], objective: u64) -> String
     s
 }
 
-/// Horizontal bars of the slowest restores against their tier's objective.
+/// Horizontal bars of the slowest restores, each as a share of its tier's RTO objective (the
+/// tick at 100 %), so tiers with different objectives compare; the time is written beside it.
 fn bars(slow: &[&TenantDrill]) -> String {
-    let (w, row) = (520.0, 22.0);
+    let (w, row, left, full) = (680.0, 22.0, 110.0, 260.0);
     let h = row * slow.len().max(1) as f64 + 10.0;
-    let max = slow
-        .iter()
-        .map(|t| t.rto_ms.unwrap_or(0).max(t.rto_objective_ms))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
     let mut s = format!(
-        "<figure><figcaption>Slowest restores (bar) and their tier's RTO objective (tick)</figcaption>\
+        "<figure><figcaption>Slowest restores, as a share of their tier's RTO objective (tick: 100 %)</figcaption>\
          <svg viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"slowest restores\">"
     );
     for (i, t) in slow.iter().enumerate() {
         let y = 5.0 + row * i as f64;
-        let len = t.rto_ms.unwrap_or(0) as f64 / max * (w - 200.0);
-        let obj = 160.0 + t.rto_objective_ms as f64 / max * (w - 200.0);
-        let cls = if t.rto_ms.unwrap_or(0) > t.rto_objective_ms {
+        let rto = t.rto_ms.unwrap_or(0);
+        let share = rto as f64 / t.rto_objective_ms.max(1) as f64;
+        let len = (share.min(1.5) * full).max(1.0);
+        let cls = if rto > t.rto_objective_ms {
             "miss"
         } else {
             "met"
         };
         let _ = write!(
             s,
-            "<text x=\"0\" y=\"{:.1}\" class=\"label\">{}</text><rect x=\"160\" y=\"{y:.1}\" width=\"{len:.1}\" height=\"{:.1}\" class=\"{cls}\"><title>{}</title></rect>\
-             <line x1=\"{obj:.1}\" y1=\"{y:.1}\" x2=\"{obj:.1}\" y2=\"{:.1}\" class=\"objective\"/>",
+            "<text x=\"0\" y=\"{:.1}\" class=\"label\">{}</text><rect x=\"{left}\" y=\"{y:.1}\" width=\"{len:.1}\" height=\"{:.1}\" class=\"{cls}\"/>\
+             <line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" class=\"objective\"/><text x=\"{:.1}\" y=\"{:.1}\" class=\"label\">{} of {} ({:.0} %)</text>",
             y + 14.0,
             esc(&t.tenant),
             row - 6.0,
-            opt(t.rto_ms),
-            y + row - 6.0
+            left + full,
+            left + full,
+            y + row - 6.0,
+            left + len + 6.0,
+            y + 14.0,
+            dur(rto),
+            dur(t.rto_objective_ms),
+            share * 100.0
         );
     }
     s += "</svg></figure>";
