@@ -52,6 +52,8 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// Where tenants are found besides `[[tenants]]`, reconciled on every planning pass.
     pub discovery: Vec<DiscoverySource>,
+    /// Drill plans `serve` runs on their schedules (`[drills] plans`).
+    pub drills: Vec<DrillPlan>,
 }
 
 /// A source of tenants that `serve` reads on every planning pass.
@@ -337,6 +339,15 @@ struct RawConfig {
     scheduler: Option<RawScheduler>,
     #[serde(default)]
     discovery: Vec<RawDiscovery>,
+    #[serde(default)]
+    drills: Option<RawDrills>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDrills {
+    /// Drill plan files (relative to this file).
+    plans: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -863,7 +874,7 @@ impl Config {
         for (i, d) in raw.discovery.into_iter().enumerate() {
             discovery.push(parse_discovery(&src, i, d, &tiers)?);
         }
-        Ok(Config {
+        let mut config = Config {
             scheduler,
             discovery,
             retention,
@@ -875,7 +886,25 @@ impl Config {
             tenants,
             tiers,
             server,
-        })
+            drills: Vec::new(),
+        };
+        // Plans are checked against the tiers and regions above; their errors name their file.
+        let mut drills = Vec::new();
+        for p in raw.drills.map(|d| d.plans).unwrap_or_default() {
+            let plan = load_drill_plan(&src.path(&p), &config)?;
+            if drills.iter().any(|d: &DrillPlan| d.name == plan.name) {
+                return Err(ConfigError::Parse {
+                    location: file.display().to_string(),
+                    message: format!(
+                        "drills.plans names two plans called {:?}; a plan's file name is its name",
+                        plan.name
+                    ),
+                });
+            }
+            drills.push(plan);
+        }
+        config.drills = drills;
+        Ok(config)
     }
 
     pub fn tenant(&self, id: &TenantId) -> Option<&TenantConfig> {

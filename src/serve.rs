@@ -183,6 +183,11 @@ pub async fn serve(
 
     let worker = worker_id();
     tracing::info!(worker = %worker, shared = ctx.catalog.is_shared(), "scheduler started");
+    let mut drills = tokio::spawn(drill_loop(
+        ctx.clone(),
+        stopping.clone(),
+        chrono::Utc::now(),
+    ));
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
     let mut fleet: Arc<TenantsById> = Arc::new(HashMap::new());
     let cfg = ctx.config.scheduler.clone();
@@ -231,7 +236,78 @@ pub async fn serve(
             }
         }
     }
+    // A drill still running gets what is left of the drain, then is stopped (it drops its
+    // scratch database and records itself).
+    loop {
+        tokio::select! {
+            _ = &mut drills => break,
+            _ = &mut deadline, if !ctx.stop.is_stopped() => {
+                tracing::warn!("drain deadline passed: stopping the running drill");
+                ctx.stop.stop("shutdown");
+            }
+        }
+    }
     let _ = http.await;
+    Ok(())
+}
+
+/// Runs each `[drills]` plan when its schedule comes: the first time after the newest recorded
+/// run of the plan (or after this process started). With several workers, one runs a plan.
+async fn drill_loop(
+    ctx: Arc<Context>,
+    stopping: tokio_util::sync::CancellationToken,
+    started: chrono::DateTime<chrono::Utc>,
+) {
+    if ctx.config.drills.is_empty() {
+        return;
+    }
+    loop {
+        for plan in &ctx.config.drills {
+            if stopping.is_cancelled() {
+                return;
+            }
+            if let Err(e) = drill_if_due(&ctx, plan, started).await {
+                tracing::error!(plan = %plan.name, error = %e, "drill failed to run");
+            }
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(ctx.config.scheduler.interval) => {}
+        }
+    }
+}
+
+async fn drill_if_due(
+    ctx: &Context,
+    plan: &crate::config::DrillPlan,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Error> {
+    let due = |last: Option<chrono::DateTime<chrono::Utc>>| {
+        let from = last.unwrap_or(started);
+        plan.schedule
+            .after(&from)
+            .next()
+            .is_some_and(|at| at <= chrono::Utc::now())
+    };
+    if !due(ctx.catalog.last_drill(&plan.name).await?) {
+        return Ok(());
+    }
+    let Some(_lock) = ctx.catalog.try_drill_lock(&plan.name).await? else {
+        return Ok(()); // another worker runs it
+    };
+    // Read again under the lock: another worker may have just finished it.
+    if !due(ctx.catalog.last_drill(&plan.name).await?) {
+        return Ok(());
+    }
+    let fleet = executor::discovery::discover(ctx).await?;
+    tracing::info!(plan = %plan.name, "drill started");
+    let run = executor::drill::run(ctx, plan, &fleet.tenants).await?;
+    let failed = run.tenants.iter().filter(|t| !t.passed).count();
+    if run.passed() {
+        tracing::info!(plan = %plan.name, drilled = run.tenants.len(), "drill passed");
+    } else {
+        tracing::warn!(plan = %plan.name, drilled = run.tenants.len(), failed, "drill failed");
+    }
     Ok(())
 }
 

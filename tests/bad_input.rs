@@ -429,3 +429,66 @@ fn bad_catalog_scheduler_and_discovery_settings_are_refused_with_their_field() {
         assert_untouched(&inst);
     }
 }
+
+/// A bad drill plan names its file, line, field and value, both for `drill run` and for
+/// `[drills] plans` in the config; nothing is written.
+#[test]
+fn bad_drill_plans_name_file_field_and_value() {
+    let inst = Install::new();
+    let good = "schedule = \"0 2 * * Sun\"\nsource-region = \"primary\"\ntime-limit = \"1h\"\n";
+    let cases = [
+        (
+            good.replace("0 2 * * Sun", "0 25 * * *"),
+            "schedule = \"0 25 * * *\" is not valid: a cron expression",
+        ),
+        (
+            good.replace("\"primary\"", "\"mars\""),
+            "source-region = \"mars\" is not valid: `primary`, `secondary` or a region",
+        ),
+        (
+            format!("{good}[selection]\ntiers = [\"gold\"]\n"),
+            "selection.tiers = \"gold\" is not valid: one of the tiers under schedules/: free, paid, standard",
+        ),
+        (
+            format!("{good}[selection]\nevery-tenant-within = \"2h\"\n"),
+            "selection.every-tenant-within = \"2h\" is not valid: at least `1d`",
+        ),
+        (
+            format!("{good}[scratch]\npostgres = \"postgres://u:hunter2@db/postgres\"\n"),
+            "scratch.postgres = \"postgres://u:REDACTED@db/postgres\" is not valid: a URL without a password",
+        ),
+        (
+            format!("{good}[[checks]]\nsql = \" \"\nat-least = 1\n"),
+            "checks[0].sql = \"\" is not valid: a query returning one integer",
+        ),
+        (format!("{good}bogus = 1\n"), "unknown field `bogus`"),
+    ];
+    for (text, expected) in cases {
+        let plan = inst.path("plan.toml");
+        std::fs::write(&plan, &text).unwrap();
+        inst.write_config(&format!(
+            "{}{}{}",
+            inst.head(),
+            dir_regions(),
+            sqlite_tenant("shop")
+        ));
+        let out = inst.run(&["drill", "run", plan.to_str().unwrap()]).failed();
+        assert!(
+            out.stderr.contains(&format!("{}:", plan.display())),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        // The same plan named by the config stops every command.
+        inst.write_config(&format!(
+            "[drills]\nplans = [\"plan.toml\"]\n\n{}{}{}",
+            inst.head(),
+            dir_regions(),
+            sqlite_tenant("shop")
+        ));
+        let out = inst.run(&["config", "check"]).failed();
+        assert!(out.stderr.contains(expected), "{expected}\n{}", out.stderr);
+        assert_untouched(&inst);
+    }
+}

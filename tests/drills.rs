@@ -369,11 +369,22 @@ fn objectives_missed_are_reported_with_their_reason() {
         );
     }
 
-    // `serve` shows the report at /drills.
+    // `serve` runs a plan on its schedule (every 2 s here: a cron with seconds) and shows the
+    // report at /drills.
+    let auto = f.plan(
+        "auto",
+        "source-region = \"primary\"\n[selection]\ntiers = [\"paid\"]",
+        "",
+    );
+    let text = std::fs::read_to_string(&auto)
+        .unwrap()
+        .replace("schedule = \"0 2 * * Sun\"", "schedule = \"*/2 * * * * *\"");
+    std::fs::write(&auto, text).unwrap();
     let port = free_port();
     let config = std::fs::read_to_string(&f.inst.config).unwrap();
     f.inst.write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1h\"\n\n{config}"
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\n\n\
+         [drills]\nplans = [\"{auto}\"]\n\n{config}"
     ));
     struct Killed(std::process::Child);
     impl Drop for Killed {
@@ -382,7 +393,7 @@ fn objectives_missed_are_reported_with_their_reason() {
             let _ = self.0.wait();
         }
     }
-    let _serve = Killed(
+    let mut serve = Killed(
         std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
             .arg("--config")
             .arg(&f.inst.config)
@@ -408,4 +419,25 @@ fn objectives_missed_are_reported_with_their_reason() {
         page.contains("data-tier=\"tight\"") && page.contains("FAIL"),
         "{page}"
     );
+    until(
+        "serve runs the scheduled plan",
+        std::time::Duration::from_secs(60),
+        || {
+            f.inst
+                .column("SELECT count(*) FROM drill_runs WHERE plan = 'auto' AND passed = 1")
+                != ["0"]
+        },
+    );
+    // SIGTERM: a drill in progress is finished or stopped, and its scratch dropped.
+    let pid = serve.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = serve.0.wait().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
+    f.assert_no_scratch();
 }

@@ -1,7 +1,9 @@
 //! Drill results: each run's report (JSON, written once) and a row per tenant drilled.
 
+use super::jobs::PlannerLock;
 use super::{BeginWrite, Catalog, CatalogError, Pool, on_pool};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::collections::HashMap;
 
@@ -82,6 +84,27 @@ impl Catalog {
             .await?;
             Ok(rows.iter().map(|r| (r.get("tenant_id"), r.get("at"))).collect())
         })
+    }
+
+    /// When the newest run of `plan` started.
+    pub async fn last_drill(&self, plan: &str) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        on_pool!(self, pool => {
+            let at: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT started_at FROM drill_runs WHERE plan = $1 ORDER BY started_at DESC LIMIT 1",
+            )
+            .bind(plan)
+            .fetch_optional(pool)
+            .await?;
+            Ok(at)
+        })
+    }
+
+    /// Held by the one worker running drill plan `plan` (a PostgreSQL advisory lock of its own
+    /// per plan); a SQLite catalog has one process, so it always succeeds.
+    pub async fn try_drill_lock(&self, plan: &str) -> Result<Option<PlannerLock>, CatalogError> {
+        let digest = Sha256::digest(format!("lifeboat drill {plan}").as_bytes());
+        let key = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        self.try_advisory_lock(key).await
     }
 
     /// Runs finished at or after `since`, oldest first.

@@ -79,12 +79,20 @@ impl Catalog {
     /// Becomes the planner if no other worker is (PostgreSQL advisory lock, held by an open
     /// transaction); a SQLite catalog has one process, so it always succeeds.
     pub async fn try_planner_lock(&self) -> Result<Option<PlannerLock>, CatalogError> {
+        self.try_advisory_lock(PLANNER_LOCK_KEY).await
+    }
+
+    /// Takes PostgreSQL advisory lock `key` for as long as the returned value lives.
+    pub(super) async fn try_advisory_lock(
+        &self,
+        key: i64,
+    ) -> Result<Option<PlannerLock>, CatalogError> {
         match &self.pool {
             Pool::Sqlite(_) => Ok(Some(PlannerLock { _tx: None })),
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                    .bind(PLANNER_LOCK_KEY)
+                    .bind(key)
                     .fetch_one(&mut *tx)
                     .await?;
                 Ok(got.then_some(PlannerLock { _tx: Some(tx) }))
