@@ -38,6 +38,7 @@ fn completed(inst: &Install) -> usize {
 #[test]
 fn serve_backs_up_due_tenants_and_stops_cleanly() {
     let inst = Install::new();
+    inst.quiet_schedules();
     let port = free_port();
     let mut tenants = String::new();
     for t in ["a1", "b2", "c3"] {
@@ -111,6 +112,7 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
 fn sigterm_mid_backup_drains_then_stops_it_and_leaves_nothing_partial() {
     let garage = Garage::start();
     let inst = Install::new();
+    inst.quiet_schedules();
     let port = free_port();
     let db = inst.path("big.db");
     // About 12 MB of incompressible rows, so the backup spans several 5 MiB parts.

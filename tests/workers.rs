@@ -94,6 +94,7 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
     let garage = Garage::start();
     let pg = Postgres::start();
     let inst = Install::new();
+    inst.quiet_schedules();
     pg.psql("postgres", "CREATE DATABASE lifeboat");
     pg.psql("postgres", "CREATE DATABASE controlplane");
 
@@ -264,7 +265,25 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
         "SELECT tenant_id, count(*) FROM backups WHERE status = 'completed' GROUP BY tenant_id ORDER BY 1",
     );
     assert_eq!(per_tenant.len(), 60);
-    assert!(per_tenant.iter().all(|r| r[1] == "1"), "{per_tenant:?}");
+    assert!(
+        per_tenant.iter().all(|r| r[1] == "1"),
+        "{per_tenant:?}\nhistory: {:?}\njobs: {:?}\nbackups: {:?}",
+        rows(
+            &pg,
+            "SELECT * FROM tenant_history \
+             WHERE tenant_id IN (SELECT tenant_id FROM backups WHERE status = 'completed' GROUP BY tenant_id HAVING count(*) > 1)"
+        ),
+        rows(
+            &pg,
+            "SELECT tenant_id, state, attempts, worker, created_at, finished_at, backup_id FROM jobs \
+             WHERE tenant_id IN (SELECT tenant_id FROM backups WHERE status = 'completed' GROUP BY tenant_id HAVING count(*) > 1) ORDER BY created_at"
+        ),
+        rows(
+            &pg,
+            "SELECT tenant_id, id, status, started_at, finished_at FROM backups \
+             WHERE tenant_id IN (SELECT tenant_id FROM backups WHERE status = 'completed' GROUP BY tenant_id HAVING count(*) > 1) ORDER BY id"
+        )
+    );
     let tenants: BTreeSet<String> = per_tenant.iter().map(|r| r[0].clone()).collect();
     assert!(tenants.contains("cp-pg") && tenants.contains("pg_28") && tenants.contains("sq-28"));
     assert!(
