@@ -37,13 +37,13 @@ fn main() {
     // ---- 1. planning, on a SQLite and on a PostgreSQL catalog ------------------------------
     let now = Utc::now();
     let sqlite = Install::new();
-    let sqlite_plan = planning(&sqlite, tenants, "sqlite://catalog.db", now, |_| {
+    let sqlite_plan = planning(&sqlite, tenants, "sqlite://catalog.db", now, || {
         fill_sqlite(&sqlite.path("catalog.db"), tenants, now)
     });
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE catalog");
     let pg_inst = Install::new();
-    let pg_plan = planning(&pg_inst, tenants, &pg.url("catalog"), now, |_| {
+    let pg_plan = planning(&pg_inst, tenants, &pg.url("catalog"), now, || {
         pg.psql("catalog", &pg_fill_sql(tenants, now));
     });
     drop(pg);
@@ -148,7 +148,7 @@ fn planning(
     tenants: usize,
     catalog: &str,
     now: chrono::DateTime<Utc>,
-    fill: impl FnOnce(&Install),
+    fill: impl FnOnce(),
 ) -> Planning {
     let mut cfg = format!(
         "{}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
@@ -176,7 +176,7 @@ fn planning(
         .block_on(Context::open(config.clone()))
         .expect("create the catalog");
     rt.block_on(ctx.catalog.close());
-    fill(inst);
+    fill();
     let t = Instant::now();
     let ctx = rt.block_on(Context::open(config)).expect("context");
     let backfill = t.elapsed();

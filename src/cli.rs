@@ -654,12 +654,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let now = chrono::Utc::now();
             let since = now - chrono::Duration::from_std(window)?;
             let ctx = Context::open(load(&cli.config)?).await?;
-            let mut runs = Vec::new();
-            for row in ctx.catalog.drill_runs(since).await? {
-                runs.push(
-                    serde_json::from_str::<executor::drill::DrillRun>(&row.report)
-                        .with_context(|| format!("drill run {} in the catalog", row.id))?,
-                );
+            let (runs, unreadable) = executor::drill::recorded(&ctx, since).await?;
+            if let Some((id, e)) = unreadable.into_iter().next() {
+                anyhow::bail!("drill run {id} in the catalog: {e}");
             }
             print!("{}", crate::drill_report::summary(&runs));
             for p in crate::drill_report::write_all(&out, &runs, since, now)? {

@@ -570,6 +570,14 @@ impl Source<'_> {
     }
 }
 
+/// The text of a configuration file.
+fn read(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
 /// Parses durations like `12h`, `90d`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     humantime::parse_duration(s.trim())
@@ -615,11 +623,7 @@ fn is_tier_name(s: &str) -> bool {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_path_buf(),
-            source,
-        })?;
-        Self::parse(file, &text)
+        Self::parse(file, &read(file)?)
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
@@ -1468,10 +1472,7 @@ pub fn load_tiers(dir: &Path) -> Result<BTreeMap<String, Tier>, ConfigError> {
 }
 
 pub fn load_tier(file: &Path) -> Result<Tier, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let text = read(file)?;
     let src = Source { file, text: &text };
     let name = file
         .file_stem()

@@ -72,6 +72,15 @@ fn tier_lines(runs: &[DrillRun]) -> Vec<TierLine> {
     by.into_values().collect()
 }
 
+/// `": reason; reason"`, or nothing when the tier passed.
+fn reasons(l: &TierLine) -> String {
+    if l.problems.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", l.problems.join("; "))
+    }
+}
+
 fn verdict(l: &TierLine) -> &'static str {
     if l.problems.is_empty() {
         "PASS"
@@ -101,11 +110,7 @@ pub fn summary(runs: &[DrillRun]) -> String {
             dur(l.rpo_objective_ms),
             l.predicted_misses,
             verdict(&l),
-            if l.problems.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", l.problems.join("; "))
-            }
+            reasons(&l)
         );
     }
     for run in runs {
@@ -164,11 +169,7 @@ pub fn markdown(runs: &[DrillRun], since: DateTime<Utc>, now: DateTime<Utc>) -> 
             dur(l.rpo_objective_ms),
             l.predicted_misses,
             verdict(&l),
-            if l.problems.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", l.problems.join("; "))
-            }
+            reasons(&l)
         );
     }
     s += "\n## Runs\n\n| run | plan | region | finished | drilled | failed |\n|---|---|---|---|---:|---:|\n";
@@ -210,13 +211,7 @@ pub fn markdown(runs: &[DrillRun], since: DateTime<Utc>, now: DateTime<Utc>) -> 
     }
     s += "\n## Slowest restores\n\n| tenant | tier | engine | bytes | RTO | fetch | decrypt | decompress | load | verify |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
     for t in slowest(runs, 10) {
-        let st = t.stages_ms.unwrap_or(crate::executor::drill::Stages {
-            fetch: 0,
-            decrypt: 0,
-            decompress: 0,
-            load: 0,
-            verify: 0,
-        });
+        let st = t.stages_ms.unwrap_or_default();
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",

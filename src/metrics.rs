@@ -226,17 +226,13 @@ async fn drill_metrics(
     registry: &Registry,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let rows = ctx
-        .catalog
-        .drill_runs(now - chrono::Duration::days(DRILL_WINDOW_DAYS))
-        .await?;
+    // A report this version cannot read (written by another one) is skipped, not fatal.
+    let (runs, _) =
+        crate::executor::drill::recorded(ctx, now - chrono::Duration::days(DRILL_WINDOW_DAYS))
+            .await?;
     let mut tiers = std::collections::BTreeMap::new();
     let mut tenants = std::collections::BTreeMap::new();
-    for row in &rows {
-        // A report this version cannot read (written by another one) is skipped, not fatal.
-        let Ok(run) = serde_json::from_str::<crate::executor::drill::DrillRun>(&row.report) else {
-            continue;
-        };
+    for run in runs {
         for t in run.tiers {
             tiers.insert(t.tier.clone(), (run.finished_at, t));
         }

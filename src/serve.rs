@@ -634,18 +634,12 @@ async fn drills(
     )];
     let now = chrono::Utc::now();
     let since = now - chrono::Duration::days(crate::metrics::DRILL_WINDOW_DAYS);
-    match ctx.catalog.drill_runs(since).await {
-        Ok(rows) => {
-            let runs: Vec<_> = rows
-                .iter()
-                .filter_map(|r| serde_json::from_str(&r.report).ok())
-                .collect();
-            (
-                StatusCode::OK,
-                html,
-                crate::drill_report::html(&runs, since, now),
-            )
-        }
+    match executor::drill::recorded(&ctx, since).await {
+        Ok((runs, _unreadable)) => (
+            StatusCode::OK,
+            html,
+            crate::drill_report::html(&runs, since, now),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "reading drills for /drills failed");
             (

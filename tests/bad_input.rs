@@ -21,6 +21,19 @@ fn assert_untouched(inst: &Install) {
     assert!(!inst.path("regions").exists(), "no region was written");
 }
 
+/// Each of `cmds` fails naming every one of `needles` (file, field, value, what is valid) and
+/// never the test's password `hunter2`; nothing is written.
+fn assert_refused(inst: &Install, cmds: &[&[&str]], needles: &[&str]) {
+    for cmd in cmds {
+        let out = inst.run(cmd).failed();
+        for needle in needles {
+            assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+        }
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    }
+    assert_untouched(inst);
+}
+
 #[test]
 fn unknown_config_key_names_file_line_and_valid_keys() {
     let inst = Install::new();
@@ -343,14 +356,11 @@ fn bad_mariadb_url_and_job_timeout_are_refused_with_their_field() {
         ),
     ] {
         inst.write_config(&format!("{}{}{config}", inst.head(), dir_regions()));
-        for cmd in [&["config", "check"][..], &["backup", "--all"][..]] {
-            let out = inst.run(cmd).failed();
-            for needle in [&format!("{}:", inst.config.display()), field, shown, valid] {
-                assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
-            }
-            assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
-        }
-        assert_untouched(&inst);
+        assert_refused(
+            &inst,
+            &[&["config", "check"], &["backup", "--all"]],
+            &[&format!("{}:", inst.config.display()), field, shown, valid],
+        );
     }
 }
 
@@ -419,14 +429,11 @@ fn bad_catalog_scheduler_and_discovery_settings_are_refused_with_their_field() {
         ),
     ] {
         inst.write_config(&format!("{config}{}", dir_regions()));
-        for cmd in [&["config", "check"][..], &["serve"][..]] {
-            let out = inst.run(cmd).failed();
-            for needle in [&format!("{}:", inst.config.display()), field, shown, valid] {
-                assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
-            }
-            assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
-        }
-        assert_untouched(&inst);
+        assert_refused(
+            &inst,
+            &[&["config", "check"], &["serve"]],
+            &[&format!("{}:", inst.config.display()), field, shown, valid],
+        );
     }
 }
 

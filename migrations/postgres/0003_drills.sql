@@ -13,9 +13,7 @@ CREATE INDEX drill_runs_finished ON drill_runs(finished_at);
 CREATE TABLE drill_results (
     run_id      TEXT NOT NULL REFERENCES drill_runs(id),
     tenant_id   TEXT NOT NULL,
-    tier        TEXT NOT NULL,
     passed      BIGINT NOT NULL,
-    rto_ms      BIGINT,
     finished_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (run_id, tenant_id)
 );

@@ -1,5 +1,5 @@
 -- Restore drills: one row per run (its whole report as JSON, for `drill report`), and one row per
--- tenant drilled (for the sampler's "last drilled" and the metrics).
+-- tenant drilled (for the sampler's "last drilled").
 CREATE TABLE drill_runs (
     id          TEXT PRIMARY KEY,
     plan        TEXT NOT NULL,
@@ -14,9 +14,7 @@ CREATE INDEX drill_runs_finished ON drill_runs(finished_at);
 CREATE TABLE drill_results (
     run_id      TEXT NOT NULL REFERENCES drill_runs(id),
     tenant_id   TEXT NOT NULL,
-    tier        TEXT NOT NULL,
     passed      INTEGER NOT NULL,
-    rto_ms      INTEGER,
     finished_at TEXT NOT NULL,
     PRIMARY KEY (run_id, tenant_id)
 );

@@ -7,22 +7,17 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::collections::HashMap;
 
-/// One tenant's outcome in a run, as the sampler and metrics need it.
+/// One tenant's outcome in a run, as the sampler needs it (the rest is in the run's report).
 #[derive(Debug, Clone)]
 pub struct DrillResultRow {
     pub tenant: String,
-    pub tier: String,
     pub passed: bool,
-    pub rto_ms: Option<i64>,
 }
 
-/// A stored run.
+/// A stored run: its report is the whole of it (`executor::drill::DrillRun` as JSON).
 #[derive(Debug, Clone)]
 pub struct DrillRunRow {
     pub id: String,
-    pub plan: String,
-    pub finished_at: DateTime<Utc>,
-    pub passed: bool,
     pub report: String,
 }
 
@@ -57,14 +52,12 @@ impl Catalog {
             .await?;
             for r in results {
                 sqlx::query(
-                    "INSERT INTO drill_results (run_id, tenant_id, tier, passed, rto_ms, finished_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO drill_results (run_id, tenant_id, passed, finished_at) \
+                     VALUES ($1, $2, $3, $4)",
                 )
                 .bind(id)
                 .bind(&r.tenant)
-                .bind(&r.tier)
                 .bind(i64::from(r.passed))
-                .bind(r.rto_ms)
                 .bind(finished_at)
                 .execute(&mut *tx)
                 .await?;
@@ -111,7 +104,7 @@ impl Catalog {
     pub async fn drill_runs(&self, since: DateTime<Utc>) -> Result<Vec<DrillRunRow>, CatalogError> {
         on_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT id, plan, finished_at, passed, report FROM drill_runs \
+                "SELECT id, report FROM drill_runs \
                  WHERE finished_at >= $1 ORDER BY finished_at, id",
             )
             .bind(since)
@@ -121,9 +114,6 @@ impl Catalog {
                 .iter()
                 .map(|r| DrillRunRow {
                     id: r.get("id"),
-                    plan: r.get("plan"),
-                    finished_at: r.get("finished_at"),
-                    passed: r.get::<i64, _>("passed") != 0,
                     report: r.get("report"),
                 })
                 .collect())

@@ -2,7 +2,9 @@
 //! name. Errors name the file, line, field, value and what would be valid, like the rest of the
 //! configuration.
 
-use super::{Config, ConfigError, Connection, EngineKind, RegionRole, Source, db_url, parse_cron};
+use super::{
+    Config, ConfigError, Connection, EngineKind, RegionRole, Source, db_url, parse_cron, read,
+};
 use crate::secret::SecretSource;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -114,10 +116,7 @@ const RPO_WINDOW: Duration = Duration::from_secs(30 * 86400);
 
 /// Loads the drill plan `file` for `config` (its tiers and regions).
 pub fn load_drill_plan(file: &Path, config: &Config) -> Result<DrillPlan, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-        file: file.to_path_buf(),
-        source,
-    })?;
+    let text = read(file)?;
     let src = Source { file, text: &text };
     let name = file
         .file_stem()

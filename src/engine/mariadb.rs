@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
+#[derive(Clone)]
 pub struct MariadbEngine {
     pub tenant: String,
     /// `mariadb://USER@HOST:PORT/DATABASE` (or `mysql://`), without a password.
@@ -216,14 +217,7 @@ impl DumpFinish for MariadbDumpFinish {
 #[async_trait]
 impl Engine for MariadbEngine {
     async fn remove_side(&self, target: &str) {
-        let staged = StagedDatabase {
-            engine: MariadbEngine {
-                tenant: self.tenant.clone(),
-                url: self.url.clone(),
-                password: self.password.clone(),
-            },
-            target: target.to_string(),
-        };
+        let staged = self.staged(target);
         Box::new(staged).discard().await;
     }
 
@@ -305,14 +299,7 @@ impl Engine for MariadbEngine {
         .await
         .map_err(|e| self.other(format!("CREATE DATABASE {target}: {e}")))?;
         let _ = admin.close().await;
-        let staged = StagedDatabase {
-            engine: MariadbEngine {
-                tenant: self.tenant.clone(),
-                url: self.url.clone(),
-                password: self.password.clone(),
-            },
-            target: target.to_string(),
-        };
+        let staged = self.staged(target);
         let loaded = async {
             let options = self.option_file()?;
             let mut cmd = self.command("mariadb", &options);
@@ -337,6 +324,16 @@ impl Engine for MariadbEngine {
 struct StagedDatabase {
     engine: MariadbEngine,
     target: String,
+}
+
+impl MariadbEngine {
+    /// The side database `target` on this engine's server, to load, check or drop.
+    fn staged(&self, target: &str) -> StagedDatabase {
+        StagedDatabase {
+            engine: self.clone(),
+            target: target.to_string(),
+        }
+    }
 }
 
 #[async_trait]

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::process::Command;
 
+#[derive(Clone)]
 pub struct PostgresEngine {
     pub tenant: String,
     /// Without a password (config validation refuses one).
@@ -186,14 +187,7 @@ impl DumpFinish for PgDumpFinish {
 #[async_trait]
 impl Engine for PostgresEngine {
     async fn remove_side(&self, target: &str) {
-        let staged = StagedDatabase {
-            engine: PostgresEngine {
-                tenant: self.tenant.clone(),
-                url: self.url.clone(),
-                password: self.password.clone(),
-            },
-            target: target.to_string(),
-        };
+        let staged = self.staged(target);
         Box::new(staged).discard().await;
     }
 
@@ -279,14 +273,7 @@ impl Engine for PostgresEngine {
         .execute(&mut admin)
         .await
         .map_err(|e| self.other(format!("CREATE DATABASE {target}: {e}")))?;
-        let staged = StagedDatabase {
-            engine: PostgresEngine {
-                tenant: self.tenant.clone(),
-                url: self.url.clone(),
-                password: self.password.clone(),
-            },
-            target: target.to_string(),
-        };
+        let staged = self.staged(target);
         let loaded = async {
             let mut cmd = self.command("pg_restore")?;
             match ownership {
@@ -319,6 +306,16 @@ impl Engine for PostgresEngine {
 struct StagedDatabase {
     engine: PostgresEngine,
     target: String,
+}
+
+impl PostgresEngine {
+    /// The side database `target` on this engine's server, to load, check or drop.
+    fn staged(&self, target: &str) -> StagedDatabase {
+        StagedDatabase {
+            engine: self.clone(),
+            target: target.to_string(),
+        }
+    }
 }
 
 #[async_trait]

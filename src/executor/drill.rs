@@ -59,7 +59,7 @@ pub struct TenantDrill {
     pub checks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Stages {
     pub fetch: u64,
     pub decrypt: u64,
@@ -73,6 +73,31 @@ pub struct RegionRpoMs {
     pub region: String,
     pub newest_age_ms: Option<u64>,
     pub worst_gap_ms: Option<u64>,
+}
+
+impl TenantDrill {
+    /// A drill about to start: nothing measured, no problem yet.
+    fn selected(s: &plan::Selected, t: &TenantConfig, tier: &crate::config::Tier) -> TenantDrill {
+        TenantDrill {
+            tenant: s.tenant.clone(),
+            tier: t.tier.clone(),
+            engine: t.engine.as_str().into(),
+            selected_because: s.reason.clone(),
+            backup_id: None,
+            recovery_point: None,
+            artifact_bytes: 0,
+            passed: false,
+            problems: Vec::new(),
+            rto_ms: None,
+            stages_ms: None,
+            rto_objective_ms: ms(tier.rto),
+            rpo: Vec::new(),
+            rpo_objective_ms: ms(tier.rpo),
+            tables: 0,
+            rows: 0,
+            checks: Vec::new(),
+        }
+    }
 }
 
 /// A tier's verdict in a run.
@@ -159,30 +184,55 @@ struct Found {
     points: Vec<Point>,
 }
 
-/// From the catalog: the newest completed backup verified in `region`, and every verified copy's
-/// recovery point per region.
-async fn from_catalog(ctx: &Context, tenant: &str, region: &str) -> Result<Found, Error> {
-    let backups = ctx.catalog.backups(tenant).await?;
-    let mut found = Found {
-        newest: None,
-        points: Vec::new(),
-    };
-    for b in backups.iter().filter(|b| b.status == "completed") {
-        let copies = ctx.catalog.copies(&b.id).await?;
-        for c in copies.iter().filter(|c| c.state == "verified") {
-            if let Some(at) = b.recovery_point {
-                found.points.push(Point {
-                    region: c.region.clone(),
-                    at,
-                });
-            }
-            if c.region == region {
-                let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
-                found.newest = Some((id, b.artifact_size.unwrap_or(0).max(0) as u64));
+/// What the catalog holds for a drill, read once per run: completed backups by tenant (oldest
+/// first) and the copies of every backup.
+struct CatalogView {
+    completed: BTreeMap<String, Vec<crate::catalog::BackupRow>>,
+    copies: std::collections::HashMap<String, Vec<crate::catalog::CopyRow>>,
+}
+
+impl CatalogView {
+    async fn read(ctx: &Context) -> Result<CatalogView, Error> {
+        let mut completed: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for b in ctx.catalog.completed_backups().await? {
+            completed.entry(b.tenant_id.clone()).or_default().push(b);
+        }
+        Ok(CatalogView {
+            completed,
+            copies: ctx.catalog.copies_by_backup().await?,
+        })
+    }
+
+    /// The newest completed backup verified in `region`, and every verified copy's recovery
+    /// point per region.
+    fn found(&self, tenant: &str, region: &str) -> Result<Found, Error> {
+        let mut found = Found {
+            newest: None,
+            points: Vec::new(),
+        };
+        for b in self.completed.get(tenant).into_iter().flatten() {
+            let copies = self.copies.get(&b.id).into_iter().flatten();
+            for c in copies.filter(|c| c.state == "verified") {
+                if let Some(at) = b.recovery_point {
+                    found.points.push(Point {
+                        region: c.region.clone(),
+                        at,
+                    });
+                }
+                if c.region == region {
+                    let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
+                    found.newest = Some((id, b.artifact_size.unwrap_or(0).max(0) as u64));
+                }
             }
         }
+        Ok(found)
     }
-    Ok(found)
+
+    /// The artifact size of the tenant's newest completed backup.
+    fn latest_size(&self, tenant: &str) -> Option<u64> {
+        let b = self.completed.get(tenant)?.last()?;
+        Some(b.artifact_size.unwrap_or(0).max(0) as u64)
+    }
 }
 
 /// From the region alone (the catalog is not trusted): every manifest of the tenant.
@@ -231,7 +281,13 @@ pub async fn run(
         vec![region.name.clone()]
     };
 
-    // Tenants of the plan's tiers that are active (a region-loss drill cannot ask the catalog).
+    // A region-loss drill cannot ask the catalog.
+    let view = if plan.use_catalog {
+        Some(CatalogView::read(ctx).await?)
+    } else {
+        None
+    };
+    // Tenants of the plan's tiers that are active.
     let known = if plan.use_catalog {
         Some(ctx.catalog.known_tenants().await?)
     } else {
@@ -268,29 +324,10 @@ pub async fn run(
     for s in &selected {
         let t = by_id[s.tenant.as_str()];
         let tier = &ctx.config.tiers[&t.tier];
-        let mut d = TenantDrill {
-            tenant: s.tenant.clone(),
-            tier: t.tier.clone(),
-            engine: t.engine.as_str().into(),
-            selected_because: s.reason.clone(),
-            backup_id: None,
-            recovery_point: None,
-            artifact_bytes: 0,
-            passed: false,
-            problems: Vec::new(),
-            rto_ms: None,
-            stages_ms: None,
-            rto_objective_ms: ms(tier.rto),
-            rpo: Vec::new(),
-            rpo_objective_ms: ms(tier.rpo),
-            tables: 0,
-            rows: 0,
-            checks: Vec::new(),
-        };
-        let found = if plan.use_catalog {
-            from_catalog(ctx, t.id.as_str(), &region.name).await
-        } else {
-            from_region(region, &t.id).await
+        let mut d = TenantDrill::selected(s, t, tier);
+        let found = match &view {
+            Some(v) => v.found(t.id.as_str(), &region.name),
+            None => from_region(region, &t.id).await,
         };
         let found = match found {
             Ok(f) => f,
@@ -342,32 +379,15 @@ pub async fn run(
     // Selected tenants left when the time limit passed count as failed drills.
     for s in selected.iter().skip(drills.len()) {
         let t = by_id[s.tenant.as_str()];
-        let tier = &ctx.config.tiers[&t.tier];
-        drills.push(TenantDrill {
-            tenant: s.tenant.clone(),
-            tier: t.tier.clone(),
-            engine: t.engine.as_str().into(),
-            selected_because: s.reason.clone(),
-            backup_id: None,
-            recovery_point: None,
-            artifact_bytes: 0,
-            passed: false,
-            problems: vec![format!(
-                "not drilled: the plan's time limit of {} passed",
-                fmt_duration(plan.time_limit)
-            )],
-            rto_ms: None,
-            stages_ms: None,
-            rto_objective_ms: ms(tier.rto),
-            rpo: Vec::new(),
-            rpo_objective_ms: ms(tier.rpo),
-            tables: 0,
-            rows: 0,
-            checks: Vec::new(),
-        });
+        let mut d = TenantDrill::selected(s, t, &ctx.config.tiers[&t.tier]);
+        d.problems.push(format!(
+            "not drilled: the plan's time limit of {} passed",
+            fmt_duration(plan.time_limit)
+        ));
+        drills.push(d);
     }
 
-    let tiers = tier_verdicts(ctx, plan, &in_plan, &drills).await?;
+    let tiers = tier_verdicts(ctx, view.as_ref(), &in_plan, &drills);
     let finished_at = started_at + chrono::Duration::from_std(clock.elapsed()).unwrap_or_default();
     let run = DrillRun {
         id: run_id,
@@ -384,9 +404,7 @@ pub async fn run(
         .iter()
         .map(|t| crate::catalog::DrillResultRow {
             tenant: t.tenant.clone(),
-            tier: t.tier.clone(),
             passed: t.passed,
-            rto_ms: t.rto_ms.map(|v| v as i64),
         })
         .collect();
     let report = serde_json::to_string(&run).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -419,6 +437,23 @@ pub async fn run(
         )
         .await?;
     Ok(run)
+}
+
+/// The runs recorded since `since`, oldest first; apart, the ids of the runs whose report this
+/// version cannot read (written by another version), with why.
+pub async fn recorded(
+    ctx: &Context,
+    since: DateTime<Utc>,
+) -> Result<(Vec<DrillRun>, Vec<(String, serde_json::Error)>), Error> {
+    let mut runs = Vec::new();
+    let mut unreadable = Vec::new();
+    for row in ctx.catalog.drill_runs(since).await? {
+        match serde_json::from_str(&row.report) {
+            Ok(run) => runs.push(run),
+            Err(e) => unreadable.push((row.id, e)),
+        }
+    }
+    Ok((runs, unreadable))
 }
 
 fn rpo_ms(r: &RegionRpo) -> RegionRpoMs {
@@ -528,31 +563,24 @@ fn stages(t: &LoadTimes) -> Stages {
 
 /// Per tier: the drills' outcome, measured RTO and worst RPO against the objectives, and the
 /// tenants (drilled or not) whose latest backup is predicted to restore too slowly.
-async fn tier_verdicts(
+/// `view`: the catalog's backups (every tenant's latest size is known); without it (a
+/// region-loss drill) only the drilled tenants' sizes are.
+fn tier_verdicts(
     ctx: &Context,
-    plan: &DrillPlan,
+    view: Option<&CatalogView>,
     in_plan: &[&TenantConfig],
     drills: &[TenantDrill],
-) -> Result<Vec<TierVerdict>, Error> {
-    let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
-    if plan.use_catalog {
-        for t in in_plan {
-            if let Some(b) = ctx
-                .catalog
-                .backups(t.id.as_str())
-                .await?
-                .into_iter()
-                .rev()
-                .find(|b| b.status == "completed")
-            {
-                sizes.insert(t.id.as_str(), b.artifact_size.unwrap_or(0).max(0) as u64);
-            }
-        }
-    } else {
-        for d in drills {
-            sizes.insert(d.tenant.as_str(), d.artifact_bytes);
-        }
-    }
+) -> Vec<TierVerdict> {
+    let sizes: BTreeMap<&str, u64> = match view {
+        Some(v) => in_plan
+            .iter()
+            .filter_map(|t| Some((t.id.as_str(), v.latest_size(t.id.as_str())?)))
+            .collect(),
+        None => drills
+            .iter()
+            .map(|d| (d.tenant.as_str(), d.artifact_bytes))
+            .collect(),
+    };
     let mut out = Vec::new();
     let tier_names: std::collections::BTreeSet<&str> =
         drills.iter().map(|d| d.tier.as_str()).collect();
@@ -616,7 +644,7 @@ async fn tier_verdicts(
             predicted_misses,
         });
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
