@@ -148,7 +148,15 @@ fn main() {
         let t = Instant::now();
         let (_, rss) = lifeboat_measured(
             &inst.config,
-            &["restore", "--tenant", "bench", "--to-side", &target],
+            &[
+                "restore",
+                "--tenant",
+                "bench",
+                "--to-side",
+                &target,
+                "--reason",
+                "bench",
+            ],
         );
         lb_restore.add(t.elapsed());
         rss_restore = rss_restore.max(rss);

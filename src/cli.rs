@@ -7,6 +7,7 @@ use crate::storage::BackupId;
 use crate::tenant::TenantId;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ struct Cli {
     )]
     config: PathBuf,
     /// Log format on stderr.
-    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    #[arg(long, global = true, env = "LIFEBOAT_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -56,25 +57,29 @@ enum Command {
         #[arg(long)]
         tenant: String,
     },
-    /// Restores a backup into a new database (PostgreSQL) or file (SQLite).
+    /// Restores a backup on the side (a new database or file) or over the live database; then
+    /// finalizes or rolls back a restore over live.
+    ///
+    /// Every restore verifies the artifact's and the dump's SHA-256 and every table's row count
+    /// before anything becomes visible. --over-live first takes a safety backup of the live data
+    /// (a regular backup, copied to every region), loads and verifies the chosen backup beside
+    /// it, then swaps it in (PostgreSQL: both database renames in one transaction, after
+    /// disconnecting the live database's sessions; MariaDB: one atomic RENAME TABLE of every
+    /// table, refused for databases with views, triggers, routines or events; SQLite: a
+    /// checkpoint, then rename(2)). The previous data is kept until `restore finalize` drops it
+    /// or `restore rollback` swaps it back. A failure before or during the swap leaves the live
+    /// data as it was. One restore over live per tenant at a time.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Restore {
+        #[command(subcommand)]
+        command: Option<RestoreCommand>,
+        #[command(flatten)]
+        args: RestoreArgs,
+    },
+    /// Lists restores (on the side and over live), oldest first: state, backups, targets, reason.
+    Restores {
         #[arg(long)]
-        tenant: String,
-        /// The backup to restore; the newest verified one by default.
-        #[arg(long)]
-        backup: Option<String>,
-        /// The new database name (PostgreSQL) or file path (SQLite); must not exist.
-        #[arg(long)]
-        to_side: String,
-        /// Region to restore from; the primary by default.
-        #[arg(long)]
-        region: Option<String>,
-        /// PostgreSQL: make this existing role the owner of everything restored.
-        #[arg(long, conflicts_with = "keep_owners")]
-        owner: Option<String>,
-        /// PostgreSQL: keep the source's owners and grants (the roles must exist).
-        #[arg(long)]
-        keep_owners: bool,
+        tenant: Option<String>,
     },
     /// Catches up copies that are missing in a region (a region that was down), oldest first.
     Replicate,
@@ -100,7 +105,7 @@ enum Command {
     },
     /// Prints fleet metrics (Prometheus text format) computed from the catalog.
     Metrics,
-    /// Tenant lifecycle and legal holds.
+    /// Tenant lifecycle, legal holds and erasure.
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
@@ -108,6 +113,18 @@ enum Command {
     /// The scheduler daemon: backs up every tenant when the planner says it is due, serves
     /// /healthz, /readyz and /metrics on `server.listen`. SIGTERM/SIGINT drain it and exit 0.
     Serve,
+    /// Probes the `lifeboat serve` of this config on `server.listen` (loopback when it listens on
+    /// every address): GET /readyz (catalog and primary region reachable), or /healthz with
+    /// --live. Exits 0 on 200, else 1 with the reason. Resolves no secret and opens no catalog:
+    /// it is the container's health check (the image has no curl).
+    Health {
+        /// Probe /healthz (the process answers) instead of /readyz.
+        #[arg(long)]
+        live: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "5s")]
+        timeout: String,
+    },
     /// Dry run of the schedule planner: which tenants are due for a backup, why, least slack first.
     Plan {
         /// Plan as of this RFC 3339 time instead of now.
@@ -124,10 +141,81 @@ enum Command {
         #[command(subcommand)]
         command: DrillCommand,
     },
+    /// The audit trail: who did what to which tenant, in which role, why and from where;
+    /// append-only and hash-chained.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// API tokens for the staff and customer HTTP API (`[api]` of `serve`): create (shown
+    /// once), list (never the secret), revoke. Every change is audited.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Runs the whole job on the embedded default (SQLite tenants, local regions), no server needed.
     Demo {
         #[arg(long, default_value = "lifeboat-demo")]
         dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to_side", "over_live"])))]
+struct RestoreArgs {
+    /// The tenant whose backup to restore.
+    #[arg(long, required = true)]
+    tenant: Option<String>,
+    /// The backup to restore; the newest verified in the region by default.
+    #[arg(long, conflicts_with = "before")]
+    backup: Option<String>,
+    /// The newest backup verified in the region whose recovery point is at or before this
+    /// RFC 3339 time (e.g. 2026-08-01T09:30:00Z).
+    #[arg(long, value_name = "TIME")]
+    before: Option<String>,
+    /// Into this new database (PostgreSQL, MariaDB) or file path (SQLite); must not exist.
+    #[arg(long, value_name = "NAME")]
+    to_side: Option<String>,
+    /// Over the tenant's live database, after a safety backup of it; the previous data is kept
+    /// until `restore finalize` or `restore rollback`.
+    #[arg(long)]
+    over_live: bool,
+    /// Region to restore from; the primary by default.
+    #[arg(long)]
+    region: Option<String>,
+    /// PostgreSQL: make this existing role the owner of everything restored.
+    #[arg(long, conflicts_with = "keep_owners")]
+    owner: Option<String>,
+    /// PostgreSQL: keep the source's owners and grants (the roles must exist). The default over
+    /// live; on the side the connecting user owns everything and grants are dropped.
+    #[arg(long)]
+    keep_owners: bool,
+    /// Why, with the ticket (required; recorded in the catalog and the audit log).
+    #[arg(long, required = true)]
+    reason: Option<String>,
+    /// Show progress on stderr (stage, bytes fetched) even when it is not a terminal.
+    #[arg(long)]
+    progress: bool,
+}
+
+#[derive(Subcommand)]
+enum RestoreCommand {
+    /// Drops the previous data a restore over live kept; the restored data stays live.
+    Finalize {
+        /// The restore's id, as `lifeboat restore` printed it and `lifeboat restores` lists it.
+        restore_id: String,
+        /// Why, with the ticket (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Swaps the previous data of a restore over live back in and drops the restored data.
+    /// Writes made to the restored data since the swap are lost (back it up first if needed).
+    Rollback {
+        /// The restore's id, as `lifeboat restore` printed it and `lifeboat restores` lists it.
+        restore_id: String,
+        /// Why, with the ticket (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -150,6 +238,9 @@ enum KeysCommand {
         /// The old master identity (mode 0600), which currently wraps the tenant keys.
         #[arg(long)]
         old_identity_file: PathBuf,
+        /// Why, with the change's ticket (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -182,6 +273,101 @@ enum DrillCommand {
         since: String,
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Checks the audit log's hash chain. Exits 0 and prints its head ("audit log intact: N
+    /// entries, head HASH"), or 1 naming each edited row and each gap where rows were deleted.
+    ///
+    /// A chain cannot show that its newest rows were cut off: record the head elsewhere (a
+    /// ticket, another system's log) and pass it back with --expect-head.
+    Verify {
+        /// A head recorded earlier: the chain must still hold it (it may have grown since).
+        #[arg(long, value_name = "HASH", value_parser = parse_audit_hash)]
+        expect_head: Option<String>,
+    },
+    /// Lists audit entries, newest first: at, actor, role, action, tenant, outcome, reason,
+    /// source IP, detail.
+    List {
+        /// A tenant id (purged tenants included).
+        #[arg(long, value_parser = parse_tenant_arg)]
+        tenant: Option<TenantId>,
+        /// An actor, as listed (`cli:alice`, `serve`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// An action, as listed (`tenant.terminate`, `restore.side`, `purge.complete`).
+        #[arg(long)]
+        action: Option<String>,
+        /// Entries at or after this: an RFC 3339 time, or a duration back from now (`7d`, `12h`).
+        #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Entries at or before this: an RFC 3339 time, or a duration back from now.
+        #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// At most this many entries (1 to 10000).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u32).range(1..=crate::catalog::LIST_MAX as i64))]
+        limit: u32,
+        /// Print one JSON array of objects.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_tenant_arg(s: &str) -> Result<TenantId, String> {
+    TenantId::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_time_arg(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    crate::audit::parse_time_bound(s, chrono::Utc::now())
+}
+
+fn parse_audit_hash(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(
+            "expected the 64 hexadecimal digits `lifeboat audit verify` prints after \"head\""
+                .into(),
+        )
+    }
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token and prints it once (`lbt_<id>_<secret>`); the catalog keeps only the
+    /// SHA-256 of its secret. Roles: admin (everything, tokens too), support (tenants, backups,
+    /// restores on the side), auditor (reads tenants, backups, restores and the audit log),
+    /// customer (one tenant's self-service).
+    Create {
+        /// What the token is for (1 to 64 letters, digits, space, `.`, `_`, `-`, `@`).
+        #[arg(long)]
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_parser = ["admin", "support", "auditor", "customer"])]
+        role: String,
+        /// The tenant of a customer token (required for `customer`, refused for the others).
+        #[arg(long, value_parser = parse_tenant_arg)]
+        tenant: Option<TenantId>,
+        /// Lifetime, from `1h` to `365d`.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// Why, with the ticket (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lists every token: id, name, role, tenant, state (active, expired, revoked), created,
+    /// expires, last used. Never a secret.
+    List,
+    /// Revokes a token at once; requests with it are refused from then on.
+    Revoke {
+        /// The token's id (the 16 hex digits after `lbt_`).
+        id: String,
+        /// Why, with the ticket (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -223,6 +409,18 @@ enum TenantCommand {
     /// Lifts a legal hold.
     Unhold {
         tenant: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Erases a terminated tenant now, on an erasure request (GDPR art. 17).
+    ///
+    /// The purge `retention apply` runs when the deletion window ends, without waiting for it:
+    /// keys shredded in every region and the catalog, then every object of the tenant deleted; a
+    /// tombstone and a deletion certificate are kept. Refused, with nothing changed, for an
+    /// active, held, purged or unknown tenant. Run it again to finish an interrupted erasure.
+    Erase {
+        tenant: String,
+        /// Why, with the request's ticket (recorded in the audit log and the certificate).
         #[arg(long)]
         reason: String,
     },
@@ -393,48 +591,161 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore {
-            tenant,
-            backup,
-            to_side,
-            region,
-            owner,
-            keep_owners,
+            command: None,
+            args,
         } => {
             let config = load(&cli.config)?;
+            let RestoreArgs {
+                tenant,
+                backup,
+                before,
+                to_side,
+                over_live: _,
+                region,
+                owner,
+                keep_owners,
+                reason,
+                progress,
+            } = args;
             let ownership = match (owner, keep_owners) {
-                (Some(role), _) => crate::engine::Ownership::Role(role),
-                (None, true) => crate::engine::Ownership::Keep,
-                (None, false) => crate::engine::Ownership::Connecting,
+                (Some(role), _) => Some(crate::engine::Ownership::Role(role)),
+                (None, true) => Some(crate::engine::Ownership::Keep),
+                (None, false) => None,
+            };
+            let before = before
+                .map(|s| {
+                    chrono::DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.to_utc())
+                        .with_context(|| {
+                            format!("--before {s:?}: expected an RFC 3339 time such as 2026-08-01T09:30:00Z")
+                        })
+                })
+                .transpose()?;
+            let target = match to_side {
+                Some(name) => executor::restore::Target::Side(name),
+                None => executor::restore::Target::OverLive,
             };
             let req = executor::restore::RestoreRequest {
-                tenant: TenantId::parse(&tenant)?,
+                tenant: TenantId::parse(tenant.as_deref().unwrap_or_default())?,
                 backup: backup
                     .as_deref()
                     .map(BackupId::parse)
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
-                target: to_side,
+                before,
+                target,
                 region,
                 ownership,
+                reason: reason.unwrap_or_default(),
             };
+            executor::restore::check_reason(&req.reason)?;
             let ctx = Context::open(config).await?;
+            let over_live = req.target == executor::restore::Target::OverLive;
+            if over_live {
+                // A stop during the safety backup or the load cleans up; the swap runs to its end.
+                watch_signals(&ctx.stop);
+            }
             eprintln!("restoring tenant {} …", req.tenant);
-            let r = executor::restore::restore_side(&ctx, &req).await?;
+            let shown = std::sync::Arc::new(executor::restore::Progress::default());
+            let show = progress || std::io::stderr().is_terminal();
+            let r =
+                with_progress(&shown, show, executor::restore::restore(&ctx, &req, &shown)).await?;
             println!(
                 "restored backup {} (recovery point {}) from region {} to {}: {} tables, {} rows verified in {}",
                 r.backup_id,
                 r.recovery_point
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 r.region,
-                r.restored_to,
+                if over_live {
+                    format!("the live {}", r.restored_to)
+                } else {
+                    r.restored_to.clone()
+                },
                 r.tables,
                 r.rows,
                 fmt_duration(r.duration)
             );
+            match (&r.safety_backup, &r.previous) {
+                (Some(safety), Some(previous)) => {
+                    println!(
+                        "restore {}: safety backup {safety} holds the data that was live; it is kept as {previous} until\n  lifeboat restore finalize {} --reason …   (drops it)\n  lifeboat restore rollback {} --reason …   (makes it live again, drops the restored data)",
+                        r.restore_id, r.restore_id, r.restore_id
+                    );
+                    for p in &r.pending_copies {
+                        eprintln!(
+                            "warning: the safety backup's copy is pending in {p}; it catches up on the next backup, replicate or serve pass"
+                        );
+                    }
+                }
+                _ => println!("restore {}", r.restore_id),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            command: Some(command),
+            ..
+        } => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let (id, reason, rollback) = match command {
+                RestoreCommand::Finalize { restore_id, reason } => (restore_id, reason, false),
+                RestoreCommand::Rollback { restore_id, reason } => (restore_id, reason, true),
+            };
+            let id = uuid::Uuid::parse_str(&id)
+                .map(|u| u.to_string())
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{id:?} is not a restore id (a UUID, as `lifeboat restores` lists them)"
+                    )
+                })?;
+            let done = if rollback {
+                executor::restore::rollback(&ctx, &id, &reason).await?
+            } else {
+                executor::restore::finalize(&ctx, &id, &reason).await?
+            };
+            println!("{}", done.message);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restores { tenant } => {
+            let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let rows = ctx
+                .catalog
+                .restores(tenant.as_ref().map(|t| t.as_str()))
+                .await?;
+            println!(
+                "{:<36}  {:<12}  {:<4}  {:<11}  {:<20}  {:<36}  {:<36}  targets / reason",
+                "restore", "tenant", "mode", "state", "started", "backup", "safety backup"
+            );
+            for r in rows {
+                let targets = match (&r.live_target, &r.previous_target) {
+                    (Some(live), Some(prev)) if r.state == "swapped" => {
+                        format!("{live} (previous kept as {prev})")
+                    }
+                    (Some(live), _) => live.clone(),
+                    _ => r.restored_target.clone(),
+                };
+                println!(
+                    "{:<36}  {:<12}  {:<4}  {:<11}  {:<20}  {:<36}  {:<36}  {targets}; reason: {}{}",
+                    r.id,
+                    r.tenant_id,
+                    r.mode,
+                    r.state,
+                    r.started_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    r.backup_id,
+                    r.safety_backup_id.as_deref().unwrap_or("-"),
+                    r.reason,
+                    r.error.map(|e| format!("; {e}")).unwrap_or_default()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {
-            command: KeysCommand::RotateMaster { old_identity_file },
+            command:
+                KeysCommand::RotateMaster {
+                    old_identity_file,
+                    reason,
+                },
         } => {
             let config = load(&cli.config)?;
             let old = crate::secret::read_private_file("--old-identity-file", &old_identity_file)?;
@@ -443,7 +754,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &old_identity_file.display().to_string(),
             )?;
             let ctx = Context::open(config).await?;
-            let r = executor::keys::rotate_master(&ctx, &old).await?;
+            let r = executor::keys::rotate_master(&ctx, &old, reason.as_deref()).await?;
             println!(
                 "re-wrapped {} tenant keys to {} master recipients; {} wrapped copies open with the new identity and not the old one",
                 r.keys,
@@ -562,6 +873,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 TenantCommand::Unhold { tenant, reason } => {
                     lifecycle::hold(&ctx, &TenantId::parse(&tenant)?, false, &reason).await?
                 }
+                TenantCommand::Erase { tenant, reason } => {
+                    lifecycle::erase(&ctx, &TenantId::parse(&tenant)?, &reason).await?
+                }
             };
             println!("{message}");
             Ok(ExitCode::SUCCESS)
@@ -573,7 +887,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let now = chrono::Utc::now();
             let plans = executor::retention::plan_all(&ctx, now).await?;
             print_retention_plan(&plans, true, "retention plan (applying it now):");
-            let r = executor::retention::apply(&ctx, &plans, now, confirm, "cli").await?;
+            let r = executor::retention::apply(&ctx, &plans, now, confirm).await?;
             if let Some(why) = r.cap {
                 eprintln!("error: stopped before deleting anything: {why}");
                 eprintln!(
@@ -607,6 +921,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = load(&cli.config)?;
             let plan = crate::config::load_drill_plan(&plan, &config)?;
             let ctx = Context::open(config).await?;
+            // A stopped drill (CronJob deadline, eviction) drops its scratch target and records
+            // itself as failed.
+            watch_signals(&ctx.stop);
             let fleet = executor::discovery::discover(&ctx).await?;
             let run = executor::drill::run(&ctx, &plan, &fleet.tenants).await?;
             let runs = [run];
@@ -669,7 +986,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // First, before touching anything: one process per SQLite catalog.
             let _lock = crate::serve::lock_catalog(&config.catalog.url)?;
             let listen = config.server.listen;
-            let ctx = std::sync::Arc::new(Context::open(config).await?);
+            let mut ctx = Context::open(config).await?;
+            // What the daemon does on its own is audited as the service, not as whoever started it.
+            ctx.actor = crate::audit::Actor::service("serve");
+            let ctx = std::sync::Arc::new(ctx);
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("server.listen = {listen}: cannot bind"))?;
@@ -677,6 +997,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "lifeboat serve: listening on http://{} (/healthz, /readyz, /metrics)",
                 listener.local_addr()?
             );
+            if let Some(api) = &ctx.config.api {
+                eprintln!(
+                    "lifeboat serve: API on {}://{} (/api/v1/…, /dl/…)",
+                    if api.tls.is_some() { "https" } else { "http" },
+                    api.listen
+                );
+            }
             let shutdown = async {
                 use tokio::signal::unix::{SignalKind, signal};
                 let (Ok(mut term), Ok(mut int)) = (
@@ -694,6 +1021,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             crate::serve::serve(ctx.clone(), listener, shutdown).await?;
             ctx.catalog.close().await;
             eprintln!("lifeboat serve: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { live, timeout } => {
+            let limit = crate::config::parse_duration(&timeout)
+                .filter(|d| !d.is_zero())
+                .with_context(|| {
+                    format!("--timeout {timeout:?}: expected a duration such as `5s`")
+                })?;
+            // The config is parsed, never resolved: no secret is read and no catalog opened.
+            let listen = load(&cli.config)?.server.listen;
+            let path = if live { "/healthz" } else { "/readyz" };
+            println!("{}", probe(listen, path, limit)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { at } => {
@@ -751,8 +1090,197 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit {
+            command: AuditCommand::Verify { expect_head },
+        } => {
+            let catalog = open_catalog(&load(&cli.config)?).await?;
+            let v = catalog.verify_audit(expect_head.as_deref()).await?;
+            catalog.close().await;
+            for p in &v.problems {
+                println!("BROKEN: {p}");
+            }
+            if v.more_problems > 0 {
+                println!("BROKEN: … and {} more", v.more_problems);
+            }
+            match (&expect_head, v.anchor) {
+                (Some(h), Some(None)) => println!(
+                    "BROKEN: no row has the expected head {h}: the log was cut off or rewritten after it was recorded"
+                ),
+                (Some(h), Some(Some(seq))) if seq < v.head_seq => println!(
+                    "expected head {h} is seq {seq}; {} entries were appended since",
+                    v.head_seq - seq
+                ),
+                _ => {}
+            }
+            if !v.intact() {
+                bail!(
+                    "the audit log was tampered with ({} entries, head {} at seq {})",
+                    v.entries,
+                    v.head,
+                    v.head_seq
+                );
+            }
+            println!("audit log intact: {} entries, head {}", v.entries, v.head);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command:
+                AuditCommand::List {
+                    tenant,
+                    actor,
+                    action,
+                    since,
+                    until,
+                    limit,
+                    json,
+                },
+        } => {
+            if let (Some(s), Some(u)) = (since, until)
+                && s > u
+            {
+                bail!(
+                    "--since {} is after --until {}: no entry can match",
+                    s.to_rfc3339(),
+                    u.to_rfc3339()
+                );
+            }
+            let catalog = open_catalog(&load(&cli.config)?).await?;
+            let rows = catalog
+                .audit_list(&crate::catalog::AuditFilter {
+                    tenant: tenant.as_ref().map(TenantId::as_str),
+                    actor: actor.as_deref(),
+                    action: action.as_deref(),
+                    since,
+                    until,
+                    limit,
+                })
+                .await?;
+            catalog.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_audit_rows(&rows);
+            }
+            if rows.len() == limit as usize {
+                eprintln!(
+                    "showing the newest {limit} matching entries; narrow the filters or raise --limit (at most {}) for older ones",
+                    crate::catalog::LIST_MAX
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command } => token_command(&cli.config, command).await,
         Command::Demo { dir } => {
             crate::demo::run(&dir).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `lifeboat token …`: opens the catalog only (no region, no master key).
+async fn token_command(config: &std::path::Path, command: TokenCommand) -> Result<ExitCode> {
+    use crate::api::{auth, params};
+    let config = load(config)?;
+    let actor = crate::audit::Actor::cli();
+    let by = auth::Changer {
+        actor: &actor.name,
+        role: &actor.role,
+        source_ip: None,
+    };
+    match command {
+        TokenCommand::Create {
+            name,
+            role,
+            tenant,
+            expires,
+            reason,
+        } => {
+            let role = crate::config::ApiRole::parse(&role).context("--role")?;
+            let lifetime = params::token_lifetime(Some(&expires))
+                .map_err(|e| anyhow::anyhow!("--expires {expires:?}: {}", e.message))?;
+            let name = params::token_name(&name)
+                .map_err(|e| anyhow::anyhow!("--name {name:?}: {}", e.message))?;
+            let reason = reason
+                .map(|r| params::reason(&r))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--reason: {}", e.message))?;
+            let catalog = open_catalog(&config).await?;
+            if let Some(t) = &tenant
+                && catalog.tenant(t.as_str()).await?.is_none()
+                && config.tenant(t).is_none()
+            {
+                bail!(
+                    "tenant {t} is neither in the catalog nor in {}",
+                    config.file.display()
+                );
+            }
+            let new = auth::NewToken {
+                name,
+                role,
+                tenant,
+                lifetime,
+            };
+            let created =
+                auth::create_token(&catalog, &new, &by, reason.as_deref(), chrono::Utc::now())
+                    .await;
+            catalog.close().await;
+            let (row, token) = created.map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created token {} ({}, role {}{}), expires {}; it is shown once, keep it in a secret store:",
+                row.id,
+                row.name,
+                row.role,
+                row.tenant
+                    .as_deref()
+                    .map(|t| format!(", tenant {t}"))
+                    .unwrap_or_default(),
+                row.expires_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "never".into())
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::List => {
+            let catalog = open_catalog(&config).await?;
+            let tokens = catalog.tokens().await?;
+            catalog.close().await;
+            let now = chrono::Utc::now();
+            let t = |v: Option<chrono::DateTime<chrono::Utc>>| {
+                v.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{:<16}  {:<20}  {:<8}  {:<16}  {:<7}  {:<20}  {:<20}  last used",
+                "id", "name", "role", "tenant", "state", "created", "expires"
+            );
+            for r in &tokens {
+                println!(
+                    "{:<16}  {:<20}  {:<8}  {:<16}  {:<7}  {:<20}  {:<20}  {}",
+                    r.id,
+                    crate::audit::printable(&r.name),
+                    r.role,
+                    r.tenant.as_deref().unwrap_or("-"),
+                    auth::token_state(r, now),
+                    t(Some(r.created_at)),
+                    t(r.expires_at),
+                    t(r.last_used_at)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { id, reason } => {
+            let id =
+                params::ApiToken::id(&id).map_err(|e| anyhow::anyhow!("{id:?}: {}", e.message))?;
+            let reason =
+                params::reason(&reason).map_err(|e| anyhow::anyhow!("--reason: {}", e.message))?;
+            let catalog = open_catalog(&config).await?;
+            let done = auth::revoke_token(&catalog, &id, &by, &reason, chrono::Utc::now()).await;
+            catalog.close().await;
+            if !done.map_err(|e| anyhow::anyhow!("{e}"))? {
+                bail!("no active token {id} (unknown, or revoked already)");
+            }
+            println!("revoked token {id}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -810,6 +1338,115 @@ pub fn print_retention_plan(
     println!("  total: keep {keep}, delete {delete}");
 }
 
+/// Opens the catalog alone (the audit commands need no region and no key).
+async fn open_catalog(config: &Config) -> Result<crate::catalog::Catalog> {
+    let password = match &config.catalog.password {
+        Some(source) => Some(source.resolve("catalog.password").map_err(|source| {
+            crate::config::ConfigError::Secret {
+                file: config.file.clone(),
+                source,
+            }
+        })?),
+        None => None,
+    };
+    Ok(crate::catalog::Catalog::open_with(&config.catalog.url, password.as_ref()).await?)
+}
+
+/// The audit rows as a table; the detail comes last, as it is the longest. Every field is
+/// printed with its control characters escaped, so that no value can forge a line.
+fn print_audit_rows(rows: &[crate::catalog::AuditRow]) {
+    use crate::audit::printable;
+    let dash = |v: &Option<String>| v.as_deref().map_or("-".to_string(), printable);
+    let table: Vec<[String; 9]> = rows
+        .iter()
+        .map(|r| {
+            [
+                printable(&r.at),
+                printable(&r.actor),
+                dash(&r.role),
+                printable(&r.action),
+                dash(&r.tenant),
+                printable(&r.outcome),
+                dash(&r.reason),
+                dash(&r.source_ip),
+                printable(&r.detail),
+            ]
+        })
+        .collect();
+    let head = [
+        "at",
+        "actor",
+        "role",
+        "action",
+        "tenant",
+        "outcome",
+        "reason",
+        "source IP",
+        "detail",
+    ];
+    let mut widths = head.map(|h| h.chars().count());
+    for row in &table {
+        for (w, v) in widths.iter_mut().zip(row) {
+            *w = (*w).max(v.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out += c;
+            } else {
+                out += &format!("{c:<w$}  ");
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(head.to_vec());
+    for row in &table {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// Runs `work` while printing `progress` on stderr at most once a second when `show`: one line
+/// rewritten in place on a terminal, else a line whenever it changes.
+async fn with_progress<T>(
+    progress: &executor::restore::Progress,
+    show: bool,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    if !show {
+        return work.await;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let printed = std::cell::Cell::new(false);
+    let report = async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last = String::new();
+        loop {
+            tick.tick().await;
+            let line = progress.line();
+            if line != last {
+                if tty {
+                    eprint!("\r\x1b[2K{line}");
+                } else {
+                    eprintln!("{line}");
+                }
+                printed.set(true);
+                last = line;
+            }
+        }
+    };
+    let out = tokio::select! {
+        out = work => out,
+        never = report => never,
+    };
+    if tty && printed.get() {
+        eprintln!();
+    }
+    out
+}
+
 /// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
 const STOPPED: u8 = 130;
 
@@ -858,4 +1495,109 @@ fn print_catch_up(done: &[executor::replicate::CatchUp]) {
             ),
         }
     }
+}
+
+/// At most this much of a health answer is read: the status line and the start of the body.
+const HEALTH_READ_LIMIT: usize = 8 << 10;
+
+/// GETs `path` from the server listening on `listen` (plain HTTP/1.1, std::net) within `limit`.
+/// Returns a line saying so on 200, else an error naming the URL and why.
+fn probe(listen: std::net::SocketAddr, path: &str, limit: std::time::Duration) -> Result<String> {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    let deadline = std::time::Instant::now() + limit;
+    let within = || format!("no answer within {}", fmt_duration(limit));
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+    };
+    // A wildcard listener is reached on loopback; `[::]` may be IPv6-only (net.ipv6.bindv6only).
+    let port = listen.port();
+    let targets: Vec<SocketAddr> = match listen {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => vec![(Ipv4Addr::LOCALHOST, port).into()],
+        SocketAddr::V6(a) if a.ip().is_unspecified() => vec![
+            (Ipv4Addr::LOCALHOST, port).into(),
+            (Ipv6Addr::LOCALHOST, port).into(),
+        ],
+        _ => vec![listen],
+    };
+    let mut refused = Vec::new();
+    let mut connected = None;
+    for target in targets {
+        let Some(t) = left() else { break };
+        match TcpStream::connect_timeout(&target, t) {
+            Ok(s) => {
+                connected = Some((target, s));
+                break;
+            }
+            Err(e) => refused.push(format!("http://{target}{path}: {e}")),
+        }
+    }
+    let Some((target, mut stream)) = connected else {
+        if refused.is_empty() {
+            refused.push(format!("http://{listen}{path}: {}", within()));
+        }
+        bail!(
+            "cannot connect to {} (server.listen = {listen} in the config); is `lifeboat serve` running?",
+            refused.join("; ")
+        );
+    };
+    let url = format!("http://{target}{path}");
+    let timed_out =
+        |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    let mut answer = Vec::new();
+    let exchange = (|| -> std::io::Result<()> {
+        stream.set_write_timeout(left())?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: lifeboat-health\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut chunk = [0u8; 2048];
+        while answer.len() < HEALTH_READ_LIMIT {
+            let Some(t) = left() else {
+                return Err(ErrorKind::TimedOut.into());
+            };
+            stream.set_read_timeout(Some(t))?;
+            match stream.read(&mut chunk)? {
+                0 => break,
+                n => answer.extend_from_slice(&chunk[..n.min(HEALTH_READ_LIMIT - answer.len())]),
+            }
+        }
+        Ok(())
+    })();
+    match exchange {
+        Err(e) if timed_out(&e) => bail!("{url}: {}", within()),
+        Err(e) => bail!("{url}: {e}"),
+        Ok(()) => {}
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default();
+    let code = status
+        .strip_prefix("HTTP/")
+        .and_then(|s| s.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .with_context(|| format!("{url}: not an HTTP answer: {:?}", one_line(status)))?;
+    let said = one_line(body);
+    if code == 200 {
+        Ok(format!("ok: {url} answered 200 {said}")
+            .trim_end()
+            .to_string())
+    } else {
+        let reason = status.splitn(3, ' ').nth(2).unwrap_or_default().trim();
+        bail!("{url} answered {code} {reason}: {said}")
+    }
+}
+
+/// The first non-empty line of `s`, without control characters, at most 300 characters.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
 }

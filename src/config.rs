@@ -54,7 +54,75 @@ pub struct Config {
     pub discovery: Vec<DiscoverySource>,
     /// Drill plans `serve` runs on their schedules (`[drills] plans`).
     pub drills: Vec<DrillPlan>,
+    /// The staff and customer HTTP API (`[api]`); `None`: not served.
+    pub api: Option<ApiConfig>,
 }
+
+/// A role an API token carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ApiRole {
+    /// Everything staff can do, and managing tokens.
+    Admin,
+    /// Reads tenants and backups (and restores, once the API offers them); no tokens, no audit.
+    Support,
+    /// Reads tenants, backups and the audit log; changes nothing.
+    Auditor,
+    /// One tenant's self-service: its backups and download links.
+    Customer,
+}
+
+impl ApiRole {
+    pub const ALL: [ApiRole; 4] = [
+        ApiRole::Admin,
+        ApiRole::Support,
+        ApiRole::Auditor,
+        ApiRole::Customer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Admin => "admin",
+            ApiRole::Support => "support",
+            ApiRole::Auditor => "auditor",
+            ApiRole::Customer => "customer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApiRole> {
+        ApiRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// `[api]`: the staff and customer HTTP API that `serve` runs on its own listener.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain and private key; `None`: plain HTTP (loopback, or
+    /// `allow-plain-http = true` behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+    /// The HMAC-SHA256 key of download links (at least 32 bytes, checked when `serve` starts).
+    pub link_secret: SecretSource,
+    pub link_lifetime: Duration,
+    pub link_uses: u32,
+    /// Whether customers may list and download their tenant's retained backups, beside the
+    /// ones they ask for.
+    pub customer_retained_downloads: bool,
+    /// Client networks allowed per role; a role not listed is allowed from any address.
+    pub allow: BTreeMap<ApiRole, Vec<ipnet::IpNet>>,
+    /// Largest request body accepted.
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The longest a download link may live.
+pub const LINK_LIFETIME_MAX: Duration = Duration::from_secs(7 * 86400);
+/// Networks one role of `[api.allow]` may list.
+const ALLOW_MAX: usize = 256;
 
 /// A source of tenants that `serve` reads on every planning pass.
 #[derive(Debug, Clone)]
@@ -314,6 +382,9 @@ pub struct RetentionRunConfig {
     pub max_delete_share: f64,
     /// Where deletion certificates are written.
     pub certificates_dir: PathBuf,
+    /// When `serve` runs `retention apply` (caps honoured, never `--confirm`); `None`: only
+    /// by hand or from a timer.
+    pub schedule: Option<(String, cron::Schedule)>,
 }
 
 // ---- raw, as written -------------------------------------------------------------------------
@@ -341,6 +412,34 @@ struct RawConfig {
     discovery: Vec<RawDiscovery>,
     #[serde(default)]
     drills: Option<RawDrills>,
+    #[serde(default)]
+    api: Option<RawApi>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawApi {
+    listen: Spanned<String>,
+    tls_cert_file: Option<Spanned<String>>,
+    tls_key_file: Option<Spanned<String>>,
+    allow_plain_http: Option<bool>,
+    link_secret_env: Option<String>,
+    link_secret_file: Option<String>,
+    link_lifetime: Option<Spanned<String>>,
+    link_uses: Option<Spanned<i64>>,
+    customer_retained_downloads: Option<bool>,
+    max_body: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Option<RawApiAllow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawApiAllow {
+    admin: Option<Spanned<Vec<String>>>,
+    support: Option<Spanned<Vec<String>>>,
+    auditor: Option<Spanned<Vec<String>>>,
+    customer: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +478,7 @@ struct RawScheduler {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawRetentionRun {
+    schedule: Option<Spanned<String>>,
     max_deletes: Option<usize>,
     max_delete_share: Option<Spanned<f64>>,
     certificates_dir: Option<String>,
@@ -801,7 +901,22 @@ impl Config {
             Some(s) => *s.get_ref(),
             None => 0.5,
         };
+        let retention_schedule = match &raw_run.schedule {
+            Some(s) => Some((
+                s.get_ref().clone(),
+                parse_cron(s.get_ref()).ok_or_else(|| {
+                    src.invalid(
+                        s.span(),
+                        "retention.schedule",
+                        s.get_ref(),
+                        "a cron expression of 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 5 * * *\"",
+                    )
+                })?,
+            )),
+            None => None,
+        };
         let retention = RetentionRunConfig {
+            schedule: retention_schedule,
             max_deletes: raw_run.max_deletes.unwrap_or(100),
             max_delete_share,
             certificates_dir: src.path(
@@ -878,7 +993,12 @@ impl Config {
         for (i, d) in raw.discovery.into_iter().enumerate() {
             discovery.push(parse_discovery(&src, i, d, &tiers)?);
         }
+        let api = match raw.api {
+            Some(a) => Some(parse_api(&src, a, server.listen)?),
+            None => None,
+        };
         let mut config = Config {
+            api,
             scheduler,
             discovery,
             retention,
@@ -960,9 +1080,52 @@ impl Config {
             "[server]\nlisten = {}\n",
             q(&self.server.listen.to_string())
         );
+        if let Some(api) = &self.api {
+            let _ = writeln!(out, "[api]\nlisten = {}", q(&api.listen.to_string()));
+            match &api.tls {
+                Some(t) => {
+                    let _ = writeln!(
+                        out,
+                        "tls-cert-file = {}\ntls-key-file = {}",
+                        q(&t.cert.display().to_string()),
+                        q(&t.key.display().to_string())
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "# plain HTTP: no tls-cert-file");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}",
+                q(&api.link_secret.describe()),
+                q(&crate::domain::objectives::fmt_duration(api.link_lifetime)),
+                api.link_uses,
+                api.customer_retained_downloads,
+                api.max_body
+            );
+            let _ = writeln!(out, "[api.allow]");
+            for role in ApiRole::ALL {
+                match api.allow.get(&role) {
+                    Some(nets) => {
+                        let nets: Vec<String> = nets.iter().map(|n| q(&n.to_string())).collect();
+                        let _ = writeln!(out, "{} = [{}]", role.as_str(), nets.join(", "));
+                    }
+                    None => {
+                        let _ = writeln!(out, "# {}: any address", role.as_str());
+                    }
+                }
+            }
+            let _ = writeln!(out);
+        }
         let _ = writeln!(
             out,
-            "[retention]\nmax-deletes = {}\nmax-delete-share = {}\ncertificates-dir = {}\n",
+            "[retention]\n{}\nmax-deletes = {}\nmax-delete-share = {}\ncertificates-dir = {}\n",
+            self.retention.schedule.as_ref().map_or(
+                "# no schedule: `serve` never applies retention; run `retention apply` yourself"
+                    .into(),
+                |(t, _)| format!("schedule = {}", q(t))
+            ),
             self.retention.max_deletes,
             self.retention.max_delete_share,
             q(&self.retention.certificates_dir.display().to_string())
@@ -1046,6 +1209,168 @@ impl Config {
         }
         out
     }
+}
+
+/// `[api]`: TLS unless the listener is loopback or plain HTTP is allowed explicitly; every
+/// limit bounded.
+fn parse_api(
+    src: &Source,
+    a: RawApi,
+    server_listen: std::net::SocketAddr,
+) -> Result<ApiConfig, ConfigError> {
+    let listen: std::net::SocketAddr = a.listen.get_ref().parse().map_err(|_| {
+        src.invalid(
+            a.listen.span(),
+            "api.listen",
+            a.listen.get_ref(),
+            "an address such as `0.0.0.0:8443` or `127.0.0.1:8443`",
+        )
+    })?;
+    if listen == server_listen && listen.port() != 0 {
+        return Err(src.invalid(
+            a.listen.span(),
+            "api.listen",
+            a.listen.get_ref(),
+            "an address other than server.listen (the API has a listener of its own)",
+        ));
+    }
+    let tls = match (a.tls_cert_file, a.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: src.path(cert.get_ref()),
+            key: src.path(key.get_ref()),
+        }),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(src.invalid(
+                cert.span(),
+                "api.tls-cert-file",
+                cert.get_ref(),
+                "set together with api.tls-key-file (the certificate's private key, PEM)",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(src.invalid(
+                key.span(),
+                "api.tls-key-file",
+                key.get_ref(),
+                "set together with api.tls-cert-file (the certificate chain, PEM)",
+            ));
+        }
+    };
+    if tls.is_none() && !listen.ip().is_loopback() && a.allow_plain_http != Some(true) {
+        return Err(src.invalid(
+            a.listen.span(),
+            "api.listen",
+            a.listen.get_ref(),
+            "a loopback address for plain HTTP; on any other address set api.tls-cert-file and \
+             api.tls-key-file (HTTPS), or `allow-plain-http = true` if a TLS proxy on this host \
+             terminates HTTPS",
+        ));
+    }
+    let link_secret = SecretSource::from_pair(
+        "api.link-secret",
+        a.link_secret_env,
+        a.link_secret_file.map(|p| src.path(&p)),
+    )
+    .map_err(|source| ConfigError::Secret {
+        file: src.file.to_path_buf(),
+        source,
+    })?
+    .ok_or_else(|| {
+        src.missing(
+            "api.link-secret-env or api.link-secret-file",
+            "in [api] (the HMAC key of download links, at least 32 bytes)",
+        )
+    })?;
+    let link_lifetime = match &a.link_lifetime {
+        Some(l) => parse_duration(l.get_ref())
+            .filter(|d| (Duration::from_secs(60)..=LINK_LIFETIME_MAX).contains(d))
+            .ok_or_else(|| {
+                src.invalid(
+                    l.span(),
+                    "api.link-lifetime",
+                    l.get_ref(),
+                    "a duration from `1m` to `7d`",
+                )
+            })?,
+        None => Duration::from_secs(3600),
+    };
+    let link_uses = match &a.link_uses {
+        Some(u) if (1..=100).contains(u.get_ref()) => *u.get_ref() as u32,
+        Some(u) => {
+            return Err(src.invalid(
+                u.span(),
+                "api.link-uses",
+                u.get_ref(),
+                "an integer from 1 to 100",
+            ));
+        }
+        None => 3,
+    };
+    let max_body = match &a.max_body {
+        Some(m) => parse_size(m.get_ref())
+            .filter(|n| (1 << 10..=1 << 20).contains(n))
+            .ok_or_else(|| {
+                src.invalid(
+                    m.span(),
+                    "api.max-body",
+                    m.get_ref(),
+                    "a size from `1KiB` to `1MiB`",
+                )
+            })?,
+        None => 64 << 10,
+    };
+    let mut allow = BTreeMap::new();
+    if let Some(raw) = a.allow {
+        for (role, nets) in [
+            (ApiRole::Admin, raw.admin),
+            (ApiRole::Support, raw.support),
+            (ApiRole::Auditor, raw.auditor),
+            (ApiRole::Customer, raw.customer),
+        ] {
+            let Some(nets) = nets else { continue };
+            let field = format!("api.allow.{}", role.as_str());
+            if nets.get_ref().len() > ALLOW_MAX {
+                return Err(src.invalid(
+                    nets.span(),
+                    &field,
+                    format!("{} networks", nets.get_ref().len()),
+                    &format!("at most {ALLOW_MAX} networks"),
+                ));
+            }
+            let mut parsed = Vec::new();
+            for n in nets.get_ref() {
+                parsed.push(parse_net(n).ok_or_else(|| {
+                    src.invalid(
+                        nets.span(),
+                        &field,
+                        n,
+                        "an address or network such as `10.0.0.0/8`, `127.0.0.1` or `fd00::/8`",
+                    )
+                })?);
+            }
+            allow.insert(role, parsed);
+        }
+    }
+    Ok(ApiConfig {
+        listen,
+        tls,
+        link_secret,
+        link_lifetime,
+        link_uses,
+        customer_retained_downloads: a.customer_retained_downloads.unwrap_or(false),
+        allow,
+        max_body,
+    })
+}
+
+/// `10.0.0.0/8`, or one address (`127.0.0.1` is `127.0.0.1/32`).
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
 }
 
 fn parse_regions(src: &Source, raw: Vec<RawRegion>) -> Result<Vec<RegionConfig>, ConfigError> {
@@ -1301,11 +1626,16 @@ fn db_url(
     let url = parse_db_url(raw.get_ref(), engine)
         .ok_or_else(|| src.invalid(raw.span(), field, redact_url(raw.get_ref()), example))?;
     if url.password().is_some() {
+        // A drill plan's scratch servers name their password keys after the engine.
+        let keys = match field.strip_prefix("scratch.") {
+            Some(e) => format!("`{e}-password-env` or `{e}-password-file`"),
+            None => "`password-env` or `password-file`".to_string(),
+        };
         return Err(src.invalid(
             raw.span(),
             field,
             redact_url(raw.get_ref()),
-            "a URL without a password: put the password in `password-env` or `password-file`",
+            &format!("a URL without a password: put the password in {keys}"),
         ));
     }
     Ok(url)

@@ -254,11 +254,13 @@ pub async fn run(dir: &Path) -> Result<()> {
         let req = executor::restore::RestoreRequest {
             tenant: TenantId::parse(id)?,
             backup: None,
-            target: target.to_string_lossy().to_string(),
+            before: None,
+            target: executor::restore::Target::Side(target.to_string_lossy().to_string()),
             region: Some(region.to_string()),
-            ownership: Default::default(),
+            ownership: None,
+            reason: "demo: compare a restore with the original".into(),
         };
-        let r = executor::restore::restore_side(&ctx, &req)
+        let r = executor::restore::restore(&ctx, &req, &Default::default())
             .await
             .with_context(|| format!("restoring tenant {id} from {region}"))?;
         let (tables, rows) =

@@ -5,6 +5,10 @@
 //! - `pause-upload:DIR`: once a backup has handed two parts' worth of bytes to its primary
 //!   upload (so an S3 multipart upload is under way), create `DIR/paused` and wait until
 //!   `DIR/go` exists (at most 10 minutes). Cancellation and timeouts interrupt the wait.
+//! - `pause:POINT:DIR`: at the named `pause_point` (`drill-loaded`: a drill's scratch target is
+//!   loaded, before its checks), create `DIR/paused` and wait the same way.
+//! - `fail-at:POINT` / `crash-at:POINT`: at the named `step` (`swap`: a restore over live is
+//!   halfway through swapping its restored data in), fail with an error, or exit 86 at once.
 
 use crate::storage::{StorageError, Upload};
 use async_trait::async_trait;
@@ -19,6 +23,44 @@ pub fn crash_point(point: &str) {
     if std::env::var(VAR).is_ok_and(|f| f == point) {
         eprintln!("{VAR}: stopping at {point}");
         std::process::exit(86);
+    }
+}
+
+/// A step that fails when armed with `fail-at:POINT` and exits the process (86) when armed with
+/// `crash-at:POINT`.
+pub fn step(point: &str) -> Result<(), String> {
+    crash_point(&format!("crash-at:{point}"));
+    if std::env::var(VAR).is_ok_and(|f| f.strip_prefix("fail-at:") == Some(point)) {
+        return Err(format!("{VAR}: failing at {point}"));
+    }
+    Ok(())
+}
+
+/// Waits at `point` when armed with `pause:POINT:DIR`; dropping the future ends the wait.
+pub async fn pause_point(point: &str) {
+    let Some(dir) = std::env::var(VAR).ok().and_then(|f| {
+        f.strip_prefix("pause:")?
+            .strip_prefix(point)?
+            .strip_prefix(':')
+            .map(PathBuf::from)
+    }) else {
+        return;
+    };
+    hold(&dir, point).await;
+}
+
+/// Creates `DIR/paused`, then waits until `DIR/go` exists (at most 10 minutes).
+async fn hold(dir: &std::path::Path, what: &str) {
+    let _ = std::fs::write(dir.join("paused"), b"");
+    eprintln!(
+        "{VAR}: paused at {what} until {} exists",
+        dir.join("go").display()
+    );
+    for _ in 0..12_000 {
+        if dir.join("go").exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -54,17 +96,7 @@ impl Upload for PausingUpload {
         self.inner.write(chunk).await?;
         if !self.paused && self.written >= self.threshold {
             self.paused = true;
-            let _ = std::fs::write(self.dir.join("paused"), b"");
-            eprintln!(
-                "{VAR}: upload paused until {} exists",
-                self.dir.join("go").display()
-            );
-            for _ in 0..12_000 {
-                if self.dir.join("go").exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            hold(&self.dir, "upload").await;
         }
         Ok(())
     }

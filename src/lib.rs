@@ -3,6 +3,8 @@
 //! The code map and the invariants are in `ARCHITECTURE.md`.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;

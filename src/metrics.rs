@@ -139,8 +139,30 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
             .with_label_values(&[r.name.as_str()])
             .set(missing as f64);
     }
+    let failures = gauge(
+        &registry,
+        "lifeboat_backup_consecutive_failures",
+        "Failed backup attempts of the tenant since its last completed one (among its latest attempts).",
+        &["tenant", "tier"],
+    );
+    let live = ctx.catalog.live_tenants().await?;
+    let known = ctx.catalog.known_tenants().await?;
+    // Every active tenant: discovered ones are in the catalog, configured ones may not be yet
+    // (the configured tier wins).
+    let mut fleet: BTreeMap<String, String> = live
+        .iter()
+        .filter(|t| t.state == "active")
+        .map(|t| (t.id.clone(), t.tier.clone()))
+        .collect();
     for t in &ctx.config.tenants {
-        let (tenant, tier) = (t.id.as_str(), t.tier.as_str());
+        fleet.insert(t.id.to_string(), t.tier.clone());
+    }
+    for (tenant, tier) in &fleet {
+        let (tenant, tier) = (tenant.as_str(), tier.as_str());
+        let failed = known.get(tenant).map_or(0, |k| k.history.failures);
+        failures
+            .with_label_values(&[tenant, tier])
+            .set(f64::from(failed));
         let objective = ctx
             .config
             .tiers
@@ -183,6 +205,7 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
             lag.with_label_values(&[tenant, &s.region]).set(waiting);
         }
     }
+    purge_metrics(ctx, &registry, &live, now);
     let (last_run, cap_hits, purges) = ctx.catalog.retention_stats().await?;
     let run = gauge(
         &registry,
@@ -215,6 +238,50 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
         .encode(&registry.gather(), &mut buf)
         .expect("text encoding never fails");
     Ok(String::from_utf8(buf).expect("prometheus text is UTF-8"))
+}
+
+/// Terminated tenants whose deletion window has ended but who are not purged yet: `retention
+/// apply` is not running, or a purge keeps failing.
+fn purge_metrics(
+    ctx: &Context,
+    registry: &Registry,
+    live: &[crate::catalog::TenantRow],
+    now: DateTime<Utc>,
+) {
+    let overdue = gauge(
+        registry,
+        "lifeboat_purge_overdue_seconds",
+        "How long ago the terminated tenant's deletion window ended while it is still not purged (legal holds excepted).",
+        &["tenant", "tier"],
+    );
+    let count = gauge(
+        registry,
+        "lifeboat_purges_overdue",
+        "Terminated tenants past their deletion window and not purged (legal holds excepted).",
+        &[],
+    );
+    let mut n = 0;
+    for t in live
+        .iter()
+        .filter(|t| t.state == "terminated" && !t.legal_hold)
+    {
+        let Some(tier) = ctx.config.tiers.get(&t.tier) else {
+            continue;
+        };
+        let facts = crate::domain::retention::TenantFacts {
+            lifecycle: crate::executor::retention::lifecycle(t),
+            legal_hold: t.legal_hold,
+            policy: tier.retention,
+            deletion_window: tier.deletion_window,
+        };
+        if let Some(end) = facts.window_ends_at().filter(|end| *end <= now) {
+            n += 1;
+            overdue
+                .with_label_values(&[t.id.as_str(), t.tier.as_str()])
+                .set(secs(now - end));
+        }
+    }
+    count.with_label_values::<&str>(&[]).set(f64::from(n));
 }
 
 /// Drills recorded within this long are read for the drill metrics.

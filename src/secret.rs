@@ -76,7 +76,10 @@ impl SecretSource {
             (Some(_), Some(_)) => Err(SecretError::Both {
                 field: field.into(),
             }),
-            (Some(v), None) => Ok(Some(SecretSource::Env(v))),
+            (Some(v), None) => {
+                hide_from_children(&v);
+                Ok(Some(SecretSource::Env(v)))
+            }
             (None, Some(p)) => Ok(Some(SecretSource::File(p))),
             (None, None) => Ok(None),
         }
@@ -105,6 +108,25 @@ impl SecretSource {
     }
 }
 
+/// Environment variables the configuration names as secret sources (S3 keys, database
+/// passwords, the master identity). The dump and restore tools Lifeboat runs never inherit them.
+static SECRET_VARS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn hide_from_children(var: &str) {
+    SECRET_VARS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(var.to_string());
+}
+
+/// Removes every secret-holding variable the configuration named from a child's environment.
+pub fn scrub(cmd: &mut tokio::process::Command) {
+    for var in SECRET_VARS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        cmd.env_remove(var);
+    }
+}
+
 /// Reads a secret file, refusing one that group or others can read.
 pub fn read_private_file(field: &str, path: &Path) -> Result<Secret, SecretError> {
     use std::os::unix::fs::PermissionsExt;
@@ -115,7 +137,8 @@ pub fn read_private_file(field: &str, path: &Path) -> Result<Secret, SecretError
     };
     let meta = std::fs::metadata(path).map_err(read_err)?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    if !private_enough(path, mode, credentials.as_deref()) {
         return Err(SecretError::Readable {
             field: field.into(),
             path: path.to_path_buf(),
@@ -131,6 +154,24 @@ pub fn read_private_file(field: &str, path: &Path) -> Result<Secret, SecretError
         });
     }
     Ok(Secret(text.to_string()))
+}
+
+/// A secret file must be readable by its owner alone, except in the service's systemd
+/// credentials directory: systemd 255+ hands credentials over as root-owned files with an ACL
+/// for the service user (mode 0440 shown), in a directory only that service can open.
+fn private_enough(path: &Path, mode: u32, credentials_dir: Option<&Path>) -> bool {
+    let in_credentials = credentials_dir.is_some_and(|dir| {
+        path.starts_with(dir)
+            || std::fs::canonicalize(path)
+                .ok()
+                .zip(std::fs::canonicalize(dir).ok())
+                .is_some_and(|(p, d)| p.starts_with(d))
+    });
+    if in_credentials {
+        mode & 0o037 == 0
+    } else {
+        mode & 0o077 == 0
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +194,22 @@ mod tests {
         assert_eq!(read_private_file("k", &path).unwrap().expose(), "hunter2");
         assert!(format!("{:?}", Secret::new("hunter2".into())) == "<redacted>");
         assert!(SecretSource::from_pair("k", Some("A".into()), Some(path)).is_err());
+    }
+
+    #[test]
+    fn systemd_credentials_may_be_group_readable_there_only() {
+        let creds = Path::new("/run/credentials/lifeboat.service");
+        let key = creds.join("s3-secret-key");
+        assert!(private_enough(&key, 0o440, Some(creds)));
+        assert!(private_enough(&key, 0o400, Some(creds)));
+        assert!(!private_enough(&key, 0o444, Some(creds)), "others");
+        assert!(!private_enough(&key, 0o460, Some(creds)), "group-writable");
+        assert!(
+            !private_enough(&key, 0o440, None),
+            "no credentials directory"
+        );
+        let elsewhere = Path::new("/etc/lifeboat/s3-secret-key");
+        assert!(!private_enough(elsewhere, 0o440, Some(creds)));
+        assert!(private_enough(elsewhere, 0o600, Some(creds)));
     }
 }

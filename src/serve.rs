@@ -7,7 +7,8 @@
 //!
 //! HTTP: `/healthz` (the process answers), `/readyz` (catalog and primary region reachable),
 //! `/metrics` (Prometheus text). The SQLite catalog serves one process: a second `serve` on it
-//! fails at once (an exclusive lock on `CATALOG.lock`).
+//! fails at once (an exclusive lock on `CATALOG.lock`). With `[api]`, the staff and customer API
+//! (`crate::api`) runs on a listener of its own and stops with the rest.
 
 use crate::catalog::{ClaimedJob, JobOutcome, NewJob};
 use crate::config::{Connection, TenantConfig};
@@ -90,7 +91,8 @@ impl Default for SchedulerState {
             terminations_refused: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             worst_slack_secs: AtomicI64::new(0),
-            failures: Mutex::new(BTreeMap::new()),
+            // Every cause starts at 0, so `increase()` sees a cause's first failure.
+            failures: Mutex::new(CAUSES.iter().map(|c| (*c, 0)).collect()),
             succeeded: AtomicUsize::new(0),
         }
     }
@@ -110,6 +112,17 @@ fn host_of(t: &TenantConfig) -> String {
         ),
     }
 }
+
+/// The failure causes `cause` names, exported from the start.
+const CAUSES: [&str; 7] = [
+    "engine",
+    "region",
+    "pipeline",
+    "cancelled",
+    "timeout",
+    "catalog",
+    "other",
+];
 
 /// A coarse cause class for the failures metric.
 fn cause(e: &Error) -> &'static str {
@@ -161,6 +174,12 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let state = Arc::new(SchedulerState::default());
     let stopping = tokio_util::sync::CancellationToken::new();
+    // The staff and customer API on its own listener; its errors (TLS files, link key, address)
+    // stop `serve` before anything runs.
+    let api = match ctx.config.api.clone() {
+        Some(cfg) => Some(crate::api::start(ctx.clone(), cfg, stopping.clone()).await?),
+        None => None,
+    };
     let http = {
         let app = axum::Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
@@ -184,6 +203,12 @@ pub async fn serve(
     let worker = worker_id();
     tracing::info!(worker = %worker, shared = ctx.catalog.is_shared(), "scheduler started");
     let mut drills = tokio::spawn(drill_loop(
+        ctx.clone(),
+        stopping.clone(),
+        chrono::Utc::now(),
+    ));
+    let mut copies = tokio::spawn(catch_up_loop(ctx.clone(), stopping.clone()));
+    let mut retention = tokio::spawn(retention_loop(
         ctx.clone(),
         stopping.clone(),
         chrono::Utc::now(),
@@ -236,18 +261,143 @@ pub async fn serve(
             }
         }
     }
-    // A drill still running gets what is left of the drain, then is stopped (it drops its
-    // scratch database and records itself).
-    loop {
+    // A drill, copy or retention run still going gets what is left of the drain, then is
+    // stopped (a drill drops its scratch database and records itself; a copy aborts its upload;
+    // a purge resumes at the next run).
+    let (mut drill_done, mut copy_done, mut retention_done) = (false, false, false);
+    while !(drill_done && copy_done && retention_done) {
         tokio::select! {
-            _ = &mut drills => break,
+            _ = &mut drills, if !drill_done => drill_done = true,
+            _ = &mut copies, if !copy_done => copy_done = true,
+            _ = &mut retention, if !retention_done => retention_done = true,
             _ = &mut deadline, if !ctx.stop.is_stopped() => {
-                tracing::warn!("drain deadline passed: stopping the running drill");
+                tracing::warn!("drain deadline passed: stopping the running drill, copy or retention run");
                 ctx.stop.stop("shutdown");
             }
         }
     }
     let _ = http.await;
+    if let Some(api) = api {
+        let _ = api.await;
+    }
+    Ok(())
+}
+
+/// Every pass, one worker copies the completed backups a region misses (it was down, or a copy
+/// failed), oldest first, from a region where they are verified: the daemon heals replication on
+/// its own. Tenants with an open job are left to it (the job copies its own backup).
+async fn catch_up_loop(ctx: Arc<Context>, stopping: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(ctx.config.scheduler.interval) => {}
+        }
+        if let Err(e) = catch_up_once(&ctx).await {
+            tracing::error!(error = %e, "catching up copies failed");
+        }
+    }
+}
+
+async fn catch_up_once(ctx: &Context) -> Result<(), Error> {
+    let Some(_lock) = ctx.catalog.try_catch_up_lock().await? else {
+        return Ok(()); // another worker catches up
+    };
+    let busy = ctx.catalog.open_job_tenants().await?;
+    let done = ctx
+        .guard(
+            ctx.job_deadline(),
+            executor::replicate::catch_up_except(ctx, &busy),
+        )
+        .await?;
+    for c in done {
+        match c.result {
+            Ok(()) => {
+                tracing::info!(tenant = %c.tenant, backup = %c.backup_id, region = %c.region, "missing copy made and verified")
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %c.tenant, backup = %c.backup_id, region = %c.region, error = %e, "catching up a copy failed; retried next pass")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies retention when `[retention] schedule` comes (the first slot after the newest
+/// recorded run, by anyone, or after this process started), caps honoured: a run that would
+/// exceed them deletes nothing and counts in `lifeboat_retention_cap_hits_total`.
+async fn retention_loop(
+    ctx: Arc<Context>,
+    stopping: tokio_util::sync::CancellationToken,
+    started: chrono::DateTime<chrono::Utc>,
+) {
+    let Some((_, schedule)) = ctx.config.retention.schedule.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(ctx.config.scheduler.interval) => {}
+        }
+        if let Err(e) = retention_if_due(&ctx, &schedule, started).await {
+            tracing::error!(error = %e, "scheduled retention run failed; retried in 10 passes");
+            // Not every pass: a region that is down fails every attempt the same way.
+            tokio::select! {
+                _ = stopping.cancelled() => return,
+                _ = tokio::time::sleep(ctx.config.scheduler.interval * 10) => {}
+            }
+        }
+    }
+}
+
+async fn retention_if_due(
+    ctx: &Context,
+    schedule: &cron::Schedule,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Error> {
+    let due = |last: Option<chrono::DateTime<chrono::Utc>>| {
+        schedule
+            .after(&last.unwrap_or(started))
+            .next()
+            .is_some_and(|at| at <= chrono::Utc::now())
+    };
+    if !due(ctx.catalog.last_retention_run().await?) {
+        return Ok(());
+    }
+    let Some(_lock) = ctx.catalog.try_retention_lock().await? else {
+        return Ok(()); // another worker runs it
+    };
+    if !due(ctx.catalog.last_retention_run().await?) {
+        return Ok(()); // it just ran
+    }
+    // Deletions and purges go to every region: with one down, a run would stop halfway.
+    for r in &ctx.regions {
+        r.store
+            .probe(&r.layout.tenants_prefix())
+            .await
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "region {} is unreachable, so retention waits for it: {e}",
+                    r.name
+                ))
+            })?;
+    }
+    let run = async {
+        let now = chrono::Utc::now();
+        let plans = executor::retention::plan_all(ctx, now).await?;
+        executor::retention::apply(ctx, &plans, now, false).await
+    };
+    let report = ctx.guard(ctx.job_deadline(), run).await?;
+    match report.cap {
+        Some(why) => {
+            tracing::warn!(cap = %why, "scheduled retention stopped before deleting anything; review `lifeboat retention plan`")
+        }
+        None => tracing::info!(
+            kept = report.kept,
+            deleted = report.deleted,
+            purged = report.purged.len(),
+            "scheduled retention applied"
+        ),
+    }
     Ok(())
 }
 

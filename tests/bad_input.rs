@@ -5,8 +5,7 @@ mod support;
 use support::*;
 
 fn dir_regions() -> &'static str {
-    "[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
-     [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n"
+    DIR_REGIONS
 }
 
 fn sqlite_tenant(id: &str) -> String {
@@ -392,6 +391,12 @@ fn bad_catalog_scheduler_and_discovery_settings_are_refused_with_their_field() {
             "a duration from `3s` to `1h`",
         ),
         (
+            format!("{head}[retention]\nschedule = \"daily\"\n"),
+            "retention.schedule",
+            "daily",
+            "a cron expression of 5 fields",
+        ),
+        (
             format!("{head}[scheduler]\nterminate-share = 1.5\n"),
             "scheduler.terminate-share",
             "1.5",
@@ -462,7 +467,7 @@ fn bad_drill_plans_name_file_field_and_value() {
         ),
         (
             format!("{good}[scratch]\npostgres = \"postgres://u:hunter2@db/postgres\"\n"),
-            "scratch.postgres = \"postgres://u:REDACTED@db/postgres\" is not valid: a URL without a password",
+            "scratch.postgres = \"postgres://u:REDACTED@db/postgres\" is not valid: a URL without a password: put the password in `postgres-password-env` or `postgres-password-file`",
         ),
         (
             format!("{good}[[checks]]\nsql = \" \"\nat-least = 1\n"),

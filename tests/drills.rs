@@ -352,16 +352,17 @@ fn objectives_missed_are_reported_with_their_reason() {
         .expect("the free tenant's drilled RPO");
     let secs: f64 = my_rpo.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(secs >= 5.0 * 86_400.0, "{my_rpo}");
-    // Every metric the shipped alert rules use is exported.
+    // Every drill metric the shipped alert rules use is exported (tests/deploy_monitoring.rs
+    // checks all of them against a running `serve`).
     let rules = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/lifeboat-drills.rules.yml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/lifeboat.rules.yml"),
     )
     .unwrap();
     let used: std::collections::BTreeSet<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("lifeboat_"))
+        .filter(|w| w.starts_with("lifeboat_drill_"))
         .collect();
-    assert!(used.len() >= 6, "{used:?}");
+    assert!(used.len() >= 4, "{used:?}");
     for m in used {
         assert!(
             metrics.contains(&format!("# TYPE {m} ")),
@@ -440,4 +441,76 @@ fn objectives_missed_are_reported_with_their_reason() {
     let status = serve.0.wait().unwrap();
     assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
     f.assert_no_scratch();
+}
+
+/// `drill run` outside `serve` (a CronJob, a timer) stopped by SIGTERM mid-drill: the scratch
+/// target is dropped, the run is recorded as failed with the reason, and it exits 3.
+#[test]
+fn a_drill_stopped_by_sigterm_drops_its_scratch_and_records_itself() {
+    let inst = Install::new();
+    make_sqlite_tenant(&inst.path("a.db"), "a");
+    inst.write_config(&format!(
+        "{}{DIR_REGIONS}\
+         [[tenants]]\nid = \"a\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"a.db\"\n",
+        inst.head()
+    ));
+    inst.run(&["backup", "--tenant", "a"]).ok();
+    let scratch = inst.path("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let plan = inst.path("plan.toml");
+    std::fs::write(
+        &plan,
+        "schedule = \"0 2 * * Sun\"\ntime-limit = \"10m\"\nsource-region = \"primary\"\n\n\
+         [selection]\ntiers = [\"paid\"]\n\n[scratch]\nsqlite-dir = \"scratch\"\n",
+    )
+    .unwrap();
+    let pause = inst.path("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let drill = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(&inst.config)
+        .args(["drill", "run"])
+        .arg(&plan)
+        .env(
+            "LIFEBOAT_TEST_FAULT",
+            format!("pause:drill-loaded:{}", pause.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    until(
+        "the drill to load its scratch target",
+        std::time::Duration::from_secs(60),
+        || pause.join("paused").exists(),
+    );
+    let entries = || -> Vec<_> {
+        std::fs::read_dir(&scratch)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    assert_eq!(entries().len(), 1, "the loaded scratch target");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &drill.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = drill.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        line(&stdout, "a").contains("FAILED") && stdout.contains("SIGTERM"),
+        "{stdout}"
+    );
+    assert!(entries().is_empty(), "scratch left: {:?}", entries());
+    assert_eq!(
+        inst.column("SELECT count(*) FROM drill_results WHERE NOT passed"),
+        ["1"]
+    );
 }

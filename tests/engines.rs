@@ -521,3 +521,143 @@ fn sqlite_wal_snapshot_under_writes() {
         3000
     );
 }
+
+/// The dump and restore tools Lifeboat runs never inherit the environment variables the config
+/// names as secrets (S3 keys, other tenants' passwords, the master identity): a compromised or
+/// verbose tool cannot leak them. Each tool gets its own server's password, passed its own way.
+#[test]
+fn dump_and_restore_tools_never_inherit_the_configs_secret_variables() {
+    let (pg, my) = (Postgres::start(), Mariadb::start());
+    let inst = Install::new();
+    pg.psql("postgres", "CREATE DATABASE acme");
+    pg.psql(
+        "acme",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);",
+    );
+    my.sql("", "CREATE DATABASE shop");
+    my.sql(
+        "shop",
+        "CREATE TABLE t (id INT); INSERT INTO t VALUES (1), (2);",
+    );
+
+    // Spies first on PATH: each records its environment, then runs the real tool.
+    let spies = inst.path("spies");
+    std::fs::create_dir(&spies).unwrap();
+    let mut path = format!("{}", spies.display());
+    for tool in ["pg_dump", "pg_restore", "mariadb-dump", "mariadb"] {
+        let real = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    pg_bindir().display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            )
+            .output()
+            .unwrap();
+        let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+        assert!(!real.is_empty(), "{tool} not found");
+        let spy = spies.join(tool);
+        std::fs::write(
+            &spy,
+            format!(
+                "#!/bin/sh\nenv > \"{}/{tool}.$$.env\"\nexec {real} \"$@\"\n",
+                spies.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path += &format!(
+        ":{}:{}",
+        pg_bindir().display(),
+        std::env::var("PATH").unwrap()
+    );
+
+    let master = std::fs::read_to_string(&inst.master_key).unwrap();
+    let master = master
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    inst.write_config(&format!(
+        "[catalog]\nurl = \"sqlite://catalog.db\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-env = \"SPY_MASTER\"\n\n\
+         {DIR_REGIONS}\
+         [[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"{}\"\npassword-env = \"SPY_PG_PASSWORD\"\n\n\
+         [[tenants]]\nid = \"shop\"\nengine = \"mariadb\"\ntier = \"paid\"\nurl = \"{}\"\npassword-env = \"SPY_MY_PASSWORD\"\n",
+        inst.recipient,
+        pg.url("acme"),
+        my.url("shop"),
+    ));
+    let env = [
+        ("PATH", path.as_str()),
+        ("SPY_MASTER", master),
+        ("SPY_PG_PASSWORD", "pg-secret-x"),
+        ("SPY_MY_PASSWORD", my.password.as_str()),
+    ];
+    for t in ["acme", "shop"] {
+        lifeboat_env(&inst.config, &["backup", "--tenant", t], &env).ok();
+    }
+    lifeboat_env(
+        &inst.config,
+        &[
+            "restore",
+            "--tenant",
+            "acme",
+            "--to-side",
+            "acme_back",
+            "--reason",
+            "T-1",
+        ],
+        &env,
+    )
+    .ok();
+    lifeboat_env(
+        &inst.config,
+        &[
+            "restore",
+            "--tenant",
+            "shop",
+            "--to-side",
+            "shop_back",
+            "--reason",
+            "T-1",
+        ],
+        &env,
+    )
+    .ok();
+    assert_eq!(pg.psql("acme_back", "SELECT count(*) FROM t"), "2");
+
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&spies).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "env") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let tool = p.file_name().unwrap().to_string_lossy().to_string();
+            for (name, value) in &env[1..] {
+                assert!(
+                    !text.contains(&format!("{name}=")),
+                    "{tool} inherited {name}:\n{text}"
+                );
+                // PostgreSQL tools get their own server's password as PGPASSWORD; MariaDB's
+                // come in an option file.
+                let own = *name == "SPY_PG_PASSWORD" && tool.starts_with("pg_");
+                assert!(own || !text.contains(*value), "{tool} holds {name}'s value");
+            }
+            seen.push(
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .split('.')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["mariadb", "mariadb-dump", "pg_dump", "pg_restore"]);
+}

@@ -354,6 +354,8 @@ fn rotating_the_master_key_rewraps_every_tenant_key_and_restores_still_work() {
         "us",
         "--to-side",
         target.to_str().unwrap(),
+        "--reason",
+        "CHG-1 rotation check",
     ]);
     sqlite_equal(&inst.path("shop.db"), &target);
     // The old identity, back in the config, is refused for restores: it no longer matches.
@@ -488,4 +490,83 @@ fn a_key_missing_in_every_region_is_reported_in_every_region() {
         .collect();
     regions.sort();
     assert_eq!(regions, ["eu", "us"], "{}", out.stdout);
+}
+
+/// Regions with different prefixes (a bucket shared with other data, a DR directory): each copy
+/// lives under its own region's prefix, so it restores from there alone, `verify` finds it, and
+/// retention deletes it there (before: copies were written under the primary's keys).
+#[test]
+fn regions_with_different_prefixes_hold_restore_and_delete_their_own_copies() {
+    let inst = Install::new();
+    make_sqlite_tenant(&inst.path("a.db"), "first");
+    inst.write_config(&format!(
+        "{}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\nprefix = \"prod\"\n\n\
+         [[regions]]\nname = \"dr\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/dr\"\nprefix = \"lifeboat/dr\"\n\n\
+         [[tenants]]\nid = \"a\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"a.db\"\n\n\
+         [tenants.retention]\nkeep-last = 1\n",
+        inst.head()
+    ));
+    inst.run(&["backup", "--tenant", "a"]).ok();
+    let files = |root: &str| -> Vec<String> {
+        fn walk(p: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(p).into_iter().flatten() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+        let base = inst.path(root);
+        let mut out = Vec::new();
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    };
+    let dr = files("regions/dr");
+    assert!(
+        dr.len() == 3
+            && dr
+                .iter()
+                .all(|f| f.starts_with("lifeboat/dr/v1/tenants/a/")),
+        "the copy is under dr's own prefix: {dr:?}"
+    );
+    let out = inst
+        .restore("a", &["--region", "dr"], inst.path("from-dr.db"))
+        .ok();
+    assert!(out.stdout.contains("restored"), "{}", out.stdout);
+    let v = inst.run(&["verify"]).ok();
+    assert!(v.stdout.contains("clean"), "{}", v.stdout);
+
+    // A second backup; retention keeps the newest only and deletes the first in both regions.
+    sqlite_exec(
+        &inst.path("a.db"),
+        "INSERT INTO users (email) VALUES ('second@example.com')",
+    );
+    inst.run(&["backup", "--tenant", "a"]).ok();
+    let applied = inst.run(&["retention", "apply"]).ok();
+    assert!(applied.stdout.contains("deleted 1"), "{}", applied.stdout);
+    for root in ["regions/eu", "regions/dr"] {
+        let artifacts = files(root)
+            .into_iter()
+            .filter(|f| f.ends_with(".dump.zst.age") || f.ends_with(".manifest.json"))
+            .count();
+        assert_eq!(artifacts, 2, "one backup left in {root}: {:?}", files(root));
+    }
+    let v = inst.run(&["verify"]).ok();
+    assert!(v.stdout.contains("clean"), "{}", v.stdout);
+
+    // The catalog rebuilt from dr alone finds its backup under dr's prefix, and it restores.
+    let rebuilt = inst
+        .run(&["catalog", "rebuild", "--from", "dr", "--force"])
+        .ok();
+    assert!(rebuilt.stdout.contains("1 backup"), "{}", rebuilt.stdout);
+    inst.restore("a", &["--region", "dr"], inst.path("rebuilt.db"))
+        .ok();
+    let rows = |db: &str| {
+        let (n, _) = sqlite_equal(&inst.path("a.db"), &inst.path(db));
+        n
+    };
+    assert!(rows("rebuilt.db") > 0);
 }

@@ -358,8 +358,7 @@ fn reinstating_after_the_window_or_terminating_in_the_future_is_refused() {
     let inst = Install::new();
     make_sqlite_tenant(&inst.path("shop.db"), "x");
     inst.write_config(&format!(
-        "{}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
-         [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n\
+        "{}{DIR_REGIONS}\
          [[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n",
         inst.head()
     ));

@@ -5,8 +5,7 @@ mod support;
 use support::*;
 
 fn regions() -> &'static str {
-    "[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
-     [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n"
+    DIR_REGIONS
 }
 
 fn due_lines(out: &str) -> Vec<String> {

@@ -49,8 +49,7 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
     }
     inst.write_config(&format!(
         "{}[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\nconcurrency = 2\n\n\
-         [[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
-         [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n{tenants}",
+         {DIR_REGIONS}{tenants}",
         inst.head()
     ));
     let serve = spawn_serve(&inst, &[]);
@@ -161,4 +160,170 @@ fn sigterm_mid_backup_drains_then_stops_it_and_leaves_nothing_partial() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][0], "failed");
     assert!(rows[0][1].contains("cancelled (shutdown)"), "{rows:?}");
+}
+
+/// A secondary region that was down gets its missing copies from `serve` itself once it is back:
+/// no `lifeboat replicate` by hand.
+#[test]
+fn serve_catches_up_the_copies_a_region_missed_while_down() {
+    let eu = Garage::start();
+    let mut us = Garage::start();
+    let inst = Install::new();
+    inst.quiet_schedules();
+    let port = free_port();
+    make_sqlite_tenant(&inst.path("a.db"), "x");
+    inst.write_config(&format!(
+        "{}[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\n\n{}{}\
+         [[tenants]]\nid = \"a\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"a.db\"\n",
+        inst.head(),
+        eu.region_toml("eu", "primary", inst.dir.path()),
+        us.region_toml("us", "secondary", inst.dir.path()),
+    ));
+    us.stop();
+    let serve = spawn_serve(&inst, &[]);
+    // The catalog's tables exist once serve answers (a read before its migrations would fail).
+    until("/healthz", Duration::from_secs(30), || {
+        http_get(port, "/healthz").is_some()
+    });
+    let copy_state = || {
+        inst.column("SELECT c.state FROM copies c JOIN backups b ON b.id = c.backup_id WHERE c.region = 'us'")
+    };
+    until(
+        "the backup, its copy to us failed",
+        Duration::from_secs(60),
+        || completed(&inst) == 1 && copy_state().iter().any(|s| s != "verified"),
+    );
+    // Down: passes go on, the copy stays missing, nothing else breaks.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(copy_state(), ["verified"]);
+
+    us.restart();
+    until(
+        "serve's catch-up of the copy in us",
+        Duration::from_secs(60),
+        || copy_state() == ["verified"],
+    );
+    let manifests = us
+        .list("")
+        .into_iter()
+        .filter(|k| k.ends_with(".manifest.json"))
+        .count();
+    assert_eq!(manifests, 1);
+    assert_eq!(completed(&inst), 1);
+    sigterm(&serve);
+    let out = serve.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    // The copy came from serve's catch-up, which had tried while us was down.
+    assert!(
+        log.contains("catching up a copy failed; retried next pass"),
+        "{log}"
+    );
+}
+
+/// With `[retention] schedule`, `serve` applies retention itself: a terminated tenant past its
+/// deletion window is purged (keys, objects, tombstone, certificate) without anyone running
+/// `retention apply`; an active tenant keeps its backup.
+#[test]
+fn serve_applies_retention_on_its_schedule() {
+    let inst = Install::new();
+    inst.quiet_schedules();
+    let port = free_port();
+    let mut tenants = String::new();
+    for t in ["keep", "gone"] {
+        make_sqlite_tenant(&inst.path(&format!("{t}.db")), t);
+        tenants += &format!(
+            "[[tenants]]\nid = \"{t}\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"{t}.db\"\n\n"
+        );
+    }
+    let config = |schedule: &str| {
+        format!(
+            "{}[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\n\n\
+             [retention]\n{schedule}certificates-dir = \"certificates\"\n\n\
+             {DIR_REGIONS}{tenants}",
+            inst.head()
+        )
+    };
+    inst.write_config(&config(""));
+    for t in ["keep", "gone"] {
+        inst.run(&["backup", "--tenant", t]).ok();
+    }
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(200)).to_rfc3339();
+    inst.run(&[
+        "tenant",
+        "terminate",
+        "gone",
+        "--at",
+        &long_ago,
+        "--reason",
+        "T-9 left",
+    ])
+    .ok();
+    let files = |region: &str, tenant: &str| -> usize {
+        let dir = inst.path(&format!("regions/{region}/v1/tenants/{tenant}"));
+        fn count(p: &std::path::Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |d| {
+                d.map(|e| {
+                    let p = e.unwrap().path();
+                    if p.is_dir() { count(&p) } else { 1 }
+                })
+                .sum()
+            })
+        }
+        count(&dir)
+    };
+    assert!(
+        files("us", "gone") >= 3,
+        "artifact, manifest and key of gone"
+    );
+
+    // Every second, for the test (6 fields: seconds first).
+    inst.write_config(&config("schedule = \"* * * * * *\"\n"));
+    let check = inst.run(&["config", "check"]).ok().stdout;
+    assert!(check.contains("schedule = \"* * * * * *\""), "{check}");
+    // us is unreachable (its directory is a file): retention waits rather than stop halfway.
+    let us = inst.path("regions/us");
+    std::fs::rename(&us, inst.path("us-away")).unwrap();
+    std::fs::write(&us, "not a directory").unwrap();
+    let serve = spawn_serve(&inst, &[]);
+    until("a pass of serve", Duration::from_secs(30), || {
+        http_get(port, "/healthz").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        inst.column("SELECT state FROM tenants WHERE id = 'gone'"),
+        ["terminated"]
+    );
+    assert!(files("eu", "gone") >= 3, "nothing deleted while us is down");
+    std::fs::remove_file(&us).unwrap();
+    std::fs::rename(inst.path("us-away"), &us).unwrap();
+    // The run is recorded after its purges: wait for both.
+    until(
+        "serve's retention run purges gone and is recorded",
+        Duration::from_secs(60),
+        || {
+            inst.column("SELECT state FROM tenants WHERE id = 'gone'") == ["purged"]
+                && inst.column("SELECT count(*) FROM retention_runs") != ["0"]
+        },
+    );
+    for region in ["eu", "us"] {
+        assert_eq!(files(region, "gone"), 0, "objects of gone left in {region}");
+        assert!(files(region, "keep") >= 3, "keep lost objects in {region}");
+    }
+    let certificates: Vec<_> = std::fs::read_dir(inst.path("certificates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        certificates.iter().any(|c| c.contains("gone")),
+        "{certificates:?}"
+    );
+    sigterm(&serve);
+    let out = serve.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("region us is unreachable, so retention waits for it"),
+        "{log}"
+    );
 }

@@ -22,6 +22,15 @@ fn deploy_example_config_passes_config_check() {
         "{}",
         out.stdout
     );
+    assert!(
+        out.stdout.contains("[api]\nlisten = \"0.0.0.0:8443\"")
+            && out
+                .stdout
+                .contains("link-secret = \"<from file /etc/lifeboat/link.key>\"")
+            && out.stdout.contains("admin = [\"10.0.0.0/8\"]"),
+        "{}",
+        out.stdout
+    );
     // Secrets are named by their source, never resolved or printed by a check.
     assert!(
         out.stdout

@@ -411,8 +411,7 @@ fn the_commands_work_on_a_postgresql_catalog() {
     let inst = Install::new();
     pg.psql("postgres", "CREATE DATABASE lifeboat");
     pg.psql("postgres", "CREATE DATABASE rebuilt");
-    let regions = "[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
-                   [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n";
+    let regions = DIR_REGIONS;
     let head = |db: &str| {
         format!(
             "[catalog]\nurl = \"{}\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n{regions}",

@@ -83,6 +83,16 @@ impl Catalog {
     }
 
     /// Takes PostgreSQL advisory lock `key` for as long as the returned value lives.
+    /// The lock of `serve`'s copy catch-up: one worker copies what a region misses.
+    pub async fn try_catch_up_lock(&self) -> Result<Option<PlannerLock>, CatalogError> {
+        self.try_advisory_lock(PLANNER_LOCK_KEY + 1).await
+    }
+
+    /// The lock of `serve`'s scheduled retention run: one worker applies it.
+    pub async fn try_retention_lock(&self) -> Result<Option<PlannerLock>, CatalogError> {
+        self.try_advisory_lock(PLANNER_LOCK_KEY + 2).await
+    }
+
     pub(super) async fn try_advisory_lock(
         &self,
         key: i64,

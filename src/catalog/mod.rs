@@ -6,17 +6,22 @@
 //! through `on_pool!`. Each database has its own migrations (`migrations/sqlite`,
 //! `migrations/postgres`) producing the same tables.
 
+mod audit;
 mod drills;
 #[macro_use]
 mod history;
 mod jobs;
+mod restores;
+pub use audit::{
+    AuditEntry, AuditFilter, AuditProblem, AuditRow, AuditVerification, GENESIS, LIST_MAX,
+};
 pub use drills::{DrillResultRow, DrillRunRow};
 pub use history::KnownTenant;
 pub use jobs::{ClaimedJob, JobOutcome, NewJob};
+pub use restores::{NewRestore, RestoreRow};
 
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{ConnectOptions, PgPool, Row, SqlitePool};
@@ -281,6 +286,10 @@ macro_rules! copy_from {
         }
     }};
 }
+
+// After the row macros above, which it uses.
+mod api;
+pub use api::{LinkRow, LinkUse, TokenRow};
 
 impl Catalog {
     /// Opens and migrates the catalog at `url` (`sqlite://PATH` or `postgres://USER@HOST/DB`);
@@ -937,6 +946,15 @@ impl Catalog {
             })
     }
 
+    /// When the last retention run happened (by hand, a timer or `serve`).
+    pub async fn last_retention_run(&self) -> Result<Option<DateTime<Utc>>, CatalogError> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT max(at) FROM retention_runs")
+                .fetch_one(pool)
+                .await?)
+        })
+    }
+
     /// (kept, deleted) of the last retention run, the number of runs stopped by a cap, and of
     /// purged tenants.
     pub async fn retention_stats(&self) -> Result<(Option<(i64, i64)>, i64, i64), CatalogError> {
@@ -955,102 +973,6 @@ impl Catalog {
         Ok((last, caps, purged))
             })
     }
-
-    /// Appends to the hash-chained audit log. The transaction is IMMEDIATE: it reads the last
-    /// hash and writes the next, and concurrent writers must queue, not fork the chain or fail
-    /// on upgrading a read transaction.
-    pub async fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        tenant: Option<&str>,
-        detail: &str,
-        outcome: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        let mut tx = pool.begin_write().await?;
-        let prev: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let prev = prev.unwrap_or_else(|| "0".repeat(64));
-        let at_text = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let hash = audit_hash(&prev, &at_text, actor, action, tenant, detail, outcome);
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, tenant_id, detail, outcome, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&at_text)
-        .bind(actor)
-        .bind(action)
-        .bind(tenant)
-        .bind(detail)
-        .bind(outcome)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-            })
-    }
-
-    /// Number of audit rows whose chain is intact, or the sequence number of the first broken one.
-    pub async fn verify_audit(&self) -> Result<Result<usize, i64>, CatalogError> {
-        on_pool!(self, pool => {
-
-        let rows = sqlx::query("SELECT seq, at, actor, action, tenant_id, detail, outcome, prev_hash, hash FROM audit_log ORDER BY seq")
-            .fetch_all(pool)
-            .await?;
-        let mut prev = "0".repeat(64);
-        for r in &rows {
-            let tenant: Option<String> = r.get("tenant_id");
-            let expect = audit_hash(
-                &prev,
-                r.get::<String, _>("at").as_str(),
-                r.get::<String, _>("actor").as_str(),
-                r.get::<String, _>("action").as_str(),
-                tenant.as_deref(),
-                r.get::<String, _>("detail").as_str(),
-                r.get::<String, _>("outcome").as_str(),
-            );
-            let hash: String = r.get("hash");
-            let prev_hash: String = r.get("prev_hash");
-            if prev_hash != prev || hash != expect {
-                return Ok(Err(r.get("seq")));
-            }
-            prev = hash;
-        }
-        Ok(Ok(rows.len()))
-            })
-    }
-}
-
-fn audit_hash(
-    prev: &str,
-    at: &str,
-    actor: &str,
-    action: &str,
-    tenant: Option<&str>,
-    detail: &str,
-    outcome: &str,
-) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        prev,
-        at,
-        actor,
-        action,
-        tenant.unwrap_or(""),
-        detail,
-        outcome,
-    ] {
-        // Length-prefixed, so fields cannot be shifted into each other.
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    hex::encode(h.finalize())
 }
 
 #[cfg(test)]
@@ -1064,34 +986,6 @@ mod tests {
                 Pool::Postgres(_) => panic!("a SQLite catalog"),
             }
         }
-    }
-
-    /// Regression: concurrent appends (parallel backups in `serve`) failed with "database is
-    /// locked" when a deferred transaction upgraded from read to write.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_audit_appends_queue_and_keep_one_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let cat = std::sync::Arc::new(Catalog::open_with(&url, None).await.unwrap());
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..40 {
-            let cat = cat.clone();
-            tasks.spawn(async move {
-                cat.audit(
-                    "serve",
-                    "backup",
-                    Some("t"),
-                    &format!("n={i}"),
-                    "ok",
-                    Utc::now(),
-                )
-                .await
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            r.unwrap().unwrap();
-        }
-        assert_eq!(cat.verify_audit().await.unwrap(), Ok(40));
     }
 
     fn completed(at: DateTime<Utc>) -> Completed<'static> {
@@ -1207,35 +1101,5 @@ mod tests {
             known["d"].history,
             crate::domain::history::Summary::default()
         );
-    }
-
-    #[tokio::test]
-    async fn audit_chain_detects_tampering() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("c.db").display());
-        let cat = Catalog::open_with(&url, None).await.unwrap();
-        let now = Utc::now();
-        for i in 0..3 {
-            cat.audit("cli", "backup", Some("acme"), &format!("n={i}"), "ok", now)
-                .await
-                .unwrap();
-        }
-        assert_eq!(cat.verify_audit().await.unwrap(), Ok(3));
-        // The triggers refuse edits; an attacker with file access drops them first.
-        assert!(
-            sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
-                .execute(cat.sqlite())
-                .await
-                .is_err()
-        );
-        sqlx::query("DROP TRIGGER audit_log_no_update")
-            .execute(cat.sqlite())
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2")
-            .execute(cat.sqlite())
-            .await
-            .unwrap();
-        assert_eq!(cat.verify_audit().await.unwrap(), Err(2));
     }
 }

@@ -37,16 +37,19 @@ pub struct TenantFacts {
 }
 
 impl TenantFacts {
+    /// When the deletion window of a terminated tenant ends (`None`: active, or never).
+    pub fn window_ends_at(&self) -> Option<DateTime<Utc>> {
+        match self.lifecycle {
+            Lifecycle::Terminated { at } => chrono::Duration::from_std(self.deletion_window)
+                .ok()
+                .and_then(|w| at.checked_add_signed(w)),
+            Lifecycle::Active => None,
+        }
+    }
+
     /// Whether the deletion window of a terminated tenant has ended at `now`.
     pub fn window_ended(&self, now: DateTime<Utc>) -> bool {
-        match self.lifecycle {
-            Lifecycle::Terminated { at } => {
-                now >= at
-                    + chrono::Duration::from_std(self.deletion_window)
-                        .unwrap_or(chrono::Duration::MAX)
-            }
-            Lifecycle::Active => false,
-        }
+        self.window_ends_at().is_some_and(|end| now >= end)
     }
 
     /// The tenant must be purged now: window ended and no legal hold.

@@ -142,6 +142,7 @@ impl MariadbEngine {
 
     fn command(&self, program: &str, options: &tempfile::NamedTempFile) -> Command {
         let mut cmd = Command::new(program);
+        crate::secret::scrub(&mut cmd);
         // Must be the first argument.
         cmd.arg(format!(
             "--defaults-extra-file={}",
@@ -214,11 +215,292 @@ impl DumpFinish for MariadbDumpFinish {
     }
 }
 
+/// Tables (not views) of database `db`, which RENAME TABLE moves.
+async fn movable_tables(conn: &mut MySqlConnection, db: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = ? AND table_type <> 'VIEW' ORDER BY 1",
+    )
+    .bind(db)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Objects of database `db` that one RENAME TABLE cannot carry to another database, by kind.
+async fn unmovable(
+    conn: &mut MySqlConnection,
+    db: &str,
+) -> Result<Vec<(&'static str, Vec<String>)>, sqlx::Error> {
+    let mut found = Vec::new();
+    for (kind, sql) in [
+        (
+            "views",
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.views WHERE table_schema = ? ORDER BY 1",
+        ),
+        (
+            "triggers",
+            "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers WHERE trigger_schema = ? ORDER BY 1",
+        ),
+        (
+            "routines",
+            "SELECT CAST(routine_name AS CHAR) FROM information_schema.routines WHERE routine_schema = ? ORDER BY 1",
+        ),
+        (
+            "events",
+            "SELECT CAST(event_name AS CHAR) FROM information_schema.events WHERE event_schema = ? ORDER BY 1",
+        ),
+    ] {
+        let names: Vec<String> = sqlx::query_scalar(sql)
+            .bind(db)
+            .fetch_all(&mut *conn)
+            .await?;
+        if !names.is_empty() {
+            found.push((kind, names));
+        }
+    }
+    Ok(found)
+}
+
+/// One `RENAME TABLE` moving every table of each `(from, to, tables)`: atomic in MariaDB.
+fn rename_statement(moves: &[(&str, &str, &[String])]) -> Option<String> {
+    let parts: Vec<String> = moves
+        .iter()
+        .flat_map(|(from, to, tables)| {
+            tables.iter().map(move |t| {
+                format!(
+                    "{}.{} TO {}.{}",
+                    quote_ident(from),
+                    quote_ident(t),
+                    quote_ident(to),
+                    quote_ident(t)
+                )
+            })
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("RENAME TABLE {}", parts.join(", ")))
+}
+
+impl MariadbEngine {
+    /// A connection for swaps: metadata locks (a long transaction on a live table) are waited
+    /// for at most a minute, then the RENAME fails and nothing moved.
+    async fn swap_connection(&self) -> Result<MySqlConnection, EngineError> {
+        let mut conn = self.connect(None).await?;
+        sqlx::query("SET SESSION lock_wait_timeout = 60")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| self.other(e.to_string()))?;
+        Ok(conn)
+    }
+
+    /// Creates the empty database `name` with the live database's character set and collation.
+    async fn create_like_live(
+        &self,
+        conn: &mut MySqlConnection,
+        name: &str,
+    ) -> Result<(), EngineError> {
+        let live = self.database();
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT CAST(default_character_set_name AS CHAR), CAST(default_collation_name AS CHAR) \
+             FROM information_schema.schemata WHERE schema_name = ?",
+        )
+        .bind(&live)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.other(e.to_string()))?;
+        let (charset, collation) =
+            row.ok_or_else(|| self.other(format!("live database {live} is gone")))?;
+        let plain =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain(&charset) || !plain(&collation) {
+            return Err(self.other(format!(
+                "unexpected character set {charset:?} / collation {collation:?} of {live}"
+            )));
+        }
+        // Both are checked above, the name by valid_database_name and quoted.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {} CHARACTER SET {charset} COLLATE {collation}",
+            quote_ident(name)
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.other(format!("CREATE DATABASE {name}: {e}")))?;
+        Ok(())
+    }
+
+    async fn drop_database(
+        &self,
+        conn: &mut MySqlConnection,
+        name: &str,
+    ) -> Result<(), EngineError> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {}",
+            quote_ident(name)
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.other(format!("DROP DATABASE {name}: {e}")))?;
+        Ok(())
+    }
+
+    /// Moves every table of `live` to the new database `out` and every table of `incoming` to
+    /// `live` in one RENAME TABLE, then drops the emptied `incoming`. On an error (or the fault
+    /// point) nothing moved and `out` is dropped again.
+    async fn swap_tables(
+        &self,
+        live: &str,
+        incoming: &str,
+        out: &str,
+        fault: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let mut conn = self.swap_connection().await?;
+        let swapped = async {
+            let sql = |e: sqlx::Error| self.other(e.to_string());
+            let live_tables = movable_tables(&mut conn, live).await.map_err(sql)?;
+            let incoming_tables = movable_tables(&mut conn, incoming).await.map_err(sql)?;
+            self.create_like_live(&mut conn, out).await?;
+            let forth = rename_statement(&[
+                (live, out, &live_tables),
+                (incoming, live, &incoming_tables),
+            ]);
+            if let Some(forth) = &forth {
+                // Identifiers are quoted by quote_ident.
+                if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(forth.clone()))
+                    .execute(&mut conn)
+                    .await
+                {
+                    let _ = self.drop_database(&mut conn, out).await;
+                    return Err(self.other(format!(
+                        "RENAME TABLE failed, nothing moved: {e}"
+                    )));
+                }
+            }
+            if let Some(Err(e)) = fault.map(crate::fault::step) {
+                let back = rename_statement(&[
+                    (live, incoming, &incoming_tables),
+                    (out, live, &live_tables),
+                ]);
+                if let Some(back) = back {
+                    sqlx::query(sqlx::AssertSqlSafe(back))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|b| {
+                            self.other(format!(
+                                "{e}; moving the tables back failed too: {b} (live tables are in {out})"
+                            ))
+                        })?;
+                }
+                let _ = self.drop_database(&mut conn, out).await;
+                return Err(self.other(format!("{e} (moved back, live as before)")));
+            }
+            // Empty now; a leftover would only be an empty database, so a failure is a warning.
+            if let Err(e) = self.drop_database(&mut conn, incoming).await {
+                tracing::warn!(error = %e, "could not drop the emptied database");
+            }
+            Ok(())
+        }
+        .await;
+        let _ = conn.close().await;
+        swapped
+    }
+}
+
 #[async_trait]
 impl Engine for MariadbEngine {
     async fn remove_side(&self, target: &str) {
         let staged = self.staged(target);
         Box::new(staged).discard().await;
+    }
+
+    fn swap_names(&self, tag: &str) -> Result<super::SwapNames, EngineError> {
+        super::database_swap_names(&self.tenant, &self.database(), tag)
+    }
+
+    async fn exists(&self, target: &str) -> Result<bool, EngineError> {
+        let mut conn = self.connect(None).await?;
+        let found: Result<Option<String>, _> = sqlx::query_scalar(
+            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name = ?",
+        )
+        .bind(target)
+        .fetch_optional(&mut conn)
+        .await;
+        let _ = conn.close().await;
+        Ok(found.map_err(|e| self.other(e.to_string()))?.is_some())
+    }
+
+    async fn check_swappable(&self, target: &str) -> Result<(), EngineError> {
+        if !self.exists(target).await? {
+            return Err(self.other(format!("database {target} does not exist")));
+        }
+        let mut conn = self.connect(None).await?;
+        let found = unmovable(&mut conn, target).await;
+        let _ = conn.close().await;
+        let found = found.map_err(|e| self.other(e.to_string()))?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = found
+            .iter()
+            .map(|(kind, names)| format!("{kind} ({})", names.join(", ")))
+            .collect();
+        Err(self.other(format!(
+            "database {target} has {}: a MariaDB restore over live swaps tables with one atomic RENAME TABLE, which cannot move views or tables with triggers to another database, and routines and events stay with their database; restore with --to-side and switch the application, or recreate them after a restore over live of a database without them",
+            list.join(", ")
+        )))
+    }
+
+    async fn swap_in(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        self.swap_tables(&n.live, &n.staging, &n.previous, Some("swap"))
+            .await
+    }
+
+    async fn swap_back(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        self.swap_tables(&n.live, &n.previous, &n.staging, None)
+            .await
+    }
+
+    async fn swap_done(&self, n: &super::SwapNames) -> Result<bool, EngineError> {
+        // The RENAME is atomic: after it `staging` is empty (or dropped) and `previous` exists.
+        if !self.exists(&n.previous).await? {
+            return Ok(false);
+        }
+        let mut conn = self.connect(None).await?;
+        let left = movable_tables(&mut conn, &n.staging).await;
+        let _ = conn.close().await;
+        Ok(left.map_err(|e| self.other(e.to_string()))?.is_empty())
+    }
+
+    async fn undo_partial_swap(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        let mut conn = self.connect(None).await?;
+        let undone = async {
+            // `previous` was created empty just before the RENAME that never ran.
+            let kept = movable_tables(&mut conn, &n.previous)
+                .await
+                .map_err(|e| self.other(e.to_string()))?;
+            if !kept.is_empty() {
+                return Err(self.other(format!(
+                    "database {} holds tables; left for an operator to inspect",
+                    n.previous
+                )));
+            }
+            self.drop_database(&mut conn, &n.previous).await?;
+            self.drop_database(&mut conn, &n.staging).await
+        }
+        .await;
+        let _ = conn.close().await;
+        undone
+    }
+
+    async fn drop_target(&self, target: &str) -> Result<(), EngineError> {
+        if !super::postgres::valid_database_name(target) {
+            return Err(EngineError::BadTarget {
+                target: target.to_string(),
+                expected: "a database name of a-z, 0-9 and '_'".into(),
+            });
+        }
+        let mut conn = self.connect(None).await?;
+        let dropped = self.drop_database(&mut conn, target).await;
+        let _ = conn.close().await;
+        dropped
     }
 
     async fn dump(&self) -> Result<Dump, EngineError> {

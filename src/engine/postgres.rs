@@ -127,6 +127,7 @@ impl PostgresEngine {
 
     fn command(&self, program: &str) -> Result<Command, EngineError> {
         let mut cmd = Command::new(program);
+        crate::secret::scrub(&mut cmd);
         cmd.env("PGCONNECT_TIMEOUT", "15");
         if let Some(pw) = self.password()? {
             cmd.env("PGPASSWORD", pw);
@@ -184,11 +185,206 @@ impl DumpFinish for PgDumpFinish {
     }
 }
 
+/// Why a pair of renames did not happen.
+enum RenameFailure {
+    /// Sessions reconnected before the renames (SQLSTATE 55006): worth another try.
+    InUse(String),
+    Other(String),
+}
+
+impl PostgresEngine {
+    /// Renames `first.0` → `first.1`, then `second.0` → `second.1`, in one transaction, after
+    /// disconnecting every other session of the databases involved (renaming needs that). The
+    /// fault point `fault` sits between the two renames. Either both happen or neither.
+    async fn rename_pair(
+        &self,
+        admin: &mut PgConnection,
+        first: (&str, &str),
+        second: (&str, &str),
+        fault: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let rename = |from: &str, to: &str| {
+            format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(from),
+                quote_ident(to)
+            )
+        };
+        let mut last = String::new();
+        // A pool that reconnects at once can win the race between terminate and rename.
+        for _ in 0..3 {
+            let attempt = async {
+                let sql = |e: sqlx::Error| match &e {
+                    sqlx::Error::Database(d) if d.code().as_deref() == Some("55006") => {
+                        RenameFailure::InUse(e.to_string())
+                    }
+                    _ => RenameFailure::Other(e.to_string()),
+                };
+                let mut tx = sqlx::Connection::begin(&mut *admin).await.map_err(sql)?;
+                // pg_terminate_backend is not transactional: the sessions are gone either way.
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname IN ($1, $2) AND pid <> pg_backend_pid()",
+                )
+                .bind(first.0)
+                .bind(second.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql)?;
+                // Names are checked by valid_database_name and quoted.
+                sqlx::query(sqlx::AssertSqlSafe(rename(first.0, first.1)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql)?;
+                if let Some(point) = fault {
+                    crate::fault::step(point).map_err(RenameFailure::Other)?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(rename(second.0, second.1)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql)?;
+                tx.commit().await.map_err(sql)
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(RenameFailure::InUse(e)) => last = e,
+                Err(RenameFailure::Other(e)) => {
+                    return Err(self.other(format!(
+                        "renaming {} → {} and {} → {} (rolled back, nothing renamed): {e}",
+                        first.0, first.1, second.0, second.1
+                    )));
+                }
+            }
+        }
+        Err(self.other(format!(
+            "database {} still had sessions after disconnecting them three times (an application reconnecting at once?); nothing renamed; stop its connections and try again: {last}",
+            first.0
+        )))
+    }
+
+    async fn database_exists(
+        &self,
+        admin: &mut PgConnection,
+        name: &str,
+    ) -> Result<bool, EngineError> {
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(&mut *admin)
+            .await
+            .map_err(|e| self.other(e.to_string()))?;
+        Ok(found.is_some())
+    }
+
+    async fn swap_in_on(
+        &self,
+        admin: &mut PgConnection,
+        n: &super::SwapNames,
+    ) -> Result<(), EngineError> {
+        // The restored database gets the live one's owner; pg_restore set its objects' owners.
+        let owner: Option<String> = sqlx::query_scalar(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+        )
+        .bind(&n.live)
+        .fetch_optional(&mut *admin)
+        .await
+        .map_err(|e| self.other(e.to_string()))?;
+        let owner = owner.ok_or_else(|| self.other(format!("live database {} is gone", n.live)))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {} OWNER TO {}",
+            quote_ident(&n.staging),
+            quote_ident(&owner)
+        )))
+        .execute(&mut *admin)
+        .await
+        .map_err(|e| {
+            self.other(format!(
+                "giving {} the live database's owner {owner}: {e}",
+                n.staging
+            ))
+        })?;
+        self.rename_pair(
+            admin,
+            (&n.live, &n.previous),
+            (&n.staging, &n.live),
+            Some("swap"),
+        )
+        .await
+    }
+}
+
 #[async_trait]
 impl Engine for PostgresEngine {
     async fn remove_side(&self, target: &str) {
         let staged = self.staged(target);
         Box::new(staged).discard().await;
+    }
+
+    fn swap_names(&self, tag: &str) -> Result<super::SwapNames, EngineError> {
+        super::database_swap_names(&self.tenant, &self.database(), tag)
+    }
+
+    async fn exists(&self, target: &str) -> Result<bool, EngineError> {
+        let mut admin = self.connect("postgres").await?;
+        let found = self.database_exists(&mut admin, target).await;
+        let _ = admin.close().await;
+        found
+    }
+
+    async fn check_swappable(&self, target: &str) -> Result<(), EngineError> {
+        if self.exists(target).await? {
+            Ok(())
+        } else {
+            Err(self.other(format!("database {target} does not exist")))
+        }
+    }
+
+    async fn swap_in(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        let mut admin = self.connect("postgres").await?;
+        let swapped = self.swap_in_on(&mut admin, n).await;
+        let _ = admin.close().await;
+        swapped
+    }
+
+    async fn swap_back(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        let mut admin = self.connect("postgres").await?;
+        let swapped = self
+            .rename_pair(
+                &mut admin,
+                (&n.live, &n.staging),
+                (&n.previous, &n.live),
+                None,
+            )
+            .await;
+        let _ = admin.close().await;
+        swapped
+    }
+
+    async fn swap_done(&self, n: &super::SwapNames) -> Result<bool, EngineError> {
+        // Both renames commit together: `previous` exists only after the swap.
+        self.exists(&n.previous).await
+    }
+
+    async fn undo_partial_swap(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        self.drop_target(&n.staging).await
+    }
+
+    async fn drop_target(&self, target: &str) -> Result<(), EngineError> {
+        if !valid_database_name(target) {
+            return Err(EngineError::BadTarget {
+                target: target.to_string(),
+                expected: "a database name of a-z, 0-9 and '_'".into(),
+            });
+        }
+        let mut admin = self.connect("postgres").await?;
+        let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(target)
+        )))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| self.other(format!("DROP DATABASE {target}: {e}")));
+        let _ = admin.close().await;
+        dropped.map(|_| ())
     }
 
     async fn dump(&self) -> Result<Dump, EngineError> {

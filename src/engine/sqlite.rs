@@ -63,10 +63,256 @@ impl DumpFinish for Cleanup {
     }
 }
 
+/// `path` with `suffix` appended to its file name (`-wal`, `-shm`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+const SIDE_FILES: [&str; 2] = ["-wal", "-shm"];
+
+/// Renames and links done so far, undone in reverse when a swap stops halfway.
+#[derive(Default)]
+struct Moves(Vec<(PathBuf, PathBuf, bool)>);
+
+impl Moves {
+    fn link(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::hard_link(from, to)?;
+        self.0.push((from.into(), to.into(), true));
+        Ok(())
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
+        std::fs::rename(from, to)?;
+        self.0.push((from.into(), to.into(), false));
+        Ok(())
+    }
+    fn undo(self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (from, to, link) in self.0.into_iter().rev() {
+            let undone = if link {
+                std::fs::remove_file(&to)
+            } else {
+                std::fs::rename(&to, &from)
+            };
+            if let Err(e) = undone {
+                problems.push(format!(
+                    "undoing {} → {}: {e}",
+                    from.display(),
+                    to.display()
+                ));
+            }
+        }
+        problems
+    }
+}
+
+impl SqliteEngine {
+    fn other(&self, detail: String) -> EngineError {
+        EngineError::Other {
+            tenant: self.tenant.clone(),
+            detail,
+        }
+    }
+
+    /// Folds the write-ahead log of `path` into the database file and checks nothing is left in
+    /// it: a swap moves files, and a log that belongs to one file must never meet another.
+    async fn checkpoint(&self, path: &Path) -> Result<(), EngineError> {
+        let run = async {
+            let mut conn = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(false)
+                .busy_timeout(std::time::Duration::from_secs(10))
+                .disable_statement_logging()
+                .connect()
+                .await?;
+            let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut conn)
+                .await?;
+            let busy: i64 = row.get(0);
+            conn.close().await?;
+            Ok::<_, sqlx::Error>(busy)
+        };
+        let busy = run
+            .await
+            .map_err(|e| self.other(format!("checkpoint of {}: {e}", path.display())))?;
+        let wal = std::fs::metadata(sibling(path, "-wal")).map_or(0, |m| m.len());
+        if busy != 0 || wal > 0 {
+            return Err(self.other(format!(
+                "{} is being written (its write-ahead log could not be emptied); stop the application's connections to it and try again",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts `incoming` in place of `live` and keeps the live file as `outgoing`: a hard link
+    /// keeps the live data reachable under `outgoing`, the emptied -wal/-shm files follow their
+    /// database, and one rename(2) replaces `live`, so `live` always names a whole database.
+    /// On an error before that rename every step is undone.
+    async fn swap_files(
+        &self,
+        live: &Path,
+        incoming: &Path,
+        outgoing: &Path,
+        fault: Option<&str>,
+    ) -> Result<(), EngineError> {
+        self.checkpoint(live).await?;
+        self.checkpoint(incoming).await?;
+        if tokio::fs::symlink_metadata(outgoing).await.is_ok() {
+            return Err(EngineError::TargetExists {
+                target: outgoing.display().to_string(),
+            });
+        }
+        let mut moves = Moves::default();
+        let mut steps = || -> Result<(), String> {
+            moves.link(live, outgoing).map_err(|e| e.to_string())?;
+            for suffix in SIDE_FILES {
+                let (from, to) = (sibling(live, suffix), sibling(outgoing, suffix));
+                if from.exists() {
+                    moves.rename(&from, &to).map_err(|e| e.to_string())?;
+                }
+            }
+            for suffix in SIDE_FILES {
+                let (from, to) = (sibling(incoming, suffix), sibling(live, suffix));
+                if from.exists() {
+                    moves.rename(&from, &to).map_err(|e| e.to_string())?;
+                }
+            }
+            if let Some(point) = fault {
+                crate::fault::step(point)?;
+            }
+            std::fs::rename(incoming, live).map_err(|e| e.to_string())
+        };
+        if let Err(e) = steps() {
+            let problems = moves.undo();
+            return Err(self.other(if problems.is_empty() {
+                format!(
+                    "swapping {} in: {e} (undone, live as before)",
+                    incoming.display()
+                )
+            } else {
+                format!(
+                    "swapping {} in: {e}; undoing failed: {}",
+                    incoming.display(),
+                    problems.join("; ")
+                )
+            }));
+        }
+        if let Some(dir) = live.parent().filter(|d| !d.as_os_str().is_empty())
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn names_of<'a>(&self, n: &'a super::SwapNames) -> (&'a Path, &'a Path, &'a Path) {
+        (
+            Path::new(&n.live),
+            Path::new(&n.staging),
+            Path::new(&n.previous),
+        )
+    }
+}
+
 #[async_trait]
 impl Engine for SqliteEngine {
     async fn remove_side(&self, target: &str) {
         let _ = tokio::fs::remove_file(target).await;
+    }
+
+    fn swap_names(&self, tag: &str) -> Result<super::SwapNames, EngineError> {
+        let live = self
+            .path
+            .to_str()
+            .filter(|p| self.path.file_name().is_some() && !p.is_empty());
+        let Some(live) = live else {
+            return Err(self.other(format!(
+                "{} is not a UTF-8 file path a restore over live can derive names from",
+                self.path.display()
+            )));
+        };
+        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(self.other(format!("bad restore tag {tag:?}")));
+        }
+        Ok(super::SwapNames {
+            live: live.to_string(),
+            staging: format!("{live}.restore-{tag}"),
+            previous: format!("{live}.prev-{tag}"),
+        })
+    }
+
+    async fn exists(&self, target: &str) -> Result<bool, EngineError> {
+        Ok(tokio::fs::symlink_metadata(target).await.is_ok())
+    }
+
+    async fn check_swappable(&self, target: &str) -> Result<(), EngineError> {
+        match tokio::fs::symlink_metadata(target).await {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(self.other(format!("{target} is not a regular file"))),
+            Err(e) => Err(self.other(format!("{target}: {e}"))),
+        }
+    }
+
+    async fn swap_in(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        let (live, staging, previous) = self.names_of(n);
+        self.swap_files(live, staging, previous, Some("swap")).await
+    }
+
+    async fn swap_back(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        let (live, staging, previous) = self.names_of(n);
+        self.swap_files(live, previous, staging, None).await
+    }
+
+    async fn swap_done(&self, n: &super::SwapNames) -> Result<bool, EngineError> {
+        // The final rename consumes `staging`; before it, `previous` is at most a link.
+        Ok(self.exists(&n.previous).await? && !self.exists(&n.staging).await?)
+    }
+
+    async fn undo_partial_swap(&self, n: &super::SwapNames) -> Result<(), EngineError> {
+        let (live, staging, previous) = self.names_of(n);
+        use std::os::unix::fs::MetadataExt;
+        let same = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if previous.exists() {
+            // Only a link to the live file is ours to remove; anything else stays for a person.
+            if !same(live, previous) {
+                return Err(self.other(format!(
+                    "{} is not a link to {}; left for an operator to inspect",
+                    previous.display(),
+                    live.display()
+                )));
+            }
+            for suffix in SIDE_FILES {
+                let (moved, home) = (sibling(previous, suffix), sibling(live, suffix));
+                if moved.exists() && !home.exists() {
+                    std::fs::rename(&moved, &home)
+                        .map_err(|e| self.other(format!("{}: {e}", moved.display())))?;
+                }
+            }
+            self.drop_target(&n.previous).await?;
+        }
+        // Log files of the staging database that moved to the live name are empty (checked).
+        self.drop_target(&staging.display().to_string()).await
+    }
+
+    async fn drop_target(&self, target: &str) -> Result<(), EngineError> {
+        let path = Path::new(target);
+        for p in [
+            path.to_path_buf(),
+            sibling(path, "-wal"),
+            sibling(path, "-shm"),
+        ] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.other(format!("removing {}: {e}", p.display()))),
+            }
+        }
+        Ok(())
     }
 
     async fn dump(&self) -> Result<Dump, EngineError> {

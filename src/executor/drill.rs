@@ -421,20 +421,24 @@ pub async fn run(
         )
         .await?;
     let failed = run.tenants.iter().filter(|t| !t.passed).count();
+    let reason = if ctx.actor.role == crate::audit::SERVICE {
+        format!("drill plan {} on its schedule", run.plan)
+    } else {
+        format!("drill plan {} run by hand", run.plan)
+    };
     ctx.catalog
-        .audit(
-            "cli",
-            "drill.run",
-            None,
-            &format!(
-                "plan {} from region {}: {} drilled, {failed} failed",
+        .audit_entry(&crate::catalog::AuditEntry {
+            reason: Some(&reason),
+            detail: &format!(
+                "run {} of plan {} from region {}: {} drilled, {failed} failed",
+                run.id,
                 run.plan,
                 run.region,
                 run.tenants.len()
             ),
-            if run.passed() { "ok" } else { "failed" },
-            finished_at,
-        )
+            outcome: if run.passed() { "ok" } else { "failed" },
+            ..crate::catalog::AuditEntry::by(&ctx.actor, "drill.run", finished_at)
+        })
         .await?;
     Ok(run)
 }
@@ -512,6 +516,7 @@ async fn drill_one(
         )
         .await?;
         let mut checks = Vec::new();
+        crate::fault::pause_point("drill-loaded").await;
         let mut problems = Vec::new();
         for c in plan.checks.iter().filter(|c| c.applies(&d.tenant, &d.tier)) {
             match v.staged.scalar(&c.sql).await {

@@ -16,9 +16,11 @@ pub struct RotateReport {
     pub copies_checked: usize,
 }
 
+/// Rotates for `reason` (the operator's, with the change's ticket; recorded in the audit log).
 pub async fn rotate_master(
     ctx: &Context,
     old: &age::x25519::Identity,
+    reason: Option<&str>,
 ) -> Result<RotateReport, Error> {
     let new = ctx.master_identity()?;
     let recipients = ctx.master_recipients();
@@ -87,17 +89,16 @@ pub async fn rotate_master(
         }
     }
     ctx.catalog
-        .audit(
-            "cli",
-            "key.rotate-master",
-            None,
-            &format!(
-                "{} tenant keys re-wrapped, {} copies proven",
-                report.keys, report.copies_checked
+        .audit_entry(&crate::catalog::AuditEntry {
+            reason,
+            detail: &format!(
+                "{} tenant keys re-wrapped to {} master recipients, {} copies proven",
+                report.keys,
+                recipients.len(),
+                report.copies_checked
             ),
-            "ok",
-            Utc::now(),
-        )
+            ..crate::catalog::AuditEntry::by(&ctx.actor, "key.rotate-master", Utc::now())
+        })
         .await?;
     Ok(report)
 }

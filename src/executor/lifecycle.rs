@@ -1,9 +1,11 @@
-//! Tenant lifecycle: active → terminated(at) → purged(at), and legal holds. Every change needs a
-//! reason and is audited.
+//! Tenant lifecycle: active → terminated(at) → purged(at), legal holds, and erasure on request
+//! (a terminated tenant purged now). Every change needs a reason and is audited.
 
+use super::retention::{TenantPlan, purge};
 use super::{Context, Error};
-use crate::catalog::TenantRow;
+use crate::catalog::{AuditEntry, TenantRow};
 use crate::domain::objectives::fmt_duration;
+use crate::domain::retention::{Lifecycle, TenantFacts};
 use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 
@@ -61,14 +63,12 @@ pub async fn terminate(
         .await?;
     let purge_at = at + window(ctx, &t)?;
     ctx.catalog
-        .audit(
-            "cli",
-            "tenant.terminate",
-            Some(id.as_str()),
-            &format!("terminated at {at}; reason: {reason}"),
-            "ok",
-            now,
-        )
+        .audit_entry(&AuditEntry {
+            tenant: Some(id.as_str()),
+            reason: Some(reason),
+            detail: &format!("terminated at {}", at.to_rfc3339()),
+            ..AuditEntry::by(&ctx.actor, "tenant.terminate", now)
+        })
         .await?;
     Ok(format!(
         "tenant {id} terminated at {}; its backups and keys will be purged at {} unless reinstated or held",
@@ -98,14 +98,12 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Str
         .set_lifecycle(id.as_str(), "active", None)
         .await?;
     ctx.catalog
-        .audit(
-            "cli",
-            "tenant.reinstate",
-            Some(id.as_str()),
-            &format!("reason: {reason}"),
-            "ok",
-            now,
-        )
+        .audit_entry(&AuditEntry {
+            tenant: Some(id.as_str()),
+            reason: Some(reason),
+            detail: &format!("active again; it was terminated at {}", at.to_rfc3339()),
+            ..AuditEntry::by(&ctx.actor, "tenant.reinstate", now)
+        })
         .await?;
     Ok(format!("tenant {id} is active again"))
 }
@@ -122,14 +120,16 @@ pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Resul
         .await?;
     let action = if on { "tenant.hold" } else { "tenant.unhold" };
     ctx.catalog
-        .audit(
-            "cli",
-            action,
-            Some(id.as_str()),
-            &format!("reason: {reason}"),
-            "ok",
-            Utc::now(),
-        )
+        .audit_entry(&AuditEntry {
+            tenant: Some(id.as_str()),
+            reason: Some(reason),
+            detail: if on {
+                "legal hold placed"
+            } else {
+                "legal hold lifted"
+            },
+            ..AuditEntry::by(&ctx.actor, action, Utc::now())
+        })
         .await?;
     Ok(if on {
         format!(
@@ -138,4 +138,111 @@ pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Resul
     } else {
         format!("tenant {id}'s legal hold is lifted")
     })
+}
+
+/// Erases a terminated tenant now, on an erasure request (GDPR art. 17), instead of when its
+/// tier's deletion window ends: the same purge as `retention apply` (keys first, then every
+/// object in every region, tombstone, deletion certificate), so it resumes the same way when run
+/// again after an interruption. Refused, with nothing changed, for an unknown, active, already
+/// purged or held tenant. Returns the message for the operator.
+pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<String, Error> {
+    if reason.trim().is_empty() {
+        return Err(Error::Invalid(format!(
+            "tenant {id}: --reason is empty; say why, with the erasure request's ticket"
+        )));
+    }
+    let Some(t) = ctx.catalog.tenant(id.as_str()).await? else {
+        return Err(Error::Invalid(match ctx.config.tenant(id) {
+            Some(_) => format!(
+                "tenant {id} cannot be erased: it is not terminated (it is in {} but was never backed up, so nothing of it is stored)",
+                ctx.config.file.display()
+            ),
+            None => format!(
+                "tenant {id} cannot be erased: it is unknown (neither in the catalog nor in {})",
+                ctx.config.file.display()
+            ),
+        }));
+    };
+    let at = match (t.state.as_str(), t.terminated_at) {
+        ("terminated", Some(at)) => at,
+        ("purged", _) => {
+            return Err(Error::Invalid(format!(
+                "tenant {id} cannot be erased: it was already purged at {}; its deletion certificate is in the catalog",
+                t.purged_at.map(|p| p.to_rfc3339()).unwrap_or_default()
+            )));
+        }
+        (state, _) => {
+            return Err(Error::Invalid(format!(
+                "tenant {id} cannot be erased: it is {state}, not terminated; record the termination first \
+                 (`lifeboat tenant terminate {id} --reason …`), then erase it"
+            )));
+        }
+    };
+    if t.legal_hold {
+        return Err(Error::Invalid(format!(
+            "tenant {id} cannot be erased: it is under legal hold ({}); an erasure request does not lift a hold. \
+             Nothing was deleted",
+            t.hold_reason.as_deref().unwrap_or("no reason recorded")
+        )));
+    }
+    let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
+        Error::Invalid(format!(
+            "tenant {id} is in tier {:?}, which has no file under schedules/",
+            t.tier
+        ))
+    })?;
+    let plan = TenantPlan {
+        tenant: id.to_string(),
+        tier: t.tier.clone(),
+        facts: TenantFacts {
+            lifecycle: Lifecycle::Terminated { at },
+            legal_hold: false,
+            policy: tier.retention,
+            deletion_window: tier.deletion_window,
+        },
+        purge: true,
+        decisions: Vec::new(),
+    };
+    let policy = format!("erasure request before the deletion window ended; reason: {reason}");
+    match purge(ctx, &plan, &policy).await {
+        Ok(certificate) => {
+            let deleted = ctx.catalog.deletions(id.as_str()).await?.len();
+            ctx.catalog
+                .audit_entry(&AuditEntry {
+                    tenant: Some(id.as_str()),
+                    reason: Some(reason),
+                    detail: &format!(
+                        "{deleted} objects deleted; certificate {}",
+                        certificate.display()
+                    ),
+                    ..AuditEntry::by(&ctx.actor, "tenant.erase", Utc::now())
+                })
+                .await?;
+            Ok(format!(
+                "tenant {id} erased: its keys were shredded, then every object of it deleted in {} ({deleted} deletions recorded); deletion certificate {}",
+                ctx.regions
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                certificate.display()
+            ))
+        }
+        Err(e) => {
+            // Best effort: the catalog may be what failed.
+            let _ = ctx
+                .catalog
+                .audit_entry(&AuditEntry {
+                    tenant: Some(id.as_str()),
+                    reason: Some(reason),
+                    detail: &format!("stopped: {e}"),
+                    outcome: "failed",
+                    ..AuditEntry::by(&ctx.actor, "tenant.erase", Utc::now())
+                })
+                .await;
+            Err(Error::Invalid(format!(
+                "erasing tenant {id} stopped: {e}; run `lifeboat tenant erase {id} --reason …` again to finish (the purge resumes where it stopped)"
+            )))
+        }
+    }
 }

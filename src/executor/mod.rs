@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod discovery;
+pub mod download;
 pub mod drill;
 pub mod keys;
 pub mod lifecycle;
@@ -104,6 +105,9 @@ pub struct Context {
     /// The primary first, then the secondaries in configuration order.
     pub regions: Vec<Region>,
     pub stop: Stop,
+    /// Who the audit log names for what this process does: the person at the command line
+    /// (`Actor::cli`), unless `serve` says it is acting on its own.
+    pub actor: crate::audit::Actor,
 }
 
 impl Context {
@@ -133,6 +137,7 @@ impl Context {
             catalog,
             regions,
             stop: Stop::default(),
+            actor: crate::audit::Actor::cli(),
         })
     }
 

@@ -73,15 +73,16 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             ));
             continue;
         }
-        if sizes.get(m.artifact.key.as_str()) != Some(&m.artifact.size) {
+        // The artifact under this region's prefix (the manifest names the primary's key).
+        let (artifact_key, _) = replicate::backup_keys(region, &m.tenant, &m.backup_id)?;
+        if sizes.get(artifact_key.as_str()) != Some(&m.artifact.size) {
             report.skipped.push(format!(
-                "{}: artifact missing or of the wrong size",
-                m.artifact.key
+                "{artifact_key}: artifact missing or of the wrong size"
             ));
             continue;
         }
         if let Err(e) =
-            replicate::verify_artifact(region, &m.artifact.key, m.artifact.size, &m.artifact.sha256)
+            replicate::verify_artifact(region, &artifact_key, m.artifact.size, &m.artifact.sha256)
                 .await
         {
             report.skipped.push(e.to_string());
@@ -103,7 +104,7 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             started_at: m.started_at,
             finished_at: Some(m.finished_at),
             recovery_point: Some(m.recovery_point),
-            artifact_key: Some(m.artifact.key.clone()),
+            artifact_key: Some(artifact_key),
             manifest_key: Some(o.key.clone()),
             artifact_size: Some(m.artifact.size as i64),
             artifact_sha256: Some(m.artifact.sha256.clone()),

@@ -14,13 +14,12 @@ use tokio::io::AsyncReadExt;
 /// to `expected` (so a corrupt source never becomes a "verified" copy), and on a stop or timeout.
 async fn stream_copy(
     ctx: &Context,
-    from: &Region,
-    to: &Region,
-    key: &str,
+    (from, key): (&Region, &str),
+    (to, to_key): (&Region, &str),
     expected_sha256: &str,
 ) -> Result<(), Error> {
     let mut reader = from.store.get(key).await?;
-    let mut upload = to.store.begin(key).await?;
+    let mut upload = to.store.begin(to_key).await?;
     let copied = ctx
         .guard(ctx.job_deadline(), async {
             let mut hasher = Sha256::new();
@@ -133,6 +132,21 @@ async fn ensure_key_in(
     Ok(())
 }
 
+/// A backup's artifact and manifest keys in `region`: each region keeps them under its own
+/// prefix (the catalog's keys are the primary's).
+pub fn backup_keys(
+    region: &Region,
+    tenant: &str,
+    backup_id: &str,
+) -> Result<(String, String), Error> {
+    let tenant = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let id = crate::storage::BackupId::parse(backup_id).map_err(Error::Invalid)?;
+    Ok((
+        region.layout.artifact(&tenant, &id),
+        region.layout.manifest(&tenant, &id),
+    ))
+}
+
 /// Copies one backup (artifact, then manifest) from `from` to `to` and verifies it there.
 pub async fn copy_between(
     ctx: &Context,
@@ -141,23 +155,24 @@ pub async fn copy_between(
     to: &Region,
 ) -> Result<(), Error> {
     let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
-    let (Some(artifact), Some(manifest), Some(sha), Some(size), Some(key_id)) = (
-        b.artifact_key.as_deref(),
-        b.manifest_key.as_deref(),
+    let (Some(sha), Some(size), Some(key_id), "completed") = (
         b.artifact_sha256.as_deref(),
         b.artifact_size,
         b.key_id.as_deref(),
+        b.status.as_str(),
     ) else {
         return Err(Error::Invalid(format!("backup {} is not complete", b.id)));
     };
+    let (from_artifact, from_manifest) = backup_keys(from, &b.tenant_id, &b.id)?;
+    let (to_artifact, to_manifest) = backup_keys(to, &b.tenant_id, &b.id)?;
     ensure_key_in(ctx, to, &tenant, key_id).await?;
-    stream_copy(ctx, from, to, artifact, sha).await?;
-    verify_artifact(to, artifact, size as u64, sha).await?;
+    stream_copy(ctx, (from, &from_artifact), (to, &to_artifact), sha).await?;
+    verify_artifact(to, &to_artifact, size as u64, sha).await?;
     // The manifest last: in every region, a manifest means a complete backup.
     let bytes = from
-        .get_small(manifest, crate::manifest::MAX_MANIFEST_BYTES)
+        .get_small(&from_manifest, crate::manifest::MAX_MANIFEST_BYTES)
         .await?;
-    to.store.put(manifest, Bytes::from(bytes)).await?;
+    to.store.put(&to_manifest, Bytes::from(bytes)).await?;
     Ok(())
 }
 
@@ -210,9 +225,10 @@ pub async fn replicate_new_backup(
     let primary_result = if primary_verified {
         Ok(())
     } else {
+        let (artifact, _) = backup_keys(primary, &b.tenant_id, &b.id)?;
         verify_artifact(
             primary,
-            b.artifact_key.as_deref().unwrap_or_default(),
+            &artifact,
             size.unwrap_or(0),
             sha.as_deref().unwrap_or_default(),
         )
@@ -240,9 +256,18 @@ pub struct CatchUp {
 /// region where it is verified. Stops trying a region at its first failure (it is probably down)
 /// and leaves the rest queued for the next run.
 pub async fn catch_up(ctx: &Context) -> Result<Vec<CatchUp>, Error> {
+    catch_up_except(ctx, &[]).await
+}
+
+/// `catch_up`, leaving out the backups of `busy` tenants (`serve`: their backup job is still
+/// copying its own backup).
+pub async fn catch_up_except(ctx: &Context, busy: &[String]) -> Result<Vec<CatchUp>, Error> {
     let mut done = Vec::new();
     for to in &ctx.regions {
         for b in ctx.catalog.backups_missing_in(&to.name).await? {
+            if busy.contains(&b.tenant_id) {
+                continue;
+            }
             let copies = ctx.catalog.copies(&b.id).await?;
             let Some(from) = ctx.regions.iter().find(|r| {
                 r.name != to.name

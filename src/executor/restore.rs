@@ -1,31 +1,53 @@
-//! Restore "on the side": a chosen backup into a new database (PostgreSQL) or file (SQLite).
+//! Staff restores: a chosen backup "on the side" (a new database or file), or over the live
+//! database after a safety backup of it, keeping the previous data until finalize or rollback.
 //!
 //! Nothing becomes visible until it is verified: the artifact's SHA-256 and size, the dump's
 //! SHA-256 and the row count of every table must match the manifest's facts. On any failure the
-//! new database or file is removed.
+//! new database or file is removed. Over live, the verified restore is swapped in as atomically
+//! as the engine allows; a failure before or during the swap leaves the live data as it was.
 
 use super::{Context, Error};
-use crate::catalog::BackupRow;
+use crate::catalog::{BackupRow, NewRestore, RestoreRow};
 use crate::crypto;
-use crate::engine;
+use crate::engine::{self, SwapNames};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use crate::pipeline;
-use crate::storage::{BackupId, KeyId, Region};
+use crate::storage::{BackupId, KeyId, ObjectReader, Region};
 use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Where a restore goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A new database (PostgreSQL, MariaDB) or file (SQLite) of this name; must not exist.
+    Side(String),
+    /// Over the tenant's live database, after a safety backup of it.
+    OverLive,
+}
 
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
     pub tenant: TenantId,
+    /// This backup; else the newest verified in the region (at or before `before`, if given).
     pub backup: Option<BackupId>,
-    pub target: String,
+    pub before: Option<DateTime<Utc>>,
+    pub target: Target,
     pub region: Option<String>,
-    pub ownership: engine::Ownership,
+    /// `None`: the connecting user on the side; owners and grants as in the source over live.
+    pub ownership: Option<engine::Ownership>,
+    /// Why, with the ticket (required; recorded in the catalog and the audit log).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
+    pub restore_id: String,
     pub backup_id: String,
     pub region: String,
     pub restored_to: String,
@@ -33,6 +55,104 @@ pub struct RestoreReport {
     pub duration: Duration,
     pub tables: usize,
     pub rows: u64,
+    /// Over live: the safety backup of the live data and where the previous data is kept.
+    pub safety_backup: Option<String>,
+    pub previous: Option<String>,
+    /// Over live: regions where the safety backup's copy is still pending, with why.
+    pub pending_copies: Vec<String>,
+}
+
+/// The stage of a restore, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    Starting = 0,
+    SafetyBackup = 1,
+    Loading = 2,
+    Verifying = 3,
+    Swapping = 4,
+    Done = 5,
+}
+
+/// A restore's progress, shared with whoever reports it (the CLI, at most once a second): the
+/// stage and the artifact bytes fetched so far out of its size.
+#[derive(Debug, Default)]
+pub struct Progress {
+    stage: AtomicU8,
+    fetched: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    pub fn set_stage(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self.stage.load(Ordering::Relaxed) {
+            1 => Stage::SafetyBackup,
+            2 => Stage::Loading,
+            3 => Stage::Verifying,
+            4 => Stage::Swapping,
+            5 => Stage::Done,
+            _ => Stage::Starting,
+        }
+    }
+
+    /// Artifact bytes fetched, and the artifact's size (0 until known).
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.fetched.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    /// One line for a person: the stage, and while loading the bytes fetched.
+    pub fn line(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        match self.stage() {
+            Stage::Starting => "restore: starting".into(),
+            Stage::SafetyBackup => "restore: safety backup of the live database".into(),
+            Stage::Loading => {
+                let (fetched, total) = self.bytes();
+                if total == 0 {
+                    format!("restore: loading, {:.1} MiB fetched", mib(fetched))
+                } else {
+                    format!(
+                        "restore: loading, {:.1} / {:.1} MiB fetched ({:.0}%)",
+                        mib(fetched),
+                        mib(total),
+                        100.0 * fetched as f64 / total as f64
+                    )
+                }
+            }
+            Stage::Verifying => "restore: verifying row counts".into(),
+            Stage::Swapping => "restore: swapping the restore in".into(),
+            Stage::Done => "restore: done".into(),
+        }
+    }
+}
+
+/// Counts the bytes read from an artifact into a `Progress`.
+struct Counted {
+    inner: ObjectReader,
+    progress: Arc<Progress>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &poll {
+            let n = (buf.filled().len() - before) as u64;
+            self.progress.fetched.fetch_add(n, Ordering::Relaxed);
+        }
+        poll
+    }
 }
 
 async fn choose_backup(
@@ -57,11 +177,18 @@ async fn choose_backup(
         return Ok(b);
     }
     let backups = ctx.catalog.backups(tenant).await?;
+    let mut oldest: Option<DateTime<Utc>> = None;
     for b in backups
         .into_iter()
         .rev()
         .filter(|b| b.status == "completed")
     {
+        if let (Some(before), Some(rp)) = (req.before, b.recovery_point)
+            && rp > before
+        {
+            oldest = Some(oldest.map_or(rp, |o| o.min(rp)));
+            continue;
+        }
         let copies = ctx.catalog.copies(&b.id).await?;
         if copies
             .iter()
@@ -70,10 +197,21 @@ async fn choose_backup(
             return Ok(b);
         }
     }
-    Err(Error::Invalid(format!(
-        "tenant {tenant} has no completed backup verified in region {}",
-        region.name
-    )))
+    let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Err(Error::Invalid(match req.before {
+        Some(before) => format!(
+            "tenant {tenant} has no completed backup verified in region {} with a recovery point at or before {}{}",
+            region.name,
+            secs(before),
+            oldest
+                .map(|o| format!(" (the oldest later one is from {})", secs(o)))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "tenant {tenant} has no completed backup verified in region {}",
+            region.name
+        ),
+    }))
 }
 
 /// Where a restore takes the tenant's wrapped key from.
@@ -157,6 +295,16 @@ pub async fn load_verified(
     engine: &dyn engine::Engine,
     load: &Load<'_>,
 ) -> Result<Verified, Error> {
+    load_verified_reporting(ctx, engine, load, None).await
+}
+
+/// `load_verified`, counting the fetched artifact bytes and the stages into `progress`.
+pub async fn load_verified_reporting(
+    ctx: &Context,
+    engine: &dyn engine::Engine,
+    load: &Load<'_>,
+    progress: Option<&Arc<Progress>>,
+) -> Result<Verified, Error> {
     let Load {
         tenant,
         region,
@@ -182,7 +330,20 @@ pub async fn load_verified(
     let facts = manifest.open_facts(&identity)?;
     let setup = clock.elapsed();
 
-    let artifact = region.store.get(&manifest.artifact.key).await?;
+    // This region's own key: the manifest names the key in the primary, whose prefix may differ.
+    let mut artifact = region
+        .store
+        .get(&region.layout.artifact(tenant, backup_id))
+        .await?;
+    if let Some(p) = progress {
+        p.total.store(manifest.artifact.size, Ordering::Relaxed);
+        p.fetched.store(0, Ordering::Relaxed);
+        p.set_stage(Stage::Loading);
+        artifact = Box::new(Counted {
+            inner: artifact,
+            progress: p.clone(),
+        });
+    }
     let (plaintext, decoder) = pipeline::decode(artifact, identity);
     let loaded = engine.restore_side(target, ownership, plaintext).await;
     let decoded = decoder
@@ -227,6 +388,9 @@ pub async fn load_verified(
         }
     };
     let counted = Instant::now();
+    if let Some(p) = progress {
+        p.set_stage(Stage::Verifying);
+    }
     let counts = match staged.table_counts().await {
         Ok(c) => c,
         Err(e) => {
@@ -274,8 +438,107 @@ pub async fn load_verified(
     })
 }
 
-pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<RestoreReport, Error> {
-    let clock = Instant::now();
+/// The longest reason accepted (a ticket reference and a sentence).
+const MAX_REASON: usize = 500;
+
+/// A reason is required for every staff action: one line, not blank.
+pub fn check_reason(reason: &str) -> Result<(), Error> {
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(Error::Invalid(
+            "--reason is empty: give the ticket and why (recorded in the audit log)".into(),
+        ));
+    }
+    if r.len() > MAX_REASON || r.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "--reason must be one line of at most {MAX_REASON} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A few hex digits of a restore id (its random tail) that name its staging and previous
+/// targets.
+pub fn restore_tag(restore_id: &str) -> String {
+    let hex: String = restore_id.chars().filter(|c| *c != '-').collect();
+    hex[hex.len().saturating_sub(8)..].to_ascii_lowercase()
+}
+
+/// Restores a backup on the side or over live, records it in `restores` and the audit log
+/// (also when it fails or is refused), and reports the stages into `progress`.
+pub async fn restore(
+    ctx: &Context,
+    req: &RestoreRequest,
+    progress: &Arc<Progress>,
+) -> Result<RestoreReport, Error> {
+    let mut recorded = None;
+    let result = match &req.target {
+        Target::Side(target) => restore_side(ctx, req, target, progress, &mut recorded).await,
+        Target::OverLive => restore_over_live(ctx, req, progress, &mut recorded).await,
+    };
+    let (action, what) = match &req.target {
+        Target::Side(t) => ("restore.side", format!("on the side (target {t})")),
+        Target::OverLive => ("restore.live", "over the live database".to_string()),
+    };
+    let (detail, outcome) = match &result {
+        Ok(r) => (
+            format!(
+                "restore {}: backup {} from region {} {what}{}{}; reason: {}",
+                r.restore_id,
+                r.backup_id,
+                r.region,
+                r.safety_backup
+                    .as_ref()
+                    .map(|s| format!(", safety backup {s}"))
+                    .unwrap_or_default(),
+                r.previous
+                    .as_ref()
+                    .map(|p| format!(", now {}, previous data kept as {p}", r.restored_to))
+                    .unwrap_or_else(|| format!(", restored to {}", r.restored_to)),
+                req.reason
+            ),
+            "ok",
+        ),
+        Err(e) => (
+            format!(
+                "{}backup {} {what}: {e}; reason: {}",
+                recorded
+                    .as_ref()
+                    .map(|id| format!("restore {id}: "))
+                    .unwrap_or_default(),
+                req.backup
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "(newest)".into()),
+                req.reason
+            ),
+            // Refused: nothing was recorded or changed.
+            if recorded.is_some() {
+                "failed"
+            } else {
+                "refused"
+            },
+        ),
+    };
+    ctx.catalog
+        .audit_entry(&crate::catalog::AuditEntry {
+            tenant: Some(req.tenant.as_str()),
+            reason: Some(&req.reason),
+            detail: &detail,
+            outcome,
+            ..crate::catalog::AuditEntry::by(&ctx.actor, action, Utc::now())
+        })
+        .await?;
+    progress.set_stage(Stage::Done);
+    result
+}
+
+/// The tenant's config and the ownership a restore uses, or why the request is refused.
+fn resolve<'c>(
+    ctx: &'c Context,
+    req: &RestoreRequest,
+) -> Result<(&'c crate::config::TenantConfig, engine::Ownership), Error> {
+    check_reason(&req.reason)?;
     let tenant = ctx.config.tenant(&req.tenant).ok_or_else(|| {
         Error::Invalid(format!(
             "tenant {} is not in {}",
@@ -283,15 +546,16 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
             ctx.config.file.display()
         ))
     })?;
-    if req.ownership != engine::Ownership::Connecting {
-        if tenant.engine != crate::config::EngineKind::Postgres {
+    let postgres = tenant.engine == crate::config::EngineKind::Postgres;
+    if let Some(ownership) = &req.ownership {
+        if !postgres {
             return Err(Error::Invalid(format!(
                 "--owner and --keep-owners apply to PostgreSQL tenants; {} is {}",
                 req.tenant,
                 tenant.engine.as_str()
             )));
         }
-        if let engine::Ownership::Role(role) = &req.ownership
+        if let engine::Ownership::Role(role) = ownership
             && !engine::postgres::valid_database_name(role)
         {
             return Err(Error::Invalid(format!(
@@ -299,6 +563,27 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
             )));
         }
     }
+    let ownership = match (&req.ownership, &req.target) {
+        (Some(o), _) => o.clone(),
+        // Over live, the application's roles must find their objects and grants as before.
+        (None, Target::OverLive) if postgres => engine::Ownership::Keep,
+        (None, _) => engine::Ownership::Connecting,
+    };
+    Ok((tenant, ownership))
+}
+
+/// What every restore settles before it touches anything.
+struct Chosen<'c> {
+    tenant: &'c crate::config::TenantConfig,
+    ownership: engine::Ownership,
+    region: &'c Region,
+    backup: BackupRow,
+    backup_id: BackupId,
+    restore_id: String,
+}
+
+async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>, Error> {
+    let (tenant, ownership) = resolve(ctx, req)?;
     // Checked first: without the master identity nothing can be decrypted, so touch nothing.
     ctx.master_identity()?;
     let region = match &req.region {
@@ -307,42 +592,644 @@ pub async fn restore_side(ctx: &Context, req: &RestoreRequest) -> Result<Restore
     };
     let backup = choose_backup(ctx, req, region).await?;
     let backup_id = BackupId::parse(&backup.id).map_err(Error::Invalid)?;
+    Ok(Chosen {
+        tenant,
+        ownership,
+        region,
+        backup,
+        backup_id,
+        restore_id: uuid::Uuid::now_v7().to_string(),
+    })
+}
+
+async fn restore_side(
+    ctx: &Context,
+    req: &RestoreRequest,
+    target: &str,
+    progress: &Arc<Progress>,
+    recorded: &mut Option<String>,
+) -> Result<RestoreReport, Error> {
+    let clock = Instant::now();
+    let Chosen {
+        tenant,
+        ownership,
+        region,
+        backup,
+        backup_id,
+        restore_id,
+    } = choose(ctx, req).await?;
+    ctx.catalog
+        .insert_restore(&NewRestore {
+            id: &restore_id,
+            tenant: req.tenant.as_str(),
+            mode: "side",
+            backup_id: &backup.id,
+            region: &region.name,
+            live_target: None,
+            previous_target: None,
+            restored_target: target,
+            reason: req.reason.trim(),
+            actor: "cli",
+            process: process_tag().as_deref(),
+            started_at: Utc::now(),
+        })
+        .await?;
+    *recorded = Some(restore_id.clone());
     let engine = engine::for_tenant(tenant);
-    let v = load_verified(
-        ctx,
-        engine.as_ref(),
-        &Load {
-            tenant: &req.tenant,
-            region,
-            backup_id: &backup_id,
-            target: &req.target,
-            ownership: &req.ownership,
-            keys: KeysFrom::Catalog,
-        },
-    )
-    .await?;
-    let restored_to = v.staged.commit().await?;
-    let report = RestoreReport {
+    let loaded = async {
+        let v = load_verified_reporting(
+            ctx,
+            engine.as_ref(),
+            &Load {
+                tenant: &req.tenant,
+                region,
+                backup_id: &backup_id,
+                target,
+                ownership: &ownership,
+                keys: KeysFrom::Catalog,
+            },
+            Some(progress),
+        )
+        .await?;
+        let restored_to = v.staged.commit().await?;
+        Ok::<_, Error>((v.manifest, v.tables, restored_to))
+    }
+    .await;
+    let (manifest, tables, restored_to) = match loaded {
+        Ok(done) => done,
+        Err(e) => {
+            fail(ctx, &restore_id, &e).await;
+            return Err(e);
+        }
+    };
+    ctx.catalog
+        .move_restore(&restore_id, "running", "restored", None, Utc::now())
+        .await?;
+    Ok(RestoreReport {
+        restore_id,
         backup_id: backup.id.clone(),
         region: region.name.clone(),
         restored_to,
-        recovery_point: v.manifest.recovery_point,
+        recovery_point: manifest.recovery_point,
         duration: clock.elapsed(),
-        tables: v.tables.len(),
-        rows: v.tables.values().sum(),
-    };
+        tables: tables.len(),
+        rows: tables.values().sum(),
+        safety_backup: None,
+        previous: None,
+        pending_copies: Vec::new(),
+    })
+}
+
+/// Marks a running restore failed with `e` (best effort: the error that stopped it matters more).
+async fn fail(ctx: &Context, restore_id: &str, e: &Error) {
+    let cause = e.to_string();
+    if let Err(c) = ctx
+        .catalog
+        .move_restore(restore_id, "running", "failed", Some(&cause), Utc::now())
+        .await
+    {
+        tracing::warn!(restore = %restore_id, error = %c, "could not record the failed restore");
+    }
+}
+
+async fn restore_over_live(
+    ctx: &Context,
+    req: &RestoreRequest,
+    progress: &Arc<Progress>,
+    recorded: &mut Option<String>,
+) -> Result<RestoreReport, Error> {
+    let clock = Instant::now();
+    // Chosen before the safety backup, which would otherwise be the newest.
+    let Chosen {
+        tenant,
+        ownership,
+        region,
+        backup,
+        backup_id,
+        restore_id,
+    } = choose(ctx, req).await?;
+    let engine = engine::for_tenant(tenant);
+    let names = engine.swap_names(&restore_tag(&restore_id))?;
+    settle_interrupted(ctx, req.tenant.as_str()).await?;
+    if let Some(open) = ctx.catalog.open_live_restore(req.tenant.as_str()).await? {
+        return Err(open_restore(&open));
+    }
+    engine.check_swappable(&names.live).await?;
+    for name in [&names.staging, &names.previous] {
+        if engine.exists(name).await? {
+            return Err(Error::Invalid(format!(
+                "{name} exists already; a restore over live needs that name free"
+            )));
+        }
+    }
+    let inserted = ctx
+        .catalog
+        .insert_restore(&NewRestore {
+            id: &restore_id,
+            tenant: req.tenant.as_str(),
+            mode: "live",
+            backup_id: &backup.id,
+            region: &region.name,
+            live_target: Some(&names.live),
+            previous_target: Some(&names.previous),
+            restored_target: &names.staging,
+            reason: req.reason.trim(),
+            actor: "cli",
+            process: process_tag().as_deref(),
+            started_at: Utc::now(),
+        })
+        .await?;
+    if !inserted {
+        let open = ctx.catalog.open_live_restore(req.tenant.as_str()).await?;
+        return Err(open.map(|o| open_restore(&o)).unwrap_or_else(|| {
+            Error::Invalid(format!(
+                "another restore over live of tenant {} started meanwhile",
+                req.tenant
+            ))
+        }));
+    }
+    *recorded = Some(restore_id.clone());
+    match swap_in_verified(
+        ctx,
+        tenant,
+        engine.as_ref(),
+        &names,
+        &backup_id,
+        region,
+        &ownership,
+        &restore_id,
+        progress,
+    )
+    .await
+    {
+        Ok((manifest, tables, safety, pending_copies)) => {
+            ctx.catalog
+                .move_restore(&restore_id, "running", "swapped", None, Utc::now())
+                .await?;
+            Ok(RestoreReport {
+                restore_id,
+                backup_id: backup.id.clone(),
+                region: region.name.clone(),
+                restored_to: names.live.clone(),
+                recovery_point: manifest.recovery_point,
+                duration: clock.elapsed(),
+                tables: tables.len(),
+                rows: tables.values().sum(),
+                safety_backup: Some(safety),
+                previous: Some(names.previous.clone()),
+                pending_copies,
+            })
+        }
+        Err(e) => {
+            fail(ctx, &restore_id, &e).await;
+            Err(e)
+        }
+    }
+}
+
+fn open_restore(open: &RestoreRow) -> Error {
+    let since = open
+        .swapped_at
+        .unwrap_or(open.started_at)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Error::Invalid(match open.state.as_str() {
+        "swapped" => format!(
+            "tenant {} has restore {} swapped in since {since}, its previous data kept as {}; finalize or roll it back first (`lifeboat restore finalize {}` or `lifeboat restore rollback {}`, with --reason)",
+            open.tenant_id,
+            open.id,
+            open.previous_target.as_deref().unwrap_or("?"),
+            open.id,
+            open.id
+        ),
+        _ => format!(
+            "tenant {} has restore {} running since {since}; wait for it",
+            open.tenant_id, open.id
+        ),
+    })
+}
+
+type Swapped = (
+    Manifest,
+    std::collections::BTreeMap<String, u64>,
+    String,
+    Vec<String>,
+);
+
+/// The steps of a restore over live after it is recorded: safety backup, load into staging,
+/// verify, commit, swap. Any error before the swap leaves the live data untouched and staging
+/// removed; the engine undoes a swap that fails halfway.
+#[allow(clippy::too_many_arguments)]
+async fn swap_in_verified(
+    ctx: &Context,
+    tenant: &crate::config::TenantConfig,
+    engine: &dyn engine::Engine,
+    names: &SwapNames,
+    backup_id: &BackupId,
+    region: &Region,
+    ownership: &engine::Ownership,
+    restore_id: &str,
+    progress: &Arc<Progress>,
+) -> Result<Swapped, Error> {
+    progress.set_stage(Stage::SafetyBackup);
+    let safety = super::backup::backup_tenant(ctx, tenant)
+        .await
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "the safety backup of the live data failed, nothing was changed: {e}"
+            ))
+        })?;
     ctx.catalog
-        .audit(
-            "cli",
-            "restore.side",
-            Some(req.tenant.as_str()),
-            &format!(
-                "backup {} from region {} to {}",
-                report.backup_id, report.region, report.restored_to
+        .set_restore_safety(restore_id, &safety.backup_id)
+        .await?;
+    // The primary copy must be readable; a secondary that is down catches up later.
+    let mut pending = Vec::new();
+    for (i, (region, copied)) in safety.copies.iter().enumerate() {
+        match copied {
+            Ok(()) => {}
+            Err(e) if i == 0 => {
+                return Err(Error::Invalid(format!(
+                    "the safety backup {} could not be verified in the primary region {region}: {e}; nothing was changed",
+                    safety.backup_id
+                )));
+            }
+            Err(e) => pending.push(format!("{region}: {e}")),
+        }
+    }
+    let staged = async {
+        let v = ctx
+            .guard(
+                ctx.job_deadline(),
+                load_verified_reporting(
+                    ctx,
+                    engine,
+                    &Load {
+                        tenant: &tenant.id,
+                        region,
+                        backup_id,
+                        target: &names.staging,
+                        ownership,
+                        keys: KeysFrom::Catalog,
+                    },
+                    Some(progress),
+                ),
+            )
+            .await?;
+        v.staged.commit().await?;
+        // A stop that came during the load is honoured before the swap, not during it.
+        if ctx.stop.is_stopped() {
+            return Err(Error::Cancelled("stop".into()));
+        }
+        engine.check_swappable(&names.staging).await?;
+        Ok::<_, Error>((v.manifest, v.tables))
+    }
+    .await;
+    let (manifest, tables) = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            // Also after a cancel that dropped the load midway; the name is this restore's own.
+            engine.remove_side(&names.staging).await;
+            return Err(e);
+        }
+    };
+    progress.set_stage(Stage::Swapping);
+    if let Err(e) = engine.swap_in(names).await {
+        engine.remove_side(&names.staging).await;
+        return Err(Error::Invalid(format!(
+            "the swap failed and the live data is as it was: {e}"
+        )));
+    }
+    Ok((manifest, tables, safety.backup_id, pending))
+}
+
+/// What `finalize` and `rollback` did.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub restore: RestoreRow,
+    pub message: String,
+}
+
+/// A restore over live that can be finalized or rolled back, with its engine and names.
+async fn swapped_restore(
+    ctx: &Context,
+    restore_id: &str,
+    verb: &str,
+) -> Result<(RestoreRow, Box<dyn engine::Engine>, SwapNames), Error> {
+    let mut row = ctx
+        .catalog
+        .restore_row(restore_id)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("no restore {restore_id} in the catalog")))?;
+    if row.state == "running" {
+        settle_interrupted(ctx, &row.tenant_id).await?;
+        row = ctx
+            .catalog
+            .restore_row(restore_id)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("no restore {restore_id} in the catalog")))?;
+    }
+    if row.mode != "live" {
+        return Err(Error::Invalid(format!(
+            "restore {restore_id} was a restore on the side (to {}): there is nothing to {verb}",
+            row.restored_target
+        )));
+    }
+    if row.state != "swapped" {
+        return Err(Error::Invalid(format!(
+            "restore {restore_id} is {}, not swapped: only a restore over live whose previous data is still kept can be {}",
+            row.state,
+            if verb == "finalize" {
+                "finalized"
+            } else {
+                "rolled back"
+            }
+        )));
+    }
+    let tenant_id = TenantId::parse(&row.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant = ctx.config.tenant(&tenant_id).ok_or_else(|| {
+        Error::Invalid(format!(
+            "tenant {} is not in {}",
+            row.tenant_id,
+            ctx.config.file.display()
+        ))
+    })?;
+    let engine = engine::for_tenant(tenant);
+    let names = engine.swap_names(&restore_tag(&row.id))?;
+    // The config must still point at the database the restore replaced.
+    if row.live_target.as_deref() != Some(names.live.as_str())
+        || row.previous_target.as_deref() != Some(names.previous.as_str())
+        || row.restored_target != names.staging
+    {
+        return Err(Error::Invalid(format!(
+            "restore {restore_id} replaced {}, but tenant {} is now configured as {}; fix the config first",
+            row.live_target.as_deref().unwrap_or("?"),
+            row.tenant_id,
+            names.live
+        )));
+    }
+    Ok((row, engine, names))
+}
+
+/// Drops the previous live data a restore over live kept.
+pub async fn finalize(ctx: &Context, restore_id: &str, reason: &str) -> Result<Settled, Error> {
+    let done = async {
+        check_reason(reason)?;
+        let (row, engine, names) = swapped_restore(ctx, restore_id, "finalize").await?;
+        // Claimed first, so a concurrent rollback cannot swap back what is being dropped.
+        if !ctx
+            .catalog
+            .move_restore(&row.id, "swapped", "finalized", None, Utc::now())
+            .await?
+        {
+            return Err(Error::Invalid(format!(
+                "restore {restore_id} was finalized or rolled back meanwhile"
+            )));
+        }
+        if let Err(e) = engine.drop_target(&names.previous).await {
+            ctx.catalog
+                .move_restore(&row.id, "finalized", "swapped", None, Utc::now())
+                .await?;
+            return Err(e.into());
+        }
+        Ok(Settled {
+            message: format!(
+                "restore {}: dropped the previous data {} of tenant {}; the restored data stays live",
+                row.id, names.previous, row.tenant_id
+            ),
+            restore: row,
+        })
+    }
+    .await;
+    audit_settle(ctx, "restore.finalize", restore_id, reason, &done).await?;
+    done
+}
+
+/// Swaps the previous live data back in and drops the restored data.
+pub async fn rollback(ctx: &Context, restore_id: &str, reason: &str) -> Result<Settled, Error> {
+    let done = async {
+        check_reason(reason)?;
+        let (row, engine, names) = swapped_restore(ctx, restore_id, "roll back").await?;
+        if engine.exists(&names.staging).await? {
+            return Err(Error::Invalid(format!(
+                "{} exists; the restored data needs that name to move out of the way",
+                names.staging
+            )));
+        }
+        if !ctx
+            .catalog
+            .move_restore(&row.id, "swapped", "rolled_back", None, Utc::now())
+            .await?
+        {
+            return Err(Error::Invalid(format!(
+                "restore {restore_id} was finalized or rolled back meanwhile"
+            )));
+        }
+        if let Err(e) = engine.swap_back(&names).await {
+            ctx.catalog
+                .move_restore(&row.id, "rolled_back", "swapped", None, Utc::now())
+                .await?;
+            return Err(Error::Invalid(format!(
+                "the swap back failed; the restored data is still live and the previous data kept: {e}"
+            )));
+        }
+        engine.drop_target(&names.staging).await.map_err(|e| {
+            Error::Invalid(format!(
+                "rolled back, but the restored copy {} could not be dropped (drop it by hand): {e}",
+                names.staging
+            ))
+        })?;
+        Ok(Settled {
+            message: format!(
+                "restore {}: the previous data of tenant {} is live again as {}; the restored data is dropped",
+                row.id, row.tenant_id, names.live
+            ),
+            restore: row,
+        })
+    }
+    .await;
+    audit_settle(ctx, "restore.rollback", restore_id, reason, &done).await?;
+    done
+}
+
+async fn audit_settle(
+    ctx: &Context,
+    action: &str,
+    restore_id: &str,
+    reason: &str,
+    done: &Result<Settled, Error>,
+) -> Result<(), Error> {
+    let row = match done {
+        Ok(s) => Some(s.restore.clone()),
+        Err(_) => ctx.catalog.restore_row(restore_id).await.ok().flatten(),
+    };
+    let (detail, outcome) = match done {
+        Ok(s) => (
+            format!(
+                "{}; backup {}, safety backup {}; reason: {reason}",
+                s.message,
+                s.restore.backup_id,
+                s.restore.safety_backup_id.as_deref().unwrap_or("-")
             ),
             "ok",
-            Utc::now(),
+        ),
+        Err(e) => (
+            format!("restore {restore_id}: {e}; reason: {reason}"),
+            "refused",
+        ),
+    };
+    ctx.catalog
+        .audit_entry(&crate::catalog::AuditEntry {
+            tenant: row.as_ref().map(|r| r.tenant_id.as_str()),
+            reason: Some(reason),
+            detail: &detail,
+            outcome,
+            ..crate::catalog::AuditEntry::by(&ctx.actor, action, Utc::now())
+        })
+        .await?;
+    Ok(())
+}
+
+// ---- Restores whose process died ---------------------------------------------------------
+
+/// This process as `host:pid:start-time`, so a later command can tell that it ended.
+fn process_tag() -> Option<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let pid = std::process::id();
+    Some(format!("{}:{pid}:{}", host.trim(), start_time(pid)?))
+}
+
+/// A process's start time (clock ticks after boot): with the pid, it names one process.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold anything; the fields after its ')' are plain.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    // Field 22 overall; `rest` starts at field 3.
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Whether the process a restore was tagged with has ended; `None` when that cannot be told
+/// from here (another host, no tag).
+fn process_ended(tag: Option<&str>) -> Option<bool> {
+    let mut parts = tag?.split(':');
+    let (host, pid, start) = (parts.next()?, parts.next()?, parts.next()?);
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    if host != here.trim() {
+        return None;
+    }
+    let pid: u32 = pid.parse().ok()?;
+    Some(start_time(pid).as_deref() != Some(start))
+}
+
+/// Settles the tenant's restore over live left `running` by a process that died (a crash, a
+/// kill): swapped if its swap had happened, else failed after removing what it left beside the
+/// untouched live data.
+pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error> {
+    let Some(row) = ctx.catalog.open_live_restore(tenant).await? else {
+        return Ok(());
+    };
+    if row.state != "running" || process_ended(row.process.as_deref()) != Some(true) {
+        return Ok(());
+    }
+    let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let Some(config) = ctx.config.tenant(&tenant_id) else {
+        return Ok(());
+    };
+    let engine = engine::for_tenant(config);
+    let names = engine.swap_names(&restore_tag(&row.id))?;
+    if row.live_target.as_deref() != Some(names.live.as_str()) {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let process = row.process.as_deref().unwrap_or("?");
+    if engine.swap_done(&names).await? {
+        // Leftovers of the last step (MariaDB's emptied staging database) go.
+        engine.remove_side(&names.staging).await;
+        ctx.catalog
+            .move_restore(
+                &row.id,
+                "running",
+                "swapped",
+                Some(&format!(
+                    "its process {process} ended after the swap; settled as swapped"
+                )),
+                now,
+            )
+            .await?;
+    } else {
+        engine.undo_partial_swap(&names).await?;
+        ctx.catalog
+            .move_restore(
+                &row.id,
+                "running",
+                "failed",
+                Some(&format!(
+                    "its process {process} ended before the swap; the live data was untouched, the staging target removed"
+                )),
+                now,
+            )
+            .await?;
+    }
+    ctx.catalog
+        .audit(
+            &ctx.actor.name,
+            "restore.settle",
+            Some(tenant),
+            &format!(
+                "restore {}: process {process} had ended; settled as {}",
+                row.id,
+                ctx.catalog
+                    .restore_row(&row.id)
+                    .await?
+                    .map(|r| r.state)
+                    .unwrap_or_default()
+            ),
+            "ok",
+            now,
         )
         .await?;
-    Ok(report)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_tags() {
+        for (reason, ok) in [
+            ("TICKET-1 customer deleted rows", true),
+            ("", false),
+            ("   ", false),
+            ("two\nlines", false),
+            (&"x".repeat(501), false),
+        ] {
+            assert_eq!(check_reason(reason).is_ok(), ok, "{reason:?}");
+        }
+        assert_eq!(
+            restore_tag("0190e2b1-7c3a-7abc-8def-0123456789AB"),
+            "456789ab"
+        );
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_made_up_one_ended() {
+        let me = process_tag().expect("/proc is mounted");
+        assert_eq!(process_ended(Some(&me)), Some(false));
+        let host = me.split(':').next().unwrap();
+        let restarted = format!("{host}:{}:1", std::process::id());
+        assert_eq!(process_ended(Some(&restarted)), Some(true));
+        assert_eq!(process_ended(Some("elsewhere:1:1")), None);
+        assert_eq!(process_ended(None), None);
+    }
+
+    #[test]
+    fn progress_lines() {
+        let p = Progress::default();
+        assert_eq!(p.line(), "restore: starting");
+        p.set_stage(Stage::Loading);
+        p.total.store(4 << 20, Ordering::Relaxed);
+        p.fetched.store(1 << 20, Ordering::Relaxed);
+        assert_eq!(p.line(), "restore: loading, 1.0 / 4.0 MiB fetched (25%)");
+        p.set_stage(Stage::Swapping);
+        assert_eq!(p.stage(), Stage::Swapping);
+    }
 }

@@ -9,7 +9,7 @@
 //! resumes on the next run.
 
 use super::{Context, Error};
-use crate::catalog::{DeletionRow, PurgeStep, TenantRow};
+use crate::catalog::{AuditEntry, DeletionRow, PurgeStep, TenantRow};
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, TenantFacts};
 use crate::storage::Region;
@@ -25,7 +25,7 @@ pub struct TenantPlan {
     pub decisions: Vec<Decision>,
 }
 
-fn lifecycle(t: &TenantRow) -> Lifecycle {
+pub(crate) fn lifecycle(t: &TenantRow) -> Lifecycle {
     match (t.state.as_str(), t.terminated_at) {
         ("terminated", Some(at)) => Lifecycle::Terminated { at },
         _ => Lifecycle::Active,
@@ -149,34 +149,25 @@ async fn delete_object(
     Ok(())
 }
 
-async fn delete_backup(
-    ctx: &Context,
-    tenant: &str,
-    d: &Decision,
-    actor: &str,
-) -> Result<(), Error> {
+async fn delete_backup(ctx: &Context, tenant: &str, d: &Decision) -> Result<(), Error> {
     let b = ctx.catalog.backup(&d.backup_id).await?;
     let Some(b) = b else { return Ok(()) };
     let reason = d.reasons.join("; ");
     for region in &ctx.regions {
         // The manifest first: a region never shows a manifest whose artifact is gone.
-        for key in [b.manifest_key.as_deref(), b.artifact_key.as_deref()]
-            .into_iter()
-            .flatten()
-        {
-            delete_object(ctx, region, tenant, Some(&b.id), key, &reason).await?;
+        let (artifact, manifest) = super::replicate::backup_keys(region, &b.tenant_id, &b.id)?;
+        for key in [manifest, artifact] {
+            delete_object(ctx, region, tenant, Some(&b.id), &key, &reason).await?;
         }
     }
     ctx.catalog.forget_backup(&b.id).await?;
     ctx.catalog
-        .audit(
-            actor,
-            "backup.delete",
-            Some(tenant),
-            &format!("backup {}: {reason}", b.id),
-            "ok",
-            Utc::now(),
-        )
+        .audit_entry(&AuditEntry {
+            tenant: Some(tenant),
+            reason: Some(&reason),
+            detail: &format!("backup {}", b.id),
+            ..AuditEntry::by(&ctx.actor, "backup.delete", Utc::now())
+        })
         .await?;
     Ok(())
 }
@@ -237,21 +228,53 @@ impl Certificate {
     }
 }
 
-/// Purges one tenant. Safe to run again after an interruption at any point.
-async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf, Error> {
-    let tenant =
-        crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
-    let t = plan.tenant.as_str();
-    let reason = format!(
+/// Why `retention apply` purges a tenant: its deletion window ended.
+fn window_ended(plan: &TenantPlan) -> String {
+    format!(
         "deletion window of {} ended (tier {})",
         fmt_duration(plan.facts.deletion_window),
         plan.tier
-    );
+    )
+}
+
+/// Why a retention run happens: the tiers' policies, applied by hand or on `[retention]
+/// schedule`, with the caps overridden by `--confirm` when they were.
+fn run_reason(ctx: &Context, confirmed_over_caps: bool) -> String {
+    let by = if ctx.actor.role == crate::audit::SERVICE {
+        "[retention] schedule"
+    } else {
+        "retention apply by hand"
+    };
+    let caps = if confirmed_over_caps {
+        ", caps overridden by --confirm"
+    } else {
+        ""
+    };
+    format!("retention policy of each tier ({by}{caps})")
+}
+
+/// Purges one tenant for `reason` (recorded with every deletion and as the certificate's
+/// policy). Safe to run again after an interruption at any point. `retention apply` calls it when
+/// the deletion window ends, `tenant erase` on an erasure request.
+pub(super) async fn purge(
+    ctx: &Context,
+    plan: &TenantPlan,
+    reason: &str,
+) -> Result<PathBuf, Error> {
+    let tenant =
+        crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let t = plan.tenant.as_str();
+    let reason = reason.to_string();
     ctx.catalog
         .mark_purge(t, PurgeStep::Started, Utc::now())
         .await?;
     ctx.catalog
-        .audit(actor, "purge.start", Some(t), &reason, "ok", Utc::now())
+        .audit_entry(&AuditEntry {
+            tenant: Some(t),
+            reason: Some(&reason),
+            detail: "keys first, then every object in every region",
+            ..AuditEntry::by(&ctx.actor, "purge.start", Utc::now())
+        })
         .await?;
 
     // 1. Crypto-shredding: every wrapped key, in every region, then in the catalog.
@@ -262,18 +285,16 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
             delete_object(ctx, region, t, None, &o.key, &reason).await?;
         }
         ctx.catalog
-            .audit(
-                actor,
-                "key.shred",
-                Some(t),
-                &format!(
+            .audit_entry(&AuditEntry {
+                tenant: Some(t),
+                reason: Some(&reason),
+                detail: &format!(
                     "region {}: {} wrapped keys deleted",
                     region.name,
                     found.len()
                 ),
-                "ok",
-                Utc::now(),
-            )
+                ..AuditEntry::by(&ctx.actor, "key.shred", Utc::now())
+            })
             .await?;
         crate::fault::crash_point(&format!("purge-after-key-delete:{}", region.name));
     }
@@ -293,14 +314,12 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
             delete_object(ctx, region, t, backup, &o.key, &reason).await?;
         }
         ctx.catalog
-            .audit(
-                actor,
-                "purge.region",
-                Some(t),
-                &format!("region {}: {} objects deleted", region.name, found.len()),
-                "ok",
-                Utc::now(),
-            )
+            .audit_entry(&AuditEntry {
+                tenant: Some(t),
+                reason: Some(&reason),
+                detail: &format!("region {}: {} objects deleted", region.name, found.len()),
+                ..AuditEntry::by(&ctx.actor, "purge.region", Utc::now())
+            })
             .await?;
         let left = region
             .store
@@ -365,18 +384,16 @@ async fn purge(ctx: &Context, plan: &TenantPlan, actor: &str) -> Result<PathBuf,
         Error::Invalid(format!("writing the certificate to {}: {e}", dir.display()))
     })?;
     ctx.catalog
-        .audit(
-            actor,
-            "purge.complete",
-            Some(t),
-            &format!(
+        .audit_entry(&AuditEntry {
+            tenant: Some(t),
+            reason: Some(&reason),
+            detail: &format!(
                 "{} objects deleted; certificate {}",
                 cert.deleted.len(),
                 path.display()
             ),
-            "ok",
-            Utc::now(),
-        )
+            ..AuditEntry::by(&ctx.actor, "purge.complete", Utc::now())
+        })
         .await?;
     Ok(path)
 }
@@ -387,7 +404,6 @@ pub async fn apply(
     plans: &[TenantPlan],
     now: DateTime<Utc>,
     confirm: bool,
-    actor: &str,
 ) -> Result<ApplyReport, Error> {
     let mut report = ApplyReport::default();
     let caps = cap_violations(
@@ -405,14 +421,12 @@ pub async fn apply(
             .record_retention_run(now, kept, 0, 0, true, false)
             .await?;
         ctx.catalog
-            .audit(
-                actor,
-                "retention.apply",
-                None,
-                &format!("stopped before deleting anything: {why}"),
-                "cap",
-                Utc::now(),
-            )
+            .audit_entry(&AuditEntry {
+                reason: Some(&run_reason(ctx, false)),
+                detail: &format!("stopped before deleting anything: {why}"),
+                outcome: "cap",
+                ..AuditEntry::by(&ctx.actor, "retention.apply", Utc::now())
+            })
             .await?;
         report.kept = kept;
         report.cap = Some(why);
@@ -421,12 +435,14 @@ pub async fn apply(
     for p in plans {
         if p.purge {
             report.deleted += p.decisions.len();
-            report.certificates.push(purge(ctx, p, actor).await?);
+            report
+                .certificates
+                .push(purge(ctx, p, &window_ended(p)).await?);
             report.purged.push(p.tenant.clone());
             continue;
         }
         for d in p.decisions.iter().filter(|d| !d.keep) {
-            delete_backup(ctx, &p.tenant, d, actor).await?;
+            delete_backup(ctx, &p.tenant, d).await?;
             report.deleted += 1;
         }
     }
@@ -442,11 +458,9 @@ pub async fn apply(
         )
         .await?;
     ctx.catalog
-        .audit(
-            actor,
-            "retention.apply",
-            None,
-            &format!(
+        .audit_entry(&AuditEntry {
+            reason: Some(&run_reason(ctx, !caps.is_empty())),
+            detail: &format!(
                 "kept {}, deleted {}, purged {}{}",
                 report.kept,
                 report.deleted,
@@ -457,9 +471,8 @@ pub async fn apply(
                     format!("; caps overridden by --confirm: {}", caps.join("; "))
                 }
             ),
-            "ok",
-            Utc::now(),
-        )
+            ..AuditEntry::by(&ctx.actor, "retention.apply", Utc::now())
+        })
         .await?;
     Ok(report)
 }

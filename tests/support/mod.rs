@@ -740,6 +740,10 @@ pub fn lifeboat_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
+/// Two directory regions, `eu` (primary) and `us` (secondary), under the install's `regions/`.
+pub const DIR_REGIONS: &str = "[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
+     [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n";
+
 /// A test installation: a temp dir with the shipped tier files, a master key and a config.
 pub struct Install {
     pub dir: tempfile::TempDir,
@@ -848,12 +852,12 @@ impl Install {
         lifeboat(&self.config, args)
     }
 
-    /// `lifeboat restore --tenant T [extra…] --to-side TARGET`.
+    /// `lifeboat restore --tenant T [extra…] --to-side TARGET --reason TEST-1`.
     pub fn restore(&self, tenant: &str, extra: &[&str], target: impl AsRef<Path>) -> Run {
         let target = target.as_ref().to_str().expect("UTF-8 target");
         let mut args = vec!["restore", "--tenant", tenant];
         args.extend_from_slice(extra);
-        args.extend(["--to-side", target]);
+        args.extend(["--to-side", target, "--reason", "TEST-1"]);
         self.run(&args)
     }
 
@@ -915,6 +919,21 @@ pub fn make_sqlite_tenant(path: &Path, marker: &str) {
            INSERT INTO invoices (user_id, cents, memo) SELECT 1 + n % 3000, n * 7, randomblob(32) FROM s;"
     );
     sqlite_exec(path, &sql);
+}
+
+/// The table names of a SQLite file.
+pub fn sqlite_tables(path: &Path) -> Vec<String> {
+    use sqlx::Connection;
+    let path = path.to_path_buf();
+    block_on(async move {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    })
 }
 
 /// Runs SQL statements against a SQLite file, creating it if missing.

@@ -1,0 +1,527 @@
+//! Who is calling: bearer tokens (created, listed and revoked here, for the CLI and the API),
+//! their roles, expiry and revocation, the per-role address allowlist, and the limit on
+//! authentication failures per source address.
+
+use super::ApiState;
+use super::error::ApiError;
+use super::params::{self, ApiToken};
+use super::tls::ClientAddr;
+use crate::catalog::{AuditEntry, Catalog, CatalogError, TokenRow};
+use crate::config::{ApiConfig, ApiRole};
+use crate::tenant::TenantId;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// Failed authentications allowed per source address and window…
+pub const FAILURES_ALLOWED: u32 = 10;
+/// …in this window.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Source addresses the limiter remembers; beyond, expired windows and then the oldest go.
+pub const LIMITER_CAPACITY: usize = 10_000;
+/// `last_used` is written at most this often per token.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Hex SHA-256 of a token's secret part: what the catalog keeps.
+pub fn secret_hash(secret: &[u8; 32]) -> String {
+    hex::encode(Sha256::digest(secret))
+}
+
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub name: String,
+    pub role: ApiRole,
+    pub tenant: Option<TenantId>,
+    pub lifetime: Duration,
+}
+
+/// Who made a change, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Changer<'a> {
+    pub actor: &'a str,
+    pub role: &'a str,
+    pub source_ip: Option<&'a str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Creates a token and audits it; returns the row and the token text, which is shown once and
+/// stored nowhere (only the SHA-256 of its secret is).
+pub async fn create_token(
+    catalog: &Catalog,
+    new: &NewToken,
+    by: &Changer<'_>,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(TokenRow, String), TokenError> {
+    match (new.role, &new.tenant) {
+        (ApiRole::Customer, None) => {
+            return Err(TokenError::Invalid(
+                "a customer token needs --tenant: it can only ever act on that tenant".into(),
+            ));
+        }
+        (ApiRole::Customer, Some(_)) | (_, None) => {}
+        (role, Some(_)) => {
+            return Err(TokenError::Invalid(format!(
+                "--tenant is for customer tokens only; a {} token acts on every tenant its role allows",
+                role.as_str()
+            )));
+        }
+    }
+    params::token_name(&new.name).map_err(|e| TokenError::Invalid(e.message))?;
+    let mut id = [0u8; 8];
+    rand::fill(&mut id[..]);
+    let mut secret = [0u8; 32];
+    rand::fill(&mut secret[..]);
+    let token = ApiToken {
+        id: hex::encode(id),
+        secret,
+    };
+    let expires = chrono::Duration::from_std(new.lifetime)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| TokenError::Invalid("lifetime out of range".into()))?;
+    let row = TokenRow {
+        id: token.id.clone(),
+        name: new.name.clone(),
+        role: new.role.as_str().to_string(),
+        tenant: new.tenant.as_ref().map(|t| t.to_string()),
+        secret_sha256: secret_hash(&token.secret),
+        created_at: now,
+        created_by: by.actor.to_string(),
+        expires_at: Some(expires),
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+        last_used_at: None,
+    };
+    catalog.insert_token(&row).await?;
+    let detail = format!(
+        "token {} ({:?}), role {}, expires {}",
+        row.id,
+        row.name,
+        row.role,
+        expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    catalog
+        .audit_entry(&AuditEntry {
+            actor: by.actor,
+            role: by.role,
+            action: "token.create",
+            tenant: row.tenant.as_deref(),
+            reason,
+            source_ip: by.source_ip,
+            detail: &detail,
+            outcome: "ok",
+            at: now,
+        })
+        .await?;
+    Ok((row, token.encode()))
+}
+
+/// Revokes a token and audits it; `false` (audited as refused) when it does not exist or was
+/// revoked already.
+pub async fn revoke_token(
+    catalog: &Catalog,
+    id: &str,
+    by: &Changer<'_>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, TokenError> {
+    let row = catalog.token(id).await?;
+    let done = match &row {
+        Some(_) => catalog.revoke_token(id, by.actor, reason, now).await?,
+        None => false,
+    };
+    let detail = match (&row, done) {
+        (Some(r), true) => format!("token {id} ({:?}), role {}", r.name, r.role),
+        (Some(_), false) => format!("token {id} was revoked already"),
+        (None, _) => format!("no token {id}"),
+    };
+    catalog
+        .audit_entry(&AuditEntry {
+            actor: by.actor,
+            role: by.role,
+            action: "token.revoke",
+            tenant: row.as_ref().and_then(|r| r.tenant.as_deref()),
+            reason: Some(reason),
+            source_ip: by.source_ip,
+            detail: &detail,
+            outcome: if done { "ok" } else { "refused" },
+            at: now,
+        })
+        .await?;
+    Ok(done)
+}
+
+/// A token's state now: `active`, `expired` or `revoked`.
+pub fn token_state(t: &TokenRow, now: DateTime<Utc>) -> &'static str {
+    if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// Counts authentication failures per source (an IPv4 address, or an IPv6 /64, which one
+/// client usually holds whole) in fixed windows; at most `LIMITER_CAPACITY` sources are
+/// remembered.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    windows: HashMap<IpAddr, (Instant, u32)>,
+    capacity: usize,
+}
+
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        FailureLimiter::new(LIMITER_CAPACITY)
+    }
+}
+
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
+}
+
+impl FailureLimiter {
+    pub fn new(capacity: usize) -> Self {
+        FailureLimiter {
+            windows: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// `Some(seconds)` when `ip` used up its failures in the current window.
+    pub fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let (start, count) = self.windows.get(&source_key(ip))?;
+        let elapsed = now.saturating_duration_since(*start);
+        (*count >= FAILURES_ALLOWED && elapsed < FAILURE_WINDOW)
+            .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
+    }
+
+    /// Records a failure of `ip`.
+    pub fn fail(&mut self, ip: IpAddr, now: Instant) {
+        let key = source_key(ip);
+        if !self.windows.contains_key(&key) && self.windows.len() >= self.capacity {
+            self.windows
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < FAILURE_WINDOW);
+            if self.windows.len() >= self.capacity
+                && let Some(oldest) = self
+                    .windows
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(k, _)| *k)
+            {
+                self.windows.remove(&oldest);
+            }
+        }
+        let w = self.windows.entry(key).or_insert((now, 0));
+        if now.saturating_duration_since(w.0) >= FAILURE_WINDOW {
+            *w = (now, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+/// Whether `ip` may act in `role`: a role `[api.allow]` does not list is allowed anywhere.
+pub fn allowed(cfg: &ApiConfig, role: ApiRole, ip: IpAddr) -> bool {
+    match cfg.allow.get(&role) {
+        None => true,
+        Some(nets) => nets.iter().any(|n| n.contains(&ip.to_canonical())),
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token_id: String,
+    pub name: String,
+    pub role: ApiRole,
+    /// A customer's tenant.
+    pub tenant: Option<TenantId>,
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    /// How the audit log names the caller.
+    pub fn actor(&self) -> String {
+        format!("token:{}:{}", self.token_id, self.name)
+    }
+
+    /// Appends an audit entry naming this caller: its token, role and source address.
+    pub async fn audit(
+        &self,
+        state: &ApiState,
+        action: &str,
+        tenant: Option<&str>,
+        reason: Option<&str>,
+        detail: &str,
+        outcome: &str,
+    ) -> Result<(), CatalogError> {
+        let (actor, ip) = (self.actor(), self.ip.to_string());
+        state
+            .ctx
+            .catalog
+            .audit_entry(&AuditEntry {
+                actor: &actor,
+                role: self.role.as_str(),
+                action,
+                tenant,
+                reason,
+                source_ip: Some(&ip),
+                detail,
+                outcome,
+                at: Utc::now(),
+            })
+            .await
+    }
+
+    /// Refuses (403, audited) a caller whose role is not among `roles`.
+    pub async fn require(
+        &self,
+        state: &ApiState,
+        roles: &[ApiRole],
+        action: &str,
+    ) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let detail = format!("{action} needs role {}", join_roles(roles));
+        audit_denied(state, Some(self), self.ip, "forbidden", &detail).await;
+        Err(ApiError::forbidden(
+            "forbidden",
+            format!("this needs a token of role {}", join_roles(roles)),
+        ))
+    }
+}
+
+fn join_roles(roles: &[ApiRole]) -> String {
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Audits a refusal (best effort: the refusal stands even if the log cannot be written).
+pub async fn audit_denied(
+    state: &ApiState,
+    caller: Option<&Caller>,
+    ip: IpAddr,
+    code: &str,
+    detail: &str,
+) {
+    let actor = caller
+        .map(Caller::actor)
+        .unwrap_or_else(|| "anonymous".into());
+    let ip = ip.to_string();
+    let entry = AuditEntry {
+        actor: &actor,
+        role: caller.map(|c| c.role.as_str()).unwrap_or("none"),
+        action: "api.denied",
+        tenant: caller.and_then(|c| c.tenant.as_ref()).map(TenantId::as_str),
+        reason: None,
+        source_ip: Some(&ip),
+        detail: &format!("{code}: {detail}"),
+        outcome: "refused",
+        at: Utc::now(),
+    };
+    if let Err(e) = state.ctx.catalog.audit_entry(&entry).await {
+        tracing::error!(error = %e, "api: could not audit a refusal");
+    }
+}
+
+/// The client's address from the connection.
+pub fn client_ip(parts: &Parts) -> Result<IpAddr, ApiError> {
+    parts
+        .extensions
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|c| c.0.ip())
+        .ok_or_else(|| ApiError::internal("no client address on the connection"))
+}
+
+/// Authenticates the request's bearer token, if it has an Authorization header at all.
+pub async fn authenticate(
+    state: &Arc<ApiState>,
+    parts: &Parts,
+) -> Result<Option<Caller>, ApiError> {
+    let ip = client_ip(parts)?;
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    if let Some(wait) = state.limiter().blocked(ip, Instant::now()) {
+        return Err(ApiError::rate_limited(wait));
+    }
+    let fail = |code: &'static str, message: &str, internal: String| {
+        state.limiter().fail(ip, Instant::now());
+        tracing::warn!(client = %ip, code, "api: authentication failed: {internal}");
+        ApiError::unauthenticated(code, message)
+    };
+    let invalid = "the token is not valid";
+    let text = params::bearer(value.as_bytes())
+        .map_err(|e| fail("unauthenticated", &e.message, "no bearer token".into()))?;
+    let token = ApiToken::parse(text)
+        .map_err(|_| fail("unauthenticated", invalid, "malformed token".into()))?;
+    let row = state.ctx.catalog.token(&token.id).await?;
+    let Some(row) = row else {
+        return Err(fail(
+            "unauthenticated",
+            invalid,
+            format!("unknown token id {}", token.id),
+        ));
+    };
+    let presented = secret_hash(&token.secret);
+    if !bool::from(presented.as_bytes().ct_eq(row.secret_sha256.as_bytes())) {
+        return Err(fail(
+            "unauthenticated",
+            invalid,
+            format!("wrong secret for token {}", token.id),
+        ));
+    }
+    let now = Utc::now();
+    match token_state(&row, now) {
+        "revoked" => {
+            return Err(fail(
+                "token_revoked",
+                "this token was revoked",
+                format!("revoked token {}", row.id),
+            ));
+        }
+        "expired" => {
+            return Err(fail(
+                "token_expired",
+                "this token has expired",
+                format!("expired token {}", row.id),
+            ));
+        }
+        _ => {}
+    }
+    let (Some(role), tenant) = (
+        ApiRole::parse(&row.role),
+        row.tenant.as_deref().map(TenantId::parse).transpose(),
+    ) else {
+        return Err(ApiError::internal(format!(
+            "token {} has an unknown role",
+            row.id
+        )));
+    };
+    let tenant = tenant.map_err(|e| ApiError::internal(format!("token {}: {e}", row.id)))?;
+    let caller = Caller {
+        token_id: row.id.clone(),
+        name: row.name.clone(),
+        role,
+        tenant,
+        ip,
+    };
+    if !allowed(&state.cfg, role, ip) {
+        let detail = format!("role {} is not allowed from {ip}", role.as_str());
+        audit_denied(state, Some(&caller), ip, "ip_not_allowed", &detail).await;
+        return Err(ApiError::forbidden(
+            "ip_not_allowed",
+            "this token's role may not be used from this address",
+        ));
+    }
+    if row.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY)
+        && let Err(e) = state.ctx.catalog.touch_token(&row.id, now).await
+    {
+        tracing::warn!(error = %e, "api: could not record a token's last use");
+    }
+    Ok(Some(caller))
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        match authenticate(state, parts).await? {
+            Some(c) => Ok(c),
+            None => {
+                let ip = client_ip(parts)?;
+                if let Some(wait) = state.limiter().blocked(ip, Instant::now()) {
+                    return Err(ApiError::rate_limited(wait));
+                }
+                state.limiter().fail(ip, Instant::now());
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "this needs an Authorization header `Bearer lbt_…`",
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_blocks_after_ten_failures_and_forgets_after_the_window() {
+        let mut l = FailureLimiter::new(3);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..FAILURES_ALLOWED {
+            assert_eq!(l.blocked(ip, t0), None);
+            l.fail(ip, t0);
+        }
+        assert_eq!(l.blocked(ip, t0), Some(60));
+        assert_eq!(l.blocked(ip, t0 + Duration::from_secs(59)), Some(1));
+        assert_eq!(l.blocked(ip, t0 + FAILURE_WINDOW), None);
+        // An IPv6 /64 is one source.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let t1 = t0 + Duration::from_millis(500);
+        for _ in 0..FAILURES_ALLOWED {
+            l.fail(a, t1);
+        }
+        assert!(l.blocked(b, t1).is_some());
+        // Bounded: a third and a fourth source push the oldest out.
+        l.fail("10.0.0.2".parse().unwrap(), t0 + Duration::from_secs(1));
+        l.fail("10.0.0.3".parse().unwrap(), t0 + Duration::from_secs(2));
+        assert_eq!(l.len(), 3);
+        assert_eq!(l.blocked(ip, t0), None, "the oldest source was evicted");
+    }
+
+    #[test]
+    fn hashes_are_of_the_secret_only() {
+        let t = ApiToken {
+            id: "0011223344556677".into(),
+            secret: [1; 32],
+        };
+        assert_eq!(secret_hash(&t.secret).len(), 64);
+        assert!(!t.encode().contains(&secret_hash(&t.secret)));
+    }
+}

@@ -1,0 +1,369 @@
+//! Customer self-service, always for the token's own tenant: ask for a backup now (it runs
+//! through the normal backup executor, then a download link is issued), follow it, and — when
+//! `customer-retained-downloads` is on — list the tenant's retained backups and get links to
+//! them. Another tenant's ids get the same 404 as ids that do not exist.
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::{ApiError, json};
+use super::links::{self, LinkOptions, link_json, secs};
+use super::params::{self, LIMIT_MAX};
+use crate::catalog::{AuditEntry, BackupRow, LinkRow};
+use crate::config::{ApiRole, TenantConfig};
+use crate::storage::BackupId;
+use crate::tenant::TenantId;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use chrono::Utc;
+use std::sync::Arc;
+
+/// The caller's tenant, or 403 for a staff token.
+async fn own_tenant(state: &ApiState, caller: &Caller, action: &str) -> Result<TenantId, ApiError> {
+    caller.require(state, &[ApiRole::Customer], action).await?;
+    caller.tenant.clone().ok_or_else(|| {
+        ApiError::internal(format!("customer token {} has no tenant", caller.token_id))
+    })
+}
+
+fn retained_disabled() -> ApiError {
+    ApiError::forbidden(
+        "retained_downloads_disabled",
+        "downloads of retained backups are not enabled here; ask for a new backup instead",
+    )
+}
+
+/// The tenant's completed backup `id`, or 404 (also for another tenant's id).
+async fn own_backup(
+    state: &ApiState,
+    tenant: &TenantId,
+    id: &BackupId,
+) -> Result<BackupRow, ApiError> {
+    state
+        .ctx
+        .catalog
+        .backup(id.as_str())
+        .await?
+        .filter(|b| b.tenant_id == tenant.as_str())
+        .ok_or_else(ApiError::not_found)
+}
+
+fn backup_json(b: &BackupRow) -> serde_json::Value {
+    serde_json::json!({
+        "backup_id": b.id,
+        "status": b.status,
+        "engine": b.engine,
+        "recovery_point": b.recovery_point.map(secs),
+        "size": b.artifact_size,
+    })
+}
+
+pub async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let tenant = own_tenant(&state, &caller, "me.backups.list").await?;
+    if !state.cfg.customer_retained_downloads {
+        return Err(retained_disabled());
+    }
+    let q = params::query(q.as_deref(), &["limit"])?;
+    let limit = params::limit(q.get("limit").map(String::as_str), 100, LIMIT_MAX)?;
+    let rows = state
+        .ctx
+        .catalog
+        .recent_backups(tenant.as_str(), limit, true)
+        .await?;
+    let list: Vec<_> = rows.iter().map(backup_json).collect();
+    Ok(json(StatusCode::OK, serde_json::json!({ "backups": list })))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    reason: Option<String>,
+    recipient: Option<String>,
+    passphrase: Option<String>,
+}
+
+/// The tenant's configuration: `[[tenants]]`, else the discovered fleet.
+async fn tenant_config(
+    state: &ApiState,
+    tenant: &TenantId,
+) -> Result<Option<TenantConfig>, ApiError> {
+    if let Some(t) = state.ctx.config.tenant(tenant) {
+        return Ok(Some(t.clone()));
+    }
+    if state.ctx.config.discovery.is_empty() {
+        return Ok(None);
+    }
+    let fleet = crate::executor::discovery::discover(&state.ctx)
+        .await
+        .map_err(|e| ApiError::internal(format!("discovery: {e}")))?;
+    Ok(fleet.tenants.into_iter().find(|t| t.id == *tenant))
+}
+
+/// Removes a tenant from the running set when the requested backup ends, however it ends.
+struct Running {
+    state: Arc<ApiState>,
+    tenant: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.state
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.tenant);
+    }
+}
+
+pub async fn request_backup(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = own_tenant(&state, &caller, "me.backups.request").await?;
+    let req: BackupRequest = super::read_json(&state, body).await?.unwrap_or_default();
+    let reason = req.reason.as_deref().map(params::reason).transpose()?;
+    let (mode, recipient, check) = links::link_mode(&LinkOptions {
+        recipient: req.recipient,
+        passphrase: req.passphrase,
+    })
+    .await?;
+    if let Some(t) = state.ctx.catalog.tenant(tenant.as_str()).await?
+        && t.state != "active"
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_not_active",
+            "this tenant is not active: it cannot be backed up",
+        ));
+    }
+    let Some(config) = tenant_config(&state, &tenant).await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_not_active",
+            "this tenant is not in the fleet: it cannot be backed up",
+        ));
+    };
+    let Ok(permit) = state.backups.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many requested backups are running; retry later",
+        )
+        .with_retry_after(60));
+    };
+    let backup_id = BackupId::generate();
+    {
+        let mut running = state.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.contains_key(tenant.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "backup_in_progress",
+                "a backup you asked for is still running; follow its status URL",
+            ));
+        }
+        running.insert(tenant.to_string(), backup_id.to_string());
+    }
+    let running = Running {
+        state: state.clone(),
+        tenant: tenant.to_string(),
+    };
+    let now = Utc::now();
+    let lifetime =
+        chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
+    let link = LinkRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: tenant.to_string(),
+        backup_id: backup_id.to_string(),
+        origin: "requested-backup".into(),
+        mode: mode.as_str().into(),
+        recipient,
+        passphrase_check: check,
+        created_at: now,
+        created_by: caller.actor(),
+        // Set again, from the backup's end, when the link becomes usable.
+        expires_at: now + lifetime,
+        uses_left: i64::from(state.cfg.link_uses),
+        ready: false,
+    };
+    state.ctx.catalog.insert_link(&link).await?;
+    caller
+        .audit(
+            &state,
+            "backup.request",
+            Some(tenant.as_str()),
+            reason.as_deref(),
+            &format!("backup {backup_id}, link {} ({})", link.id, link.mode),
+            "ok",
+        )
+        .await?;
+    // The backup's end is audited from its task, naming the same caller.
+    let (actor, ip) = (caller.actor(), caller.ip.to_string());
+    let st = state.clone();
+    let id = backup_id.clone();
+    state.spawn(async move {
+        let _permit = permit;
+        let _running = running;
+        let result = crate::executor::backup::backup_tenant_as(&st.ctx, &config, id.clone()).await;
+        let (outcome, detail) = match result {
+            Ok(r) => {
+                let expires = Utc::now() + lifetime;
+                match st.ctx.catalog.ready_link(&link.id, expires).await {
+                    Ok(()) => (
+                        "ok",
+                        format!(
+                            "backup {id} completed ({} bytes); link {} usable until {}",
+                            r.artifact_size,
+                            link.id,
+                            secs(expires)
+                        ),
+                    ),
+                    Err(e) => ("failed", format!("backup {id} completed; issuing link {}: {e}", link.id)),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %config.id, backup = %id, error = %e, "requested backup failed");
+                ("failed", format!("backup {id}: {e}"))
+            }
+        };
+        let entry = AuditEntry {
+            actor: &actor,
+            role: "customer",
+            action: "link.issue",
+            tenant: Some(config.id.as_str()),
+            reason: None,
+            source_ip: Some(&ip),
+            detail: &detail,
+            outcome,
+            at: Utc::now(),
+        };
+        if let Err(e) = st.ctx.catalog.audit_entry(&entry).await {
+            tracing::error!(error = %e, "api: could not audit a requested backup's end");
+        }
+    });
+    let url = format!("/api/v1/me/backups/{backup_id}");
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        serde_json::json!({
+            "backup_id": backup_id.as_str(),
+            "status": "running",
+            "status_url": url,
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub async fn status(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = own_tenant(&state, &caller, "me.backups.status").await?;
+    let id = params::backup_id(&id)?;
+    let cat = &state.ctx.catalog;
+    let link = cat.requested_link(tenant.as_str(), id.as_str()).await?;
+    let backup = cat
+        .backup(id.as_str())
+        .await?
+        .filter(|b| b.tenant_id == tenant.as_str());
+    // A backup is shown if the customer asked for it, or if retained ones may be downloaded.
+    if link.is_none() && !(state.cfg.customer_retained_downloads && backup.is_some()) {
+        return Err(ApiError::not_found());
+    }
+    let running_here = state
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(tenant.as_str())
+        .is_some_and(|b| b == id.as_str());
+    let mut body = match &backup {
+        Some(b) => backup_json(b),
+        // Asked for, not recorded yet: starting, or refused before it was recorded.
+        None => serde_json::json!({
+            "backup_id": id.as_str(),
+            "status": if running_here { "running" } else { "failed" },
+        }),
+    };
+    // Asked for: done only once its link is issued (just after the backup completes).
+    if let Some(l) = &link
+        && !l.ready
+    {
+        body["status"] = if running_here { "running" } else { "failed" }.into();
+    }
+    if let Some(l) = &link
+        && l.ready
+        && backup.as_ref().is_some_and(|b| b.status == "completed")
+    {
+        let usable = l.expires_at > Utc::now() && l.uses_left > 0;
+        body["link"] = if usable {
+            link_json(state.link_key(), l)?
+        } else {
+            serde_json::json!({ "link_id": l.id, "expires_at": secs(l.expires_at), "uses_left": l.uses_left, "usable": false })
+        };
+    }
+    Ok(json(StatusCode::OK, body))
+}
+
+pub async fn issue_link(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = own_tenant(&state, &caller, "me.links.issue").await?;
+    if !state.cfg.customer_retained_downloads {
+        return Err(retained_disabled());
+    }
+    let id = params::backup_id(&id)?;
+    let opts: LinkOptions = super::read_json(&state, body).await?.unwrap_or_default();
+    let backup = own_backup(&state, &tenant, &id).await?;
+    if backup.status != "completed" {
+        return Err(ApiError::not_found());
+    }
+    let (mode, recipient, check) = links::link_mode(&opts).await?;
+    let now = Utc::now();
+    let lifetime =
+        chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
+    let link = LinkRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: tenant.to_string(),
+        backup_id: id.to_string(),
+        origin: "retained-backup".into(),
+        mode: mode.as_str().into(),
+        recipient,
+        passphrase_check: check,
+        created_at: now,
+        created_by: caller.actor(),
+        expires_at: now + lifetime,
+        uses_left: i64::from(state.cfg.link_uses),
+        ready: true,
+    };
+    state.ctx.catalog.insert_link(&link).await?;
+    caller
+        .audit(
+            &state,
+            "link.issue",
+            Some(tenant.as_str()),
+            None,
+            &format!(
+                "link {} to retained backup {id} ({}), until {}",
+                link.id,
+                link.mode,
+                secs(link.expires_at)
+            ),
+            "ok",
+        )
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        link_json(state.link_key(), &link)?,
+    ))
+}

@@ -1,0 +1,170 @@
+//! The API's listener: HTTPS with rustls (the aws-lc-rs provider the S3 client already uses),
+//! or plain HTTP where the config allows it. TLS handshakes run in their own tasks, bounded in
+//! number and time, so a slow client cannot hold up the others.
+
+use crate::config::TlsFiles;
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::either::Either;
+
+/// Handshakes in progress at once; more connections wait in the kernel's backlog.
+const HANDSHAKES: usize = 256;
+/// A client that has not finished its handshake after this long is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("api.tls-cert-file {path}: {why}")]
+    Cert { path: String, why: String },
+    #[error("api.tls-key-file {path}: {why}")]
+    Key { path: String, why: String },
+    #[error("api TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Reads the certificate chain and key (the key file must be private, like every secret file)
+/// into a server configuration.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let cert_err = |why: String| TlsError::Cert {
+        path: files.cert.display().to_string(),
+        why,
+    };
+    let key_err = |why: String| TlsError::Key {
+        path: files.key.display().to_string(),
+        why,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| cert_err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(cert_err("no CERTIFICATE in the file".into()));
+    }
+    let key_text = crate::secret::read_private_file("api.tls-key", &files.key)
+        .map_err(|e| key_err(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_text.expose().as_bytes())
+        .map_err(|_| key_err("no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file".into()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            TlsError::Config(format!("the certificate and key do not go together: {e}"))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client's address: the TCP peer (no `X-Forwarded-For` is trusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl ClientAddr {
+    /// The peer's IP, with IPv4-mapped IPv6 addresses (a dual-stack listener) as IPv4.
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.0.ip().to_canonical()
+    }
+}
+
+pub type ApiIo = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// Accepted connections, handshakes done.
+pub struct ApiListener {
+    rx: tokio::sync::mpsc::Receiver<(ApiIo, ClientAddr)>,
+    local: SocketAddr,
+}
+
+impl ApiListener {
+    /// Serves `tcp`, with TLS when `tls` is given.
+    pub fn new(tcp: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(accept_loop(
+            tcp,
+            tls.map(tokio_rustls::TlsAcceptor::from),
+            tx,
+        ));
+        Ok(ApiListener { rx, local })
+    }
+}
+
+async fn accept_loop(
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tx: tokio::sync::mpsc::Sender<(ApiIo, ClientAddr)>,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
+    loop {
+        let accepted = tokio::select! {
+            _ = tx.closed() => return,
+            a = tcp.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "api: accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(acceptor) = tls.clone() else {
+            if tx
+                .send((Either::Left(stream), ClientAddr(peer)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        };
+        let Ok(permit) = handshakes.clone().acquire_owned().await else {
+            return;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let _ = tx.send((Either::Right(s), ClientAddr(peer))).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "api: TLS handshake failed")
+                }
+                Err(_) => tracing::debug!(peer = %peer, "api: TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for ApiListener {
+    type Io = ApiIo;
+    type Addr = ClientAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop ended (it never does while this listener lives): wait forever.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(ClientAddr(self.local))
+    }
+}
+
+impl Connected<IncomingStream<'_, ApiListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, ApiListener>) -> Self {
+        *stream.remote_addr()
+    }
+}

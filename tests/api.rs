@@ -1,0 +1,1552 @@
+//! The staff and customer HTTP API over HTTPS (a CA and certificate made with `openssl` here,
+//! `curl` as the client), on a `serve` with a Garage primary region and a directory secondary:
+//! tenant isolation, download links (good ones in every mode, and expired, tampered, used-up,
+//! other-tenant ones refused and audited), a checksum mismatch that breaks the transfer, roles,
+//! the allowlist, revoked and expired tokens, the failure limit, body limits, and that every
+//! error is JSON with a stable code and nothing internal.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::*;
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it.
+struct Tls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn make_tls(dir: &Path) -> Tls {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lifeboat test CA",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    Tls {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
+struct Resp {
+    code: u16,
+    headers: String,
+    body: Vec<u8>,
+    /// curl's exit status: 0, or 18/56 when the transfer broke.
+    exit: i32,
+    stderr: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): HTTP {} {}",
+                self.code,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Things no error body may contain.
+const LEAKS: &[&str] = &[
+    "select ",
+    "insert ",
+    "update ",
+    "sqlx",
+    "sqlite",
+    "/tmp",
+    "lifeboat-test",
+    "catalog.db",
+    "panicked",
+    "garage",
+    "127.0.0.1:",
+    "age-encryption",
+    "master.key",
+    "stack",
+];
+
+/// An error answer: the status, JSON with the code and a request id, nothing internal.
+fn expect_error(r: &Resp, status: u16, code: &str) -> Value {
+    assert_eq!(
+        r.code,
+        status,
+        "expected {status} {code}, got {} {}",
+        r.code,
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{}",
+        r.headers
+    );
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    let id = v["error"]["request_id"].as_str().expect("request id");
+    assert_eq!(r.header("x-request-id").as_deref(), Some(id));
+    let text = String::from_utf8_lossy(&r.body).to_lowercase();
+    for leak in LEAKS {
+        assert!(!text.contains(leak), "error body leaks {leak:?}: {text}");
+    }
+    v
+}
+
+static FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// An installation with regions, tenants and `[api]`, and `serve` running it.
+struct Env {
+    inst: Install,
+    garage: Garage,
+    tls: Tls,
+    port: u16,
+    link_key: String,
+    serve: Option<Child>,
+}
+
+impl Env {
+    /// `tenants` as `[[tenants]]` tables; `api` is added to the `[api]` table.
+    fn new(tenants: &str, api: &str) -> Env {
+        let garage = Garage::start();
+        let inst = Install::new();
+        inst.quiet_schedules();
+        let tls = make_tls(inst.dir.path());
+        let port = free_port();
+        let link_key: String = (0..48)
+            .map(|i| (b'a' + ((i * 7 + port as usize) % 26) as u8) as char)
+            .collect();
+        write_private(&inst.path("link.key"), &link_key);
+        let metrics = free_port();
+        inst.write_config(&format!(
+            "{}[server]\nlisten = \"127.0.0.1:{metrics}\"\n\n[scheduler]\ninterval = \"1s\"\n\n\
+             {}[[regions]]\nname = \"local\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/local\"\n\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\ntls-cert-file = \"{}\"\ntls-key-file = \"{}\"\n\
+             link-secret-file = \"link.key\"\n{api}\n\n{tenants}",
+            inst.head(),
+            garage.region_toml("eu", "primary", inst.dir.path()),
+            tls.cert.display(),
+            tls.key.display(),
+        ));
+        Env {
+            inst,
+            garage,
+            tls,
+            port,
+            link_key,
+            serve: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(&self.inst.config)
+            .arg("serve")
+            .env("LIFEBOAT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.inst.path("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.serve = Some(child);
+        until("the API answers", Duration::from_secs(30), || {
+            self.get("/api/v1/openapi.yaml", None).code == 200
+        });
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.inst.path("serve.log")).unwrap_or_default()
+    }
+
+    fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--name", name, "--role", role];
+        args.extend_from_slice(extra);
+        let out = self.inst.run(&args).ok();
+        let token = out.stdout.trim().to_string();
+        assert!(token.starts_with("lbt_"), "{}", out.stdout);
+        token
+    }
+
+    /// A request through curl; `from` binds the client to that loopback address.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        extra: &[&str],
+    ) -> Resp {
+        let n = FILES.fetch_add(1, Ordering::SeqCst);
+        let (hdr, out, inp) = (
+            self.inst.path(&format!("r{n}.hdr")),
+            self.inst.path(&format!("r{n}.out")),
+            self.inst.path(&format!("r{n}.in")),
+        );
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "120", "-X", method, "--cacert"])
+            .arg(&self.tls.ca)
+            .arg("-D")
+            .arg(&hdr)
+            .arg("-o")
+            .arg(&out)
+            .args(["-w", "%{http_code}"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            std::fs::write(&inp, b).unwrap();
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(format!("@{}", inp.display()));
+        }
+        cmd.args(extra)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port));
+        let o = cmd.output().unwrap();
+        let r = Resp {
+            code: String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0),
+            headers: std::fs::read_to_string(&hdr).unwrap_or_default(),
+            body: std::fs::read(&out).unwrap_or_default(),
+            exit: o.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+        };
+        for f in [hdr, out, inp] {
+            let _ = std::fs::remove_file(f);
+        }
+        r
+    }
+
+    fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        self.call("GET", path, token, None, &[])
+    }
+
+    fn post(&self, path: &str, token: &str, body: &str) -> Resp {
+        self.call("POST", path, Some(token), Some(body.as_bytes()), &[])
+    }
+
+    /// Asks for a backup of the token's tenant and waits for its link.
+    fn requested_backup(&self, token: &str, body: &str) -> (String, Value) {
+        let r = self.post("/api/v1/me/backups", token, body);
+        assert_eq!(r.code, 202, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        let id = v["backup_id"].as_str().unwrap().to_string();
+        let status_url = v["status_url"].as_str().unwrap().to_string();
+        assert_eq!(r.header("location").as_deref(), Some(status_url.as_str()));
+        let mut last = Value::Null;
+        until("the requested backup", Duration::from_secs(120), || {
+            last = self.get(&status_url, Some(token)).json();
+            last["status"] != "running"
+        });
+        assert_eq!(last["status"], "completed", "{last}");
+        (id, last["link"].clone())
+    }
+
+    /// The audit entries of `action`, newest first.
+    fn audit(&self, admin: &str, query: &str) -> Vec<Value> {
+        let r = self.get(&format!("/api/v1/audit?{query}"), Some(admin));
+        assert_eq!(r.code, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["entries"].as_array().unwrap().clone()
+    }
+
+    fn sql(&self, sql: &str) {
+        let path = self.inst.path("catalog.db");
+        let sql = sql.to_string();
+        block_on(async move {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        });
+    }
+
+    /// The dump of a backup, decrypted from the Garage region with the age and zstd CLIs only.
+    fn break_glass(&self, tenant: &str, backup: &str) -> Vec<u8> {
+        let dir = self.inst.path(&format!("bg-{backup}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = self
+            .garage
+            .find(&format!("prod/v1/tenants/{tenant}/keys/"), ".age");
+        std::fs::write(dir.join("tenant-key.age"), self.garage.get(&key)).unwrap();
+        std::fs::write(
+            dir.join("x.age"),
+            self.garage.get(&format!(
+                "prod/v1/tenants/{tenant}/backups/{backup}.dump.zst.age"
+            )),
+        )
+        .unwrap();
+        let script = format!(
+            "set -e; age -d -i {} tenant-key.age > t.key; age -d -i t.key x.age | zstd -dq > dump",
+            self.inst.master_key.display()
+        );
+        let ok = Command::new("sh")
+            .current_dir(&dir)
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        std::fs::read(dir.join("dump")).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sqlite_tenants(inst: &Install, ids: &[&str]) -> String {
+    let mut out = String::new();
+    for t in ids {
+        make_sqlite_tenant(&inst.path(&format!("{t}.db")), &format!("marker-{t}"));
+        out += &format!(
+            "[[tenants]]\nid = \"{t}\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"{t}.db\"\n\n"
+        );
+    }
+    out
+}
+
+/// The newest completed backup of a tenant, from the catalog.
+fn newest_backup(inst: &Install, tenant: &str) -> String {
+    inst.column(&format!(
+        "SELECT id FROM backups WHERE tenant_id = '{tenant}' AND status = 'completed' ORDER BY id DESC LIMIT 1"
+    ))
+    .pop()
+    .expect("a completed backup")
+}
+
+/// A download link's path with one character of its payload or signature part changed.
+fn tampered(url: &str, in_signature: bool) -> String {
+    let (payload, sig) = url.split_once('.').unwrap();
+    let flip = |s: &str, at: usize| {
+        let mut b = s.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    if in_signature {
+        format!("{payload}.{}", flip(sig, 3))
+    } else {
+        format!("{}.{sig}", flip(payload, payload.len() - 5))
+    }
+}
+
+#[test]
+fn customers_get_their_own_backups_only_and_links_are_checked_and_audited() {
+    let mut env = Env::new("", "link-uses = 2\ncustomer-retained-downloads = true");
+    let tenants = sqlite_tenants(&env.inst, &["acme", "globex"]);
+    let config = std::fs::read_to_string(&env.inst.config).unwrap() + &tenants;
+    env.inst.write_config(&config);
+    env.inst.run(&["backup", "--all"]).ok();
+    let acme = env.token("acme portal", "customer", &["--tenant", "acme"]);
+    let globex = env.token("globex portal", "customer", &["--tenant", "globex"]);
+    let admin = env.token("ops", "admin", &["--reason", "TEST-8 setup"]);
+    env.start();
+    let globex_backup = newest_backup(&env.inst, "globex");
+
+    // A backup asked for now: a plain download of it is the dump, byte for byte, and equals the
+    // live database row for row.
+    let (id, link) = env.requested_backup(&acme, r#"{"reason": "monthly export"}"#);
+    let url = link["url"]
+        .as_str()
+        .expect("a link once completed")
+        .to_string();
+    assert_eq!(link["uses_left"], 2);
+    let r = env.get(&url, None);
+    assert_eq!((r.code, r.exit), (200, 0), "{}", r.stderr);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    let disposition = r.header("content-disposition").unwrap();
+    let rp = env.inst.column(&format!(
+        "SELECT recovery_point FROM backups WHERE id = '{id}'"
+    ))[0]
+        .clone();
+    let rp = chrono::DateTime::parse_from_rfc3339(&rp.replace(' ', "T"))
+        .unwrap()
+        .to_utc();
+    assert_eq!(
+        disposition,
+        format!(
+            "attachment; filename=\"acme-{}.sqlite\"",
+            rp.format("%Y%m%dT%H%M%SZ")
+        )
+    );
+    let plain = r.body.clone();
+    assert!(plain == env.break_glass("acme", &id), "download = dump");
+    let downloaded = env.inst.path("acme-download.sqlite");
+    std::fs::write(&downloaded, &plain).unwrap();
+    let (tables, rows) = sqlite_equal(&downloaded, &env.inst.path("acme.db"));
+    assert!(tables >= 2 && rows > 8000, "{tables} tables, {rows} rows");
+
+    // The second use works, the third is refused: used up.
+    assert_eq!(env.get(&url, None).code, 200);
+    expect_error(&env.get(&url, None), 410, "link_used_up");
+
+    // Encrypted to an age recipient: the age CLI opens it, and it holds the same dump.
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(env.inst.path("customer.key"))
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let recipient = String::from_utf8_lossy(&keygen.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_string();
+    let r = env.post(
+        &format!("/api/v1/me/backups/{id}/links"),
+        &acme,
+        &format!(r#"{{"recipient": "{recipient}"}}"#),
+    );
+    assert_eq!(r.code, 201, "{}", String::from_utf8_lossy(&r.body));
+    let age_url = r.json()["url"].as_str().unwrap().to_string();
+    let r = env.get(&age_url, None);
+    assert_eq!((r.code, r.exit), (200, 0));
+    assert!(
+        r.header("content-disposition")
+            .unwrap()
+            .ends_with(".sqlite.age\"")
+    );
+    std::fs::write(env.inst.path("dl.age"), &r.body).unwrap();
+    let dec = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(env.inst.path("customer.key"))
+        .arg(env.inst.path("dl.age"))
+        .output()
+        .unwrap();
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    assert!(dec.stdout == plain, "age-decrypted download = dump");
+
+    // Encrypted to a passphrase: without it or with another no use is taken; with it, the
+    // file opens with that passphrase.
+    let pass = "correct horse battery staple";
+    let r = env.post(
+        &format!("/api/v1/me/backups/{id}/links"),
+        &acme,
+        &format!(r#"{{"passphrase": "{pass}"}}"#),
+    );
+    assert_eq!(r.code, 201);
+    let pass_url = r.json()["url"].as_str().unwrap().to_string();
+    expect_error(&env.get(&pass_url, None), 401, "passphrase_required");
+    expect_error(
+        &env.call(
+            "GET",
+            &pass_url,
+            None,
+            None,
+            &["-H", "X-Lifeboat-Passphrase: not the passphrase"],
+        ),
+        403,
+        "passphrase_mismatch",
+    );
+    let r = env.call(
+        "GET",
+        &pass_url,
+        None,
+        None,
+        &["-H", &format!("X-Lifeboat-Passphrase: {pass}")],
+    );
+    assert_eq!((r.code, r.exit), (200, 0));
+    let mut identity = age::scrypt::Identity::new(pass.to_string().into());
+    identity.set_max_work_factor(20);
+    let decrypted = age::decrypt(&identity, &r.body).expect("opens with the passphrase");
+    assert!(decrypted == plain);
+
+    // Tenant isolation: acme sees only its backups, gets globex's ids as "not found", like an
+    // id that does not exist, cannot make links to them or use globex's links.
+    let listed = env.get("/api/v1/me/backups", Some(&acme)).json();
+    let ids: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&id.as_str()) && !ids.contains(&globex_backup.as_str()),
+        "{ids:?}"
+    );
+    let unknown = "01960000-0000-7000-8000-000000000000";
+    let theirs = env.get(&format!("/api/v1/me/backups/{globex_backup}"), Some(&acme));
+    let nothing = env.get(&format!("/api/v1/me/backups/{unknown}"), Some(&acme));
+    expect_error(&theirs, 404, "not_found");
+    expect_error(&nothing, 404, "not_found");
+    assert_eq!(
+        theirs.json()["error"]["message"],
+        nothing.json()["error"]["message"]
+    );
+    expect_error(
+        &env.post(
+            &format!("/api/v1/me/backups/{globex_backup}/links"),
+            &acme,
+            "{}",
+        ),
+        404,
+        "not_found",
+    );
+    expect_error(
+        &env.get("/api/v1/tenants/globex/backups", Some(&acme)),
+        403,
+        "forbidden",
+    );
+    expect_error(&env.get("/api/v1/tenants", Some(&acme)), 403, "forbidden");
+    expect_error(&env.get("/api/v1/audit", Some(&acme)), 403, "forbidden");
+    let r = env.post(
+        &format!("/api/v1/me/backups/{globex_backup}/links"),
+        &globex,
+        "{}",
+    );
+    assert_eq!(r.code, 201);
+    let globex_url = r.json()["url"].as_str().unwrap().to_string();
+    expect_error(&env.get(&globex_url, Some(&acme)), 403, "link_other_tenant");
+    // (globex itself may use it.)
+    assert_eq!(env.get(&globex_url, Some(&globex)).code, 200);
+
+    // Tampered links: one character of the payload, one of the signature.
+    let fresh = env.post(&format!("/api/v1/me/backups/{id}/links"), &acme, "");
+    let fresh = fresh.json()["url"].as_str().unwrap().to_string();
+    expect_error(
+        &env.get(&tampered(&fresh, false), None),
+        403,
+        "link_invalid",
+    );
+    expect_error(&env.get(&tampered(&fresh, true), None), 403, "link_invalid");
+    expect_error(&env.get("/dl/not-a-link", None), 403, "link_invalid");
+
+    // Expired: a link whose signed expiry has passed (signed with the server's key, as the
+    // server would have signed it an hour ago).
+    let row = env.inst.catalog_query(&format!(
+        "SELECT id FROM download_links WHERE backup_id = '{id}' AND origin = 'retained-backup' LIMIT 1"
+    ));
+    let claims = lifeboat::api::params::LinkClaims {
+        link_id: row[0][0].clone(),
+        tenant: lifeboat::tenant::TenantId::parse("acme").unwrap(),
+        backup: lifeboat::storage::BackupId::parse(&id).unwrap(),
+        expires: chrono::Utc::now().timestamp() - 60,
+        mode: lifeboat::api::params::LinkMode::Plain,
+    };
+    let payload = claims.encode();
+    let sig = lifeboat::api::links::sign(env.link_key.as_bytes(), &payload);
+    let expired = format!(
+        "/dl/{}",
+        lifeboat::api::params::link_token_encode(&payload, &sig)
+    );
+    expect_error(&env.get(&expired, None), 410, "link_expired");
+    // The same claims signed with another key are not a link.
+    let forged = lifeboat::api::links::sign(&[7u8; 48], &payload);
+    expect_error(
+        &env.get(
+            &format!(
+                "/dl/{}",
+                lifeboat::api::params::link_token_encode(&payload, &forged)
+            ),
+            None,
+        ),
+        403,
+        "link_invalid",
+    );
+
+    // Every attempt is audited with its source address.
+    let entries = env.audit(&admin, "action=download.link&limit=1000");
+    let outcome = |code: &str| {
+        entries
+            .iter()
+            .filter(|e| e["outcome"] == "refused" && e["detail"].as_str().unwrap().ends_with(code))
+            .count()
+    };
+    for (code, n) in [
+        ("link_used_up", 1),
+        ("passphrase_required", 1),
+        ("passphrase_mismatch", 1),
+        ("link_other_tenant", 1),
+        ("link_invalid", 4),
+        ("link_expired", 1),
+    ] {
+        assert_eq!(outcome(code), n, "{code}: {entries:#?}");
+    }
+    assert_eq!(
+        entries.iter().filter(|e| e["outcome"] == "ok").count(),
+        5,
+        "{entries:#?}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["source-ip"] == "127.0.0.1" && e["action"] == "download.link")
+    );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["outcome"] != "refused"
+                || !e["detail"].as_str().unwrap().ends_with("link_invalid"))
+            .all(|e| e["tenant"] == "acme" || e["tenant"] == "globex")
+    );
+    let done = env.audit(&admin, "action=download.complete");
+    assert_eq!(done.len(), 5, "{done:#?}");
+    assert!(done.iter().all(|e| e["outcome"] == "ok"));
+    let requested = env.audit(&admin, "action=backup.request");
+    assert_eq!(requested.len(), 1);
+    assert_eq!(requested[0]["reason"], "monthly export");
+    assert_eq!(requested[0]["role"], "customer");
+    assert_eq!(requested[0]["tenant"], "acme");
+
+    // Nothing secret in the log: no token, no link, no passphrase.
+    let log = env.log();
+    for secret in [
+        acme.as_str(),
+        globex.as_str(),
+        admin.as_str(),
+        pass,
+        &env.link_key,
+    ] {
+        assert!(!log.contains(secret), "serve's log holds a secret");
+    }
+    let (_, sig) = url.split_once('.').unwrap();
+    assert!(!log.contains(sig), "serve's log holds a link");
+    assert!(log.contains("/dl/<link>"));
+}
+
+#[test]
+fn a_checksum_mismatch_breaks_the_transfer_and_a_lost_primary_falls_back_to_the_secondary() {
+    let mut env = Env::new("", "customer-retained-downloads = true");
+    let tenants = sqlite_tenants(&env.inst, &["acme"]);
+    let config = std::fs::read_to_string(&env.inst.config).unwrap() + &tenants;
+    env.inst.write_config(&config);
+    env.inst.run(&["backup", "--all"]).ok();
+    let old = newest_backup(&env.inst, "acme");
+    // More rows, so the next backup differs.
+    sqlite_exec(
+        &env.inst.path("acme.db"),
+        "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 20000)
+           INSERT INTO invoices (user_id, cents, memo) SELECT 1, n, randomblob(64) FROM s;",
+    );
+    env.inst.run(&["backup", "--all"]).ok();
+    let new = newest_backup(&env.inst, "acme");
+    assert_ne!(old, new);
+    let acme = env.token("acme portal", "customer", &["--tenant", "acme"]);
+    let admin = env.token("ops", "admin", &[]);
+    env.start();
+    let link = |backup: &str| {
+        let r = env.post(&format!("/api/v1/me/backups/{backup}/links"), &acme, "");
+        assert_eq!(r.code, 201);
+        r.json()["url"].as_str().unwrap().to_string()
+    };
+    let good = env.get(&link(&new), None);
+    assert_eq!((good.code, good.exit), (200, 0));
+    assert!(good.body == env.break_glass("acme", &new));
+
+    // The primary's artifact of `new` replaced by the older one (same tenant key, so it
+    // decrypts): the stream goes on until the checksums are known, then breaks.
+    let key = |b: &str| format!("prod/v1/tenants/acme/backups/{b}.dump.zst.age");
+    env.garage.put(&key(&new), env.garage.get(&key(&old)));
+    let r = env.get(&link(&new), None);
+    assert_eq!(r.code, 200, "headers were sent before the end was known");
+    assert!(
+        r.exit == 18 || r.exit == 56,
+        "curl must see a broken transfer, got exit {}: {}",
+        r.exit,
+        r.stderr
+    );
+    // What arrived is the older dump without its last piece: never the whole of it.
+    let old_dump = env.break_glass("acme", &old);
+    assert!(
+        r.body.len() < old_dump.len() && old_dump.starts_with(&r.body),
+        "{} of {} bytes arrived",
+        r.body.len(),
+        old_dump.len()
+    );
+    let done = env.audit(&admin, "action=download.complete");
+    assert_eq!(done[0]["outcome"], "failed", "{done:#?}");
+    assert!(done[0]["detail"].as_str().unwrap().contains("SHA-256"));
+
+    // The primary gone: the secondary serves the download.
+    let old_link = link(&old);
+    env.garage.stop();
+    let r = env.get(&old_link, None);
+    assert_eq!((r.code, r.exit), (200, 0), "{}\n{}", r.stderr, env.log());
+    let started = env.audit(&admin, "action=download.link&limit=1");
+    assert!(
+        started[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("from region local"),
+        "{started:#?}"
+    );
+}
+
+#[test]
+fn roles_allowlist_token_states_failure_limit_and_body_limits() {
+    let mut env = Env::new(
+        "",
+        "max-body = \"4KiB\"\n\n[api.allow]\nadmin = [\"127.0.0.1/32\"]\nsupport = [\"127.0.0.0/8\"]",
+    );
+    let tenants = sqlite_tenants(&env.inst, &["acme"]);
+    let config = std::fs::read_to_string(&env.inst.config).unwrap() + &tenants;
+    env.inst.write_config(&config);
+    env.inst.run(&["backup", "--all"]).ok();
+    let admin = env.token("ops", "admin", &[]);
+    let customer = env.token("acme portal", "customer", &["--tenant", "acme"]);
+    // `token list` never shows a secret.
+    let list = env.inst.run(&["token", "list"]).ok().stdout;
+    assert!(
+        list.contains("ops") && list.contains("acme portal"),
+        "{list}"
+    );
+    for t in [&admin, &customer] {
+        let (_, secret) = t[4..].split_once('_').unwrap();
+        assert!(!list.contains(secret), "{list}");
+    }
+    // A customer token needs a tenant; staff tokens take none.
+    env.inst
+        .run(&["token", "create", "--name", "x", "--role", "customer"])
+        .failed();
+    env.inst
+        .run(&[
+            "token", "create", "--name", "x", "--role", "support", "--tenant", "acme",
+        ])
+        .failed();
+    env.start();
+
+    // Tokens made through the API by an admin.
+    let make = |name: &str, role: &str| {
+        let r = env.post(
+            "/api/v1/tokens",
+            &admin,
+            &format!(
+                r#"{{"name": "{name}", "role": "{role}", "expires": "30d", "reason": "TEST-8"}}"#
+            ),
+        );
+        assert_eq!(r.code, 201, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        (
+            v["token"].as_str().unwrap().to_string(),
+            v["id"].as_str().unwrap().to_string(),
+        )
+    };
+    let (support, support_id) = make("helpdesk", "support");
+    let (auditor, _) = make("audit firm", "auditor");
+    let listed = env.get("/api/v1/tokens", Some(&admin));
+    assert_eq!(listed.code, 200);
+    assert!(!String::from_utf8_lossy(&listed.body).contains(&support[21..]));
+
+    // Roles.
+    for t in [&admin, &support, &auditor] {
+        assert_eq!(env.get("/api/v1/tenants", Some(t)).code, 200);
+        assert_eq!(env.get("/api/v1/tenants/acme/backups", Some(t)).code, 200);
+    }
+    let backups = env
+        .get("/api/v1/tenants/acme/backups", Some(&support))
+        .json();
+    let b = &backups["backups"][0];
+    assert_eq!(b["status"], "completed");
+    assert_eq!(b["verification"], "verified", "{b}");
+    assert_eq!(b["copies"].as_array().unwrap().len(), 2, "{b}");
+    expect_error(
+        &env.get("/api/v1/tenants/nobody/backups", Some(&support)),
+        404,
+        "not_found",
+    );
+    expect_error(
+        &env.get("/api/v1/tenants/No..pe/backups", Some(&support)),
+        400,
+        "invalid_tenant_id",
+    );
+    assert_eq!(
+        env.get("/api/v1/audit?tenant=acme&since=1d&limit=5", Some(&auditor))
+            .code,
+        200
+    );
+    expect_error(&env.get("/api/v1/audit", Some(&support)), 403, "forbidden");
+    expect_error(
+        &env.get("/api/v1/audit?since=1d&until=2d", Some(&auditor)),
+        400,
+        "invalid_range",
+    );
+    expect_error(
+        &env.get("/api/v1/audit?limit=0", Some(&auditor)),
+        400,
+        "invalid_limit",
+    );
+    expect_error(
+        &env.get("/api/v1/audit?bogus=1", Some(&auditor)),
+        400,
+        "invalid_query",
+    );
+    let new_token = r#"{"name": "x", "role": "admin"}"#;
+    expect_error(
+        &env.post("/api/v1/tokens", &support, new_token),
+        403,
+        "forbidden",
+    );
+    expect_error(
+        &env.post("/api/v1/tokens", &auditor, new_token),
+        403,
+        "forbidden",
+    );
+    expect_error(&env.get("/api/v1/tokens", Some(&support)), 403, "forbidden");
+    expect_error(
+        &env.post("/api/v1/me/backups", &support, "{}"),
+        403,
+        "forbidden",
+    );
+    // Restores on the side: support may, an auditor or a customer may not.
+    let restore = r#"{"reason": "TEST-8 compare yesterday's data"}"#;
+    expect_error(
+        &env.post("/api/v1/tenants/acme/restores", &auditor, restore),
+        403,
+        "forbidden",
+    );
+    expect_error(
+        &env.post("/api/v1/tenants/acme/restores", &customer, restore),
+        403,
+        "forbidden",
+    );
+    expect_error(
+        &env.post("/api/v1/tenants/acme/restores", &support, "{}"),
+        400,
+        "invalid_body",
+    );
+    let r = env.post("/api/v1/tenants/acme/restores", &support, restore);
+    assert_eq!(r.code, 202, "{}", String::from_utf8_lossy(&r.body));
+    let target = r.json()["restored_target"].as_str().unwrap().to_string();
+    assert!(target.starts_with(&env.inst.path("acme.db.side-").display().to_string()));
+    let mut last = Value::Null;
+    until("the restore", Duration::from_secs(60), || {
+        last = env
+            .get("/api/v1/tenants/acme/restores", Some(&auditor))
+            .json();
+        let state = &last["restores"][0]["state"];
+        !state.is_null() && state != "running"
+    });
+    assert_eq!(last["restores"][0]["state"], "restored", "{last}");
+    assert_eq!(
+        last["restores"][0]["reason"],
+        "TEST-8 compare yesterday's data"
+    );
+    sqlite_equal(Path::new(&target), &env.inst.path("acme.db"));
+
+    // Over live: data written after the backup is replaced, then rolled back; again, then
+    // finalized. Only admin and support may settle; each step is audited with the caller.
+    let live_db = env.inst.path("acme.db");
+    sqlite_exec(
+        &live_db,
+        "CREATE TABLE after_backup (x INTEGER); INSERT INTO after_backup VALUES (42);",
+    );
+    let has_after = || sqlite_tables(&live_db).contains(&"after_backup".to_string());
+    assert!(has_after());
+    let over_live = |env: &Env, body: &str| -> Value {
+        let r = env.post("/api/v1/tenants/acme/restores", &support, body);
+        assert_eq!(r.code, 202, "{}", String::from_utf8_lossy(&r.body));
+        let mut row = Value::Null;
+        until("the restore over live", Duration::from_secs(60), || {
+            let list = env
+                .get("/api/v1/tenants/acme/restores", Some(&auditor))
+                .json();
+            row = list["restores"]
+                .as_array()
+                .and_then(|l| {
+                    l.iter().rfind(|r| {
+                        r["mode"] == "live"
+                            && r["state"] != "rolled_back"
+                            && r["state"] != "finalized"
+                    })
+                })
+                .cloned()
+                .unwrap_or_default();
+            !row.is_null() && row["state"] != "running"
+        });
+        assert_eq!(row["state"], "swapped", "{row}");
+        assert!(row["safety_backup_id"].is_string(), "{row}");
+        row
+    };
+    let first = over_live(&env, r#"{"reason": "INC-9 bad migration", "mode": "live"}"#);
+    assert!(!has_after(), "the live file is the backup's now");
+    let id = first["id"].as_str().unwrap().to_string();
+    let settle = |who: &str, verb: &str, id: &str| {
+        env.post(
+            &format!("/api/v1/restores/{id}/{verb}"),
+            who,
+            r#"{"reason": "INC-9 decided"}"#,
+        )
+    };
+    expect_error(&settle(&auditor, "rollback", &id), 403, "forbidden");
+    expect_error(&settle(&customer, "finalize", &id), 403, "forbidden");
+    expect_error(
+        &settle(&support, "rollback", "01a20000-0000-7000-8000-000000000000"),
+        404,
+        "not_found",
+    );
+    let r = settle(&support, "rollback", &id);
+    assert_eq!(r.code, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["state"], "rolled_back");
+    assert!(
+        has_after(),
+        "rollback brings the data written after the backup back"
+    );
+    expect_error(
+        &settle(&support, "finalize", &id),
+        409,
+        "restore_not_swapped",
+    );
+    // The newest backup is now the first restore's safety backup: name the original.
+    let second = over_live(
+        &env,
+        &format!(
+            r#"{{"reason": "INC-9 again", "mode": "live", "backup": "{}"}}"#,
+            first["backup_id"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(second["backup_id"], first["backup_id"]);
+    let id2 = second["id"].as_str().unwrap().to_string();
+    let r = settle(&admin, "finalize", &id2);
+    assert_eq!(r.code, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["state"], "finalized");
+    assert!(!has_after());
+    let left: Vec<_> = std::fs::read_dir(env.inst.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("acme.db.prev") || n.contains("staging"))
+        .collect();
+    assert!(left.is_empty(), "finalize keeps nothing: {left:?}");
+    let settled: Vec<String> = env
+        .audit(&admin, "tenant=acme")
+        .iter()
+        .filter(|e| e["action"] == "restore.rollback" || e["action"] == "restore.finalize")
+        .filter(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("token:")))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "restore.rollback ok",
+        "restore.finalize ok",
+        "restore.finalize refused",
+    ] {
+        assert!(
+            settled.iter().any(|s| s == expected),
+            "{expected}: {settled:?}"
+        );
+    }
+
+    let requested = env.audit(&admin, "action=restore.request");
+    assert_eq!(
+        requested[0]["actor"].as_str().unwrap().split(':').nth(2),
+        Some("helpdesk")
+    );
+    assert_eq!(requested[0]["source-ip"], "127.0.0.1");
+    expect_error(
+        &env.get("/api/v1/tenants", Some(&customer)),
+        403,
+        "forbidden",
+    );
+    expect_error(
+        &env.get("/api/v1/me/backups", Some(&customer)),
+        403,
+        "retained_downloads_disabled",
+    );
+    expect_error(&env.get("/api/v1/nowhere", Some(&admin)), 404, "not_found");
+    // A path the framework itself refuses (not UTF-8 once decoded) is answered the same way.
+    expect_error(&env.get("/dl/%FF%FE", None), 400, "bad_request");
+    expect_error(
+        &env.get("/api/v1/tenants/%FF/backups", Some(&admin)),
+        400,
+        "bad_request",
+    );
+    expect_error(
+        &env.call("PUT", "/api/v1/tenants", Some(&admin), None, &[]),
+        405,
+        "method_not_allowed",
+    );
+    expect_error(
+        &env.post(
+            "/api/v1/tokens",
+            &admin,
+            r#"{"name": "x", "role": "customer"}"#,
+        ),
+        400,
+        "invalid_token_request",
+    );
+    expect_error(
+        &env.post(
+            "/api/v1/tokens",
+            &admin,
+            r#"{"name": "x", "role": "admin", "color": "red"}"#,
+        ),
+        400,
+        "invalid_body",
+    );
+
+    // The admin role is allowed from 127.0.0.1 only: from 127.0.0.2 it is refused, and audited.
+    expect_error(
+        &env.call(
+            "GET",
+            "/api/v1/tenants",
+            Some(&admin),
+            None,
+            &["--interface", "127.0.0.2"],
+        ),
+        403,
+        "ip_not_allowed",
+    );
+    assert_eq!(
+        env.call(
+            "GET",
+            "/api/v1/tenants",
+            Some(&support),
+            None,
+            &["--interface", "127.0.0.2"]
+        )
+        .code,
+        200
+    );
+    let denied = env.audit(&admin, "action=api.denied");
+    assert!(
+        denied.iter().any(|e| e["source-ip"] == "127.0.0.2"
+            && e["detail"].as_str().unwrap().starts_with("ip_not_allowed")
+            && e["role"] == "admin"),
+        "{denied:#?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().starts_with("forbidden")
+                && e["role"] == "support")
+    );
+
+    // Revoked (through the API, audited with its reason) and expired tokens: 401.
+    let r = env.call(
+        "DELETE",
+        &format!("/api/v1/tokens/{support_id}"),
+        Some(&admin),
+        Some(br#"{"reason": "TEST-8 helpdesk laptop lost"}"#),
+        &[],
+    );
+    assert_eq!(r.code, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["state"], "revoked");
+    expect_error(
+        &env.get("/api/v1/tenants", Some(&support)),
+        401,
+        "token_revoked",
+    );
+    let revoked = env.audit(&admin, "action=token.revoke");
+    assert_eq!(revoked[0]["reason"], "TEST-8 helpdesk laptop lost");
+    assert_eq!(revoked[0]["source-ip"], "127.0.0.1");
+    assert_eq!(revoked[0]["role"], "admin");
+    let created = env.audit(&admin, "action=token.create");
+    assert_eq!(
+        created.len(),
+        4,
+        "two by the CLI, two by the API: {created:#?}"
+    );
+    assert!(
+        created
+            .iter()
+            .any(|e| e["actor"].as_str().unwrap().starts_with("cli"))
+    );
+    let auditor_id = &auditor[4..20];
+    env.sql(&format!(
+        "UPDATE api_tokens SET expires_at = '2020-01-01T00:00:00+00:00' WHERE id = '{auditor_id}'"
+    ));
+    expect_error(
+        &env.get("/api/v1/tenants", Some(&auditor)),
+        401,
+        "token_expired",
+    );
+    // The CLI revokes too.
+    let cust_id = &customer[4..20];
+    env.inst
+        .run(&[
+            "token",
+            "revoke",
+            cust_id,
+            "--reason",
+            "TEST-8 contract ended",
+        ])
+        .ok();
+    expect_error(
+        &env.get("/api/v1/me/backups", Some(&customer)),
+        401,
+        "token_revoked",
+    );
+    let list = env.inst.run(&["token", "list"]).ok().stdout;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(cust_id) && l.contains("revoked")),
+        "{list}"
+    );
+
+    // Bodies over max-body: 413, declared or not.
+    let big = format!(r#"{{"name": "{}", "role": "admin"}}"#, "x".repeat(8000));
+    expect_error(
+        &env.post("/api/v1/tokens", &admin, &big),
+        413,
+        "body_too_large",
+    );
+    expect_error(
+        &env.call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&admin),
+            Some(big.as_bytes()),
+            &["-H", "Transfer-Encoding: chunked"],
+        ),
+        413,
+        "body_too_large",
+    );
+
+    // Ten failed authentications from one address, then 429 with Retry-After, even for a
+    // good token; other addresses are not affected.
+    let from = ["--interface", "127.0.0.3"];
+    for i in 0..10 {
+        let bad = format!("lbt_0000000000000000_{}", "A".repeat(43));
+        let token = if i % 2 == 0 { bad.as_str() } else { "garbage" };
+        expect_error(
+            &env.call("GET", "/api/v1/tenants", Some(token), None, &from),
+            401,
+            "unauthenticated",
+        );
+    }
+    let r = env.call("GET", "/api/v1/tenants", Some(&admin), None, &from);
+    expect_error(&r, 429, "rate_limited");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait));
+    assert_eq!(env.get("/api/v1/tenants", Some(&admin)).code, 200);
+
+    // The description is served as shipped.
+    let doc = env.get("/api/v1/openapi.yaml", None);
+    assert_eq!(doc.code, 200);
+    assert!(
+        doc.body
+            == std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"))
+                .unwrap()
+    );
+}
+
+#[test]
+fn a_postgres_tenant_downloads_as_a_dump_that_pg_restore_loads() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL, cents int);
+         INSERT INTO orders (item, cents) SELECT 'item ' || n, n * 3 FROM generate_series(1, 5000) n;
+         CREATE TABLE notes (id int PRIMARY KEY, body jsonb);
+         INSERT INTO notes SELECT n, jsonb_build_object('n', n) FROM generate_series(1, 300) n;",
+    );
+    let tenants = format!(
+        "[[tenants]]\nid = \"shop\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"{}\"\n",
+        pg.url("shop")
+    );
+    let mut env = Env::new(&tenants, "");
+    let shop = env.token("shop portal", "customer", &["--tenant", "shop"]);
+    env.start();
+    let (id, link) = env.requested_backup(&shop, r#"{"reason": "migration to another host"}"#);
+    let r = env.get(link["url"].as_str().unwrap(), Some(&shop));
+    assert_eq!((r.code, r.exit), (200, 0), "{}", r.stderr);
+    assert!(
+        r.header("content-disposition")
+            .unwrap()
+            .contains(".pgdump\"")
+    );
+    assert!(r.body == env.break_glass("shop", &id));
+    let dump = env.inst.path("shop.pgdump");
+    std::fs::write(&dump, &r.body).unwrap();
+    pg.psql("postgres", "CREATE DATABASE shop_copy");
+    let out = Command::new(pg_bindir().join("pg_restore"))
+        .args([
+            "--no-owner",
+            "--exit-on-error",
+            "--dbname",
+            &pg.url("shop_copy"),
+        ])
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for table in ["orders", "notes"] {
+        let q = format!("SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM {table} t");
+        assert_eq!(pg.psql("shop", &q), pg.psql("shop_copy", &q), "{table}");
+    }
+    // A status of another id, and a second request while none runs, work as described.
+    expect_error(
+        &env.get("/api/v1/me/backups/not-an-id", Some(&shop)),
+        400,
+        "invalid_backup_id",
+    );
+    expect_error(
+        &env.post("/api/v1/me/backups", &shop, r#"{"recipient": "age1nope"}"#),
+        400,
+        "invalid_recipient",
+    );
+    expect_error(
+        &env.post("/api/v1/me/backups", &shop, r#"{"passphrase": "short"}"#),
+        400,
+        "invalid_passphrase",
+    );
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_when_the_config_loads() {
+    let inst = Install::new();
+    write_private(&inst.path("link.key"), &"k".repeat(40));
+    let base = format!(
+        "{}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
+         [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n",
+        inst.head()
+    );
+    let cases: &[(&str, Option<&str>)] = &[
+        (
+            "listen = \"0.0.0.0:8443\"\nlink-secret-file = \"link.key\"",
+            Some("api.listen = \"0.0.0.0:8443\" is not valid"),
+        ),
+        (
+            "listen = \"10.1.2.3:8443\"\nlink-secret-file = \"link.key\"",
+            Some("api.listen = \"10.1.2.3:8443\" is not valid"),
+        ),
+        (
+            "listen = \"0.0.0.0:8443\"\nallow-plain-http = true\nlink-secret-file = \"link.key\"",
+            None,
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"",
+            None,
+        ),
+        (
+            "listen = \"[::1]:8443\"\nlink-secret-file = \"link.key\"",
+            None,
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"",
+            Some("api.link-secret-env or api.link-secret-file is required"),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nlink-uses = 0",
+            Some("api.link-uses = \"0\""),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nlink-lifetime = \"8d\"",
+            Some("api.link-lifetime = \"8d\""),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nmax-body = \"2GiB\"",
+            Some("api.max-body = \"2GiB\""),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\ntls-cert-file = \"c.pem\"",
+            Some("api.tls-cert-file"),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\n[api.allow]\nadmin = [\"10.0.0.0/33\"]",
+            Some("api.allow.admin = \"10.0.0.0/33\""),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\n[api.allow]\nroot = [\"10.0.0.0/8\"]",
+            Some("unknown field `root`"),
+        ),
+    ];
+    for (api, refused) in cases {
+        inst.write_config(&format!("{base}[api]\n{api}\n"));
+        let out = inst.run(&["config", "check"]);
+        match refused {
+            Some(msg) => {
+                let out = out.failed();
+                assert!(out.stderr.contains(msg), "{api}: {}", out.stderr);
+                let file = inst.config.display().to_string();
+                assert!(
+                    out.stderr.contains(&file),
+                    "{api}: names the file: {}",
+                    out.stderr
+                );
+            }
+            None => {
+                let out = out.ok();
+                assert!(out.stdout.contains("[api]"), "{}", out.stdout);
+                assert!(
+                    out.stdout.contains("link-secret = \"<from file"),
+                    "{}",
+                    out.stdout
+                );
+                assert!(!out.stdout.contains("kkkkkkkk"), "the key is never printed");
+            }
+        }
+    }
+    // The line of the listen address, for the plain HTTP refusal.
+    inst.write_config(&format!(
+        "{base}[api]\nlisten = \"0.0.0.0:8443\"\nlink-secret-file = \"link.key\"\n"
+    ));
+    let line = base.lines().count() + 2;
+    let err = inst.run(&["config", "check"]).failed().stderr;
+    assert!(err.contains(&format!("lifeboat.toml:{line}:")), "{err}");
+    assert!(err.contains("allow-plain-http"), "{err}");
+}
+
+/// The API's tables on both catalogs: tokens round-trip and revoke once; a link's uses are
+/// taken atomically (twenty concurrent downloads of a 3-use link get 3).
+#[test]
+fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
+    use lifeboat::catalog::{Catalog, LinkRow, LinkUse, TokenRow};
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE catalog");
+    let dir = tempfile::tempdir().unwrap();
+    let urls = [
+        format!("sqlite://{}", dir.path().join("c.db").display()),
+        pg.url("catalog"),
+    ];
+    for url in urls {
+        block_on(async {
+            let cat = Catalog::open_with(&url, None).await.unwrap();
+            let now = chrono::Utc::now();
+            let t = TokenRow {
+                id: "0011223344556677".into(),
+                name: "ops".into(),
+                role: "customer".into(),
+                tenant: Some("acme".into()),
+                secret_sha256: "ab".repeat(32),
+                created_at: now,
+                created_by: "cli:test".into(),
+                expires_at: Some(now + chrono::Duration::days(1)),
+                revoked_at: None,
+                revoked_by: None,
+                revoke_reason: None,
+                last_used_at: None,
+            };
+            cat.insert_token(&t).await.unwrap();
+            let back = cat.token(&t.id).await.unwrap().unwrap();
+            assert_eq!(
+                (back.name.as_str(), back.tenant.as_deref()),
+                ("ops", Some("acme"))
+            );
+            assert_eq!(
+                back.expires_at.map(|e| e.timestamp()),
+                t.expires_at.map(|e| e.timestamp())
+            );
+            // A customer token without a tenant is refused by the table itself.
+            let bad = TokenRow {
+                id: "1111111111111111".into(),
+                tenant: None,
+                ..t.clone()
+            };
+            assert!(cat.insert_token(&bad).await.is_err());
+            assert!(
+                cat.revoke_token(&t.id, "cli:test", "TEST", now)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !cat.revoke_token(&t.id, "cli:test", "TEST", now)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(cat.tokens().await.unwrap().len(), 1);
+
+            let link = LinkRow {
+                id: uuid::Uuid::new_v4().to_string(),
+                tenant: "acme".into(),
+                backup_id: lifeboat::storage::BackupId::generate().to_string(),
+                origin: "requested-backup".into(),
+                mode: "passphrase".into(),
+                recipient: None,
+                passphrase_check: Some(vec![1, 2, 3]),
+                created_at: now,
+                created_by: "token:x".into(),
+                expires_at: now + chrono::Duration::hours(1),
+                uses_left: 3,
+                ready: false,
+            };
+            cat.insert_link(&link).await.unwrap();
+            let expires = now + chrono::Duration::hours(2);
+            cat.ready_link(&link.id, expires).await.unwrap();
+            let back = cat
+                .requested_link("acme", &link.backup_id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(back.ready);
+            assert_eq!(back.expires_at.timestamp(), expires.timestamp());
+            assert_eq!(back.passphrase_check.as_deref(), Some(&[1u8, 2, 3][..]));
+            assert!(
+                cat.requested_link("globex", &link.backup_id)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let takes =
+                futures::future::join_all((0..20).map(|_| cat.take_link_use(&link.id))).await;
+            let taken = takes
+                .iter()
+                .filter(|r| matches!(r, Ok(LinkUse::Taken(_))))
+                .count();
+            let used_up = takes
+                .iter()
+                .filter(|r| matches!(r, Ok(LinkUse::UsedUp)))
+                .count();
+            assert_eq!((taken, used_up), (3, 17), "{url}: {takes:?}");
+            assert_eq!(cat.take_link_use("nope").await.unwrap(), LinkUse::Unknown);
+            cat.close().await;
+        });
+    }
+}
+
+/// `serve` refuses to start the API with a short link key or a TLS key others can read, and
+/// names the setting; the key's value is never printed.
+#[test]
+fn serve_refuses_a_short_link_key_and_a_readable_tls_key() {
+    let inst = Install::new();
+    let tls = make_tls(inst.dir.path());
+    write_private(&inst.path("short.key"), "tooshort-secret");
+    write_private(&inst.path("link.key"), &"k".repeat(40));
+    let (port, metrics) = (free_port(), free_port());
+    let config = |secret: &str| {
+        format!(
+            "{}[server]\nlisten = \"127.0.0.1:{metrics}\"\n\n\
+             [[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
+             [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n\
+             [api]\nlisten = \"127.0.0.1:{port}\"\ntls-cert-file = \"{}\"\ntls-key-file = \"{}\"\n\
+             link-secret-file = \"{secret}\"\n",
+            inst.head(),
+            tls.cert.display(),
+            tls.key.display()
+        )
+    };
+    // `timeout`: a serve that started anyway would otherwise hold the test forever.
+    let serve = || {
+        let out = Command::new("timeout")
+            .arg("30")
+            .arg(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(&inst.config)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(124), "serve started");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    inst.write_config(&config("short.key"));
+    let err = serve();
+    assert!(
+        err.contains("api.link-secret") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(!err.contains("tooshort-secret"), "{err}");
+    inst.write_config(&config("link.key"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tls.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = serve();
+    assert!(
+        err.contains("api.tls-key-file") && err.contains("readable by group or others"),
+        "{err}"
+    );
+}
