@@ -92,8 +92,10 @@ pub fn range(
 /// A limit from 1 to `max`; `default` when absent.
 pub fn limit(s: Option<&str>, default: u32, max: u32) -> Result<u32, ParamError> {
     let Some(s) = s else { return Ok(default) };
-    match s.parse::<u32>() {
-        Ok(n) if (1..=max).contains(&n) => Ok(n),
+    // Canonical decimal only: `u32::from_str` also takes "+5" and "05".
+    let canonical = !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
+    match s.parse::<u32>().ok().filter(|_| canonical) {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(bad(
             "invalid_limit",
             format!("limit is an integer from 1 to {max}"),
@@ -403,7 +405,9 @@ mod tests {
         assert_eq!(backup_id("nope").unwrap_err().code, "invalid_backup_id");
         assert_eq!(limit(None, 100, 1000), Ok(100));
         assert_eq!(limit(Some("1000"), 100, 1000), Ok(1000));
-        for l in ["0", "1001", "-1", "", "1e3", " 5"] {
+        // Only the canonical decimal form: "01" and "+1" are refused, so an accepted
+        // limit always prints back as it was written (the proptest found "01").
+        for l in ["0", "1001", "-1", "", "1e3", " 5", "01", "+1", "007"] {
             assert_eq!(
                 limit(Some(l), 100, 1000).unwrap_err().code,
                 "invalid_limit",
