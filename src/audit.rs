@@ -14,6 +14,8 @@ pub const SERVICE: &str = "service";
 pub struct Actor {
     pub name: String,
     pub role: String,
+    /// Where an API caller connected from; `None` on the command line and for the daemon.
+    pub source_ip: Option<String>,
 }
 
 impl Actor {
@@ -36,6 +38,7 @@ impl Actor {
         Actor {
             name,
             role: OPERATOR.to_string(),
+            source_ip: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl Actor {
         Actor {
             name: name.to_string(),
             role: SERVICE.to_string(),
+            source_ip: None,
         }
     }
 }

@@ -637,6 +637,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 region,
                 ownership,
                 reason: reason.unwrap_or_default(),
+                actor: crate::audit::Actor::cli(),
             };
             executor::restore::check_reason(&req.reason)?;
             let ctx = Context::open(config).await?;
@@ -698,9 +699,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     )
                 })?;
             let done = if rollback {
-                executor::restore::rollback(&ctx, &id, &reason).await?
+                executor::restore::rollback(&ctx, &ctx.actor, &id, &reason).await?
             } else {
-                executor::restore::finalize(&ctx, &id, &reason).await?
+                executor::restore::finalize(&ctx, &ctx.actor, &id, &reason).await?
             };
             println!("{}", done.message);
             Ok(ExitCode::SUCCESS)

@@ -259,6 +259,7 @@ pub async fn run(dir: &Path) -> Result<()> {
             region: Some(region.to_string()),
             ownership: None,
             reason: "demo: compare a restore with the original".into(),
+            actor: ctx.actor.clone(),
         };
         let r = executor::restore::restore(&ctx, &req, &Default::default())
             .await

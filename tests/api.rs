@@ -1005,6 +1005,14 @@ fn roles_allowlist_token_states_failure_limit_and_body_limits() {
     let r = settle(&admin, "finalize", &id2);
     assert_eq!(r.code, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["state"], "finalized");
+    // The restore's record names the token that asked for it, not the daemon.
+    assert!(
+        r.json()["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("token:") && a.ends_with(":helpdesk")),
+        "{}",
+        r.json()
+    );
     assert!(!has_after());
     let left: Vec<_> = std::fs::read_dir(env.inst.dir.path())
         .unwrap()
@@ -1012,11 +1020,12 @@ fn roles_allowlist_token_states_failure_limit_and_body_limits() {
         .filter(|n| n.starts_with("acme.db.prev") || n.contains("staging"))
         .collect();
     assert!(left.is_empty(), "finalize keeps nothing: {left:?}");
-    let settled: Vec<String> = env
+    let mut settled: Vec<String> = env
         .audit(&admin, "tenant=acme")
         .iter()
         .filter(|e| e["action"] == "restore.rollback" || e["action"] == "restore.finalize")
         .filter(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("token:")))
+        .inspect(|e| assert_eq!(e["source-ip"], "127.0.0.1", "{e}"))
         .map(|e| {
             format!(
                 "{} {}",
@@ -1025,16 +1034,27 @@ fn roles_allowlist_token_states_failure_limit_and_body_limits() {
             )
         })
         .collect();
-    for expected in [
-        "restore.rollback ok",
-        "restore.finalize ok",
-        "restore.finalize refused",
-    ] {
-        assert!(
-            settled.iter().any(|s| s == expected),
-            "{expected}: {settled:?}"
-        );
-    }
+    // One entry per settle (the API and the executor do not both write one), every one by
+    // the caller's token; none by the daemon.
+    settled.sort();
+    assert_eq!(
+        settled,
+        [
+            "restore.finalize ok",
+            "restore.finalize refused",
+            "restore.rollback ok"
+        ]
+    );
+    let by_daemon = env
+        .audit(&admin, "tenant=acme&actor=serve")
+        .iter()
+        .filter(|e| {
+            e["action"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("restore."))
+        })
+        .count();
+    assert_eq!(by_daemon, 0);
 
     let requested = env.audit(&admin, "action=restore.request");
     assert_eq!(

@@ -81,7 +81,7 @@ fn restore_rollback_finalize(l: &Live) -> String {
     let out = over_live(
         inst,
         &["--backup", &b1, "--reason", reason, "--progress"],
-        &[],
+        &[("SUDO_USER", "alice")],
     )
     .ok();
     assert!(out.stdout.contains("to the live "), "{}", out.stdout);
@@ -183,9 +183,11 @@ fn restore_rollback_finalize(l: &Live) -> String {
     let who = inst.catalog_query(
         "SELECT actor, role, reason FROM audit_log WHERE action = 'restore.live' ORDER BY seq LIMIT 1",
     );
-    assert!(
-        who[0][0].starts_with("cli") && who[0][1] == "operator" && who[0][2] == reason,
-        "{who:?}"
+    assert_eq!(who, [["cli:alice", "operator", reason]]);
+    // The restore's own record names the same person.
+    assert_eq!(
+        inst.column(&format!("SELECT actor FROM restores WHERE id = '{id}'")),
+        ["cli:alice"]
     );
     b1
 }
@@ -815,6 +817,7 @@ fn progress_counts_every_artifact_byte() {
             region: None,
             ownership: None,
             reason: "TEST-1".into(),
+            actor: ctx.actor.clone(),
         };
         lifeboat::executor::restore::restore(&ctx, &req, &progress)
             .await

@@ -278,6 +278,15 @@ impl Caller {
         format!("token:{}:{}", self.token_id, self.name)
     }
 
+    /// The caller as the executors name it in their records and audit entries.
+    pub fn as_actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor {
+            name: self.actor(),
+            role: self.role.as_str().to_string(),
+            source_ip: Some(self.ip.to_string()),
+        }
+    }
+
     /// Appends an audit entry naming this caller: its token, role and source address.
     pub async fn audit(
         &self,

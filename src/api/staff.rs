@@ -330,6 +330,7 @@ fn restore_json(r: &crate::catalog::RestoreRow) -> serde_json::Value {
         "region": r.region,
         "restored_target": r.restored_target,
         "reason": r.reason,
+        "actor": r.actor,
         "started_at": secs(r.started_at),
         "finished_at": r.finished_at.map(secs),
         "failed": r.error.is_some(),
@@ -413,6 +414,7 @@ pub async fn restore(
         region: None,
         ownership: None,
         reason,
+        actor: caller.as_actor(),
     };
     let ctx = state.ctx.clone();
     state.spawn(async move {
@@ -453,9 +455,9 @@ async fn settle(
     caller.require(&state, RESTORERS, action).await?;
     // Restore ids are UUIDv7 like backup ids; an id that is not one is simply not found.
     let id = params::backup_id(&id).map_err(|_| ApiError::not_found())?;
-    let Some(row) = state.ctx.catalog.restore_row(id.as_str()).await? else {
+    if state.ctx.catalog.restore_row(id.as_str()).await?.is_none() {
         return Err(ApiError::not_found());
-    };
+    }
     let Some(req) = super::read_json::<SettleBody>(&state, body).await? else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -465,21 +467,13 @@ async fn settle(
     };
     let reason = params::reason(&req.reason)?;
     let ctx = &state.ctx;
+    // The executor audits the outcome, naming the caller and its address.
+    let by = caller.as_actor();
     let result = if rollback {
-        crate::executor::restore::rollback(ctx, id.as_str(), &reason).await
+        crate::executor::restore::rollback(ctx, &by, id.as_str(), &reason).await
     } else {
-        crate::executor::restore::finalize(ctx, id.as_str(), &reason).await
+        crate::executor::restore::finalize(ctx, &by, id.as_str(), &reason).await
     };
-    caller
-        .audit(
-            &state,
-            action,
-            Some(row.tenant_id.as_str()),
-            Some(&reason),
-            &format!("restore {}", id.as_str()),
-            if result.is_ok() { "ok" } else { "refused" },
-        )
-        .await?;
     match result {
         Ok(settled) => {
             // The settled row as it is now (the executor returns it as it found it).

@@ -53,7 +53,7 @@ impl<'a> AuditEntry<'a> {
             action,
             tenant: None,
             reason: None,
-            source_ip: None,
+            source_ip: actor.source_ip.as_deref(),
             detail: "",
             outcome: "ok",
             at,

@@ -7,6 +7,7 @@
 //! as the engine allows; a failure before or during the swap leaves the live data as it was.
 
 use super::{Context, Error};
+use crate::audit::Actor;
 use crate::catalog::{BackupRow, NewRestore, RestoreRow};
 use crate::crypto;
 use crate::engine::{self, SwapNames};
@@ -43,6 +44,9 @@ pub struct RestoreRequest {
     pub ownership: Option<engine::Ownership>,
     /// Why, with the ticket (required; recorded in the catalog and the audit log).
     pub reason: String,
+    /// Who asks: the person at the command line or the API token; the restore's record and its
+    /// audit entries name them.
+    pub actor: Actor,
 }
 
 #[derive(Debug, Clone)]
@@ -526,7 +530,7 @@ pub async fn restore(
             reason: Some(&req.reason),
             detail: &detail,
             outcome,
-            ..crate::catalog::AuditEntry::by(&ctx.actor, action, Utc::now())
+            ..crate::catalog::AuditEntry::by(&req.actor, action, Utc::now())
         })
         .await?;
     progress.set_stage(Stage::Done);
@@ -629,7 +633,7 @@ async fn restore_side(
             previous_target: None,
             restored_target: target,
             reason: req.reason.trim(),
-            actor: "cli",
+            actor: &req.actor.name,
             process: process_tag().as_deref(),
             started_at: Utc::now(),
         })
@@ -734,7 +738,7 @@ async fn restore_over_live(
             previous_target: Some(&names.previous),
             restored_target: &names.staging,
             reason: req.reason.trim(),
-            actor: "cli",
+            actor: &req.actor.name,
             process: process_tag().as_deref(),
             started_at: Utc::now(),
         })
@@ -970,7 +974,12 @@ async fn swapped_restore(
 }
 
 /// Drops the previous live data a restore over live kept.
-pub async fn finalize(ctx: &Context, restore_id: &str, reason: &str) -> Result<Settled, Error> {
+pub async fn finalize(
+    ctx: &Context,
+    actor: &Actor,
+    restore_id: &str,
+    reason: &str,
+) -> Result<Settled, Error> {
     let done = async {
         check_reason(reason)?;
         let (row, engine, names) = swapped_restore(ctx, restore_id, "finalize").await?;
@@ -999,12 +1008,17 @@ pub async fn finalize(ctx: &Context, restore_id: &str, reason: &str) -> Result<S
         })
     }
     .await;
-    audit_settle(ctx, "restore.finalize", restore_id, reason, &done).await?;
+    audit_settle(ctx, actor, "restore.finalize", restore_id, reason, &done).await?;
     done
 }
 
 /// Swaps the previous live data back in and drops the restored data.
-pub async fn rollback(ctx: &Context, restore_id: &str, reason: &str) -> Result<Settled, Error> {
+pub async fn rollback(
+    ctx: &Context,
+    actor: &Actor,
+    restore_id: &str,
+    reason: &str,
+) -> Result<Settled, Error> {
     let done = async {
         check_reason(reason)?;
         let (row, engine, names) = swapped_restore(ctx, restore_id, "roll back").await?;
@@ -1046,12 +1060,13 @@ pub async fn rollback(ctx: &Context, restore_id: &str, reason: &str) -> Result<S
         })
     }
     .await;
-    audit_settle(ctx, "restore.rollback", restore_id, reason, &done).await?;
+    audit_settle(ctx, actor, "restore.rollback", restore_id, reason, &done).await?;
     done
 }
 
 async fn audit_settle(
     ctx: &Context,
+    actor: &Actor,
     action: &str,
     restore_id: &str,
     reason: &str,
@@ -1082,7 +1097,7 @@ async fn audit_settle(
             reason: Some(reason),
             detail: &detail,
             outcome,
-            ..crate::catalog::AuditEntry::by(&ctx.actor, action, Utc::now())
+            ..crate::catalog::AuditEntry::by(actor, action, Utc::now())
         })
         .await?;
     Ok(())
