@@ -111,6 +111,11 @@ pub struct ApiConfig {
     pub allow: BTreeMap<ApiRole, Vec<ipnet::IpNet>>,
     /// Largest request body accepted.
     pub max_body: usize,
+    /// How long a client may take to send a request's head (or, between requests, to start
+    /// the next), to send its body, and to take the next bytes of a response.
+    pub client_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -429,6 +434,8 @@ struct RawApi {
     link_uses: Option<Spanned<i64>>,
     customer_retained_downloads: Option<bool>,
     max_body: Option<Spanned<String>>,
+    client_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
     #[serde(default)]
     allow: Option<RawApiAllow>,
 }
@@ -1097,12 +1104,14 @@ impl Config {
             }
             let _ = writeln!(
                 out,
-                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}",
+                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}",
                 q(&api.link_secret.describe()),
                 q(&crate::domain::objectives::fmt_duration(api.link_lifetime)),
                 api.link_uses,
                 api.customer_retained_downloads,
-                api.max_body
+                api.max_body,
+                q(&crate::domain::objectives::fmt_duration(api.client_timeout)),
+                api.max_connections
             );
             let _ = writeln!(out, "[api.allow]");
             for role in ApiRole::ALL {
@@ -1320,6 +1329,31 @@ fn parse_api(
             })?,
         None => 64 << 10,
     };
+    let client_timeout = match &a.client_timeout {
+        Some(t) => parse_duration(t.get_ref())
+            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(600)).contains(d))
+            .ok_or_else(|| {
+                src.invalid(
+                    t.span(),
+                    "api.client-timeout",
+                    t.get_ref(),
+                    "a duration from `1s` to `10m`",
+                )
+            })?,
+        None => Duration::from_secs(30),
+    };
+    let max_connections = match &a.max_connections {
+        Some(n) if (1..=65536).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            return Err(src.invalid(
+                n.span(),
+                "api.max-connections",
+                n.get_ref(),
+                "an integer from 1 to 65536",
+            ));
+        }
+        None => 1024,
+    };
     let mut allow = BTreeMap::new();
     if let Some(raw) = a.allow {
         for (role, nets) in [
@@ -1361,6 +1395,8 @@ fn parse_api(
         customer_retained_downloads: a.customer_retained_downloads.unwrap_or(false),
         allow,
         max_body,
+        client_timeout,
+        max_connections,
     })
 }
 

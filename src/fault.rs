@@ -9,6 +9,8 @@
 //!   loaded, before its checks), create `DIR/paused` and wait the same way.
 //! - `fail-at:POINT` / `crash-at:POINT`: at the named `step` (`swap`: a restore over live is
 //!   halfway through swapping its restored data in), fail with an error, or exit 86 at once.
+//! - `panic-at:POINT`: panic at the named `panic_point` (`api-request`: an API request, inside
+//!   the handler's panic guard).
 
 use crate::storage::{StorageError, Upload};
 use async_trait::async_trait;
@@ -34,6 +36,13 @@ pub fn step(point: &str) -> Result<(), String> {
         return Err(format!("{VAR}: failing at {point}"));
     }
     Ok(())
+}
+
+/// Panics at `point` when armed with `panic-at:POINT`.
+pub fn panic_point(point: &str) {
+    if std::env::var(VAR).is_ok_and(|f| f.strip_prefix("panic-at:") == Some(point)) {
+        panic!("{VAR}: panicking at {point}");
+    }
 }
 
 /// Waits at `point` when armed with `pause:POINT:DIR`; dropping the future ends the wait.

@@ -1073,6 +1073,16 @@ fn roles_allowlist_token_states_failure_limit_and_body_limits() {
         "retained_downloads_disabled",
     );
     expect_error(&env.get("/api/v1/nowhere", Some(&admin)), 404, "not_found");
+    // Over HTTPS every answer, errors too, tells browsers to stay on HTTPS.
+    for path in ["/api/v1/openapi.yaml", "/api/v1/nowhere"] {
+        assert_eq!(
+            env.get(path, None)
+                .header("strict-transport-security")
+                .as_deref(),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+    }
     // A path the framework itself refuses (not UTF-8 once decoded) is answered the same way.
     expect_error(&env.get("/dl/%FF%FE", None), 400, "bad_request");
     expect_error(
@@ -1364,6 +1374,14 @@ fn plain_http_off_loopback_is_refused_when_the_config_loads() {
             Some("api.max-body = \"2GiB\""),
         ),
         (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nclient-timeout = \"0s\"",
+            Some("api.client-timeout = \"0s\""),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nmax-connections = 0",
+            Some("api.max-connections = \"0\""),
+        ),
+        (
             "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\ntls-cert-file = \"c.pem\"",
             Some("api.tls-cert-file"),
         ),
@@ -1569,4 +1587,225 @@ fn serve_refuses_a_short_link_key_and_a_readable_tls_key() {
         err.contains("api.tls-key-file") && err.contains("readable by group or others"),
         "{err}"
     );
+}
+
+/// `serve` with a plain-HTTP API on loopback (`client-timeout = "1s"`) and a SQLite tenant whose
+/// backup is larger than the socket buffers between us and it.
+struct PlainApi {
+    inst: Install,
+    port: u16,
+    serve: Option<Child>,
+}
+
+impl PlainApi {
+    fn new() -> PlainApi {
+        let inst = Install::new();
+        inst.quiet_schedules();
+        write_private(&inst.path("link.key"), &"k".repeat(40));
+        make_sqlite_tenant(&inst.path("acme.db"), "marker-acme");
+        // About 24 MB that does not compress: more than the kernel buffers of a stalled socket.
+        sqlite_exec(
+            &inst.path("acme.db"),
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM s WHERE n < 6000)
+               INSERT INTO invoices (user_id, cents, memo) SELECT 1, n, randomblob(4000) FROM s;",
+        );
+        let (port, metrics) = (free_port(), free_port());
+        inst.write_config(&format!(
+            "{}[server]\nlisten = \"127.0.0.1:{metrics}\"\n\n{DIR_REGIONS}\
+             [api]\nlisten = \"127.0.0.1:{port}\"\nlink-secret-file = \"link.key\"\n\
+             customer-retained-downloads = true\nclient-timeout = \"1s\"\n\n\
+             [[tenants]]\nid = \"acme\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"acme.db\"\n",
+            inst.head(),
+        ));
+        inst.run(&["backup", "--all"]).ok();
+        PlainApi {
+            inst,
+            port,
+            serve: None,
+        }
+    }
+
+    fn start(&mut self, fault: Option<&str>) {
+        self.stop();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        cmd.arg("--config")
+            .arg(&self.inst.config)
+            .arg("serve")
+            .env("LIFEBOAT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.inst.path("serve.log")).unwrap());
+        if let Some(f) = fault {
+            cmd.env("LIFEBOAT_TEST_FAULT", f);
+        }
+        self.serve = Some(cmd.spawn().unwrap());
+        until("the API listens", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// `curl` over plain HTTP: (status, headers, body).
+    fn curl(&self, args: &[&str], path: &str) -> (String, String, Vec<u8>) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "60", "-D", "-", "-o", "/dev/stdout"])
+            .args(args)
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .unwrap();
+        let out = out.stdout;
+        let end = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(out.len(), |i| i + 4);
+        let head = String::from_utf8_lossy(&out[..end]).to_string();
+        let status = head.split(' ').nth(1).unwrap_or("none").to_string();
+        (status, head, out[end..].to_vec())
+    }
+
+    /// A raw connection that sends `first` and then nothing.
+    fn send(&self, first: &str) -> std::net::TcpStream {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.write_all(first.as_bytes()).unwrap();
+        s
+    }
+}
+
+impl Drop for PlainApi {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Everything the server sends until it closes the connection; fails if it is still open
+/// after 30 s (the client timeout is 1 s).
+fn until_closed(mut s: std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!(
+            "the server kept the connection open: {e}; got {:?}",
+            String::from_utf8_lossy(&got)
+        ),
+    }
+    got
+}
+
+/// A client cannot hold the API: a request head that never ends, a kept-alive connection left
+/// idle, a body that never arrives and a download nobody reads are each cut after
+/// `client-timeout`; a handler that panics answers 500 and the server goes on.
+#[test]
+fn slow_and_stalled_clients_are_cut_off_and_a_panicking_handler_answers_500() {
+    let mut api = PlainApi::new();
+    let customer = api
+        .inst
+        .run(&[
+            "token",
+            "create",
+            "--name",
+            "acme portal",
+            "--role",
+            "customer",
+            "--tenant",
+            "acme",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    api.start(None);
+
+    // A head that never ends: closed, no request served.
+    let s = api.send("GET /api/v1/openapi.yaml HTTP/1.1\r\nHost: x\r\n");
+    let got = String::from_utf8_lossy(&until_closed(s)).to_string();
+    assert!(!got.contains("200 OK"), "{got}");
+
+    // A complete request answered, then the connection left idle: closed after the answer.
+    let s = api.send("GET /api/v1/openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n");
+    let got = String::from_utf8_lossy(&until_closed(s)).to_string();
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(got.contains("openapi: 3.1.0"), "{got}");
+    let head = got.split("\r\n\r\n").next().unwrap().to_lowercase();
+    assert!(
+        !head.contains("strict-transport-security"),
+        "no HSTS over plain HTTP: {head}"
+    );
+
+    // A body that never arrives: 408 request_timeout, and nothing asked for.
+    let s = api.send(&format!(
+        "POST /api/v1/me/backups HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {customer}\r\n\
+         Content-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"reason\""
+    ));
+    let got = String::from_utf8_lossy(&until_closed(s)).to_string();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("\"request_timeout\""), "{got}");
+    let before = api.inst.column("SELECT count(*) FROM backups");
+
+    // A download nobody reads: the server stops waiting, and the download is audited as failed.
+    let backup = newest_backup(&api.inst, "acme");
+    let (status, _, body) = api.curl(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {customer}"),
+        ],
+        &format!("/api/v1/me/backups/{backup}/links"),
+    );
+    assert_eq!(status, "201", "{}", String::from_utf8_lossy(&body));
+    let link: Value = serde_json::from_slice(&body).unwrap();
+    let url = link["url"].as_str().unwrap();
+    let path = &url[url.find("/dl/").expect("a /dl/ link")..];
+    let (status, _, whole) = api.curl(&[], path);
+    assert_eq!(status, "200");
+    assert!(whole.len() > 20_000_000, "{} bytes", whole.len());
+    let s = api.send(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let failed = || {
+        api.inst.column(
+            "SELECT detail FROM audit_log WHERE action = 'download.complete' AND outcome = 'failed'",
+        )
+    };
+    until(
+        "the stalled download is given up",
+        Duration::from_secs(60),
+        || !failed().is_empty(),
+    );
+    let got = until_closed(s);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+    assert!(
+        got.len() < whole.len(),
+        "{} of {} bytes sent to a client that did not read",
+        got.len(),
+        whole.len()
+    );
+    assert_eq!(api.inst.column("SELECT count(*) FROM backups"), before);
+
+    // A handler that panics: a JSON 500 with a request id, every time, and serve stays up.
+    api.start(Some("panic-at:api-request"));
+    for _ in 0..2 {
+        let (status, head, body) = api.curl(&[], "/api/v1/openapi.yaml");
+        assert_eq!(status, "500", "{head}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal_error", "{v}");
+        assert!(v["error"]["request_id"].is_string(), "{v}");
+        assert!(!String::from_utf8_lossy(&body).contains("panick"));
+    }
+    assert!(api.serve.as_mut().unwrap().try_wait().unwrap().is_none());
+    let log = std::fs::read_to_string(api.inst.path("serve.log")).unwrap();
+    assert!(log.contains("the handler panicked"), "{log}");
 }

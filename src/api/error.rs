@@ -43,6 +43,7 @@ pub const CODES: &[&str] = &[
     "passphrase_mismatch",
     "passphrase_required",
     "rate_limited",
+    "request_timeout",
     "restore_not_swapped",
     "retained_downloads_disabled",
     "tenant_not_active",

@@ -7,6 +7,8 @@
 //! - `customer`: a tenant's own backups, and links to them.
 //! - `links`: signed download links and the download itself (`executor::download` streams).
 //! - `error`: JSON errors with stable codes; internal details are logged, never sent.
+//! - `tls`, `server`: the listener (TLS, connection slots) and the connections (HTTP/1 with
+//!   client timeouts).
 //!
 //! `docs/openapi.yaml` describes every route; `routes()` is the one list the router is built
 //! from, and a test holds the two equal.
@@ -16,6 +18,7 @@ pub mod customer;
 pub mod error;
 pub mod links;
 pub mod params;
+pub mod server;
 pub mod staff;
 pub mod tls;
 
@@ -185,8 +188,9 @@ fn loggable_path(path: &str) -> &str {
     }
 }
 
-/// Gives every request an id, refuses a declared body over `max-body`, finishes error bodies
-/// (with the request id) and logs the internal detail of failures.
+/// Gives every request an id, refuses a declared body over `max-body`, turns a handler's panic
+/// into a 500, finishes error bodies (with the request id) and logs the internal detail of
+/// failures.
 async fn request_context(
     State(state): State<Arc<ApiState>>,
     mut req: Request,
@@ -203,7 +207,18 @@ async fn request_context(
         .and_then(|v| v.parse::<u64>().ok());
     let mut resp = match declared {
         Some(n) if n > state.cfg.max_body as u64 => too_large(state.cfg.max_body).into_response(),
-        _ => next.run(req).await,
+        _ => {
+            use futures::FutureExt;
+            let handled = async {
+                crate::fault::panic_point("api-request");
+                next.run(req).await
+            };
+            // A bug in one handler answers 500 (logged) instead of dropping the connection.
+            match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+                Ok(r) => r,
+                Err(_) => ApiError::internal("the handler panicked").into_response(),
+            }
+        }
     };
     let status = resp.status();
     // An error made outside our handlers (an extractor's rejection, say) gets our form too.
@@ -247,6 +262,13 @@ async fn request_context(
     }
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if state.cfg.tls.is_some() {
+        // Browsers that reached us over HTTPS (customers following a link) stay on it.
+        resp.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     resp
 }
 
@@ -258,7 +280,8 @@ pub fn too_large(max: usize) -> ApiError {
     )
 }
 
-/// Reads a JSON body of at most `max-body` bytes; an empty body is `None`.
+/// Reads a JSON body of at most `max-body` bytes, sent within `client-timeout`; an empty body
+/// is `None`.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     body: Body,
@@ -267,20 +290,32 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     let max = state.cfg.max_body;
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                "the request body could not be read",
-            )
-            .with_internal(e)
-        })?;
-        if buf.len() + chunk.len() > max {
-            return Err(too_large(max));
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the request body could not be read",
+                )
+                .with_internal(e)
+            })?;
+            if buf.len() + chunk.len() > max {
+                return Err(too_large(max));
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
+        Ok(())
+    };
+    tokio::time::timeout(state.cfg.client_timeout, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive within api.client-timeout",
+            )
+        })??;
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -324,18 +359,18 @@ pub async fn start(
     let local = tcp
         .local_addr()
         .map_err(|e| Error::Invalid(format!("api.listen = {listen}: {e}")))?;
-    let listener = tls::ApiListener::new(tcp, tls)
-        .map_err(|e| Error::Invalid(format!("api.listen = {listen}: {e}")))?;
+    let listener = tls::ApiListener::new(tcp, tls, state.cfg.max_connections);
     tracing::info!(address = %local, scheme, "api listening");
-    let app = router(state.clone()).into_make_service_with_connect_info::<tls::ClientAddr>();
+    let app = router(state.clone());
     let drain = ctx.config.scheduler.drain;
+    let client_timeout = state.cfg.client_timeout;
     Ok(tokio::spawn(async move {
-        let stop = stopping.clone();
-        let mut server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let mut server = tokio::spawn(server::serve(
+            listener,
+            app,
+            client_timeout,
+            stopping.clone(),
+        ));
         tokio::select! {
             _ = &mut server => {}
             _ = stopping.cancelled() => {

@@ -1,16 +1,16 @@
 //! The API's listener: HTTPS with rustls (the aws-lc-rs provider the S3 client already uses),
 //! or plain HTTP where the config allows it. TLS handshakes run in their own tasks, bounded in
-//! number and time, so a slow client cannot hold up the others.
+//! number and time, so a slow client cannot hold up the others. Each connection holds one of
+//! `max-connections` slots from before it is accepted until it ends.
 
 use crate::config::TlsFiles;
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::either::Either;
 
 /// Handshakes in progress at once; more connections wait in the kernel's backlog.
@@ -76,33 +76,54 @@ impl ClientAddr {
 
 pub type ApiIo = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
+/// An accepted connection (handshake done), its client, and its slot: dropping the slot lets
+/// the listener accept another.
+pub type Accepted = (ApiIo, ClientAddr, OwnedSemaphorePermit);
+
 /// Accepted connections, handshakes done.
 pub struct ApiListener {
-    rx: tokio::sync::mpsc::Receiver<(ApiIo, ClientAddr)>,
-    local: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<Accepted>,
 }
 
 impl ApiListener {
-    /// Serves `tcp`, with TLS when `tls` is given.
-    pub fn new(tcp: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
+    /// Serves `tcp`, with TLS when `tls` is given, at most `max_connections` at once.
+    pub fn new(
+        tcp: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        max_connections: usize,
+    ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(accept_loop(
             tcp,
             tls.map(tokio_rustls::TlsAcceptor::from),
+            Arc::new(Semaphore::new(max_connections)),
             tx,
         ));
-        Ok(ApiListener { rx, local })
+        ApiListener { rx }
+    }
+
+    /// The next connection; `None` once the accept loop has ended.
+    pub async fn accept(&mut self) -> Option<Accepted> {
+        self.rx.recv().await
     }
 }
 
 async fn accept_loop(
     tcp: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    tx: tokio::sync::mpsc::Sender<(ApiIo, ClientAddr)>,
+    slots: Arc<Semaphore>,
+    tx: tokio::sync::mpsc::Sender<Accepted>,
 ) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES));
     loop {
+        // A slot first: at the limit, new connections wait in the backlog, not in memory.
+        let slot = tokio::select! {
+            _ = tx.closed() => return,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return,
+            },
+        };
         let accepted = tokio::select! {
             _ = tx.closed() => return,
             a = tcp.accept() => a,
@@ -119,7 +140,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let Some(acceptor) = tls.clone() else {
             if tx
-                .send((Either::Left(stream), ClientAddr(peer)))
+                .send((Either::Left(stream), ClientAddr(peer), slot))
                 .await
                 .is_err()
             {
@@ -135,7 +156,7 @@ async fn accept_loop(
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => {
-                    let _ = tx.send((Either::Right(s), ClientAddr(peer))).await;
+                    let _ = tx.send((Either::Right(s), ClientAddr(peer), slot)).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "api: TLS handshake failed")
@@ -146,25 +167,26 @@ async fn accept_loop(
     }
 }
 
-impl axum::serve::Listener for ApiListener {
-    type Io = ApiIo;
-    type Addr = ClientAddr;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept loop ended (it never does while this listener lives): wait forever.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(ClientAddr(self.local))
-    }
-}
-
-impl Connected<IncomingStream<'_, ApiListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, ApiListener>) -> Self {
-        *stream.remote_addr()
+    /// With every slot taken, a connecting client waits in the backlog; a slot freed lets it in.
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_slot() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = ApiListener::new(tcp, None, 1);
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let (_, _, slot) = listener.accept().await.unwrap();
+        let second = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(waiting.is_err(), "a second connection got in with one slot");
+        drop(slot);
+        let (_, peer, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .expect("the freed slot lets the waiting connection in")
+            .unwrap();
+        assert_eq!(peer.0, second.local_addr().unwrap());
     }
 }
