@@ -354,9 +354,9 @@ enum TokenCommand {
         /// Lifetime, from `1h` to `365d`.
         #[arg(long, default_value = "90d")]
         expires: String,
-        /// Why, with the ticket (recorded in the audit log).
+        /// Why, with the ticket (required; recorded in the audit log).
         #[arg(long)]
-        reason: Option<String>,
+        reason: String,
     },
     /// Lists every token: id, name, role, tenant, state (active, expired, revoked), created,
     /// expires, last used. Never a secret.
@@ -1201,10 +1201,8 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 .map_err(|e| anyhow::anyhow!("--expires {expires:?}: {}", e.message))?;
             let name = params::token_name(&name)
                 .map_err(|e| anyhow::anyhow!("--name {name:?}: {}", e.message))?;
-            let reason = reason
-                .map(|r| params::reason(&r))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--reason: {}", e.message))?;
+            let reason = params::reason(&reason)
+                .map_err(|e| anyhow::anyhow!("--reason {reason:?}: {}", e.message))?;
             let catalog = open_catalog(&config).await?;
             if let Some(t) = &tenant
                 && catalog.tenant(t.as_str()).await?.is_none()
@@ -1222,8 +1220,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 lifetime,
             };
             let created =
-                auth::create_token(&catalog, &new, &by, reason.as_deref(), chrono::Utc::now())
-                    .await;
+                auth::create_token(&catalog, &new, &by, &reason, chrono::Utc::now()).await;
             catalog.close().await;
             let (row, token) = created.map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(

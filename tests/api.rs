@@ -249,7 +249,9 @@ impl Env {
     }
 
     fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
-        let mut args = vec!["token", "create", "--name", name, "--role", role];
+        let mut args = vec![
+            "token", "create", "--name", name, "--role", role, "--reason", "TEST-8",
+        ];
         args.extend_from_slice(extra);
         let out = self.inst.run(&args).ok();
         let token = out.stdout.trim().to_string();
@@ -800,15 +802,31 @@ fn roles_allowlist_token_states_failure_limit_and_body_limits() {
         let (_, secret) = t[4..].split_once('_').unwrap();
         assert!(!list.contains(secret), "{list}");
     }
-    // A customer token needs a tenant; staff tokens take none.
-    env.inst
-        .run(&["token", "create", "--name", "x", "--role", "customer"])
-        .failed();
-    env.inst
-        .run(&[
-            "token", "create", "--name", "x", "--role", "support", "--tenant", "acme",
-        ])
-        .failed();
+    // A customer token needs a tenant; staff tokens take none; every token needs a reason.
+    // Each refusal creates nothing.
+    let create = |extra: &[&str]| {
+        let mut args = vec!["token", "create", "--name", "x"];
+        args.extend_from_slice(extra);
+        env.inst.run(&args).failed().stderr
+    };
+    let err = create(&["--role", "customer", "--reason", "TEST-8"]);
+    assert!(err.contains("needs --tenant"), "{err}");
+    let err = create(&[
+        "--role", "support", "--tenant", "acme", "--reason", "TEST-8",
+    ]);
+    assert!(err.contains("for customer tokens only"), "{err}");
+    let err = create(&["--role", "support"]);
+    assert!(err.contains("--reason"), "{err}");
+    let err = create(&["--role", "support", "--reason", " "]);
+    assert!(
+        err.contains("--reason") && err.contains("one line"),
+        "{err}"
+    );
+    assert_eq!(
+        env.inst.column("SELECT count(*) FROM api_tokens"),
+        ["2"],
+        "only ops and acme portal exist"
+    );
     env.start();
 
     // Tokens made through the API by an admin.
@@ -1099,11 +1117,30 @@ fn roles_allowlist_token_states_failure_limit_and_body_limits() {
         &env.post(
             "/api/v1/tokens",
             &admin,
-            r#"{"name": "x", "role": "customer"}"#,
+            r#"{"name": "x", "role": "customer", "reason": "TEST-8"}"#,
         ),
         400,
         "invalid_token_request",
     );
+    // No reason, no token.
+    let tokens = || {
+        env.get("/api/v1/tokens", Some(&admin)).json()["tokens"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = tokens();
+    for body in [
+        r#"{"name": "x", "role": "support"}"#,
+        r#"{"name": "x", "role": "support", "reason": ""}"#,
+    ] {
+        expect_error(
+            &env.post("/api/v1/tokens", &admin, body),
+            400,
+            "invalid_reason",
+        );
+    }
+    assert_eq!(tokens(), before);
     expect_error(
         &env.post(
             "/api/v1/tokens",
@@ -1719,6 +1756,8 @@ fn slow_and_stalled_clients_are_cut_off_and_a_panicking_handler_answers_500() {
             "customer",
             "--tenant",
             "acme",
+            "--reason",
+            "TEST-8",
         ])
         .ok()
         .stdout

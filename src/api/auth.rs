@@ -65,7 +65,7 @@ pub async fn create_token(
     catalog: &Catalog,
     new: &NewToken,
     by: &Changer<'_>,
-    reason: Option<&str>,
+    reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(TokenRow, String), TokenError> {
     match (new.role, &new.tenant) {
@@ -123,7 +123,7 @@ pub async fn create_token(
             role: by.role,
             action: "token.create",
             tenant: row.tenant.as_deref(),
-            reason,
+            reason: Some(reason),
             source_ip: by.source_ip,
             detail: &detail,
             outcome: "ok",

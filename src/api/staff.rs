@@ -205,7 +205,7 @@ pub async fn create_token(
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            "expected {\"name\", \"role\", \"tenant\"?, \"expires\"?, \"reason\"?}",
+            "expected {\"name\", \"role\", \"tenant\"?, \"expires\"?, \"reason\"}",
         ));
     };
     let role = ApiRole::parse(&req.role).ok_or_else(|| {
@@ -226,7 +226,8 @@ pub async fn create_token(
             "no such tenant",
         ));
     }
-    let reason = req.reason.as_deref().map(params::reason).transpose()?;
+    // Every change by staff says why.
+    let reason = params::reason(req.reason.as_deref().unwrap_or_default())?;
     let new = NewToken {
         name: params::token_name(&req.name)?,
         role,
@@ -239,10 +240,9 @@ pub async fn create_token(
         role: caller.role.as_str(),
         source_ip: Some(&ip),
     };
-    let (row, token) =
-        auth::create_token(&state.ctx.catalog, &new, &by, reason.as_deref(), Utc::now())
-            .await
-            .map_err(token_error)?;
+    let (row, token) = auth::create_token(&state.ctx.catalog, &new, &by, &reason, Utc::now())
+        .await
+        .map_err(token_error)?;
     let mut body = token_json(&row);
     // Shown this once; the catalog keeps only the SHA-256 of its secret.
     body["token"] = serde_json::Value::String(token);
