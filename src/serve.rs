@@ -102,7 +102,7 @@ impl Default for SchedulerState {
 type JobResult = (String, String, Result<Option<(f64, u64)>, Error>);
 
 /// The database server a tenant's backup loads, for per-host limits.
-fn host_of(t: &TenantConfig) -> String {
+pub fn host_of(t: &TenantConfig) -> String {
     match &t.connection {
         Connection::Sqlite { .. } => "local".into(),
         Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => format!(
@@ -465,7 +465,7 @@ async fn drill_if_due(
 type TenantsById = HashMap<String, TenantConfig>;
 
 /// This process's name in the job table: host, pid and a random part (pids repeat).
-fn worker_id() -> String {
+pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
@@ -656,11 +656,33 @@ async fn run_job(
             job.tenant
         )));
     }
+    let report = run_held(ctx, job, &tenant, backup_id, OnShutdown::Requeue).await?;
+    Ok(Some((report.duration.as_secs_f64(), report.artifact_size)))
+}
+
+/// What becomes of a held job whose backup this process's shutdown stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnShutdown {
+    /// Back to the queue, for another worker (a scheduled backup is still due).
+    Requeue,
+    /// Failed (a backup someone asked for, who is told it failed).
+    Fail,
+}
+
+/// Backs `tenant` up as `backup_id` under `job`, renewing its lease, and records the outcome
+/// in the job: done, failed, or (stopped by shutdown) as `on_shutdown` says.
+pub async fn run_held(
+    ctx: &Arc<Context>,
+    job: &ClaimedJob,
+    tenant: &TenantConfig,
+    backup_id: BackupId,
+    on_shutdown: OnShutdown,
+) -> Result<executor::backup::BackupReport, Error> {
     let stop = executor::Stop::default();
     let heartbeat = tokio::spawn(keep_lease(ctx.clone(), job.clone(), stop.clone()));
     let result = executor::with_job_stop(
         stop.clone(),
-        executor::backup::backup_tenant_as(ctx, &tenant, backup_id.clone()),
+        executor::backup::backup_tenant_as(ctx, tenant, backup_id.clone()),
     )
     .await;
     heartbeat.abort();
@@ -676,10 +698,11 @@ async fn run_job(
                     now,
                 )
                 .await?;
-            Ok(Some((report.duration.as_secs_f64(), report.artifact_size)))
+            Ok(report)
         }
-        // Stopped by this process's shutdown: the job goes back to the queue for another worker.
-        Err(e @ Error::Cancelled(_)) if ctx.stop.is_stopped() => {
+        Err(e @ Error::Cancelled(_))
+            if ctx.stop.is_stopped() && on_shutdown == OnShutdown::Requeue =>
+        {
             ctx.catalog.release_job(job).await?;
             Err(e)
         }

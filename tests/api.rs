@@ -249,10 +249,11 @@ impl Env {
     }
 
     fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "token", "create", "--name", name, "--role", role, "--reason", "TEST-8",
-        ];
+        let mut args = vec!["token", "create", "--name", name, "--role", role];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--reason") {
+            args.extend(["--reason", "TEST-8"]);
+        }
         let out = self.inst.run(&args).ok();
         let token = out.stdout.trim().to_string();
         assert!(token.starts_with("lbt_"), "{}", out.stdout);
@@ -1313,6 +1314,9 @@ fn a_postgres_tenant_downloads_as_a_dump_that_pg_restore_loads() {
         pg.url("shop")
     );
     let mut env = Env::new(&tenants, "");
+    // Backed up first, so no scheduled backup of it runs when serve starts (a request made
+    // meanwhile would rightly be refused: one backup of a tenant at a time).
+    env.inst.run(&["backup", "--all"]).ok();
     let shop = env.token("shop portal", "customer", &["--tenant", "shop"]);
     env.start();
     let (id, link) = env.requested_backup(&shop, r#"{"reason": "migration to another host"}"#);
@@ -1847,4 +1851,96 @@ fn slow_and_stalled_clients_are_cut_off_and_a_panicking_handler_answers_500() {
     assert!(api.serve.as_mut().unwrap().try_wait().unwrap().is_none());
     let log = std::fs::read_to_string(api.inst.path("serve.log")).unwrap();
     assert!(log.contains("the handler panicked"), "{log}");
+}
+
+/// A requested backup takes the tenant's one open job, as the schedule's workers do: while
+/// another worker's backup of the tenant runs (its job leased), the request is refused and
+/// nothing is recorded; a queued job is taken over and ends done with the requested backup.
+#[test]
+fn requested_backups_share_the_tenant_job_with_the_schedule() {
+    use lifeboat::catalog::{JobOutcome, NewJob};
+    let mut env = Env::new("", "");
+    let tenants = sqlite_tenants(&env.inst, &["acme", "zeta"]);
+    let config = std::fs::read_to_string(&env.inst.config)
+        .unwrap()
+        .replace("interval = \"1s\"", "interval = \"1s\"\nper-host = 1");
+    assert!(config.contains("per-host = 1"));
+    env.inst.write_config(&(config + &tenants));
+    env.inst.run(&["backup", "--all"]).ok();
+    let acme = env.token("acme portal", "customer", &["--tenant", "acme"]);
+    let ctx = block_on({
+        let path = env.inst.config.clone();
+        async move {
+            let config = lifeboat::config::Config::load(&path).unwrap();
+            lifeboat::executor::Context::open(config).await.unwrap()
+        }
+    });
+    let job = |tenant: &str| NewJob {
+        tenant: tenant.into(),
+        tier: "paid".into(),
+        host: "local".into(),
+        start_by: chrono::Utc::now(),
+        priority: 0,
+    };
+    let hour = chrono::Duration::hours(1);
+    let now = chrono::Utc::now;
+    // Another replica is backing acme up: its job is leased for an hour.
+    let other = block_on(ctx.catalog.take_tenant_job(
+        &job("acme"),
+        "replica-2",
+        "0192f0c1-7a3b-7c4d-8e5f-0123456789ab",
+        now(),
+        now() + hour,
+    ))
+    .unwrap()
+    .expect("acme had no open job");
+    env.start();
+    let count = |sql: &str| env.inst.column(sql).pop().unwrap();
+    let (links, backups) = (
+        count("SELECT count(*) FROM download_links"),
+        count("SELECT count(*) FROM backups"),
+    );
+    let r = env.post("/api/v1/me/backups", &acme, "{}");
+    expect_error(&r, 409, "backup_in_progress");
+    assert_eq!(count("SELECT count(*) FROM download_links"), links);
+    assert_eq!(count("SELECT count(*) FROM backups"), backups);
+
+    // That backup ended. Now zeta's backup holds the one slot of host `local`, so acme's next
+    // scheduled job stays queued: the request takes it over.
+    block_on(
+        ctx.catalog
+            .finish_job(&other, JobOutcome::Failed { error: "test" }, now()),
+    )
+    .unwrap();
+    block_on(ctx.catalog.take_tenant_job(
+        &job("zeta"),
+        "replica-2",
+        "0192f0c1-7a3b-7c4d-8e5f-0123456789ac",
+        now(),
+        now() + hour,
+    ))
+    .unwrap()
+    .expect("zeta had no open job");
+    assert_eq!(
+        block_on(ctx.catalog.enqueue(&[job("acme")], now(), now())).unwrap(),
+        1
+    );
+    let queued = env
+        .inst
+        .column("SELECT id FROM jobs WHERE tenant_id = 'acme' AND state = 'queued'");
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let (backup, _) = env.requested_backup(&acme, "{}");
+    let row = env.inst.catalog_query(&format!(
+        "SELECT state, backup_id, worker FROM jobs WHERE id = '{}'",
+        queued[0]
+    ));
+    assert_eq!(row[0][0..2], ["done".to_string(), backup], "{row:?}");
+    assert!(row[0][2].starts_with("api:"), "{row:?}");
+    assert!(
+        env.inst
+            .column(
+                "SELECT id FROM jobs WHERE tenant_id = 'acme' AND state IN ('queued', 'leased')"
+            )
+            .is_empty()
+    );
 }

@@ -8,8 +8,9 @@ use super::auth::Caller;
 use super::error::{ApiError, json};
 use super::links::{self, LinkOptions, link_json, secs};
 use super::params::{self, LIMIT_MAX};
-use crate::catalog::{AuditEntry, BackupRow, LinkRow};
+use crate::catalog::{AuditEntry, BackupRow, JobOutcome, LinkRow, NewJob};
 use crate::config::{ApiRole, TenantConfig};
+use crate::serve::OnShutdown;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
 use axum::body::Body;
@@ -176,6 +177,30 @@ pub async fn request_backup(
     let now = Utc::now();
     let lifetime =
         chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
+    // The tenant's one open job, shared with the schedule (and with other replicas): a backup
+    // of it that is running refuses the request; a queued one is taken, and served by this one.
+    let lease =
+        chrono::Duration::from_std(state.ctx.config.scheduler.lease).map_err(ApiError::internal)?;
+    let wanted = NewJob {
+        tenant: tenant.to_string(),
+        tier: config.tier.clone(),
+        host: crate::serve::host_of(&config),
+        start_by: now,
+        priority: 0,
+    };
+    let worker = format!("api:{}", crate::serve::worker_id());
+    let Some(job) = state
+        .ctx
+        .catalog
+        .take_tenant_job(&wanted, &worker, backup_id.as_str(), now, now + lease)
+        .await?
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_in_progress",
+            "a backup of this tenant is running; retry once it has finished",
+        ));
+    };
     let link = LinkRow {
         id: uuid::Uuid::new_v4().to_string(),
         tenant: tenant.to_string(),
@@ -191,17 +216,30 @@ pub async fn request_backup(
         uses_left: i64::from(state.cfg.link_uses),
         ready: false,
     };
-    state.ctx.catalog.insert_link(&link).await?;
-    caller
-        .audit(
-            &state,
-            "backup.request",
-            Some(tenant.as_str()),
-            reason.as_deref(),
-            &format!("backup {backup_id}, link {} ({})", link.id, link.mode),
-            "ok",
-        )
-        .await?;
+    let recorded = async {
+        state.ctx.catalog.insert_link(&link).await?;
+        caller
+            .audit(
+                &state,
+                "backup.request",
+                Some(tenant.as_str()),
+                reason.as_deref(),
+                &format!("backup {backup_id}, link {} ({})", link.id, link.mode),
+                "ok",
+            )
+            .await
+    }
+    .await;
+    if let Err(e) = recorded {
+        // Nothing runs: the job is closed, not left leased until its lease runs out.
+        let why = format!("the request could not be recorded: {e}");
+        let _ = state
+            .ctx
+            .catalog
+            .finish_job(&job, JobOutcome::Failed { error: &why }, Utc::now())
+            .await;
+        return Err(e.into());
+    }
     // The backup's end is audited from its task, naming the same caller.
     let (actor, ip) = (caller.actor(), caller.ip.to_string());
     let st = state.clone();
@@ -209,7 +247,8 @@ pub async fn request_backup(
     state.spawn(async move {
         let _permit = permit;
         let _running = running;
-        let result = crate::executor::backup::backup_tenant_as(&st.ctx, &config, id.clone()).await;
+        let result =
+            crate::serve::run_held(&st.ctx, &job, &config, id.clone(), OnShutdown::Fail).await;
         let (outcome, detail) = match result {
             Ok(r) => {
                 let expires = Utc::now() + lifetime;

@@ -147,6 +147,77 @@ impl Catalog {
         })
     }
 
+    /// Takes the tenant's job for a backup asked for outside the schedule (a customer's request),
+    /// leased to `worker` and recording `backup_id`: its queued job if it has one (that backup
+    /// serves the schedule too), else a new one. `None` while its job is leased: a backup of it
+    /// is running (or its worker died and the job waits to be claimed again).
+    pub async fn take_tenant_job(
+        &self,
+        new: &NewJob,
+        worker: &str,
+        backup_id: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<ClaimedJob>, CatalogError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let queued: Option<(String, String, String, i64)> = sqlx::query_as(
+                "UPDATE jobs SET state = 'leased', worker = $1, lease_until = $2, \
+                 attempts = attempts + 1, backup_id = $3 \
+                 WHERE tenant_id = $4 AND state = 'queued' RETURNING id, tier, host, attempts",
+            )
+            .bind(worker)
+            .bind(lease_until)
+            .bind(backup_id)
+            .bind(&new.tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let job = match queued {
+                Some((id, tier, host, attempt)) => Some(ClaimedJob {
+                    id,
+                    worker: worker.to_string(),
+                    tenant: new.tenant.clone(),
+                    tier,
+                    host,
+                    attempt,
+                    previous_backup: None,
+                }),
+                None => {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let r = sqlx::query(
+                        "INSERT INTO jobs (id, tenant_id, tier, host, start_by, priority, state, \
+                         attempts, worker, lease_until, backup_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'leased', 1, $7, $8, $9, $10) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(&new.tenant)
+                    .bind(&new.tier)
+                    .bind(&new.host)
+                    .bind(new.start_by)
+                    .bind(new.priority)
+                    .bind(worker)
+                    .bind(lease_until)
+                    .bind(backup_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    (r.rows_affected() == 1).then(|| ClaimedJob {
+                        id,
+                        worker: worker.to_string(),
+                        tenant: new.tenant.clone(),
+                        tier: new.tier.clone(),
+                        host: new.host.clone(),
+                        attempt: 1,
+                        previous_backup: None,
+                    })
+                }
+            };
+            tx.commit().await?;
+            Ok(job)
+        })
+    }
+
     /// Claims the most urgent claimable job (queued, or leased with an expired lease) whose host
     /// is under `per_host` leased jobs fleet-wide and not in `full_hosts` (this worker's own
     /// view). Returns `None` when there is nothing to do.
