@@ -624,6 +624,35 @@ impl Source<'_> {
         format!("{}:{line}:{col}", self.file.display())
     }
 
+    /// `raw`, a duration within `range`, or an error naming `field`, the value and `expected`.
+    fn duration_in(
+        &self,
+        raw: &Spanned<String>,
+        field: &str,
+        range: std::ops::RangeInclusive<Duration>,
+        expected: &str,
+    ) -> Result<Duration, ConfigError> {
+        parse_duration(raw.get_ref())
+            .filter(|d| range.contains(d))
+            .ok_or_else(|| self.invalid(raw.span(), field, raw.get_ref(), expected))
+    }
+
+    /// `raw`, an integer within `range`, or an error naming `field`, the value and `expected`.
+    fn int_in(
+        &self,
+        raw: &Spanned<i64>,
+        field: &str,
+        range: std::ops::RangeInclusive<i64>,
+        expected: &str,
+    ) -> Result<i64, ConfigError> {
+        let n = *raw.get_ref();
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(self.invalid(raw.span(), field, n, expected))
+        }
+    }
+
     fn invalid<T: ToString>(
         &self,
         span: Range<usize>,
@@ -1292,28 +1321,16 @@ fn parse_api(
         )
     })?;
     let link_lifetime = match &a.link_lifetime {
-        Some(l) => parse_duration(l.get_ref())
-            .filter(|d| (Duration::from_secs(60)..=LINK_LIFETIME_MAX).contains(d))
-            .ok_or_else(|| {
-                src.invalid(
-                    l.span(),
-                    "api.link-lifetime",
-                    l.get_ref(),
-                    "a duration from `1m` to `7d`",
-                )
-            })?,
+        Some(l) => src.duration_in(
+            l,
+            "api.link-lifetime",
+            Duration::from_secs(60)..=LINK_LIFETIME_MAX,
+            "a duration from `1m` to `7d`",
+        )?,
         None => Duration::from_secs(3600),
     };
     let link_uses = match &a.link_uses {
-        Some(u) if (1..=100).contains(u.get_ref()) => *u.get_ref() as u32,
-        Some(u) => {
-            return Err(src.invalid(
-                u.span(),
-                "api.link-uses",
-                u.get_ref(),
-                "an integer from 1 to 100",
-            ));
-        }
+        Some(u) => src.int_in(u, "api.link-uses", 1..=100, "an integer from 1 to 100")? as u32,
         None => 3,
     };
     let max_body = match &a.max_body {
@@ -1330,28 +1347,21 @@ fn parse_api(
         None => 64 << 10,
     };
     let client_timeout = match &a.client_timeout {
-        Some(t) => parse_duration(t.get_ref())
-            .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(600)).contains(d))
-            .ok_or_else(|| {
-                src.invalid(
-                    t.span(),
-                    "api.client-timeout",
-                    t.get_ref(),
-                    "a duration from `1s` to `10m`",
-                )
-            })?,
+        Some(t) => src.duration_in(
+            t,
+            "api.client-timeout",
+            Duration::from_secs(1)..=Duration::from_secs(600),
+            "a duration from `1s` to `10m`",
+        )?,
         None => Duration::from_secs(30),
     };
     let max_connections = match &a.max_connections {
-        Some(n) if (1..=65536).contains(n.get_ref()) => *n.get_ref() as usize,
-        Some(n) => {
-            return Err(src.invalid(
-                n.span(),
-                "api.max-connections",
-                n.get_ref(),
-                "an integer from 1 to 65536",
-            ));
-        }
+        Some(n) => src.int_in(
+            n,
+            "api.max-connections",
+            1..=65536,
+            "an integer from 1 to 65536",
+        )? as usize,
         None => 1024,
     };
     let mut allow = BTreeMap::new();

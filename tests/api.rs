@@ -388,12 +388,17 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Some(mut c) = self.serve.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
+        stop_serve(self.serve.take());
+    }
+}
+
+/// Stops a `serve` the way systemd does (SIGTERM) and waits for it.
+fn stop_serve(serve: Option<Child>) {
+    if let Some(mut c) = serve {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
     }
 }
 
@@ -1685,12 +1690,7 @@ impl PlainApi {
     }
 
     fn stop(&mut self) {
-        if let Some(mut c) = self.serve.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
+        stop_serve(self.serve.take());
     }
 
     /// `curl` over plain HTTP: (status, headers, body).
