@@ -1084,6 +1084,7 @@ impl Config {
 
     /// The resolved configuration as TOML, with every secret replaced by where it comes from.
     pub fn redacted(&self) -> String {
+        use crate::domain::objectives::fmt_duration;
         use std::fmt::Write;
         let mut out = String::new();
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
@@ -1109,13 +1110,85 @@ impl Config {
             p.zstd_workers,
             p.part_size,
             p.upload_concurrency,
-            q(&crate::domain::objectives::fmt_duration(p.job_timeout))
+            q(&fmt_duration(p.job_timeout))
         );
         let _ = writeln!(
             out,
             "[server]\nlisten = {}\n",
             q(&self.server.listen.to_string())
         );
+        let sc = &self.scheduler;
+        let _ = writeln!(
+            out,
+            "[scheduler]\ninterval = {}\nconcurrency = {}\nper-host = {}\ndrain = {}\nlease = {}\nterminate-share = {}\n",
+            q(&fmt_duration(sc.interval)),
+            sc.concurrency,
+            sc.per_host,
+            q(&fmt_duration(sc.drain)),
+            q(&fmt_duration(sc.lease)),
+            sc.terminate_share
+        );
+        let secret =
+            |s: &Option<SecretSource>| q(&s.as_ref().map_or("<none>".into(), |s| s.describe()));
+        for d in &self.discovery {
+            match d {
+                DiscoverySource::Query {
+                    url,
+                    password,
+                    query,
+                    tenant_password,
+                    ..
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "[[discovery]]\nkind = \"query\"\nurl = {}\npassword = {}\nquery = {}\ntenant-password = {}\n",
+                        q(url.as_str()),
+                        secret(password),
+                        q(query),
+                        secret(tenant_password)
+                    );
+                }
+                DiscoverySource::Server {
+                    engine,
+                    url,
+                    password,
+                    pattern,
+                    tier,
+                    ..
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "[[discovery]]\nkind = \"server\"\nengine = {}\nurl = {}\npassword = {}\npattern = {}\ntier = {}\n",
+                        q(engine.as_str()),
+                        q(url.as_str()),
+                        secret(password),
+                        q(pattern),
+                        q(tier)
+                    );
+                }
+            }
+        }
+        for p in &self.drills {
+            let _ = writeln!(
+                out,
+                "# drill plan {} from {}\n# schedule = {}, tiers = {}, region = {}, catalog = {}, {}, time limit {}\n",
+                p.name,
+                p.file.display(),
+                q(&p.schedule_text),
+                if p.tiers.is_empty() {
+                    "all".to_string()
+                } else {
+                    p.tiers.join(" ")
+                },
+                p.region,
+                p.use_catalog,
+                p.every_tenant_within
+                    .map_or("every tenant each run".into(), |d| {
+                        format!("every tenant within {}", fmt_duration(d))
+                    }),
+                fmt_duration(p.time_limit)
+            );
+        }
         if let Some(api) = &self.api {
             let _ = writeln!(out, "[api]\nlisten = {}", q(&api.listen.to_string()));
             match &api.tls {
@@ -1135,11 +1208,11 @@ impl Config {
                 out,
                 "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}",
                 q(&api.link_secret.describe()),
-                q(&crate::domain::objectives::fmt_duration(api.link_lifetime)),
+                q(&fmt_duration(api.link_lifetime)),
                 api.link_uses,
                 api.customer_retained_downloads,
                 api.max_body,
-                q(&crate::domain::objectives::fmt_duration(api.client_timeout)),
+                q(&fmt_duration(api.client_timeout)),
                 api.max_connections
             );
             let _ = writeln!(out, "[api.allow]");
@@ -1238,11 +1311,11 @@ impl Config {
                 t.file.display(),
                 q(&t.cron_text),
                 t.priority,
-                crate::domain::objectives::fmt_duration(t.rpo),
-                crate::domain::objectives::fmt_duration(t.rto),
+                fmt_duration(t.rpo),
+                fmt_duration(t.rto),
                 t.retention.keep_last,
-                crate::domain::objectives::fmt_duration(t.retention.max_age),
-                crate::domain::objectives::fmt_duration(t.deletion_window),
+                fmt_duration(t.retention.max_age),
+                fmt_duration(t.deletion_window),
             );
         }
         out

@@ -284,15 +284,37 @@ fn config_check_prints_the_resolved_config_with_secrets_redacted() {
     write_private(&inst.path("pg.pass"), "pg-hunter2");
     write_private(&inst.path("s3.key"), "GK0123");
     write_private(&inst.path("s3.secret"), "s3-hunter2");
+    write_private(&inst.path("cp.pass"), "cp-hunter2");
+    std::fs::write(
+        inst.path("nightly.toml"),
+        "schedule = \"30 3 * * *\"\nsource-region = \"secondary\"\ntime-limit = \"2h\"\n\
+         [selection]\ntiers = [\"paid\"]\nevery-tenant-within = \"30d\"\n\
+         [scratch]\nsqlite-dir = \"scratch\"\n",
+    )
+    .unwrap();
     inst.write_config(&format!(
-        "{}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\n\
+        "[scheduler]\nconcurrency = 3\nper-host = 1\n\n[drills]\nplans = [\"nightly.toml\"]\n\n\
+         [[discovery]]\nkind = \"query\"\nurl = \"postgres://cp@control.internal:5432/cp\"\n\
+         password-file = \"cp.pass\"\nquery = \"SELECT id, engine, connection, tier, state FROM tenants\"\n\n\
+         {}[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\n\
          access-key-id-file = \"s3.key\"\nsecret-access-key-file = \"s3.secret\"\n\n\
          [[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n\
          [[tenants]]\nid = \"acme\"\nengine = \"postgres\"\ntier = \"paid\"\nurl = \"postgres://app@db.internal:5432/acme\"\npassword-file = \"pg.pass\"\n",
         inst.head()
     ));
     let out = inst.run(&["config", "check"]).ok();
-    for secret in ["pg-hunter2", "s3-hunter2"] {
+    // The scheduler, discovery and drills are shown as resolved, defaults included.
+    for shown in [
+        "[scheduler]\ninterval = \"30s\"\nconcurrency = 3\nper-host = 1\ndrain = \"1m\"\nlease = \"1m\"\nterminate-share = 0.25\n",
+        "[[discovery]]\nkind = \"query\"\nurl = \"postgres://cp@control.internal:5432/cp\"\n",
+        "query = \"SELECT id, engine, connection, tier, state FROM tenants\"",
+        "# drill plan nightly from ",
+        "# schedule = \"30 3 * * *\", tiers = paid, region = us, catalog = true, every tenant within 30d, time limit 2h",
+    ] {
+        assert!(out.stdout.contains(shown), "{shown}\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("cp.pass"), "{}", out.stdout);
+    for secret in ["pg-hunter2", "s3-hunter2", "cp-hunter2"] {
         assert!(
             !out.stdout.contains(secret) && !out.stderr.contains(secret),
             "{}",
