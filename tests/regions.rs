@@ -70,6 +70,21 @@ fn secondary_outage_queues_copies_and_catches_up_oldest_first() {
     let listing = inst.run(&["backups", "--tenant", "shop"]).ok().stdout;
     assert_eq!(listing.matches("us=pending").count(), 2, "{listing}");
 
+    // Verify during the outage checks the region it can reach, says which one it cannot, and
+    // fails; an outage is not damage, so no copy is marked failed.
+    let out = inst.run(&["verify", "--deep", "--json"]).failed();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}\n{}", out.stdout, out.stderr));
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report:#}");
+    assert_eq!(findings[0]["kind"], "region-unreachable", "{report:#}");
+    assert_eq!(findings[0]["region"], "us", "{report:#}");
+    assert!(report["bytes-hashed"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(out.stderr.contains("1 problems found"), "{}", out.stderr);
+    let listing = inst.run(&["backups", "--tenant", "shop"]).ok().stdout;
+    assert_eq!(listing.matches("us=pending").count(), 2, "{listing}");
+    assert_eq!(listing.matches("eu=verified").count(), 3, "{listing}");
+
     b.restart();
     let out = inst.run(&["replicate"]).ok();
     let caught: Vec<&str> = out

@@ -3,7 +3,8 @@
 //! Finds missing copies, missing manifests or keys, size mismatches, orphan objects and (with
 //! `deep`) checksum mismatches by re-reading every artifact at a bounded rate. With `repair`, a
 //! bad or missing copy is replaced by a streamed copy from a region whose copy is good, and
-//! re-verified. Orphans are reported, never deleted.
+//! re-verified. Orphans are reported, never deleted. A region that cannot be listed is
+//! reported as unreachable and the others are checked.
 
 use super::{Context, Error, replicate};
 use crate::catalog::{BackupRow, CopyUpdate};
@@ -30,6 +31,8 @@ pub enum FindingKind {
     SizeMismatch,
     ChecksumMismatch,
     OrphanObject,
+    /// The region could not be listed (an outage): none of its copies were checked.
+    RegionUnreachable,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,13 +125,24 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
     // A tenant key is shared by its backups: report it missing once per region.
     let mut missing_keys: BTreeSet<(String, String)> = BTreeSet::new();
     for region in &ctx.regions {
-        let listing: BTreeMap<String, u64> = region
-            .store
-            .list(&region.layout.tenants_prefix())
-            .await?
-            .into_iter()
-            .map(|o| (o.key, o.size))
-            .collect();
+        // A region that cannot be listed is reported and skipped, so the others are still
+        // checked during an outage; its copies keep their state (an outage is not damage).
+        let listing: BTreeMap<String, u64> =
+            match region.store.list(&region.layout.tenants_prefix()).await {
+                Ok(objects) => objects.into_iter().map(|o| (o.key, o.size)).collect(),
+                Err(e) => {
+                    report.findings.push(Finding {
+                        kind: FindingKind::RegionUnreachable,
+                        region: region.name.clone(),
+                        tenant: None,
+                        backup_id: None,
+                        key: region.layout.tenants_prefix(),
+                        detail: format!("cannot be listed, none of its copies checked: {e}"),
+                        repaired: false,
+                    });
+                    continue;
+                }
+            };
         report.objects += listing.len();
         let mut known: BTreeSet<String> = BTreeSet::new();
         for (tenant, id, kid, b) in &expected {
