@@ -377,6 +377,26 @@ fn verify_names_an_edited_row_a_deleted_row_and_a_cut_tail_on_sqlite() {
     // Deleted: the gap names where.
     let cols = "seq, at, actor, role, action, tenant_id, reason, source_ip, detail, outcome, prev_hash, hash";
     let saved = inst.catalog_query(&format!("SELECT {cols} FROM audit_log WHERE seq = 3"));
+    // Puts a saved row back exactly as it was (seq unquoted, NULLs as NULL).
+    let put_back = |row: &[String]| {
+        let values: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match (i, v.as_str()) {
+                (0, v) => v.to_string(),
+                (_, "NULL") => "NULL".to_string(),
+                (_, v) => format!("'{v}'"),
+            })
+            .collect();
+        sqlite_try(
+            &catalog,
+            &format!(
+                "INSERT INTO audit_log ({cols}) VALUES ({})",
+                values.join(", ")
+            ),
+        )
+        .unwrap();
+    };
     sqlite_try(&catalog, "DELETE FROM audit_log WHERE seq = 3").unwrap();
     let (code, out) = verify(&inst, &[]);
     assert_eq!(code, 1, "{out}");
@@ -385,23 +405,7 @@ fn verify_names_an_edited_row_a_deleted_row_and_a_cut_tail_on_sqlite() {
         "{out}"
     );
     // Put back as it was, it verifies again.
-    let values: Vec<String> = saved[0]
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match (i, v.as_str()) {
-            (0, v) => v.to_string(),
-            (_, "NULL") => "NULL".to_string(),
-            (_, v) => format!("'{v}'"),
-        })
-        .collect();
-    sqlite_try(
-        &catalog,
-        &format!(
-            "INSERT INTO audit_log ({cols}) VALUES ({})",
-            values.join(", ")
-        ),
-    )
-    .unwrap();
+    put_back(&saved[0]);
     assert_eq!(intact_head(&inst, 5), head);
 
     // The first row deleted: the log does not start at 1.
@@ -410,23 +414,7 @@ fn verify_names_an_edited_row_a_deleted_row_and_a_cut_tail_on_sqlite() {
     let (code, out) = verify(&inst, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("the log starts at seq 2, not 1"), "{out}");
-    let values: Vec<String> = first[0]
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match (i, v.as_str()) {
-            (0, v) => v.to_string(),
-            (_, "NULL") => "NULL".to_string(),
-            (_, v) => format!("'{v}'"),
-        })
-        .collect();
-    sqlite_try(
-        &catalog,
-        &format!(
-            "INSERT INTO audit_log ({cols}) VALUES ({})",
-            values.join(", ")
-        ),
-    )
-    .unwrap();
+    put_back(&first[0]);
 
     // A row rewritten whole (its hash recomputed by the attacker's own tool) cannot be told
     // from the inside, but the next row no longer follows it.

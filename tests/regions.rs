@@ -270,21 +270,6 @@ fn a_corrupted_byte_is_found_by_deep_verify_and_repaired() {
     sqlite_equal(&inst.path("blog.db"), &target);
 }
 
-/// Runs `age -d -i IDENTITY FILE` and says whether it decrypted.
-fn age_opens(identity: &std::path::Path, wrapped: &[u8], dir: &std::path::Path) -> bool {
-    let file = dir.join("probe.age");
-    std::fs::write(&file, wrapped).unwrap();
-    Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(&file)
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
 #[test]
 fn rotating_the_master_key_rewraps_every_tenant_key_and_restores_still_work() {
     let (a, b) = (Garage::start(), Garage::start());

@@ -154,18 +154,7 @@ fn a_terminated_tenant_is_purged_after_its_window_keys_first_with_a_certificate(
         serde_json::from_str(&std::fs::read_to_string(&json_file).unwrap()).unwrap();
     assert!(json_file.with_extension("md").exists());
     assert!(cert["key-shredded-at"].is_string() && cert["purged-at"].is_string());
-    let mut listed: Vec<(String, String)> = cert["deleted"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["region"].as_str().unwrap().to_string(),
-                d["object-key"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    listed.sort();
+    let listed = certificate_deletions(&cert);
     let mut expected = shop_objects.clone();
     expected.sort();
     assert_eq!(

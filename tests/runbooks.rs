@@ -655,23 +655,6 @@ fn keys_init(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Whether `age -d -i identity` opens `wrapped`.
-fn age_opens(identity: &Path, wrapped: &[u8], dir: &Path) -> bool {
-    let file = dir.join("probe.age");
-    std::fs::write(&file, wrapped).unwrap();
-    let ok = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(&file)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    std::fs::remove_file(&file).unwrap();
-    ok
-}
-
 /// Every wrapped tenant key: each region's key objects and the catalog's rows.
 fn wrapped_keys(inst: &Install) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -1061,16 +1044,7 @@ fn tenant_erase_purges_a_terminated_tenant_now_and_refuses_everything_else() {
         "{policy}"
     );
     let deleted = cert["deleted"].as_array().unwrap();
-    let mut listed: Vec<(String, String)> = deleted
-        .iter()
-        .map(|d| {
-            (
-                d["region"].as_str().unwrap().to_string(),
-                d["object-key"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    listed.sort();
+    let listed = certificate_deletions(&cert);
     let mut expected = shop_objects.clone();
     expected.sort();
     assert_eq!(listed, expected);

@@ -20,6 +20,34 @@ use axum::response::Response;
 use chrono::Utc;
 use std::sync::Arc;
 
+/// A link to `backup` of the caller's `tenant`, living `link-lifetime` (at most 7d) from now with
+/// `link-uses`.
+fn new_link(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: &TenantId,
+    backup: &BackupId,
+    origin: &str,
+    (mode, recipient, check): (params::LinkMode, Option<String>, Option<Vec<u8>>),
+    ready: bool,
+) -> LinkRow {
+    let now = Utc::now();
+    LinkRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: tenant.to_string(),
+        backup_id: backup.to_string(),
+        origin: origin.into(),
+        mode: mode.as_str().into(),
+        recipient,
+        passphrase_check: check,
+        created_at: now,
+        created_by: caller.actor(),
+        expires_at: now + state.cfg.link_lifetime,
+        uses_left: i64::from(state.cfg.link_uses),
+        ready,
+    }
+}
+
 /// The caller's tenant, or 403 for a staff token.
 async fn own_tenant(state: &ApiState, caller: &Caller, action: &str) -> Result<TenantId, ApiError> {
     caller.require(state, &[ApiRole::Customer], action).await?;
@@ -201,21 +229,16 @@ pub async fn request_backup(
             "a backup of this tenant is running; retry once it has finished",
         ));
     };
-    let link = LinkRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        tenant: tenant.to_string(),
-        backup_id: backup_id.to_string(),
-        origin: "requested-backup".into(),
-        mode: mode.as_str().into(),
-        recipient,
-        passphrase_check: check,
-        created_at: now,
-        created_by: caller.actor(),
-        // Set again, from the backup's end, when the link becomes usable.
-        expires_at: now + lifetime,
-        uses_left: i64::from(state.cfg.link_uses),
-        ready: false,
-    };
+    // Not ready, and its expiry set again from the backup's end, when it becomes usable.
+    let link = new_link(
+        &state,
+        &caller,
+        &tenant,
+        &backup_id,
+        "requested-backup",
+        (mode, recipient, check),
+        false,
+    );
     let recorded = async {
         state.ctx.catalog.insert_link(&link).await?;
         caller
@@ -367,24 +390,8 @@ pub async fn issue_link(
     if backup.status != "completed" {
         return Err(ApiError::not_found());
     }
-    let (mode, recipient, check) = links::link_mode(&opts).await?;
-    let now = Utc::now();
-    let lifetime =
-        chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
-    let link = LinkRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        tenant: tenant.to_string(),
-        backup_id: id.to_string(),
-        origin: "retained-backup".into(),
-        mode: mode.as_str().into(),
-        recipient,
-        passphrase_check: check,
-        created_at: now,
-        created_by: caller.actor(),
-        expires_at: now + lifetime,
-        uses_left: i64::from(state.cfg.link_uses),
-        ready: true,
-    };
+    let mode = links::link_mode(&opts).await?;
+    let link = new_link(&state, &caller, &tenant, &id, "retained-backup", mode, true);
     state.ctx.catalog.insert_link(&link).await?;
     caller
         .audit(

@@ -654,11 +654,7 @@ impl Staged for StagedDatabase {
 
     async fn discard(self: Box<Self>) {
         if let Ok(mut admin) = self.engine.connect(None).await {
-            let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&self.target));
-            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&mut admin)
-                .await
-            {
+            if let Err(e) = self.engine.drop_database(&mut admin, &self.target).await {
                 tracing::warn!(database = %self.target, error = %e, "could not drop the restore database");
             }
             let _ = admin.close().await;

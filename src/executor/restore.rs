@@ -586,6 +586,61 @@ struct Chosen<'c> {
     restore_id: String,
 }
 
+impl Chosen<'_> {
+    /// The restore's row, as it is recorded before anything is loaded.
+    fn record<'a>(
+        &'a self,
+        req: &'a RestoreRequest,
+        mode: &'a str,
+        restored_target: &'a str,
+        swap: Option<&'a SwapNames>,
+        process: Option<&'a str>,
+    ) -> NewRestore<'a> {
+        NewRestore {
+            id: &self.restore_id,
+            tenant: req.tenant.as_str(),
+            mode,
+            backup_id: &self.backup.id,
+            region: &self.region.name,
+            live_target: swap.map(|n| n.live.as_str()),
+            previous_target: swap.map(|n| n.previous.as_str()),
+            restored_target,
+            reason: req.reason.trim(),
+            actor: &req.actor.name,
+            process,
+            started_at: Utc::now(),
+        }
+    }
+
+    /// What a finished restore reports; `swap` adds the safety backup and the kept data.
+    fn report(
+        self,
+        clock: Instant,
+        restored_to: String,
+        manifest: &Manifest,
+        tables: &std::collections::BTreeMap<String, u64>,
+        swap: Option<(String, String, Vec<String>)>,
+    ) -> RestoreReport {
+        let (safety_backup, previous, pending_copies) = match swap {
+            Some((safety, previous, pending)) => (Some(safety), Some(previous), pending),
+            None => (None, None, Vec::new()),
+        };
+        RestoreReport {
+            restore_id: self.restore_id,
+            backup_id: self.backup.id,
+            region: self.region.name.clone(),
+            restored_to,
+            recovery_point: manifest.recovery_point,
+            duration: clock.elapsed(),
+            tables: tables.len(),
+            rows: tables.values().sum(),
+            safety_backup,
+            previous,
+            pending_copies,
+        }
+    }
+}
+
 async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>, Error> {
     let (tenant, ownership) = resolve(ctx, req)?;
     // Checked first: without the master identity nothing can be decrypted, so touch nothing.
@@ -614,42 +669,24 @@ async fn restore_side(
     recorded: &mut Option<String>,
 ) -> Result<RestoreReport, Error> {
     let clock = Instant::now();
-    let Chosen {
-        tenant,
-        ownership,
-        region,
-        backup,
-        backup_id,
-        restore_id,
-    } = choose(ctx, req).await?;
+    let chosen = choose(ctx, req).await?;
+    let process = process_tag();
     ctx.catalog
-        .insert_restore(&NewRestore {
-            id: &restore_id,
-            tenant: req.tenant.as_str(),
-            mode: "side",
-            backup_id: &backup.id,
-            region: &region.name,
-            live_target: None,
-            previous_target: None,
-            restored_target: target,
-            reason: req.reason.trim(),
-            actor: &req.actor.name,
-            process: process_tag().as_deref(),
-            started_at: Utc::now(),
-        })
+        .insert_restore(&chosen.record(req, "side", target, None, process.as_deref()))
         .await?;
+    let restore_id = chosen.restore_id.clone();
     *recorded = Some(restore_id.clone());
-    let engine = engine::for_tenant(tenant);
+    let engine = engine::for_tenant(chosen.tenant);
     let loaded = async {
         let v = load_verified_reporting(
             ctx,
             engine.as_ref(),
             &Load {
                 tenant: &req.tenant,
-                region,
-                backup_id: &backup_id,
+                region: chosen.region,
+                backup_id: &chosen.backup_id,
                 target,
-                ownership: &ownership,
+                ownership: &chosen.ownership,
                 keys: KeysFrom::Catalog,
             },
             Some(progress),
@@ -669,19 +706,7 @@ async fn restore_side(
     ctx.catalog
         .move_restore(&restore_id, "running", "restored", None, Utc::now())
         .await?;
-    Ok(RestoreReport {
-        restore_id,
-        backup_id: backup.id.clone(),
-        region: region.name.clone(),
-        restored_to,
-        recovery_point: manifest.recovery_point,
-        duration: clock.elapsed(),
-        tables: tables.len(),
-        rows: tables.values().sum(),
-        safety_backup: None,
-        previous: None,
-        pending_copies: Vec::new(),
-    })
+    Ok(chosen.report(clock, restored_to, &manifest, &tables, None))
 }
 
 /// Marks a running restore failed with `e` (best effort: the error that stopped it matters more).
@@ -704,15 +729,9 @@ async fn restore_over_live(
 ) -> Result<RestoreReport, Error> {
     let clock = Instant::now();
     // Chosen before the safety backup, which would otherwise be the newest.
-    let Chosen {
-        tenant,
-        ownership,
-        region,
-        backup,
-        backup_id,
-        restore_id,
-    } = choose(ctx, req).await?;
-    let engine = engine::for_tenant(tenant);
+    let chosen = choose(ctx, req).await?;
+    let restore_id = chosen.restore_id.clone();
+    let engine = engine::for_tenant(chosen.tenant);
     let names = engine.swap_names(&restore_tag(&restore_id))?;
     settle_interrupted(ctx, req.tenant.as_str()).await?;
     if let Some(open) = ctx.catalog.open_live_restore(req.tenant.as_str()).await? {
@@ -726,22 +745,16 @@ async fn restore_over_live(
             )));
         }
     }
+    let process = process_tag();
     let inserted = ctx
         .catalog
-        .insert_restore(&NewRestore {
-            id: &restore_id,
-            tenant: req.tenant.as_str(),
-            mode: "live",
-            backup_id: &backup.id,
-            region: &region.name,
-            live_target: Some(&names.live),
-            previous_target: Some(&names.previous),
-            restored_target: &names.staging,
-            reason: req.reason.trim(),
-            actor: &req.actor.name,
-            process: process_tag().as_deref(),
-            started_at: Utc::now(),
-        })
+        .insert_restore(&chosen.record(
+            req,
+            "live",
+            &names.staging,
+            Some(&names),
+            process.as_deref(),
+        ))
         .await?;
     if !inserted {
         let open = ctx.catalog.open_live_restore(req.tenant.as_str()).await?;
@@ -755,12 +768,12 @@ async fn restore_over_live(
     *recorded = Some(restore_id.clone());
     match swap_in_verified(
         ctx,
-        tenant,
+        chosen.tenant,
         engine.as_ref(),
         &names,
-        &backup_id,
-        region,
-        &ownership,
+        &chosen.backup_id,
+        chosen.region,
+        &chosen.ownership,
         &restore_id,
         progress,
     )
@@ -770,19 +783,8 @@ async fn restore_over_live(
             ctx.catalog
                 .move_restore(&restore_id, "running", "swapped", None, Utc::now())
                 .await?;
-            Ok(RestoreReport {
-                restore_id,
-                backup_id: backup.id.clone(),
-                region: region.name.clone(),
-                restored_to: names.live.clone(),
-                recovery_point: manifest.recovery_point,
-                duration: clock.elapsed(),
-                tables: tables.len(),
-                rows: tables.values().sum(),
-                safety_backup: Some(safety),
-                previous: Some(names.previous.clone()),
-                pending_copies,
-            })
+            let kept = (safety, names.previous.clone(), pending_copies);
+            Ok(chosen.report(clock, names.live.clone(), &manifest, &tables, Some(kept)))
         }
         Err(e) => {
             fail(ctx, &restore_id, &e).await;
@@ -984,15 +986,7 @@ pub async fn finalize(
         check_reason(reason)?;
         let (row, engine, names) = swapped_restore(ctx, restore_id, "finalize").await?;
         // Claimed first, so a concurrent rollback cannot swap back what is being dropped.
-        if !ctx
-            .catalog
-            .move_restore(&row.id, "swapped", "finalized", None, Utc::now())
-            .await?
-        {
-            return Err(Error::Invalid(format!(
-                "restore {restore_id} was finalized or rolled back meanwhile"
-            )));
-        }
+        claim_swapped(ctx, &row, "finalized").await?;
         if let Err(e) = engine.drop_target(&names.previous).await {
             ctx.catalog
                 .move_restore(&row.id, "finalized", "swapped", None, Utc::now())
@@ -1028,15 +1022,7 @@ pub async fn rollback(
                 names.staging
             )));
         }
-        if !ctx
-            .catalog
-            .move_restore(&row.id, "swapped", "rolled_back", None, Utc::now())
-            .await?
-        {
-            return Err(Error::Invalid(format!(
-                "restore {restore_id} was finalized or rolled back meanwhile"
-            )));
-        }
+        claim_swapped(ctx, &row, "rolled_back").await?;
         if let Err(e) = engine.swap_back(&names).await {
             ctx.catalog
                 .move_restore(&row.id, "rolled_back", "swapped", None, Utc::now())
@@ -1062,6 +1048,22 @@ pub async fn rollback(
     .await;
     audit_settle(ctx, actor, "restore.rollback", restore_id, reason, &done).await?;
     done
+}
+
+/// Moves a swapped restore to `to`, or refuses if another command settled it meanwhile.
+async fn claim_swapped(ctx: &Context, row: &RestoreRow, to: &str) -> Result<(), Error> {
+    if ctx
+        .catalog
+        .move_restore(&row.id, "swapped", to, None, Utc::now())
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "restore {} was finalized or rolled back meanwhile",
+            row.id
+        )))
+    }
 }
 
 async fn audit_settle(

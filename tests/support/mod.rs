@@ -988,3 +988,38 @@ pub fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Whether `age -d -i IDENTITY` opens `wrapped` (written to a probe file in `dir`, removed).
+#[allow(dead_code)]
+pub fn age_opens(identity: &Path, wrapped: &[u8], dir: &Path) -> bool {
+    let file = dir.join("probe.age");
+    std::fs::write(&file, wrapped).unwrap();
+    let ok = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(&file)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    std::fs::remove_file(&file).unwrap();
+    ok
+}
+
+/// The `(region, object-key)` pairs a deletion certificate lists, sorted.
+pub fn certificate_deletions(cert: &serde_json::Value) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = cert["deleted"]
+        .as_array()
+        .expect("a certificate lists what it deleted")
+        .iter()
+        .map(|d| {
+            (
+                d["region"].as_str().unwrap().to_string(),
+                d["object-key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    listed
+}
