@@ -48,6 +48,8 @@ pub struct SchedulerState {
     /// Failures by cause class since start.
     pub failures: Mutex<BTreeMap<&'static str, u64>>,
     pub succeeded: AtomicUsize,
+    /// Planning passes since start: proof that the scheduler is alive and has looked again.
+    pub passes: AtomicUsize,
 }
 
 impl Default for SchedulerState {
@@ -94,6 +96,7 @@ impl Default for SchedulerState {
             // Every cause starts at 0, so `increase()` sees a cause's first failure.
             failures: Mutex::new(CAUSES.iter().map(|c| (*c, 0)).collect()),
             succeeded: AtomicUsize::new(0),
+            passes: AtomicUsize::new(0),
         }
     }
 }
@@ -228,6 +231,7 @@ pub async fn serve(
                 if let Err(e) = refresh_queue_gauges(&ctx, &state).await {
                     tracing::error!(error = %e, "reading the job queue failed");
                 }
+                state.passes.fetch_add(1, Ordering::SeqCst);
                 next_plan = tokio::time::Instant::now() + cfg.interval;
             }
             if let Err(e) = claim(&ctx, &state, &worker, &fleet, &mut jobs).await {
@@ -876,6 +880,13 @@ async fn metrics(State((ctx, state)): State<AppState>) -> (StatusCode, String) {
                  # TYPE lifeboat_discovery_errors_total counter\n\
                  lifeboat_discovery_errors_total {}",
                 state.discovery_errors.load(Ordering::SeqCst)
+            );
+            let _ = writeln!(
+                text,
+                "# HELP lifeboat_scheduler_passes_total Planning passes this process has run.\n\
+                 # TYPE lifeboat_scheduler_passes_total counter\n\
+                 lifeboat_scheduler_passes_total {}",
+                state.passes.load(Ordering::SeqCst)
             );
             let _ = writeln!(
                 text,

@@ -9,7 +9,7 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::*;
@@ -191,8 +191,9 @@ struct Env {
     garage: Garage,
     tls: Tls,
     port: u16,
+    metrics: u16,
     link_key: String,
-    serve: Option<Child>,
+    serve: Option<Serve>,
 }
 
 impl Env {
@@ -223,29 +224,27 @@ impl Env {
             garage,
             tls,
             port,
+            metrics,
             link_key,
             serve: None,
         }
     }
 
     fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .arg("--config")
-            .arg(&self.inst.config)
-            .arg("serve")
-            .env("LIFEBOAT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.inst.path("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        self.serve = Some(child);
+        let serve = Serve::start(
+            &self.inst.config,
+            &[self.metrics, self.port],
+            &[("LIFEBOAT_LOG", "info")],
+        );
+        (self.metrics, self.port) = (serve.ports[0], serve.ports[1]);
+        self.serve = Some(serve);
         until("the API answers", Duration::from_secs(30), || {
             self.get("/api/v1/openapi.yaml", None).code == 200
         });
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.inst.path("serve.log")).unwrap_or_default()
+        std::fs::read_to_string(self.inst.config.with_extension("log")).unwrap_or_default()
     }
 
     fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
@@ -393,12 +392,9 @@ impl Drop for Env {
 }
 
 /// Stops a `serve` the way systemd does (SIGTERM) and waits for it.
-fn stop_serve(serve: Option<Child>) {
-    if let Some(mut c) = serve {
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let _ = c.wait();
+fn stop_serve(serve: Option<Serve>) {
+    if let Some(serve) = serve {
+        serve.stop();
     }
 }
 
@@ -1640,7 +1636,8 @@ fn serve_refuses_a_short_link_key_and_a_readable_tls_key() {
 struct PlainApi {
     inst: Install,
     port: u16,
-    serve: Option<Child>,
+    metrics: u16,
+    serve: Option<Serve>,
 }
 
 impl PlainApi {
@@ -1667,26 +1664,28 @@ impl PlainApi {
         PlainApi {
             inst,
             port,
+            metrics,
             serve: None,
         }
     }
 
     fn start(&mut self, fault: Option<&str>) {
-        self.stop();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
-        cmd.arg("--config")
-            .arg(&self.inst.config)
-            .arg("serve")
-            .env("LIFEBOAT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.inst.path("serve.log")).unwrap());
+        let mut env = vec![("LIFEBOAT_LOG", "info")];
         if let Some(f) = fault {
-            cmd.env("LIFEBOAT_TEST_FAULT", f);
+            env.push(("LIFEBOAT_TEST_FAULT", f));
         }
-        self.serve = Some(cmd.spawn().unwrap());
-        until("the API listens", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
+        match &mut self.serve {
+            Some(serve) => serve.restart(&env),
+            None => {
+                self.serve = Some(Serve::start(
+                    &self.inst.config,
+                    &[self.metrics, self.port],
+                    &env,
+                ))
+            }
+        }
+        let ports = &self.serve.as_ref().unwrap().ports;
+        (self.metrics, self.port) = (ports[0], ports[1]);
     }
 
     fn stop(&mut self) {
@@ -1848,8 +1847,8 @@ fn slow_and_stalled_clients_are_cut_off_and_a_panicking_handler_answers_500() {
         assert!(v["error"]["request_id"].is_string(), "{v}");
         assert!(!String::from_utf8_lossy(&body).contains("panick"));
     }
-    assert!(api.serve.as_mut().unwrap().try_wait().unwrap().is_none());
-    let log = std::fs::read_to_string(api.inst.path("serve.log")).unwrap();
+    assert!(api.serve.as_mut().unwrap().running());
+    let log = api.serve.as_ref().unwrap().log_text();
     assert!(log.contains("the handler panicked"), "{log}");
 }
 

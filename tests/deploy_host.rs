@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 
@@ -380,49 +380,6 @@ fn dockerfile_builds_a_non_root_image_with_the_tools_and_a_health_check() {
 
 // ---- lifeboat health -----------------------------------------------------------------------------
 
-/// A `lifeboat serve`, stopped with SIGTERM by `stop` or killed when dropped.
-struct Serve(Option<Child>);
-
-impl Serve {
-    fn start(config: &Path) -> Serve {
-        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .env_remove("LIFEBOAT_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Serve(Some(child))
-    }
-
-    fn stop(mut self) {
-        let child = self.0.take().unwrap();
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 #[test]
 fn health_is_ok_while_serve_is_ready_and_names_the_address_when_not() {
     let inst = Install::new();
@@ -433,7 +390,8 @@ fn health_is_ok_while_serve_is_ready_and_names_the_address_when_not() {
          {DIR_REGIONS}",
         inst.head()
     ));
-    let serve = Serve::start(&inst.config);
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    let port = serve.port();
     until("/healthz", Duration::from_secs(30), || {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
@@ -467,7 +425,8 @@ fn health_is_ok_while_serve_is_ready_and_names_the_address_when_not() {
     );
     inst.run(&["health", "--live"]).ok();
 
-    serve.stop();
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
     let down = inst.run(&["health"]).failed();
     assert_eq!(down.code, 1);
     let line = down.stderr.trim();

@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use support::*;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -256,14 +256,8 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_by_serve() {
     inst.run(&["drill", "run", plan.to_str().unwrap()]).ok();
 
     inst.write_config(&config(&tenants));
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("--config")
-        .arg(&inst.config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    let port = serve.port();
     let mut metrics = String::new();
     until(
         "serve's own backup of hooli in /metrics",
@@ -275,11 +269,8 @@ fn every_metric_in_the_rules_and_dashboard_is_exported_by_serve() {
             metrics.contains("lifeboat_backup_duration_seconds_count{tier=\"paid\"} 1")
         },
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status();
-    let status = serve.wait().unwrap();
-    assert!(status.success(), "serve exited with {status}");
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "serve exited badly: {log}");
 
     let exported: BTreeSet<String> = metrics
         .lines()

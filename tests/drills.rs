@@ -387,23 +387,8 @@ fn objectives_missed_are_reported_with_their_reason() {
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\n\n\
          [drills]\nplans = [\"{auto}\"]\n\n{config}"
     ));
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut serve = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .arg("--config")
-            .arg(&f.inst.config)
-            .arg("serve")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let serve = Serve::start(&f.inst.config, &[port], &[]);
+    let port = serve.port();
     let mut page = String::new();
     until(
         "serve answers /drills",
@@ -430,16 +415,8 @@ fn objectives_missed_are_reported_with_their_reason() {
         },
     );
     // SIGTERM: a drill in progress is finished or stopped, and its scratch dropped.
-    let pid = serve.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = serve.0.wait().unwrap();
-    assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "serve exits 0 on SIGTERM: {log}");
     f.assert_no_scratch();
 }
 

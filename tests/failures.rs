@@ -53,19 +53,7 @@ impl Setup {
     /// Starts `lifeboat backup --tenant shop` and waits until it is paused mid-upload, with a
     /// multipart upload open in Garage.
     fn paused_backup(&self) -> Child {
-        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .arg("--config")
-            .arg(&self.inst.config)
-            .args(["backup", "--tenant", "shop"])
-            .env(
-                "LIFEBOAT_TEST_FAULT",
-                format!("pause-upload:{}", self.pause.display()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut child = child;
+        let mut child = self.backup_with_pause();
         let paused = self.pause.join("paused");
         let start = Instant::now();
         while !paused.exists() {
@@ -85,6 +73,22 @@ impl Setup {
             "the backup is paused in the middle of a multipart upload"
         );
         child
+    }
+
+    /// Starts `lifeboat backup --tenant shop`, which will pause mid-upload.
+    fn backup_with_pause(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("--config")
+            .arg(&self.inst.config)
+            .args(["backup", "--tenant", "shop"])
+            .env(
+                "LIFEBOAT_TEST_FAULT",
+                format!("pause-upload:{}", self.pause.display()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn release(&self) {
@@ -244,8 +248,10 @@ fn cancelled_by_sigterm() {
 #[test]
 fn job_timeout() {
     let s = setup("job-timeout = \"15s\"\n");
-    // Never released: the job must stop itself.
-    let child = s.paused_backup();
+    // Never released: the job must stop itself. On a loaded machine the 15 s may pass before
+    // the pause is reached; the job must stop itself either way, so the test does not wait for
+    // the pause (that would make it a race against the timeout).
+    let child = s.backup_with_pause();
     let (code, stderr) = finish(child);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("timed out after 15s"), "{stderr}");

@@ -4,28 +4,15 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn spawn_serve(inst: &Install, env: &[(&str, String)]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .arg("--config")
-        .arg(&inst.config)
-        .arg("serve")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+/// The value of a counter or gauge without labels in `/metrics`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn completed(inst: &Install) -> usize {
@@ -39,7 +26,6 @@ fn completed(inst: &Install) -> usize {
 fn serve_backs_up_due_tenants_and_stops_cleanly() {
     let inst = Install::new();
     inst.quiet_schedules();
-    let port = free_port();
     let mut tenants = String::new();
     for t in ["a1", "b2", "c3"] {
         make_sqlite_tenant(&inst.path(&format!("{t}.db")), "x");
@@ -47,12 +33,14 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
             "[[tenants]]\nid = \"{t}\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"{t}.db\"\n\n"
         );
     }
+    let port = free_port();
     inst.write_config(&format!(
         "{}[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\nconcurrency = 2\n\n\
          {DIR_REGIONS}{tenants}",
         inst.head()
     ));
-    let serve = spawn_serve(&inst, &[]);
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    let port = serve.port();
     until("/healthz", Duration::from_secs(30), || {
         http_get(port, "/healthz").is_some_and(|(c, b)| c == 200 && b == "ok\n")
     });
@@ -79,8 +67,11 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
             })
         },
     );
-    // Nothing more is due: passes go on, no new backups.
-    std::thread::sleep(Duration::from_secs(2));
+    // Nothing more is due: two more planning passes run, and they make no new backup.
+    let passes = metric(port, "lifeboat_scheduler_passes_total").expect("passes counter");
+    until("two more planning passes", Duration::from_secs(30), || {
+        metric(port, "lifeboat_scheduler_passes_total").is_some_and(|n| n >= passes + 2.0)
+    });
     assert_eq!(completed(&inst), 3);
     let plan = inst.run(&["plan"]).ok().stdout;
     assert!(plan.contains("0 due"), "{plan}");
@@ -96,14 +87,8 @@ fn serve_backs_up_due_tenants_and_stops_cleanly() {
     );
 
     let t = Instant::now();
-    sigterm(&serve);
-    let out = serve.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
@@ -112,7 +97,6 @@ fn sigterm_mid_backup_drains_then_stops_it_and_leaves_nothing_partial() {
     let garage = Garage::start();
     let inst = Install::new();
     inst.quiet_schedules();
-    let port = free_port();
     let db = inst.path("big.db");
     // About 12 MB of incompressible rows, so the backup spans several 5 MiB parts.
     sqlite_exec(
@@ -121,6 +105,10 @@ fn sigterm_mid_backup_drains_then_stops_it_and_leaves_nothing_partial() {
          WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 12000)
            INSERT INTO blobs SELECT n, randomblob(1000) FROM s;",
     );
+    let pause = inst.path("pause");
+    std::fs::create_dir(&pause).unwrap();
+    let fault = format!("pause-upload:{}", pause.display());
+    let port = free_port();
     inst.write_garage_config(
         &garage,
         &format!(
@@ -129,15 +117,7 @@ fn sigterm_mid_backup_drains_then_stops_it_and_leaves_nothing_partial() {
              [[tenants]]\nid = \"big\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"big.db\"\n"
         ),
     );
-    let pause = inst.path("pause");
-    std::fs::create_dir(&pause).unwrap();
-    let serve = spawn_serve(
-        &inst,
-        &[(
-            "LIFEBOAT_TEST_FAULT",
-            format!("pause-upload:{}", pause.display()),
-        )],
-    );
+    let serve = Serve::start(&inst.config, &[port], &[("LIFEBOAT_TEST_FAULT", &fault)]);
     until(
         "the backup to pause mid-upload",
         Duration::from_secs(60),
@@ -145,10 +125,8 @@ fn sigterm_mid_backup_drains_then_stops_it_and_leaves_nothing_partial() {
     );
     assert_eq!(garage.pending_multipart_uploads(), 1);
     let t = Instant::now();
-    sigterm(&serve);
-    let out = serve.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = serve.stop();
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "drain 1 s, then stop"
@@ -170,8 +148,10 @@ fn serve_catches_up_the_copies_a_region_missed_while_down() {
     let mut us = Garage::start();
     let inst = Install::new();
     inst.quiet_schedules();
-    let port = free_port();
     make_sqlite_tenant(&inst.path("a.db"), "x");
+    us.stop();
+    // The catalog's tables exist once serve listens (a read before its migrations would fail).
+    let port = free_port();
     inst.write_config(&format!(
         "{}[server]\nlisten = \"127.0.0.1:{port}\"\n\n[scheduler]\ninterval = \"1s\"\n\n{}{}\
          [[tenants]]\nid = \"a\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"a.db\"\n",
@@ -179,12 +159,7 @@ fn serve_catches_up_the_copies_a_region_missed_while_down() {
         eu.region_toml("eu", "primary", inst.dir.path()),
         us.region_toml("us", "secondary", inst.dir.path()),
     ));
-    us.stop();
-    let serve = spawn_serve(&inst, &[]);
-    // The catalog's tables exist once serve answers (a read before its migrations would fail).
-    until("/healthz", Duration::from_secs(30), || {
-        http_get(port, "/healthz").is_some()
-    });
+    let serve = Serve::start(&inst.config, &[port], &[("LIFEBOAT_LOG", "info")]);
     let copy_state = || {
         inst.column("SELECT c.state FROM copies c JOIN backups b ON b.id = c.backup_id WHERE c.region = 'us'")
     };
@@ -193,8 +168,12 @@ fn serve_catches_up_the_copies_a_region_missed_while_down() {
         Duration::from_secs(60),
         || completed(&inst) == 1 && copy_state().iter().any(|s| s != "verified"),
     );
-    // Down: passes go on, the copy stays missing, nothing else breaks.
-    std::thread::sleep(Duration::from_secs(3));
+    // Down: a catch-up pass tries, fails and says so; the copy stays missing. (The test waits for
+    // that attempt rather than sleeping and hoping a pass ran meanwhile.)
+    serve.until_logged(
+        "catching up a copy failed; retried next pass",
+        Duration::from_secs(60),
+    );
     assert_ne!(copy_state(), ["verified"]);
 
     us.restart();
@@ -210,15 +189,10 @@ fn serve_catches_up_the_copies_a_region_missed_while_down() {
         .count();
     assert_eq!(manifests, 1);
     assert_eq!(completed(&inst), 1);
-    sigterm(&serve);
-    let out = serve.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    // The copy came from serve's catch-up, which had tried while us was down.
-    assert!(
-        log.contains("catching up a copy failed; retried next pass"),
-        "{log}"
-    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
+    // The copy came from serve's catch-up, not from the backup job.
+    assert!(log.contains("missing copy made and verified"), "{log}");
 }
 
 /// With `[retention] schedule`, `serve` applies retention itself: a terminated tenant past its
@@ -228,6 +202,7 @@ fn serve_catches_up_the_copies_a_region_missed_while_down() {
 fn serve_applies_retention_on_its_schedule() {
     let inst = Install::new();
     inst.quiet_schedules();
+    // Commands before serve need a port in the config; serve gets ports of its own.
     let port = free_port();
     let mut tenants = String::new();
     for t in ["keep", "gone"] {
@@ -285,11 +260,12 @@ fn serve_applies_retention_on_its_schedule() {
     let us = inst.path("regions/us");
     std::fs::rename(&us, inst.path("us-away")).unwrap();
     std::fs::write(&us, "not a directory").unwrap();
-    let serve = spawn_serve(&inst, &[]);
-    until("a pass of serve", Duration::from_secs(30), || {
-        http_get(port, "/healthz").is_some()
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    // A retention run comes, finds us unreachable and waits (the test waits for that state).
+    serve.until_logged(
+        "region us is unreachable, so retention waits for it",
+        Duration::from_secs(60),
+    );
     assert_eq!(
         inst.column("SELECT state FROM tenants WHERE id = 'gone'"),
         ["terminated"]
@@ -318,12 +294,6 @@ fn serve_applies_retention_on_its_schedule() {
         certificates.iter().any(|c| c.contains("gone")),
         "{certificates:?}"
     );
-    sigterm(&serve);
-    let out = serve.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{log}");
-    assert!(
-        log.contains("region us is unreachable, so retention waits for it"),
-        "{log}"
-    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -6,52 +6,9 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// A `serve` process, killed when dropped so a failing test leaves no daemon behind.
-struct Worker(Option<Child>);
-
-impl Worker {
-    fn child(&self) -> &Child {
-        self.0.as_ref().expect("running")
-    }
-    fn wait(mut self) -> std::process::ExitStatus {
-        self.0.take().expect("running").wait().unwrap()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn_serve(config: &Path, env: &[(&str, String)], log: &Path) -> Worker {
-    Worker(Some(
-        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    ))
-}
-
-fn signal(worker: &Worker, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &worker.child().id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
 
 /// Rows of a catalog query, `|`-separated fields.
 fn rows(pg: &Postgres, sql: &str) -> Vec<Vec<String>> {
@@ -182,14 +139,8 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
     // first backups tie on slack and priority, then go by id); it is held mid-upload.
     let pause = inst.path("pause");
     std::fs::create_dir(&pause).unwrap();
-    let a = spawn_serve(
-        &config_a,
-        &[(
-            "LIFEBOAT_TEST_FAULT",
-            format!("pause-upload:{}", pause.display()),
-        )],
-        &inst.path("a.log"),
-    );
+    let fault = format!("pause-upload:{}", pause.display());
+    let a = Serve::start(&config_a, &[port_a], &[("LIFEBOAT_TEST_FAULT", &fault)]);
     until(
         "worker A to hold aaa-big mid-upload",
         Duration::from_secs(90),
@@ -205,8 +156,8 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
         .unwrap();
     assert_eq!(queued, 59, "A planned 60 jobs and holds one");
 
-    let b = spawn_serve(&inst.path("worker-b.toml"), &[], &inst.path("b.log"));
-    let c = spawn_serve(&inst.path("worker-c.toml"), &[], &inst.path("c.log"));
+    let b = Serve::start(&inst.path("worker-b.toml"), &[port_b], &[]);
+    let c = Serve::start(&inst.path("worker-c.toml"), &[port_c], &[]);
     until(
         "B and C to start backing up",
         Duration::from_secs(60),
@@ -218,7 +169,7 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
                 != "0"
         },
     );
-    signal(&a, "-KILL");
+    a.signal("-KILL");
     a.wait();
 
     // The fleet is done: 60 tenants, one completed backup each, every job closed.
@@ -382,15 +333,16 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
 
     // SIGTERM: both exit 0 within the drain.
     let t = Instant::now();
-    signal(&b, "-TERM");
-    signal(&c, "-TERM");
+    b.signal("-TERM");
+    c.signal("-TERM");
     for w in [b, c] {
-        assert_eq!(w.wait().code(), Some(0));
+        let (code, log) = w.wait();
+        assert_eq!(code, Some(0), "{log}");
     }
     assert!(t.elapsed() < Duration::from_secs(20));
 
     // The control plane's password never left memory.
-    for log in ["a.log", "b.log", "c.log"] {
+    for log in ["worker-a.log", "worker-b.log", "worker-c.log"] {
         let text = std::fs::read_to_string(inst.path(log)).unwrap();
         assert!(!text.contains("s3cret-pw"), "{log} holds the password");
     }
@@ -409,6 +361,8 @@ fn three_workers_share_sixty_tenants_and_survive_a_sigkill() {
 fn the_commands_work_on_a_postgresql_catalog() {
     let pg = Postgres::start();
     let inst = Install::new();
+    // "0 due" below must not depend on a cron slot falling inside the test.
+    inst.quiet_schedules();
     pg.psql("postgres", "CREATE DATABASE lifeboat");
     pg.psql("postgres", "CREATE DATABASE rebuilt");
     let regions = DIR_REGIONS;

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,13 +18,126 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// A port that was free a moment ago. Callers retry startup on a collision.
+/// A loopback port for a server that another process binds (Garage, PostgreSQL, MariaDB,
+/// `lifeboat serve`); code that can take a listener is given one bound to port 0 instead.
+///
+/// Ports are never "probed, released and hoped for": they come from [`ports`], which hands out
+/// each port once per process, from blocks of ports that a cross-process lock keeps for this
+/// process alone, below the kernel's ephemeral range so that no port-0 bind or outgoing
+/// connection takes one meanwhile. A child that still fails to bind (a process outside the suite
+/// took the port) is restarted on a new port by its starter.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::take()
+}
+
+pub mod ports {
+    use std::collections::HashSet;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    use std::sync::Mutex;
+
+    /// Ports per block: one lock covers a block, so 2,000 ports hold 32 sockets, not 2,000.
+    pub const BLOCK: u16 = 64;
+
+    struct Allocator {
+        /// The locks of the blocks this process holds; dropped (released) when it exits.
+        locks: Vec<UnixListener>,
+        next: u16,
+        end: u16,
+        given: HashSet<u16>,
+        window: (u16, u16),
+        cursor: u64,
+    }
+
+    static ALLOCATOR: Mutex<Option<Allocator>> = Mutex::new(None);
+
+    /// Ports outside the kernel's ephemeral range, `[start, end)`, aligned to blocks.
+    fn window() -> (u16, u16) {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_else(|_| "32768 60999".into());
+        let mut it = range.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+        let (low, high) = (it.next().unwrap(), it.next().unwrap());
+        let (start, end) = if low >= 10_000 + 4 * BLOCK as u32 {
+            (10_000, low)
+        } else {
+            (high + 1, 65_536)
+        };
+        let start = start.div_ceil(BLOCK as u32) * BLOCK as u32;
+        let end = end / BLOCK as u32 * BLOCK as u32;
+        assert!(
+            end > start,
+            "no ports outside the ephemeral range {low}-{high}"
+        );
+        (start as u16, (end - 1).min(65_535) as u16)
+    }
+
+    /// The lock of one block: an abstract Unix socket, which the kernel releases when the process
+    /// ends, however it ends, and which leaves no file behind.
+    fn lock_block(first: u16) -> Option<UnixListener> {
+        let addr = SocketAddr::from_abstract_name(format!("lifeboat-test-ports-{first}")).ok()?;
+        UnixListener::bind_addr(&addr).ok()
+    }
+
+    fn random() -> u64 {
+        let mut b = [0u8; 8];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b)
+            .unwrap();
+        u64::from_le_bytes(b)
+    }
+
+    impl Allocator {
+        fn new() -> Allocator {
+            let window = window();
+            Allocator {
+                locks: Vec::new(),
+                next: 0,
+                end: 0,
+                given: HashSet::new(),
+                window,
+                cursor: random(),
+            }
+        }
+
+        /// Takes the next block no other process holds, starting from a random one.
+        fn take_block(&mut self) {
+            let blocks = (self.window.1 as u64 + 1 - self.window.0 as u64) / BLOCK as u64;
+            for _ in 0..blocks {
+                let first = self.window.0 + ((self.cursor % blocks) as u16) * BLOCK;
+                self.cursor += 1;
+                if let Some(lock) = lock_block(first) {
+                    self.locks.push(lock);
+                    self.next = first;
+                    self.end = first + BLOCK;
+                    return;
+                }
+            }
+            panic!("every block of test ports is held by another process");
+        }
+
+        fn take(&mut self) -> u16 {
+            // Bounded: each block is taken once, and there are a few hundred.
+            for _ in 0..100_000 {
+                if self.next >= self.end {
+                    self.take_block();
+                }
+                let port = self.next;
+                self.next += 1;
+                // Skips a port that something outside the suite listens on now.
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                    && self.given.insert(port)
+                {
+                    return port;
+                }
+            }
+            panic!("no free test port found");
+        }
+    }
+
+    /// A port no other caller in this process, and no other test process, has been given.
+    pub fn take() -> u16 {
+        let mut guard = ALLOCATOR.lock().unwrap_or_else(|e| e.into_inner());
+        guard.get_or_insert_with(Allocator::new).take()
+    }
 }
 
 fn is_root() -> bool {
@@ -193,13 +306,16 @@ impl Garage {
             .spawn()
             .map_err(|e| format!("cannot run garage: {e}"))?;
         self.child = Some(child);
+        let mut exited = false;
         let ok = wait_until("garage status", Duration::from_secs(20), || {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
+                // It exited (a port taken meanwhile): the caller retries on new ports.
+                exited = true;
+                return true;
             }
             self.garage(&["status"]).status.success()
         });
-        if !ok {
+        if !ok || exited {
             self.stop();
             let log =
                 std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
@@ -571,6 +687,10 @@ impl Mariadb {
             .prefix("lifeboat-my-")
             .tempdir()
             .unwrap();
+        // The server's own temporary files stay in its directory (which the mysql user owns),
+        // not in the suite's TMPDIR, which that user may not write.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let root = is_root();
         if root {
             let status = Command::new("chown")
@@ -583,6 +703,7 @@ impl Mariadb {
         let data = dir.path().join("data");
         let mut install = Command::new("mariadb-install-db");
         install
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
@@ -599,6 +720,7 @@ impl Mariadb {
             let port = free_port();
             let mut cmd = Command::new("mariadbd");
             cmd.arg("--no-defaults")
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg(format!("--datadir={}", data.display()))
                 .arg(format!("--socket={}", dir.path().join("sock").display()))
                 .arg(format!("--port={port}"))
@@ -716,6 +838,228 @@ impl Run {
             self.stdout, self.stderr
         );
         self
+    }
+}
+
+/// A `lifeboat serve` child. Its stdout and stderr go to a log file beside its config (a pipe
+/// nobody reads would fill and stall it); it runs in a process group of its own, which is killed
+/// when this is dropped, so a failing test leaves no daemon nor any tool it started.
+pub struct Serve {
+    child: Option<Child>,
+    /// The daemon's process group (its pid), while anything of it may be left.
+    pgid: Option<u32>,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    pub log: PathBuf,
+    /// The ports it listens on, in the order given to [`Serve::start`].
+    pub ports: Vec<u16>,
+}
+
+/// `text` with every `"127.0.0.1:OLD"` address moved to the port at the same place in `new`.
+pub fn move_ports(text: &str, old: &[u16], new: &[u16]) -> String {
+    let mut text = text.to_string();
+    for (o, n) in old.iter().zip(new) {
+        text = text.replace(&format!("127.0.0.1:{o}\""), &format!("127.0.0.1:{n}\""));
+    }
+    text
+}
+
+impl Serve {
+    /// Starts `lifeboat --config CONFIG serve` with `env`, and waits until it accepts connections
+    /// on every one of `ports` (from [`free_port`]; the config listens on them). When the daemon
+    /// exits because it could not bind (a process outside the suite took a port), its config is
+    /// moved to new ports and it is started again, at most three times: that is the harness's
+    /// race, not a failure of the product. [`Serve::ports`] has the ports it got.
+    pub fn start(config: &Path, ports: &[u16], env: &[(&str, &str)]) -> Serve {
+        let mut serve = Serve {
+            child: None,
+            pgid: None,
+            config: config.to_path_buf(),
+            env: Vec::new(),
+            log: config.with_extension("log"),
+            ports: ports.to_vec(),
+        };
+        serve.launch(env);
+        serve
+    }
+
+    /// The port of `server.listen` (the first given).
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    /// Stops the daemon (SIGTERM), then starts it again on the same config with `env`.
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.stop_inner();
+        self.launch(env);
+    }
+
+    /// Whether the daemon is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    fn launch(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for attempt in 1..=3 {
+            let log = std::fs::File::create(&self.log).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+                .arg("--config")
+                .arg(&self.config)
+                .arg("serve")
+                .env_remove("LIFEBOAT_CONFIG")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            self.pgid = Some(child.id());
+            self.child = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    self.child = None;
+                    self.kill_group();
+                    let text = self.log_text();
+                    if text.contains("cannot bind") && attempt < 3 {
+                        eprintln!("serve could not bind (attempt {attempt}): {text}");
+                        let fresh: Vec<u16> = self.ports.iter().map(|_| free_port()).collect();
+                        let config = std::fs::read_to_string(&self.config).unwrap();
+                        std::fs::write(&self.config, move_ports(&config, &self.ports, &fresh))
+                            .unwrap();
+                        self.ports = fresh;
+                        break;
+                    }
+                    panic!("lifeboat serve exited at start-up ({status}):\n{text}");
+                }
+                let pid = self.pid();
+                if self.ports.iter().all(|p| listens(pid, *p)) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "lifeboat serve did not listen on {:?} within 60 s:\n{}",
+                    self.ports,
+                    self.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("lifeboat serve could not bind after 3 attempts");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("serve is running").id()
+    }
+
+    /// What the daemon printed so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text` (a state the daemon reports), failing after `limit`.
+    pub fn until_logged(&self, text: &str, limit: Duration) {
+        until(&format!("serve to log {text:?}"), limit, || {
+            self.log_text().contains(text)
+        });
+    }
+
+    /// Sends a signal (`"-TERM"`, `"-KILL"`, …) to the daemon alone.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then waits for it (SIGKILL after 60 s); its exit code and log.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let code = self.stop_inner();
+        (code, self.log_text())
+    }
+
+    /// Waits for a daemon that was signalled to exit; its exit code and log.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let code = self.child.take().and_then(|mut c| c.wait().unwrap().code());
+        self.kill_group();
+        (code, self.log_text())
+    }
+
+    fn stop_inner(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                break child.wait().unwrap().code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.kill_group();
+        code
+    }
+
+    /// Kills what is left of the daemon's process group (dump tools it started, say).
+    fn kill_group(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Whether process `pid` itself listens on TCP `port` (a connect would also succeed on a
+/// listener of another process that took the port: the race this harness guards against).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode.
+                f.len() > 9
+                    && f[3] == "0A"
+                    && f[1].rsplit(':').next() == Some(&format!("{port:04X}"))
+                    && sockets.contains(f[9])
+            })
+    })
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.kill_group();
     }
 }
 
