@@ -468,6 +468,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             command: ConfigCommand::Check,
         } => {
             let config = load(&cli.config)?;
+            // A master key file others can read is refused here, before a restore finds out.
+            if let Some(crate::secret::SecretSource::File(path)) = &config.keys.master_identity {
+                crate::secret::read_private_file("keys.master-identity", path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
+            }
             print!("{}", config.redacted());
             println!(
                 "# ok: {} regions, {} tiers, {} tenants",
@@ -988,6 +993,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let _lock = crate::serve::lock_catalog(&config.catalog.url)?;
             let listen = config.server.listen;
             let mut ctx = Context::open(config).await?;
+            // A master key others can read, or one that does not open, stops the daemon now,
+            // not hours later when a restore, drill or download first needs it.
+            if ctx.config.keys.master_identity.is_some()
+                || ctx.config.api.is_some()
+                || !ctx.config.drills.is_empty()
+            {
+                ctx.master_identity()?;
+            }
             // What the daemon does on its own is audited as the service, not as whoever started it.
             ctx.actor = crate::audit::Actor::service("serve");
             let ctx = std::sync::Arc::new(ctx);

@@ -160,12 +160,13 @@ pub fn read_private_file(field: &str, path: &Path) -> Result<Secret, SecretError
 /// credentials directory: systemd 255+ hands credentials over as root-owned files with an ACL
 /// for the service user (mode 0440 shown), in a directory only that service can open.
 fn private_enough(path: &Path, mode: u32, credentials_dir: Option<&Path>) -> bool {
+    // Real paths only: `$CREDENTIALS_DIRECTORY/../other/file` starts with the directory as
+    // written, and is not in it.
     let in_credentials = credentials_dir.is_some_and(|dir| {
-        path.starts_with(dir)
-            || std::fs::canonicalize(path)
-                .ok()
-                .zip(std::fs::canonicalize(dir).ok())
-                .is_some_and(|(p, d)| p.starts_with(d))
+        std::fs::canonicalize(path)
+            .ok()
+            .zip(std::fs::canonicalize(dir).ok())
+            .is_some_and(|(p, d)| p.starts_with(d))
     });
     if in_credentials {
         mode & 0o037 == 0
@@ -198,8 +199,12 @@ mod tests {
 
     #[test]
     fn systemd_credentials_may_be_group_readable_there_only() {
-        let creds = Path::new("/run/credentials/lifeboat.service");
+        // Real files: the check compares real paths.
+        let tmp = tempfile::tempdir().unwrap();
+        let creds = &tmp.path().join("credentials/lifeboat.service");
+        std::fs::create_dir_all(creds).unwrap();
         let key = creds.join("s3-secret-key");
+        std::fs::write(&key, "k").unwrap();
         assert!(private_enough(&key, 0o440, Some(creds)));
         assert!(private_enough(&key, 0o400, Some(creds)));
         assert!(!private_enough(&key, 0o444, Some(creds)), "others");
@@ -208,8 +213,20 @@ mod tests {
             !private_enough(&key, 0o440, None),
             "no credentials directory"
         );
-        let elsewhere = Path::new("/etc/lifeboat/s3-secret-key");
+        let elsewhere = &tmp.path().join("s3-secret-key");
+        std::fs::write(elsewhere, "k").unwrap();
         assert!(!private_enough(elsewhere, 0o440, Some(creds)));
         assert!(private_enough(elsewhere, 0o600, Some(creds)));
+        // `..` leads out of the directory: the path as written starts with it, the file is not
+        // in it.
+        let other = tmp.path().join("credentials/other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("file"), "k").unwrap();
+        let escaped = creds.join("../other/file");
+        assert!(escaped.starts_with(creds));
+        assert!(!private_enough(&escaped, 0o440, Some(creds)));
+        // A link from inside to a file outside is judged by where it leads.
+        std::os::unix::fs::symlink(other.join("file"), creds.join("link")).unwrap();
+        assert!(!private_enough(&creds.join("link"), 0o440, Some(creds)));
     }
 }

@@ -336,9 +336,19 @@ impl Catalog {
             .disable_statement_logging();
         if let Some(parent) = std::path::Path::new(path).parent()
             && !parent.as_os_str().is_empty()
+            && !parent.exists()
         {
-            std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| open_err(sqlx::Error::Io(e)))?;
         }
+        // Query parameters (`?mode=…`) are SQLite's, not part of the file name.
+        let file = path.split('?').next().unwrap_or(path);
+        private_catalog_files(std::path::Path::new(file))
+            .map_err(|e| open_err(sqlx::Error::Io(e)))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -973,6 +983,37 @@ impl Catalog {
         Ok((last, caps, purged))
             })
     }
+}
+
+/// The SQLite catalog holds the audit log and the check values of passphrase links: it is
+/// created 0600, and a catalog an older version left readable by others (with its `-wal` and
+/// `-shm` files, which SQLite creates with the catalog's mode) is made private again.
+fn private_catalog_files(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.to_string_lossy().starts_with(':') {
+        return Ok(()); // :memory:
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "the catalog was readable by others: made 0600");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -398,10 +398,17 @@ impl Engine for SqliteEngine {
             detail,
         };
         let written = async {
-            let mut file = tokio::fs::File::create(&temp).await?;
+            // Tenant data: readable by the owner alone from its first byte, whatever the umask.
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp)
+                .await?;
             tokio::io::copy(&mut plaintext, &mut file).await?;
             file.flush().await?;
-            file.sync_all().await
+            file.sync_all().await?;
+            keep_owner_and_mode(&self.path, &temp).await
         }
         .await;
         if let Err(e) = written {
@@ -414,6 +421,26 @@ impl Engine for SqliteEngine {
             target: target_path,
         }))
     }
+}
+
+/// Gives `restored` the owner, group and mode of the tenant's file `source`, so that a restore
+/// (on the side, or over live, which renames it into place) is readable by exactly whom the
+/// source was. When the source is gone, or its owner cannot be given (not root), the file stays
+/// 0600: a mode is never applied to a group it was not meant for.
+async fn keep_owner_and_mode(source: &Path, restored: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = tokio::fs::metadata(source).await else {
+        return Ok(());
+    };
+    let current = tokio::fs::metadata(restored).await?;
+    let same_owner = current.uid() == meta.uid() && current.gid() == meta.gid();
+    if !same_owner
+        && std::os::unix::fs::chown(restored, Some(meta.uid()), Some(meta.gid())).is_err()
+    {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    tokio::fs::set_permissions(restored, std::fs::Permissions::from_mode(mode)).await
 }
 
 struct StagedFile {
