@@ -1063,6 +1063,25 @@ impl Drop for Serve {
     }
 }
 
+/// Runs `lifeboat serve` on a config it must refuse at start-up; its stderr. Fails the test if
+/// serve succeeds or is still running after 60 s (`timeout`: a serve that started anyway would
+/// otherwise hold the test forever).
+pub fn serve_refused(config: &Path) -> String {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_lifeboat"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("LIFEBOAT_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(124), "serve started: {stderr}");
+    assert!(!out.status.success(), "serve succeeded: {stderr}");
+    stderr
+}
+
 pub fn lifeboat(config: &Path, args: &[&str]) -> Run {
     lifeboat_env(config, args, &[])
 }
