@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
@@ -16,13 +16,13 @@ fn ephemeral() -> (u16, u16) {
 }
 
 /// Ports taken by a test process beside this one (this binary, run again with
-/// `LIFEBOAT_TEST_PORTS` set), printed one per line.
+/// `LIFEBOAT_TEST_PORTS` set), printed one per line. As a sibling it then holds its ports until
+/// its standard input closes: a process that has ended has released its blocks, and another
+/// may rightly take them again.
 #[test]
 fn ports_for_a_sibling_process() {
-    let n: usize = std::env::var("LIFEBOAT_TEST_PORTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100);
+    let sibling = std::env::var("LIFEBOAT_TEST_PORTS").ok();
+    let n: usize = sibling.as_deref().map_or(100, |n| n.parse().unwrap());
     let (low, high) = ephemeral();
     let mut seen = HashSet::new();
     for _ in 0..n {
@@ -31,6 +31,11 @@ fn ports_for_a_sibling_process() {
         assert!(seen.insert(p), "{p} handed out twice");
         println!("allocated-port={p}");
     }
+    if sibling.is_some() {
+        println!("allocated-all");
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new()).unwrap();
+    }
 }
 
 /// 2,000 ports asked for by four threads at once, while another test process takes 500 of its
@@ -38,28 +43,40 @@ fn ports_for_a_sibling_process() {
 /// kernel's ephemeral range.
 #[test]
 fn the_allocator_never_hands_out_a_port_twice() {
-    let sibling = std::thread::spawn(|| {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "ports_for_a_sibling_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("LIFEBOAT_TEST_PORTS", "500")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
+    // The sibling starts at this process's block: only the cross-process lock keeps it from
+    // handing out the same ports.
+    let first = free_port();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ports_for_a_sibling_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LIFEBOAT_TEST_PORTS", "500")
+        .env(
+            "LIFEBOAT_TEST_PORT_BLOCK",
+            ports::block_of(first).to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Reads the sibling's ports, sends them once it has all, and drains what it prints after.
+    let (send, ports) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut taken = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.unwrap();
+            if line.ends_with("allocated-all") {
+                send.send(std::mem::take(&mut taken)).unwrap();
+            }
             // The harness may print its own words before the first one, on the same line.
-            .filter_map(|l| l.rsplit_once("allocated-port=").map(|(_, p)| p))
-            .map(|p| p.trim().parse::<u16>().unwrap())
-            .collect::<Vec<_>>()
+            if let Some((_, p)) = line.rsplit_once("allocated-port=") {
+                taken.push(p.trim().parse::<u16>().unwrap());
+            }
+        }
     });
     let threads: Vec<_> = (0..4)
         .map(|_| std::thread::spawn(|| (0..500).map(|_| free_port()).collect::<Vec<_>>()))
@@ -67,9 +84,16 @@ fn the_allocator_never_hands_out_a_port_twice() {
     let mine: Vec<u16> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
+        .chain([first])
         .collect();
-    let theirs = sibling.join().unwrap();
-    assert_eq!((mine.len(), theirs.len()), (2000, 500));
+    let theirs = ports
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the sibling's ports");
+    // Both processes hold every port they took until here; now the sibling may end.
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!((mine.len(), theirs.len()), (2001, 500));
     let (low, high) = ephemeral();
     let mut seen = HashSet::new();
     for p in mine.iter().chain(&theirs) {

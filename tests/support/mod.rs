@@ -94,7 +94,11 @@ pub mod ports {
                 end: 0,
                 given: HashSet::new(),
                 window,
-                cursor: random(),
+                // A test can make a process start where another did (to see the locks work).
+                cursor: std::env::var("LIFEBOAT_TEST_PORT_BLOCK")
+                    .ok()
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or_else(random),
             }
         }
 
@@ -131,6 +135,11 @@ pub mod ports {
             }
             panic!("no free test port found");
         }
+    }
+
+    /// The index of the block `port` belongs to (for `LIFEBOAT_TEST_PORT_BLOCK`).
+    pub fn block_of(port: u16) -> u16 {
+        (port - window().0) / BLOCK
     }
 
     /// A port no other caller in this process, and no other test process, has been given.
