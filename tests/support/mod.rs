@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -922,6 +922,7 @@ impl Serve {
                 .arg(&self.config)
                 .arg("serve")
                 .env_remove("LIFEBOAT_CONFIG")
+                .env("TMPDIR", test_tmp(&self.config))
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
@@ -1083,12 +1084,26 @@ pub fn serve_refused(config: &Path) -> String {
         .arg(config)
         .arg("serve")
         .env_remove("LIFEBOAT_CONFIG")
+        .env("TMPDIR", test_tmp(config))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_ne!(out.status.code(), Some(124), "serve started: {stderr}");
     assert!(!out.status.success(), "serve succeeded: {stderr}");
     stderr
+}
+
+/// The temporary directory of the lifeboat processes of one test: beside its config, so that
+/// what a killed process leaves there goes with the test's directory, never into the shared
+/// TMPDIR.
+pub fn test_tmp(config: &Path) -> PathBuf {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("tmp");
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    dir
 }
 
 pub fn lifeboat(config: &Path, args: &[&str]) -> Run {
@@ -1102,6 +1117,7 @@ pub fn lifeboat_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .arg(config)
         .args(args)
         .env_remove("LIFEBOAT_CONFIG")
+        .env("TMPDIR", test_tmp(config))
         .envs(env.iter().copied())
         .output()
         .unwrap();
