@@ -469,7 +469,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = load(&cli.config)?;
             // A master key file others can read is refused here, before a restore finds out.
-            if let Some(crate::secret::SecretSource::File(path)) = &config.keys.master_identity {
+            // A key that is not on this host (kept offline, or a template's path) is not checked:
+            // `serve` reads it when it needs it.
+            if let Some(crate::secret::SecretSource::File(path)) = &config.keys.master_identity
+                && path.exists()
+            {
                 crate::secret::read_private_file("keys.master-identity", path)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
             }
