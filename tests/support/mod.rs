@@ -858,7 +858,6 @@ pub struct Serve {
     /// The daemon's process group (its pid), while anything of it may be left.
     pgid: Option<u32>,
     config: PathBuf,
-    env: Vec<(String, String)>,
     pub log: PathBuf,
     /// The ports it listens on, in the order given to [`Serve::start`].
     pub ports: Vec<u16>,
@@ -884,7 +883,6 @@ impl Serve {
             child: None,
             pgid: None,
             config: config.to_path_buf(),
-            env: Vec::new(),
             log: config.with_extension("log"),
             ports: ports.to_vec(),
         };
@@ -911,10 +909,6 @@ impl Serve {
     }
 
     fn launch(&mut self, env: &[(&str, &str)]) {
-        self.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         for attempt in 1..=3 {
             let log = std::fs::File::create(&self.log).unwrap();
             let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
@@ -923,7 +917,7 @@ impl Serve {
                 .arg("serve")
                 .env_remove("LIFEBOAT_CONFIG")
                 .env("TMPDIR", test_tmp(&self.config))
-                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
