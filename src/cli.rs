@@ -647,6 +647,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ownership,
                 reason: reason.unwrap_or_default(),
                 actor: crate::audit::Actor::cli(),
+                id: None,
             };
             executor::restore::check_reason(&req.reason)?;
             let ctx = Context::open(config).await?;

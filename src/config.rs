@@ -116,6 +116,12 @@ pub struct ApiConfig {
     pub client_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Peers whose `Forwarded`/`X-Forwarded-For` is believed (a TLS proxy in front); from any
+    /// other peer those headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether a restore over live asked through the API waits for a second person (an admin
+    /// other than the one who asked) to approve it.
+    pub live_restore_approval: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -436,6 +442,8 @@ struct RawApi {
     max_body: Option<Spanned<String>>,
     client_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    trusted_proxies: Option<Spanned<Vec<String>>>,
+    live_restore_approval: Option<bool>,
     #[serde(default)]
     allow: Option<RawApiAllow>,
 }
@@ -1215,6 +1223,17 @@ impl Config {
                 q(&fmt_duration(api.client_timeout)),
                 api.max_connections
             );
+            let proxies: Vec<String> = api
+                .trusted_proxies
+                .iter()
+                .map(|n| q(&n.to_string()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "trusted-proxies = [{}]\nlive-restore-approval = {}",
+                proxies.join(", "),
+                api.live_restore_approval
+            );
             let _ = writeln!(out, "[api.allow]");
             for role in ApiRole::ALL {
                 match api.allow.get(&role) {
@@ -1447,28 +1466,13 @@ fn parse_api(
         ] {
             let Some(nets) = nets else { continue };
             let field = format!("api.allow.{}", role.as_str());
-            if nets.get_ref().len() > ALLOW_MAX {
-                return Err(src.invalid(
-                    nets.span(),
-                    &field,
-                    format!("{} networks", nets.get_ref().len()),
-                    &format!("at most {ALLOW_MAX} networks"),
-                ));
-            }
-            let mut parsed = Vec::new();
-            for n in nets.get_ref() {
-                parsed.push(parse_net(n).ok_or_else(|| {
-                    src.invalid(
-                        nets.span(),
-                        &field,
-                        n,
-                        "an address or network such as `10.0.0.0/8`, `127.0.0.1` or `fd00::/8`",
-                    )
-                })?);
-            }
-            allow.insert(role, parsed);
+            allow.insert(role, parse_nets(src, &nets, &field)?);
         }
     }
+    let trusted_proxies = match &a.trusted_proxies {
+        Some(nets) => parse_nets(src, nets, "api.trusted-proxies")?,
+        None => Vec::new(),
+    };
     Ok(ApiConfig {
         listen,
         tls,
@@ -1480,7 +1484,37 @@ fn parse_api(
         max_body,
         client_timeout,
         max_connections,
+        trusted_proxies,
+        live_restore_approval: a.live_restore_approval.unwrap_or(true),
     })
+}
+
+/// A list of at most `ALLOW_MAX` networks (`10.0.0.0/8`, or one address), for `field`.
+fn parse_nets(
+    src: &Source,
+    nets: &Spanned<Vec<String>>,
+    field: &str,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    if nets.get_ref().len() > ALLOW_MAX {
+        return Err(src.invalid(
+            nets.span(),
+            field,
+            format!("{} networks", nets.get_ref().len()),
+            &format!("at most {ALLOW_MAX} networks"),
+        ));
+    }
+    let mut parsed = Vec::new();
+    for n in nets.get_ref() {
+        parsed.push(parse_net(n).ok_or_else(|| {
+            src.invalid(
+                nets.span(),
+                field,
+                n,
+                "an address or network such as `10.0.0.0/8`, `127.0.0.1` or `fd00::/8`",
+            )
+        })?);
+    }
+    Ok(parsed)
 }
 
 /// `10.0.0.0/8`, or one address (`127.0.0.1` is `127.0.0.1/32`).

@@ -260,6 +260,7 @@ pub async fn run(dir: &Path) -> Result<()> {
             ownership: None,
             reason: "demo: compare a restore with the original".into(),
             actor: ctx.actor.clone(),
+            id: None,
         };
         let r = executor::restore::restore(&ctx, &req, &Default::default())
             .await

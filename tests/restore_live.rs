@@ -818,6 +818,7 @@ fn progress_counts_every_artifact_byte() {
             ownership: None,
             reason: "TEST-1".into(),
             actor: ctx.actor.clone(),
+            id: None,
         };
         lifeboat::executor::restore::restore(&ctx, &req, &progress)
             .await

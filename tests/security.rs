@@ -123,3 +123,450 @@ fn a_master_key_others_can_read_stops_config_check_and_serve_at_start() {
         "nothing listens after a refused start"
     );
 }
+
+/// `serve` with a plain-HTTP API on loopback, two SQLite tenants backed up once, and `api`
+/// added to the `[api]` table.
+struct Api {
+    inst: Install,
+    serve: Option<Serve>,
+}
+
+impl Api {
+    fn new(api: &str) -> Api {
+        let inst = Install::new();
+        inst.quiet_schedules();
+        write_private(&inst.path("link.key"), &"k".repeat(40));
+        for t in ["acme", "globex"] {
+            make_sqlite_tenant(&inst.path(&format!("{t}.db")), &format!("marker-{t}"));
+        }
+        let (port, metrics) = (free_port(), free_port());
+        inst.write_config(&format!(
+            "{}[server]\nlisten = \"127.0.0.1:{metrics}\"\n\n{DIR_REGIONS}\
+             [api]\nlisten = \"127.0.0.1:{port}\"\nlink-secret-file = \"link.key\"\n\
+             customer-retained-downloads = true\n{api}\n\n\
+             [[tenants]]\nid = \"acme\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"acme.db\"\n\n\
+             [[tenants]]\nid = \"globex\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"globex.db\"\n",
+            inst.head(),
+        ));
+        inst.run(&["backup", "--all"]).ok();
+        let serve = Serve::start(&inst.config, &[metrics, port], &[("LIFEBOAT_LOG", "info")]);
+        Api {
+            inst,
+            serve: Some(serve),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.serve.as_ref().unwrap().ports[1]
+    }
+
+    fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "token", "create", "--name", name, "--role", role, "--reason", "SEC",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.inst.run(&args).ok();
+        out.stdout.trim().to_string()
+    }
+
+    /// (status, JSON body) of GET `path` with `token` and extra curl arguments.
+    fn get(&self, path: &str, token: Option<&str>, extra: &[&str]) -> (u16, serde_json::Value) {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd
+            .args(extra)
+            .arg(format!("http://127.0.0.1:{}{path}", self.port()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (
+            code.trim().parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// (status, JSON body) of POST `path` with `token` and a JSON `body`.
+    fn post(&self, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+        self.get(
+            path,
+            Some(token),
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ],
+        )
+    }
+
+    /// The audit rows of `action`: (actor, role, source address, detail, outcome), oldest first.
+    fn audit(&self, action: &str) -> Vec<Vec<String>> {
+        self.inst.catalog_query(&format!(
+            "SELECT actor, coalesce(role, ''), coalesce(source_ip, ''), detail, outcome \
+             FROM audit_log WHERE action = '{action}' ORDER BY seq"
+        ))
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.serve.take() {
+            let (code, log) = s.stop();
+            assert_eq!(code, Some(0), "{log}");
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(s) = self.serve.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Every refused authentication is an audit entry naming the source address and the code: a
+/// missing, malformed, unknown, wrong, revoked or expired token, a 429, and a customer probing
+/// another tenant's backup. A flood of the same refusal adds one entry and one summary, not a
+/// row per request.
+#[test]
+fn refused_authentications_are_audited_and_a_flood_is_summarised() {
+    let mut api = Api::new("");
+    let acme = api.token("acme portal", "customer", &["--tenant", "acme"]);
+    let revoked = api.token("old", "auditor", &[]);
+    api.inst
+        .run(&["token", "revoke", &revoked[4..20], "--reason", "SEC"])
+        .ok();
+    let expired = api.token("short", "auditor", &[]);
+    sqlite_exec(
+        &api.inst.path("catalog.db"),
+        &format!(
+            "UPDATE api_tokens SET expires_at = '2020-01-01T00:00:00+00:00' WHERE id = '{}'",
+            &expired[4..20]
+        ),
+    );
+    let wrong_secret = format!("{}{}", &acme[..21], "A".repeat(acme.len() - 21));
+    let unknown = format!("lbt_0123456789abcdef_{}", "A".repeat(43));
+    let globex_backup = api
+        .inst
+        .column("SELECT id FROM backups WHERE tenant_id = 'globex' AND status = 'completed'")[0]
+        .clone();
+
+    let from = |ip: &'static str| ["--interface", ip];
+    let cases: [(Option<&str>, &str, u16, &str); 6] = [
+        (None, "127.0.0.2", 401, "unauthenticated"),
+        (Some("garbage"), "127.0.0.3", 401, "unauthenticated"),
+        (Some(&unknown), "127.0.0.4", 401, "unauthenticated"),
+        (Some(&wrong_secret), "127.0.0.5", 401, "unauthenticated"),
+        (Some(&revoked), "127.0.0.6", 401, "token_revoked"),
+        (Some(&expired), "127.0.0.7", 401, "token_expired"),
+    ];
+    for (token, ip, status, code) in cases {
+        let (got, body) = api.get("/api/v1/tenants", token, &from(ip));
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)));
+    }
+    // A customer asking for another tenant's backup gets 404, like an id that does not exist.
+    let (got, _) = api.get(
+        &format!("/api/v1/me/backups/{globex_backup}"),
+        Some(&acme),
+        &[],
+    );
+    assert_eq!(got, 404);
+
+    // A flood from one address: ten refusals, then 429s.
+    for i in 0..40 {
+        let (got, _) = api.get("/api/v1/tenants", Some("garbage"), &from("127.0.0.9"));
+        assert_eq!(got, if i < 10 { 401 } else { 429 }, "request {i}");
+    }
+    let rows = api.audit("api.denied");
+    for (_, ip, _, code) in cases {
+        assert!(
+            rows.iter().any(|r| r[2] == ip
+                && r[3].starts_with(&format!("{code}: "))
+                && r[0] == "anonymous"
+                && r[4] == "refused"),
+            "no refusal {code} from {ip}: {rows:#?}"
+        );
+    }
+    assert!(
+        rows.iter().any(|r| r[0].contains("acme portal")
+            && r[3].contains(&format!("backup {globex_backup} belongs to another tenant"))),
+        "{rows:#?}"
+    );
+    let flood = |rows: &[Vec<String>]| {
+        rows.iter()
+            .filter(|r| r[2] == "127.0.0.9")
+            .map(|r| r[3].clone())
+            .collect::<Vec<_>>()
+    };
+    // While the minute runs: the first 401 and the first 429, each once.
+    assert_eq!(flood(&rows).len(), 2, "{:#?}", flood(&rows));
+    // At shutdown the rest is summarised: 9 more 401s, 29 more 429s.
+    api.stop();
+    let flood = flood(&api.audit("api.denied"));
+    assert_eq!(flood.len(), 4, "{flood:#?}");
+    assert!(
+        flood
+            .iter()
+            .any(|d| d.starts_with("unauthenticated: 9 more")),
+        "{flood:#?}"
+    );
+    assert!(
+        flood.iter().any(|d| d.starts_with("rate_limited: 29 more")),
+        "{flood:#?}"
+    );
+    // No token secret is in the log.
+    let all = api.inst.catalog_query("SELECT detail FROM audit_log");
+    for secret in [&acme[21..], &revoked[21..], &wrong_secret[21..]] {
+        assert!(!format!("{all:?}").contains(secret));
+    }
+    api.inst.run(&["audit", "verify"]).ok();
+}
+
+/// Behind a trusted proxy, each client is its own address: ten bad requests from one do not
+/// lock out another; the allowlist and the audit see the forwarded address; a client cannot
+/// choose its address by writing the header itself (from an untrusted peer it is ignored); and
+/// an address a trusted proxy sent that cannot be read is a 400.
+#[test]
+fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
+    let api =
+        Api::new("trusted-proxies = [\"127.0.0.1\"]\n\n[api.allow]\nadmin = [\"203.0.113.0/24\"]");
+    let acme = api.token("acme portal", "customer", &["--tenant", "acme"]);
+    let admin = api.token("ops", "admin", &[]);
+    let via = |client: &str| vec!["-H".to_string(), format!("X-Forwarded-For: {client}")];
+    let get = |path: &str, token: Option<&str>, extra: &[String]| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        api.get(path, token, &extra)
+    };
+    for i in 0..10 {
+        let (got, _) = get("/api/v1/tenants", Some("garbage"), &via("198.51.100.1"));
+        assert_eq!(got, 401, "request {i}");
+    }
+    let (got, _) = get("/api/v1/tenants", Some("garbage"), &via("198.51.100.1"));
+    assert_eq!(got, 429, "the failing client is limited");
+    // Another client behind the same proxy: its own failures count from zero…
+    let (got, body) = get("/api/v1/tenants", Some("garbage"), &via("198.51.100.2"));
+    assert_eq!(got, 401, "{body}");
+    // …its valid token works, and so does the failing client's own valid token.
+    let (got, body) = get("/api/v1/me/backups", Some(&acme), &via("198.51.100.2"));
+    assert_eq!(got, 200, "{body}");
+    let (got, body) = get("/api/v1/me/backups", Some(&acme), &via("198.51.100.1"));
+    assert_eq!(got, 200, "{body}");
+
+    // The allowlist sees the forwarded address; a client's own entry left of the proxy's is not
+    // believed.
+    let (got, _) = get("/api/v1/tenants", Some(&admin), &via("203.0.113.7"));
+    assert_eq!(got, 200);
+    let (got, body) = get(
+        "/api/v1/tenants",
+        Some(&admin),
+        &via("203.0.113.7, 198.51.100.3"),
+    );
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (403, Some("ip_not_allowed"))
+    );
+    // From a peer that is not a trusted proxy the header is ignored.
+    let mut spoof = via("203.0.113.7");
+    spoof.extend(["--interface".to_string(), "127.0.0.2".to_string()]);
+    let (got, body) = get("/api/v1/tenants", Some(&admin), &spoof);
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (403, Some("ip_not_allowed"))
+    );
+    // An address the proxy sent that is not one.
+    let (got, body) = get(
+        "/api/v1/tenants",
+        Some(&admin),
+        &via("203.0.113.7, not-an-ip"),
+    );
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (400, Some("bad_forwarded_header"))
+    );
+
+    // The audit names the client, not the proxy.
+    let rows = api.audit("api.denied");
+    assert!(
+        rows.iter()
+            .any(|r| r[2] == "198.51.100.1" && r[3].starts_with("unauthenticated: ")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[2] == "198.51.100.3" && r[3].starts_with("ip_not_allowed: ")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[2] == "127.0.0.2" && r[3].starts_with("ip_not_allowed: ")),
+        "{rows:#?}"
+    );
+    assert!(!rows.iter().any(|r| r[2] == "127.0.0.1"), "{rows:#?}");
+}
+
+/// A restore over live asked through the API waits for a second person: nothing happens until an
+/// admin other than the asker approves; support tokens (the asker's or another) cannot approve,
+/// an admin cannot approve its own request, a decided request cannot be decided again, and each
+/// step is audited. With `live-restore-approval = false` support restores over live at once.
+#[test]
+fn a_restore_over_live_waits_for_a_second_admin() {
+    let mut api = Api::new("");
+    let desk = api.token("desk", "support", &[]);
+    let desk2 = api.token("desk2", "support", &[]);
+    let ops = api.token("ops", "admin", &[]);
+    let ops2 = api.token("ops2", "admin", &[]);
+    let live = api.inst.path("acme.db");
+    sqlite_exec(
+        &live,
+        "CREATE TABLE after_backup (x INTEGER); INSERT INTO after_backup VALUES (1);",
+    );
+    let has_after = || sqlite_tables(&live).contains(&"after_backup".to_string());
+    let ask = |token: &str| {
+        api.post(
+            "/api/v1/tenants/acme/restores",
+            token,
+            r#"{"reason": "INC-7 bad deploy", "mode": "live"}"#,
+        )
+    };
+    let decide = |token: &str, id: &str, verb: &str| {
+        api.post(
+            &format!("/api/v1/restore-approvals/{id}/{verb}"),
+            token,
+            r#"{"reason": "INC-7 checked with the customer"}"#,
+        )
+    };
+    let code =
+        |r: &(u16, serde_json::Value)| (r.0, r.1["error"]["code"].as_str().map(String::from));
+    let restores = || {
+        api.get("/api/v1/tenants/acme/restores", Some(&ops), &[]).1["restores"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    let (status, asked) = ask(&desk);
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["state"], "pending");
+    let first = asked["id"].as_str().unwrap().to_string();
+    assert_eq!(code(&ask(&desk2)), (409, Some("approval_pending".into())));
+    // Support cannot approve, neither the asker nor another support token.
+    for t in [&desk, &desk2] {
+        assert_eq!(
+            code(&decide(t, &first, "approve")),
+            (403, Some("forbidden".into()))
+        );
+    }
+    assert!(
+        restores().is_empty(),
+        "nothing runs while the request waits"
+    );
+    assert!(has_after(), "the live data is untouched");
+    let (status, listed) = api.get("/api/v1/restore-approvals?state=pending", Some(&desk2), &[]);
+    assert_eq!(
+        (status, listed["approvals"].as_array().unwrap().len()),
+        (200, 1)
+    );
+    // An admin rejects it.
+    let (status, rejected) = decide(&ops, &first, "reject");
+    assert_eq!(
+        (status, rejected["state"].as_str()),
+        (200, Some("rejected"))
+    );
+    assert_eq!(
+        code(&decide(&ops2, &first, "approve")),
+        (409, Some("approval_not_pending".into()))
+    );
+
+    // An admin's own request needs another admin.
+    let (status, asked) = ask(&ops);
+    assert_eq!(status, 202, "{asked}");
+    let second = asked["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        code(&decide(&ops, &second, "approve")),
+        (403, Some("own_request".into()))
+    );
+    let (status, approved) = decide(&ops2, &second, "approve");
+    assert_eq!(
+        (status, approved["state"].as_str()),
+        (200, Some("approved")),
+        "{approved}"
+    );
+    let restore_id = approved["restore_id"].as_str().unwrap().to_string();
+    let mut row = serde_json::Value::Null;
+    until(
+        "the approved restore",
+        std::time::Duration::from_secs(60),
+        || {
+            row = restores()
+                .into_iter()
+                .find(|r| r["id"] == restore_id.as_str())
+                .unwrap_or_default();
+            !row.is_null() && row["state"] != "running"
+        },
+    );
+    assert_eq!(row["state"], "swapped", "{row}");
+    assert!(
+        row["actor"].as_str().unwrap().ends_with(":ops"),
+        "in the asker's name: {row}"
+    );
+    assert!(!has_after(), "the live file is the backup's now");
+    assert_eq!(
+        code(&decide(&ops2, &second, "approve")),
+        (409, Some("approval_not_pending".into()))
+    );
+
+    let rows = api.audit("restore.request");
+    assert_eq!(
+        rows.iter().filter(|r| r[4] == "pending").count(),
+        2,
+        "{rows:#?}"
+    );
+    let rejects = api.audit("restore.reject");
+    assert!(
+        rejects.len() == 1 && rejects[0][0].ends_with(":ops"),
+        "{rejects:#?}"
+    );
+    let approves = api.audit("restore.approve");
+    assert!(
+        approves.len() == 1 && approves[0][0].ends_with(":ops2"),
+        "{approves:#?}"
+    );
+    assert!(approves[0][3].contains(&restore_id), "{approves:#?}");
+    let denied = api.audit("api.denied");
+    assert!(
+        denied.iter().any(|r| r[3].starts_with("own_request: ")),
+        "{denied:#?}"
+    );
+
+    // Finalized; then with approval off, support restores over live at once.
+    let (status, done) = api.post(
+        &format!("/api/v1/restores/{restore_id}/finalize"),
+        &desk,
+        r#"{"reason": "INC-7 customer confirmed"}"#,
+    );
+    assert_eq!(status, 200, "{done}");
+    let text = std::fs::read_to_string(&api.inst.config).unwrap();
+    api.inst.write_config(&text.replace(
+        "customer-retained-downloads = true\n",
+        "customer-retained-downloads = true\nlive-restore-approval = false\n",
+    ));
+    api.serve
+        .as_mut()
+        .unwrap()
+        .restart(&[("LIFEBOAT_LOG", "info")]);
+    let (status, started) = api.post(
+        "/api/v1/tenants/acme/restores",
+        &desk,
+        r#"{"reason": "INC-7 bad deploy", "mode": "live"}"#,
+    );
+    assert_eq!(
+        (status, started["restored_target"].as_str()),
+        (202, Some("live")),
+        "{started}"
+    );
+}

@@ -5,13 +5,13 @@
 use super::ApiState;
 use super::error::ApiError;
 use super::params::{self, ApiToken};
-use super::tls::ClientAddr;
+use super::refusals;
 use crate::catalog::{AuditEntry, Catalog, CatalogError, TokenRow};
 use crate::config::{ApiConfig, ApiRole};
 use crate::tenant::TenantId;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -179,12 +179,27 @@ pub fn token_state(t: &TokenRow, now: DateTime<Utc>) -> &'static str {
     }
 }
 
-/// Counts authentication failures per source (an IPv4 address, or an IPv6 /64, which one
-/// client usually holds whole) in fixed windows; at most `LIMITER_CAPACITY` sources are
-/// remembered.
+/// What failures are counted against: a source address (an IPv4 address, or an IPv6 /64, which
+/// one client usually holds whole), a presented token id, or a download link. They are counted
+/// separately, so failures by others behind the same address never lock out a valid token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Source {
+    Addr(IpAddr),
+    Token(String),
+    Link(String),
+}
+
+impl Source {
+    pub fn addr(ip: IpAddr) -> Source {
+        Source::Addr(source_key(ip))
+    }
+}
+
+/// Counts authentication failures per `Source` in fixed windows; at most `LIMITER_CAPACITY`
+/// sources are remembered.
 #[derive(Debug)]
 pub struct FailureLimiter {
-    windows: HashMap<IpAddr, (Instant, u32)>,
+    windows: HashMap<Source, (Instant, u32)>,
     capacity: usize,
 }
 
@@ -213,18 +228,17 @@ impl FailureLimiter {
         }
     }
 
-    /// `Some(seconds)` when `ip` used up its failures in the current window.
-    pub fn blocked(&self, ip: IpAddr, now: Instant) -> Option<u64> {
-        let (start, count) = self.windows.get(&source_key(ip))?;
+    /// `Some(seconds)` when `source` used up its failures in the current window.
+    pub fn blocked(&self, source: &Source, now: Instant) -> Option<u64> {
+        let (start, count) = self.windows.get(source)?;
         let elapsed = now.saturating_duration_since(*start);
         (*count >= FAILURES_ALLOWED && elapsed < FAILURE_WINDOW)
             .then(|| (FAILURE_WINDOW - elapsed).as_secs().max(1))
     }
 
-    /// Records a failure of `ip`.
-    pub fn fail(&mut self, ip: IpAddr, now: Instant) {
-        let key = source_key(ip);
-        if !self.windows.contains_key(&key) && self.windows.len() >= self.capacity {
+    /// Records a failure of `source`.
+    pub fn fail(&mut self, source: Source, now: Instant) {
+        if !self.windows.contains_key(&source) && self.windows.len() >= self.capacity {
             self.windows
                 .retain(|_, (start, _)| now.saturating_duration_since(*start) < FAILURE_WINDOW);
             if self.windows.len() >= self.capacity
@@ -232,16 +246,26 @@ impl FailureLimiter {
                     .windows
                     .iter()
                     .min_by_key(|(_, (start, _))| *start)
-                    .map(|(k, _)| *k)
+                    .map(|(k, _)| k.clone())
             {
                 self.windows.remove(&oldest);
             }
         }
-        let w = self.windows.entry(key).or_insert((now, 0));
+        let w = self.windows.entry(source).or_insert((now, 0));
         if now.saturating_duration_since(w.0) >= FAILURE_WINDOW {
             *w = (now, 0);
         }
         w.1 = w.1.saturating_add(1);
+    }
+
+    /// Records a failure of each of `sources`; `Some(seconds)` when any of them is now (or
+    /// was already) over its limit.
+    pub fn fail_all(&mut self, sources: &[Source], now: Instant) -> Option<u64> {
+        let already = sources.iter().filter_map(|s| self.blocked(s, now)).max();
+        for s in sources {
+            self.fail(s.clone(), now);
+        }
+        already
     }
 
     pub fn len(&self) -> usize {
@@ -342,26 +366,91 @@ fn join_roles(roles: &[ApiRole]) -> String {
         .join(" or ")
 }
 
-/// Audits a refusal (best effort: the refusal stands even if the log cannot be written).
+/// Audits a refusal (best effort: the refusal stands even if the log cannot be written), through
+/// the refusal log, so a flood of the same refusal adds one summary a minute, not a row each.
 pub async fn audit_denied(
     state: &ApiState,
     caller: Option<&Caller>,
     ip: IpAddr,
-    code: &str,
+    code: &'static str,
     detail: &str,
 ) {
-    let actor = caller
-        .map(Caller::actor)
-        .unwrap_or_else(|| "anonymous".into());
-    let ip = ip.to_string();
-    let entry = AuditEntry {
-        actor: &actor,
+    let kind = refusals::Kind {
+        ip,
+        actor: caller
+            .map(Caller::actor)
+            .unwrap_or_else(|| "anonymous".into()),
         role: caller.map(|c| c.role.as_str()).unwrap_or("none"),
         action: "api.denied",
-        tenant: caller.and_then(|c| c.tenant.as_ref()).map(TenantId::as_str),
+        code,
+    };
+    let tenant = caller.and_then(|c| c.tenant.as_ref()).map(TenantId::as_str);
+    audit_refused(state, kind, tenant, &format!("{code}: {detail}")).await;
+}
+
+/// Audits refusal `kind` through the refusal log (see `refusals`).
+pub async fn audit_refused(
+    state: &ApiState,
+    kind: refusals::Kind,
+    tenant: Option<&str>,
+    detail: &str,
+) {
+    let entries = state.refusals().refuse(kind.clone(), Instant::now());
+    for e in entries {
+        match e {
+            refusals::Entry::One => write_refusal(state, &kind, tenant, detail).await,
+            refusals::Entry::Summary { kind, count } => {
+                write_refusal(state, &kind, None, &summary_detail(&kind, count)).await
+            }
+            refusals::Entry::Overflow { count, kinds } => write_overflow(state, count, kinds).await,
+        }
+    }
+}
+
+/// Writes the summaries of refusal windows that ended (called every few seconds by the API's
+/// housekeeping, and with `flush` at shutdown).
+pub async fn audit_refusal_summaries(state: &ApiState, flush: bool) {
+    let entries = {
+        let mut log = state.refusals();
+        if flush {
+            log.flush()
+        } else {
+            log.tick(Instant::now())
+        }
+    };
+    for e in entries {
+        match e {
+            refusals::Entry::Summary { kind, count } => {
+                write_refusal(state, &kind, None, &summary_detail(&kind, count)).await;
+            }
+            refusals::Entry::Overflow { count, kinds } => write_overflow(state, count, kinds).await,
+            refusals::Entry::One => {}
+        }
+    }
+}
+
+fn summary_detail(kind: &refusals::Kind, count: u64) -> String {
+    format!(
+        "{}: {count} more refusals of this kind from {} in the minute after the one logged",
+        kind.code, kind.ip
+    )
+}
+
+async fn write_refusal(
+    state: &ApiState,
+    kind: &refusals::Kind,
+    tenant: Option<&str>,
+    detail: &str,
+) {
+    let ip = kind.ip.to_string();
+    let entry = AuditEntry {
+        actor: &kind.actor,
+        role: kind.role,
+        action: kind.action,
+        tenant,
         reason: None,
         source_ip: Some(&ip),
-        detail: &format!("{code}: {detail}"),
+        detail,
         outcome: "refused",
         at: Utc::now(),
     };
@@ -370,16 +459,44 @@ pub async fn audit_denied(
     }
 }
 
-/// The client's address from the connection.
+async fn write_overflow(state: &ApiState, count: u64, kinds: u64) {
+    let detail = format!(
+        "{count} refusals of {kinds}+ kinds (address, caller, code) in one minute, past the {} \
+         written out a minute: a flood; see the daemon's log for each",
+        refusals::ITEMIZED_PER_MINUTE
+    );
+    let entry = AuditEntry {
+        actor: "anonymous",
+        role: "none",
+        action: "api.denied",
+        tenant: None,
+        reason: None,
+        source_ip: None,
+        detail: &detail,
+        outcome: "refused",
+        at: Utc::now(),
+    };
+    if let Err(e) = state.ctx.catalog.audit_entry(&entry).await {
+        tracing::error!(error = %e, "api: could not audit a refusal");
+    }
+}
+
+/// The client's address: the peer, or what a trusted proxy forwarded for (`api::ClientIp`, set
+/// for every request by the API's middleware).
 pub fn client_ip(parts: &Parts) -> Result<IpAddr, ApiError> {
     parts
         .extensions
-        .get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0.ip())
-        .ok_or_else(|| ApiError::internal("no client address on the connection"))
+        .get::<super::ClientIp>()
+        .map(|c| c.0)
+        .ok_or_else(|| ApiError::internal("no client address on the request"))
 }
 
 /// Authenticates the request's bearer token, if it has an Authorization header at all.
+///
+/// A failure counts against the client's address and against the token id it presented; once
+/// either is over the limit, failures are answered 429. A valid token is let through whatever
+/// others did from the same address: its secret cannot be guessed, and a limiter that locked it
+/// out would let ten bad requests behind a shared proxy lock out every customer.
 pub async fn authenticate(
     state: &Arc<ApiState>,
     parts: &Parts,
@@ -388,50 +505,75 @@ pub async fn authenticate(
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    if let Some(wait) = state.limiter().blocked(ip, Instant::now()) {
-        return Err(ApiError::rate_limited(wait));
-    }
-    let fail = |code: &'static str, message: &str, internal: String| {
-        state.limiter().fail(ip, Instant::now());
-        tracing::warn!(client = %ip, code, "api: authentication failed: {internal}");
-        ApiError::unauthenticated(code, message)
-    };
     let invalid = "the token is not valid";
-    let text = params::bearer(value.as_bytes())
-        .map_err(|e| fail("unauthenticated", &e.message, "no bearer token".into()))?;
-    let token = ApiToken::parse(text)
-        .map_err(|_| fail("unauthenticated", invalid, "malformed token".into()))?;
+    let token = params::bearer(value.as_bytes())
+        .map_err(|e| e.message)
+        .and_then(|text| ApiToken::parse(text).map_err(|_| invalid.to_string()));
+    let token = match token {
+        Ok(t) => t,
+        Err(message) => {
+            return Err(refuse_auth(
+                state,
+                ip,
+                None,
+                "unauthenticated",
+                &message,
+                "malformed or missing bearer token",
+            )
+            .await);
+        }
+    };
     let row = state.ctx.catalog.token(&token.id).await?;
     let Some(row) = row else {
-        return Err(fail(
+        let internal = format!("unknown token id {}", token.id);
+        return Err(refuse_auth(
+            state,
+            ip,
+            Some(&token.id),
             "unauthenticated",
             invalid,
-            format!("unknown token id {}", token.id),
-        ));
+            &internal,
+        )
+        .await);
     };
     let presented = secret_hash(&token.secret);
     if !bool::from(presented.as_bytes().ct_eq(row.secret_sha256.as_bytes())) {
-        return Err(fail(
+        let internal = format!("wrong secret for token {}", token.id);
+        return Err(refuse_auth(
+            state,
+            ip,
+            Some(&token.id),
             "unauthenticated",
             invalid,
-            format!("wrong secret for token {}", token.id),
-        ));
+            &internal,
+        )
+        .await);
     }
     let now = Utc::now();
     match token_state(&row, now) {
         "revoked" => {
-            return Err(fail(
+            let internal = format!("revoked token {}", row.id);
+            return Err(refuse_auth(
+                state,
+                ip,
+                Some(&row.id),
                 "token_revoked",
                 "this token was revoked",
-                format!("revoked token {}", row.id),
-            ));
+                &internal,
+            )
+            .await);
         }
         "expired" => {
-            return Err(fail(
+            let internal = format!("expired token {}", row.id);
+            return Err(refuse_auth(
+                state,
+                ip,
+                Some(&row.id),
                 "token_expired",
                 "this token has expired",
-                format!("expired token {}", row.id),
-            ));
+                &internal,
+            )
+            .await);
         }
         _ => {}
     }
@@ -468,6 +610,28 @@ pub async fn authenticate(
     Ok(Some(caller))
 }
 
+/// A refused authentication: counted against the address (and the token id presented, if any),
+/// audited (summarised under a flood) and logged; 429 once over the limit, else 401 `code`.
+pub async fn refuse_auth(
+    state: &ApiState,
+    ip: IpAddr,
+    token_id: Option<&str>,
+    code: &'static str,
+    message: &str,
+    internal: &str,
+) -> ApiError {
+    let mut sources = vec![Source::addr(ip)];
+    sources.extend(token_id.map(|t| Source::Token(t.to_string())));
+    let blocked = state.limiter().fail_all(&sources, Instant::now());
+    let (code, err) = match blocked {
+        Some(wait) => ("rate_limited", ApiError::rate_limited(wait)),
+        None => (code, ApiError::unauthenticated(code, message)),
+    };
+    tracing::warn!(client = %ip, code, "api: authentication failed: {internal}");
+    audit_denied(state, None, ip, code, internal).await;
+    err
+}
+
 impl FromRequestParts<Arc<ApiState>> for Caller {
     type Rejection = ApiError;
 
@@ -479,15 +643,15 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             Some(c) => Ok(c),
             None => {
                 let ip = client_ip(parts)?;
-                if let Some(wait) = state.limiter().blocked(ip, Instant::now()) {
-                    return Err(ApiError::rate_limited(wait));
-                }
-                state.limiter().fail(ip, Instant::now());
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
+                Err(refuse_auth(
+                    state,
+                    ip,
+                    None,
                     "unauthenticated",
                     "this needs an Authorization header `Bearer lbt_…`",
-                ))
+                    "no Authorization header",
+                )
+                .await)
             }
         }
     }
@@ -500,28 +664,54 @@ mod tests {
     #[test]
     fn limiter_blocks_after_ten_failures_and_forgets_after_the_window() {
         let mut l = FailureLimiter::new(3);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = Source::addr("10.0.0.1".parse().unwrap());
         let t0 = Instant::now();
         for _ in 0..FAILURES_ALLOWED {
-            assert_eq!(l.blocked(ip, t0), None);
-            l.fail(ip, t0);
+            assert_eq!(l.blocked(&ip, t0), None);
+            l.fail(ip.clone(), t0);
         }
-        assert_eq!(l.blocked(ip, t0), Some(60));
-        assert_eq!(l.blocked(ip, t0 + Duration::from_secs(59)), Some(1));
-        assert_eq!(l.blocked(ip, t0 + FAILURE_WINDOW), None);
+        assert_eq!(l.blocked(&ip, t0), Some(60));
+        assert_eq!(l.blocked(&ip, t0 + Duration::from_secs(59)), Some(1));
+        assert_eq!(l.blocked(&ip, t0 + FAILURE_WINDOW), None);
         // An IPv6 /64 is one source.
-        let a: IpAddr = "2001:db8::1".parse().unwrap();
-        let b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let a = Source::addr("2001:db8::1".parse().unwrap());
+        let b = Source::addr("2001:db8::ffff:2".parse().unwrap());
         let t1 = t0 + Duration::from_millis(500);
         for _ in 0..FAILURES_ALLOWED {
-            l.fail(a, t1);
+            l.fail(a.clone(), t1);
         }
-        assert!(l.blocked(b, t1).is_some());
+        assert!(l.blocked(&b, t1).is_some());
         // Bounded: a third and a fourth source push the oldest out.
-        l.fail("10.0.0.2".parse().unwrap(), t0 + Duration::from_secs(1));
-        l.fail("10.0.0.3".parse().unwrap(), t0 + Duration::from_secs(2));
+        l.fail(
+            Source::addr("10.0.0.2".parse().unwrap()),
+            t0 + Duration::from_secs(1),
+        );
+        l.fail(
+            Source::addr("10.0.0.3".parse().unwrap()),
+            t0 + Duration::from_secs(2),
+        );
         assert_eq!(l.len(), 3);
-        assert_eq!(l.blocked(ip, t0), None, "the oldest source was evicted");
+        assert_eq!(l.blocked(&ip, t0), None, "the oldest source was evicted");
+    }
+
+    #[test]
+    fn token_ids_links_and_addresses_are_counted_apart() {
+        let mut l = FailureLimiter::default();
+        let t0 = Instant::now();
+        let ip = Source::addr("10.0.0.1".parse().unwrap());
+        let token = Source::Token("0011223344556677".into());
+        for i in 0..FAILURES_ALLOWED {
+            let already = l.fail_all(&[ip.clone(), token.clone()], t0);
+            assert_eq!(already, None, "failure {i}");
+        }
+        assert_eq!(l.fail_all(std::slice::from_ref(&ip), t0), Some(60));
+        // The same address with another token, or a link, has its own count.
+        assert_eq!(
+            l.blocked(&Source::Token("ffeeddccbbaa9988".into()), t0),
+            None
+        );
+        assert_eq!(l.blocked(&Source::Link("l1".into()), t0), None);
+        assert!(l.blocked(&token, t0).is_some());
     }
 
     #[test]

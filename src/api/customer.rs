@@ -4,7 +4,7 @@
 //! them. Another tenant's ids get the same 404 as ids that do not exist.
 
 use super::ApiState;
-use super::auth::Caller;
+use super::auth::{self, Caller};
 use super::error::{ApiError, json};
 use super::links::{self, LinkOptions, link_json, secs};
 use super::params::{self, LIMIT_MAX};
@@ -63,19 +63,36 @@ fn retained_disabled() -> ApiError {
     )
 }
 
-/// The tenant's completed backup `id`, or 404 (also for another tenant's id).
+/// The tenant's backup `id`, or 404 (also for another tenant's id).
 async fn own_backup(
     state: &ApiState,
+    caller: &Caller,
     tenant: &TenantId,
     id: &BackupId,
 ) -> Result<BackupRow, ApiError> {
-    state
-        .ctx
-        .catalog
-        .backup(id.as_str())
-        .await?
-        .filter(|b| b.tenant_id == tenant.as_str())
+    let found = state.ctx.catalog.backup(id.as_str()).await?;
+    mine(state, caller, tenant, found)
+        .await
         .ok_or_else(ApiError::not_found)
+}
+
+/// `found` if it is `tenant`'s. Another tenant's backup is answered like one that does not exist
+/// (404, so ids cannot be probed), and audited: it is a probe across tenants.
+async fn mine(
+    state: &ApiState,
+    caller: &Caller,
+    tenant: &TenantId,
+    found: Option<BackupRow>,
+) -> Option<BackupRow> {
+    match found {
+        Some(b) if b.tenant_id == tenant.as_str() => Some(b),
+        Some(b) => {
+            let detail = format!("backup {} belongs to another tenant", b.id);
+            auth::audit_denied(state, Some(caller), caller.ip, "not_found", &detail).await;
+            None
+        }
+        None => None,
+    }
 }
 
 fn backup_json(b: &BackupRow) -> serde_json::Value {
@@ -332,10 +349,7 @@ pub async fn status(
     let id = params::backup_id(&id)?;
     let cat = &state.ctx.catalog;
     let link = cat.requested_link(tenant.as_str(), id.as_str()).await?;
-    let backup = cat
-        .backup(id.as_str())
-        .await?
-        .filter(|b| b.tenant_id == tenant.as_str());
+    let backup = mine(&state, &caller, &tenant, cat.backup(id.as_str()).await?).await;
     // A backup is shown if the customer asked for it, or if retained ones may be downloaded.
     if link.is_none() && !(state.cfg.customer_retained_downloads && backup.is_some()) {
         return Err(ApiError::not_found());
@@ -386,7 +400,7 @@ pub async fn issue_link(
     }
     let id = params::backup_id(&id)?;
     let opts: LinkOptions = super::read_json(&state, body).await?.unwrap_or_default();
-    let backup = own_backup(&state, &tenant, &id).await?;
+    let backup = own_backup(&state, &caller, &tenant, &id).await?;
     if backup.status != "completed" {
         return Err(ApiError::not_found());
     }

@@ -11,8 +11,11 @@ use axum::response::{IntoResponse, Response};
 /// Every error code the API sends. `docs/openapi.yaml` lists the same (a test compares), and
 /// debug builds refuse to make an error with a code not in here.
 pub const CODES: &[&str] = &[
+    "approval_not_pending",
+    "approval_pending",
     "backup_in_progress",
     "bad_request",
+    "bad_forwarded_header",
     "body_too_large",
     "busy",
     "download_unavailable",
@@ -40,6 +43,7 @@ pub const CODES: &[&str] = &[
     "link_used_up",
     "method_not_allowed",
     "not_found",
+    "own_request",
     "passphrase_mismatch",
     "passphrase_required",
     "rate_limited",
@@ -107,7 +111,7 @@ impl ApiError {
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                "too many failed attempts from this address; retry later",
+                "too many failed attempts from this address or with this credential; retry later",
             )
         }
     }

@@ -167,22 +167,9 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     async fn record(&self, outcome: &str, detail: &str) {
-        let actor = match (self.caller, self.claims) {
-            (Some(c), _) => c.actor(),
-            (None, Some(c)) => format!("link:{}", c.link_id),
-            (None, None) => "anonymous".to_string(),
-        };
-        let role = self.caller.map(|c| c.role.as_str()).unwrap_or("link");
+        let (actor, role) = (self.actor(), self.role());
         let ip = self.ip.to_string();
-        let detail = match self.claims {
-            Some(c) => format!(
-                "link {} backup {} ({}): {detail}",
-                c.link_id,
-                c.backup,
-                c.mode.as_str()
-            ),
-            None => detail.to_string(),
-        };
+        let detail = self.detail(detail);
         let entry = AuditEntry {
             actor: &actor,
             role,
@@ -199,10 +186,43 @@ impl Attempt<'_> {
         }
     }
 
-    /// Audits the refusal and returns it.
+    /// Audits the refusal (through the refusal log, so a flood of one stays bounded) and
+    /// returns it.
     async fn refuse(&self, e: ApiError) -> ApiError {
-        self.record("refused", e.code).await;
+        let kind = super::refusals::Kind {
+            ip: self.ip,
+            actor: self.actor(),
+            role: self.role(),
+            action: "download.link",
+            code: e.code,
+        };
+        let tenant = self.claims.map(|c| c.tenant.as_str());
+        auth::audit_refused(self.state, kind, tenant, &self.detail(e.code)).await;
         e
+    }
+
+    fn actor(&self) -> String {
+        match (self.caller, self.claims) {
+            (Some(c), _) => c.actor(),
+            (None, Some(c)) => format!("link:{}", c.link_id),
+            (None, None) => "anonymous".to_string(),
+        }
+    }
+
+    fn role(&self) -> &'static str {
+        self.caller.map(|c| c.role.as_str()).unwrap_or("link")
+    }
+
+    fn detail(&self, detail: &str) -> String {
+        match self.claims {
+            Some(c) => format!(
+                "link {} backup {} ({}): {detail}",
+                c.link_id,
+                c.backup,
+                c.mode.as_str()
+            ),
+            None => detail.to_string(),
+        }
     }
 }
 
@@ -217,9 +237,6 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let (parts, _) = req.into_parts();
     let ip = auth::client_ip(&parts)?;
-    if let Some(wait) = state.limiter().blocked(ip, Instant::now()) {
-        return Err(ApiError::rate_limited(wait));
-    }
     let mut attempt = Attempt {
         state: &state,
         ip,
@@ -237,9 +254,23 @@ pub async fn download(
         .ok()
         .filter(|(payload, sig)| verify(state.link_key(), payload, sig))
         .and_then(|(payload, _)| LinkClaims::decode(&payload).ok());
+    // A link whose signature checks out cannot have been guessed: it goes on whatever others
+    // did from this address. A bad one counts against the address, audited as a refusal.
     let Some(claims) = verified else {
-        state.limiter().fail(ip, Instant::now());
-        return Err(attempt.refuse(invalid()).await);
+        let blocked = state
+            .limiter()
+            .fail_all(&[auth::Source::addr(ip)], Instant::now());
+        let e = blocked.map_or_else(invalid, ApiError::rate_limited);
+        let kind = crate::api::refusals::Kind {
+            ip,
+            actor: "anonymous".into(),
+            role: "link",
+            action: "download.link",
+            code: e.code,
+        };
+        let detail = format!("a link with a bad signature: {}", e.code);
+        auth::audit_refused(&state, kind, None, &detail).await;
+        return Err(e);
     };
     attempt.claims = Some(&claims);
     // 2. A token sent along must be valid, and a customer's for this tenant.
@@ -302,13 +333,25 @@ pub async fn download(
                     ))
                     .await);
             };
+            // Guesses are counted per link, wherever they come from, and per address.
+            let sources = [auth::Source::Link(link.id.clone()), auth::Source::addr(ip)];
+            let blocked = {
+                let l = state.limiter();
+                sources
+                    .iter()
+                    .filter_map(|s| l.blocked(s, Instant::now()))
+                    .max()
+            };
+            if let Some(wait) = blocked {
+                return Err(attempt.refuse(ApiError::rate_limited(wait)).await);
+            }
             let check = link.passphrase_check.clone().unwrap_or_default();
             let secret = SecretString::from(p.clone());
             let ok = tokio::task::spawn_blocking(move || passphrase_matches(&check, secret))
                 .await
                 .map_err(ApiError::internal)?;
             if !ok {
-                state.limiter().fail(ip, Instant::now());
+                state.limiter().fail_all(&sources, Instant::now());
                 return Err(attempt
                     .refuse(ApiError::forbidden(
                         "passphrase_mismatch",

@@ -2,8 +2,11 @@
 //! metrics listener: HTTPS with rustls, bearer tokens with roles, download links.
 //!
 //! - `auth`: tokens, roles, the per-role allowlist, the failure limiter.
+//! - `client`: the client's address (the peer, or what a trusted proxy forwarded for).
+//! - `refusals`: refused requests in the audit log, summarised so a flood stays bounded.
 //! - `params`: every value taken from a request, parsed by pure functions.
-//! - `staff`: tenants, backups, the audit log, tokens.
+//! - `staff`: tenants, backups, restores, the audit log, tokens.
+//! - `approvals`: restores over live waiting for a second person.
 //! - `customer`: a tenant's own backups, and links to them.
 //! - `links`: signed download links and the download itself (`executor::download` streams).
 //! - `error`: JSON errors with stable codes; internal details are logged, never sent.
@@ -13,11 +16,14 @@
 //! `docs/openapi.yaml` describes every route; `routes()` is the one list the router is built
 //! from, and a test holds the two equal.
 
+pub mod approvals;
 pub mod auth;
+pub mod client;
 pub mod customer;
 pub mod error;
 pub mod links;
 pub mod params;
+pub mod refusals;
 pub mod server;
 pub mod staff;
 pub mod tls;
@@ -52,6 +58,7 @@ pub struct ApiState {
     /// The HMAC key of download links.
     link_key: Secret,
     limiter: Mutex<auth::FailureLimiter>,
+    refusals: Mutex<refusals::RefusalLog>,
     pub downloads: Arc<tokio::sync::Semaphore>,
     pub backups: Arc<tokio::sync::Semaphore>,
     /// Tenants with a requested backup running, and its id.
@@ -81,6 +88,7 @@ impl ApiState {
             cfg,
             link_key: key,
             limiter: Mutex::new(auth::FailureLimiter::default()),
+            refusals: Mutex::new(refusals::RefusalLog::new(std::time::Instant::now())),
             downloads: Arc::new(tokio::sync::Semaphore::new(DOWNLOADS_AT_ONCE)),
             backups: Arc::new(tokio::sync::Semaphore::new(REQUESTED_BACKUPS_AT_ONCE)),
             running: Mutex::new(HashMap::new()),
@@ -90,6 +98,10 @@ impl ApiState {
 
     pub fn limiter(&self) -> MutexGuard<'_, auth::FailureLimiter> {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn refusals(&self) -> MutexGuard<'_, refusals::RefusalLog> {
+        self.refusals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn link_key(&self) -> &[u8] {
@@ -129,6 +141,17 @@ pub fn routes() -> Routes {
             "POST",
             "/api/v1/restores/{id}/rollback",
             post(staff::rollback),
+        ),
+        ("GET", "/api/v1/restore-approvals", get(approvals::list)),
+        (
+            "POST",
+            "/api/v1/restore-approvals/{id}/approve",
+            post(approvals::approve),
+        ),
+        (
+            "POST",
+            "/api/v1/restore-approvals/{id}/reject",
+            post(approvals::reject),
         ),
         ("GET", "/api/v1/audit", get(staff::audit)),
         ("GET", "/api/v1/tokens", get(staff::list_tokens)),
@@ -205,9 +228,17 @@ async fn request_context(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut resp = match declared {
-        Some(n) if n > state.cfg.max_body as u64 => too_large(state.cfg.max_body).into_response(),
-        _ => {
+    let client = client_of(&state, &req);
+    let client_text = client
+        .as_ref()
+        .map_or_else(|_| "-".to_string(), |c| c.0.to_string());
+    let mut resp = match (declared, client) {
+        (Some(n), _) if n > state.cfg.max_body as u64 => {
+            too_large(state.cfg.max_body).into_response()
+        }
+        (_, Err(e)) => e.into_response(),
+        (_, Ok(client)) => {
+            req.extensions_mut().insert(client);
             use futures::FutureExt;
             let handled = async {
                 crate::fault::panic_point("api-request");
@@ -245,9 +276,9 @@ async fn request_context(
     if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
         let internal = info.internal.as_deref().unwrap_or("-");
         if status.is_server_error() {
-            tracing::error!(request = %id, %method, path, status = status.as_u16(), code = info.code, internal, "api request failed");
+            tracing::error!(request = %id, client = %client_text, %method, path, status = status.as_u16(), code = info.code, internal, "api request failed");
         } else {
-            tracing::info!(request = %id, %method, path, status = status.as_u16(), code = info.code, internal, "api request refused");
+            tracing::info!(request = %id, client = %client_text, %method, path, status = status.as_u16(), code = info.code, internal, "api request refused");
         }
         let retry = resp.headers().get(header::RETRY_AFTER).cloned();
         resp = error::error_body(status, info.code, &info.message, Some(&id));
@@ -255,7 +286,7 @@ async fn request_context(
             resp.headers_mut().insert(header::RETRY_AFTER, r);
         }
     } else {
-        tracing::info!(request = %id, %method, path, status = status.as_u16(), "api request");
+        tracing::info!(request = %id, client = %client_text, %method, path, status = status.as_u16(), "api request");
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -270,6 +301,39 @@ async fn request_context(
         );
     }
     resp
+}
+
+/// The request's client address: the peer, or what a trusted proxy says it forwarded for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+fn client_of(state: &ApiState, req: &Request) -> Result<ClientIp, ApiError> {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<tls::ClientAddr>>()
+        .map(|c| c.0.ip())
+        .ok_or_else(|| ApiError::internal("no client address on the connection"))?;
+    let lines = |name: &str| -> Vec<&str> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .collect()
+    };
+    client::resolve(
+        peer,
+        &state.cfg.trusted_proxies,
+        &lines("forwarded"),
+        &lines("x-forwarded-for"),
+    )
+    .map(ClientIp)
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_forwarded_header",
+            format!("a trusted proxy sent a forwarding header that cannot be read: {e}"),
+        )
+    })
 }
 
 pub fn too_large(max: usize) -> ApiError {
@@ -364,6 +428,20 @@ pub async fn start(
     let app = router(state.clone());
     let drain = ctx.config.scheduler.drain;
     let client_timeout = state.cfg.client_timeout;
+    // Summaries of refusals, written when their minute ends, and at shutdown.
+    let housekeeping = {
+        let (state, stopping) = (state.clone(), stopping.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => auth::audit_refusal_summaries(&state, false).await,
+                    _ = stopping.cancelled() => break,
+                }
+            }
+        })
+    };
     Ok(tokio::spawn(async move {
         let mut server = tokio::spawn(server::serve(
             listener,
@@ -388,6 +466,8 @@ pub async fn start(
             state.ctx.stop.stop("shutdown");
             while tasks.join_next().await.is_some() {}
         }
+        let _ = housekeeping.await;
+        auth::audit_refusal_summaries(&state, true).await;
     }))
 }
 

@@ -15,7 +15,7 @@ use axum::response::Response;
 use chrono::Utc;
 use std::sync::Arc;
 
-const READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support, ApiRole::Auditor];
+pub const READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support, ApiRole::Auditor];
 const AUDIT_READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Auditor];
 const TOKEN_ADMINS: &[ApiRole] = &[ApiRole::Admin];
 
@@ -294,7 +294,7 @@ pub async fn revoke_token(
     Ok(json(StatusCode::OK, token_json(&row)))
 }
 
-const RESTORERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support];
+pub const RESTORERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support];
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -376,6 +376,16 @@ pub async fn restore(
             ));
         }
     };
+    if over_live && state.cfg.live_restore_approval {
+        // Replacing a customer's live data takes two people: this asks, an admin decides.
+        let ask = super::approvals::Ask {
+            tenant: &tenant,
+            backup: backup.as_ref(),
+            before,
+            reason: &reason,
+        };
+        return super::approvals::ask(&state, &caller, &ask).await;
+    }
     let mut tag = [0u8; 4];
     rand::fill(&mut tag[..]);
     let target = if over_live {
@@ -415,14 +425,9 @@ pub async fn restore(
         ownership: None,
         reason,
         actor: caller.as_actor(),
+        id: None,
     };
-    let ctx = state.ctx.clone();
-    state.spawn(async move {
-        let progress = Arc::new(crate::executor::restore::Progress::default());
-        if let Err(e) = crate::executor::restore::restore(&ctx, &request, &progress).await {
-            tracing::warn!(tenant = %request.tenant, error = %e, "api: restore failed");
-        }
-    });
+    spawn_restore(&state, request);
     Ok(json(
         StatusCode::ACCEPTED,
         serde_json::json!({
@@ -431,6 +436,18 @@ pub async fn restore(
             "status_url": format!("/api/v1/tenants/{tenant}/restores"),
         }),
     ))
+}
+
+/// Runs a restore in the background (shutdown waits for it); its record and audit entries say
+/// how it went.
+pub fn spawn_restore(state: &ApiState, request: crate::executor::restore::RestoreRequest) {
+    let ctx = state.ctx.clone();
+    state.spawn(async move {
+        let progress = Arc::new(crate::executor::restore::Progress::default());
+        if let Err(e) = crate::executor::restore::restore(&ctx, &request, &progress).await {
+            tracing::warn!(tenant = %request.tenant, error = %e, "api: restore failed");
+        }
+    });
 }
 
 #[derive(serde::Deserialize)]

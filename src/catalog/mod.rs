@@ -6,12 +6,14 @@
 //! through `on_pool!`. Each database has its own migrations (`migrations/sqlite`,
 //! `migrations/postgres`) producing the same tables.
 
+mod approvals;
 mod audit;
 mod drills;
 #[macro_use]
 mod history;
 mod jobs;
 mod restores;
+pub use approvals::ApprovalRow;
 pub use audit::{
     AuditEntry, AuditFilter, AuditProblem, AuditRow, AuditVerification, GENESIS, LIST_MAX,
 };

@@ -47,6 +47,9 @@ pub struct RestoreRequest {
     /// Who asks: the person at the command line or the API token; the restore's record and its
     /// audit entries name them.
     pub actor: Actor,
+    /// The restore's id, when the caller must know it before it starts (an approved request
+    /// records it); `None`: a new one.
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -657,7 +660,10 @@ async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>
         region,
         backup,
         backup_id,
-        restore_id: uuid::Uuid::now_v7().to_string(),
+        restore_id: req
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
     })
 }
 
