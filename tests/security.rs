@@ -6,6 +6,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use support::api::LoopbackApi;
 use support::*;
 
 fn mode(path: &Path) -> u32 {
@@ -124,118 +125,13 @@ fn a_master_key_others_can_read_stops_config_check_and_serve_at_start() {
     );
 }
 
-/// `serve` with a plain-HTTP API on loopback, two SQLite tenants backed up once, and `api`
-/// added to the `[api]` table.
-struct Api {
-    inst: Install,
-    serve: Option<Serve>,
-}
-
-impl Api {
-    fn new(api: &str) -> Api {
-        let inst = Install::new();
-        inst.quiet_schedules();
-        write_private(&inst.path("link.key"), &"k".repeat(40));
-        for t in ["acme", "globex"] {
-            make_sqlite_tenant(&inst.path(&format!("{t}.db")), &format!("marker-{t}"));
-        }
-        let (port, metrics) = (free_port(), free_port());
-        inst.write_config(&format!(
-            "{}[server]\nlisten = \"127.0.0.1:{metrics}\"\n\n{DIR_REGIONS}\
-             [api]\nlisten = \"127.0.0.1:{port}\"\nlink-secret-file = \"link.key\"\n\
-             customer-retained-downloads = true\n{api}\n\n\
-             [[tenants]]\nid = \"acme\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"acme.db\"\n\n\
-             [[tenants]]\nid = \"globex\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"globex.db\"\n",
-            inst.head(),
-        ));
-        inst.run(&["backup", "--all"]).ok();
-        let serve = Serve::start(&inst.config, &[metrics, port], &[("LIFEBOAT_LOG", "info")]);
-        Api {
-            inst,
-            serve: Some(serve),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.serve.as_ref().unwrap().ports[1]
-    }
-
-    fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "token", "create", "--name", name, "--role", role, "--reason", "SEC",
-        ];
-        args.extend_from_slice(extra);
-        let out = self.inst.run(&args).ok();
-        out.stdout.trim().to_string()
-    }
-
-    /// (status, JSON body) of GET `path` with `token` and extra curl arguments.
-    fn get(&self, path: &str, token: Option<&str>, extra: &[&str]) -> (u16, serde_json::Value) {
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"]);
-        if let Some(t) = token {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        let out = cmd
-            .args(extra)
-            .arg(format!("http://127.0.0.1:{}{path}", self.port()))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap();
-        (
-            code.trim().parse().unwrap(),
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    /// (status, JSON body) of POST `path` with `token` and a JSON `body`.
-    fn post(&self, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-        self.get(
-            path,
-            Some(token),
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                body,
-            ],
-        )
-    }
-
-    /// The audit rows of `action`: (actor, role, source address, detail, outcome), oldest first.
-    fn audit(&self, action: &str) -> Vec<Vec<String>> {
-        self.inst.catalog_query(&format!(
-            "SELECT actor, coalesce(role, ''), coalesce(source_ip, ''), detail, outcome \
-             FROM audit_log WHERE action = '{action}' ORDER BY seq"
-        ))
-    }
-
-    fn stop(&mut self) {
-        if let Some(s) = self.serve.take() {
-            let (code, log) = s.stop();
-            assert_eq!(code, Some(0), "{log}");
-        }
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        if let Some(s) = self.serve.take() {
-            s.stop();
-        }
-    }
-}
-
 /// Every refused authentication is an audit entry naming the source address and the code: a
 /// missing, malformed, unknown, wrong, revoked or expired token, a 429, and a customer probing
 /// another tenant's backup. A flood of the same refusal adds one entry and one summary, not a
 /// row per request.
 #[test]
 fn refused_authentications_are_audited_and_a_flood_is_summarised() {
-    let mut api = Api::new("");
+    let mut api = LoopbackApi::new("");
     let acme = api.token("acme portal", "customer", &["--tenant", "acme"]);
     let revoked = api.token("old", "auditor", &[]);
     api.inst
@@ -333,8 +229,9 @@ fn refused_authentications_are_audited_and_a_flood_is_summarised() {
 /// an address a trusted proxy sent that cannot be read is a 400.
 #[test]
 fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
-    let api =
-        Api::new("trusted-proxies = [\"127.0.0.1\"]\n\n[api.allow]\nadmin = [\"203.0.113.0/24\"]");
+    let api = LoopbackApi::new(
+        "trusted-proxies = [\"127.0.0.1\"]\n\n[api.allow]\nadmin = [\"203.0.113.0/24\"]",
+    );
     let acme = api.token("acme portal", "customer", &["--tenant", "acme"]);
     let admin = api.token("ops", "admin", &[]);
     let via = |client: &str| vec!["-H".to_string(), format!("X-Forwarded-For: {client}")];
@@ -415,7 +312,7 @@ fn behind_a_trusted_proxy_one_clients_failures_do_not_lock_out_another() {
 /// step is audited. With `live-restore-approval = false` support restores over live at once.
 #[test]
 fn a_restore_over_live_waits_for_a_second_admin() {
-    let mut api = Api::new("");
+    let mut api = LoopbackApi::new("");
     let desk = api.token("desk", "support", &[]);
     let desk2 = api.token("desk2", "support", &[]);
     let ops = api.token("ops", "admin", &[]);

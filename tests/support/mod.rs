@@ -2,6 +2,8 @@
 //! stopped when dropped. No test talks to anything outside this machine.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
