@@ -290,9 +290,9 @@ fn the_attack_table_holds() {
 
     // --- Links: forged, damaged, expired, used up, guessed ----------------------------------
     let acme_link = link(&acme, &acme_backup, "{}");
-    let link_id = api.inst.catalog_query(&format!(
-        "SELECT id FROM download_links WHERE tenant_id = 'acme' ORDER BY created_at DESC LIMIT 1"
-    ))[0][0]
+    let link_id = api.inst.catalog_query(
+        "SELECT id FROM download_links WHERE tenant_id = 'acme' ORDER BY created_at DESC LIMIT 1",
+    )[0][0]
         .clone();
     let future = chrono::Utc::now().timestamp() + 3600;
     let forged = signed_link(&[7u8; 48], &link_id, "acme", &acme_backup, future);
