@@ -1265,7 +1265,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     u.to_rfc3339()
                 );
             }
-            let catalog = open_catalog(&load(&cli.config)?).await?;
+            let catalog = open_catalog(&load(&cli.config)?, false).await?;
             let rows = catalog
                 .audit_list(&crate::catalog::AuditFilter {
                     tenant: tenant.as_ref().map(TenantId::as_str),
@@ -1323,7 +1323,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 .map_err(|e| anyhow::anyhow!("--name {name:?}: {}", e.message))?;
             let reason = params::reason(&reason)
                 .map_err(|e| anyhow::anyhow!("--reason {reason:?}: {}", e.message))?;
-            let catalog = open_catalog(&config).await?;
+            let catalog = open_catalog(&config, true).await?;
             if let Some(t) = &tenant
                 && catalog.tenant(t.as_str()).await?.is_none()
                 && config.tenant(t).is_none()
@@ -1360,7 +1360,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::List => {
-            let catalog = open_catalog(&config).await?;
+            let catalog = open_catalog(&config, true).await?;
             let tokens = catalog.tokens().await?;
             catalog.close().await;
             let now = chrono::Utc::now();
@@ -1392,7 +1392,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 params::ApiToken::id(&id).map_err(|e| anyhow::anyhow!("{id:?}: {}", e.message))?;
             let reason =
                 params::reason(&reason).map_err(|e| anyhow::anyhow!("--reason: {}", e.message))?;
-            let catalog = open_catalog(&config).await?;
+            let catalog = open_catalog(&config, true).await?;
             let done = auth::revoke_token(&catalog, &id, &by, &reason, chrono::Utc::now()).await;
             catalog.close().await;
             if !done.map_err(|e| anyhow::anyhow!("{e}"))? {
@@ -1466,9 +1466,10 @@ fn no_audit_key_warning(config: &Config) -> String {
     )
 }
 
-/// Opens the catalog with the audit key, without regions or the master key (`audit list` and
-/// the token commands).
-async fn open_catalog(config: &Config) -> Result<crate::catalog::Catalog> {
+/// Opens the catalog without regions or the master key: for the token commands, which append
+/// audit entries (`with_audit_key`: the key is read, and a key configured but unreadable stops
+/// them), and for `audit list`, which only reads.
+async fn open_catalog(config: &Config, with_audit_key: bool) -> Result<crate::catalog::Catalog> {
     let password = match &config.catalog.password {
         Some(source) => Some(source.resolve("catalog.password").map_err(|source| {
             crate::config::ConfigError::Secret {
@@ -1478,7 +1479,11 @@ async fn open_catalog(config: &Config) -> Result<crate::catalog::Catalog> {
         })?),
         None => None,
     };
-    let key = executor::audit_key(config)?;
+    let key = if with_audit_key {
+        executor::audit_key(config)?
+    } else {
+        None
+    };
     let mut catalog =
         crate::catalog::Catalog::open_with(&config.catalog.url, password.as_ref()).await?;
     catalog.set_audit_key(key);
