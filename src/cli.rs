@@ -1176,7 +1176,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            if anchors.held().next().is_none() {
+            let found = anchors.regions.iter().any(|r| {
+                !matches!(
+                    r.state,
+                    executor::anchor::AnchorState::Unreachable(_)
+                        | executor::anchor::AnchorState::None
+                )
+            });
+            if !found {
                 if anchors.unreachable().next().is_some() {
                     println!(
                         "BROKEN: no region could be read for an anchor, so a cut-off or rewritten tail cannot be ruled out"

@@ -154,14 +154,6 @@ impl AnchorReport {
         })
     }
 
-    /// Anchors the catalog was found to hold.
-    pub fn held(&self) -> impl Iterator<Item = &Anchor> {
-        self.regions.iter().filter_map(|r| match &r.state {
-            AnchorState::Holds(a) => Some(a),
-            _ => None,
-        })
-    }
-
     pub fn unreachable(&self) -> impl Iterator<Item = &RegionAnchor> {
         self.regions
             .iter()
