@@ -628,9 +628,12 @@ fn bad_input_names_the_flag_and_value_and_changes_nothing() {
 fn postgresql_catalog_lists_verifies_and_finds_an_edit() {
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE lifeboat");
+    // With an audit key: keyed entries on PostgreSQL too.
     let inst = install(|inst| {
+        write_private(&inst.path("audit.key"), AUDIT_KEY);
         format!(
-            "[catalog]\nurl = \"{}\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n",
+            "[catalog]\nurl = \"{}\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n\
+             [audit]\nkey-file = \"audit.key\"\n\n",
             pg.url("lifeboat"),
             inst.recipient
         )
@@ -683,6 +686,14 @@ fn postgresql_catalog_lists_verifies_and_finds_an_edit() {
             "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1"
         ),
         head
+    );
+    assert_eq!(
+        pg.psql(
+            "lifeboat",
+            "SELECT count(DISTINCT key_id) || ' ' || count(*) FILTER (WHERE key_id IS NULL) FROM audit_log"
+        ),
+        "1 0",
+        "every entry keyed, with one key"
     );
 
     let rows = list_json(&inst, &["--tenant", "shop"]);
