@@ -1261,3 +1261,90 @@ fn a_wrong_or_missing_audit_key_is_a_clear_error_naming_the_setting() {
     assert!(out.stdout.contains("key = \"<from file "), "{}", out.stdout);
     assert!(!out.stderr.contains("has no key-file"), "{}", out.stderr);
 }
+
+/// Anchors are no tenant's objects: a region verify does not flag them, backups' sweeps and a
+/// purge (an erasure deletes every object of the tenant) leave them, and a catalog rebuilt from
+/// a region does not take them for backups. The rebuilt log starts anew, so the old anchors no
+/// longer match until an epoch is restarted, as the catalog-loss runbook says.
+#[test]
+fn anchors_survive_verify_purges_and_a_catalog_rebuild() {
+    let inst = install(|inst| {
+        write_private(&inst.path("audit.key"), AUDIT_KEY);
+        format!("{}[audit]\nkey-file = \"audit.key\"\n\n", inst.head())
+    });
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+    inst.run(&["backup", "--tenant", "blog"]).ok();
+    inst.run(&["audit", "anchor"]).ok();
+    let first = anchors(&inst, "eu");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let out = inst.run(&["verify"]).ok().stdout;
+    assert!(out.contains("clean"), "{out}");
+    assert!(!out.contains("audit"), "{out}");
+    as_user(
+        &inst,
+        "alice",
+        &["tenant", "terminate", "shop", "--reason", "T-1"],
+    )
+    .ok();
+    as_user(
+        &inst,
+        "alice",
+        &["tenant", "erase", "shop", "--reason", "GDPR-1"],
+    )
+    .ok();
+    inst.run(&["backup", "--tenant", "blog"]).ok();
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |rd| {
+            rd.map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { files(&p) } else { 1 })
+                .sum()
+        })
+    }
+    assert_eq!(
+        files(&inst.path("regions/eu/v1/tenants/shop")),
+        0,
+        "the erasure purged shop"
+    );
+    assert!(files(&inst.path("regions/eu/v1/tenants/blog")) > 0);
+    for region in ["eu", "us"] {
+        assert_eq!(anchors(&inst, region)[..1], first[..], "{region}");
+    }
+    inst.run(&["audit", "anchor"]).ok();
+    assert_eq!(anchors(&inst, "eu").len(), 2);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // The catalog lost and rebuilt from the primary: the backup of blog comes back, no anchor
+    // is taken for one, and the new log does not hold the old anchor.
+    let out = inst
+        .run(&["catalog", "rebuild", "--from", "eu", "--force"])
+        .ok();
+    assert!(
+        out.stdout.contains("1 tenants") && out.stderr.matches("skipped").count() == 0,
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN: region eu anchored seq "), "{out}");
+    as_user(
+        &inst,
+        "alice",
+        &[
+            "audit",
+            "anchor",
+            "--restart",
+            "--reason",
+            "INC-812 catalog rebuilt",
+        ],
+    )
+    .ok();
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("anchor: region eu anchored seq 2 at ") && out.contains("(epoch 2)"),
+        "{out}"
+    );
+    assert_eq!(anchors(&inst, "eu").len(), 3, "the old anchors are kept");
+}
