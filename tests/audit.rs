@@ -802,30 +802,28 @@ fn anchors(inst: &Install, region: &str) -> Vec<(String, Value)> {
 /// the catalog would: `row` is `COLS` as text, NULL as "NULL".
 fn plain_hash(prev: &str, row: &[String]) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut part = |s: &str| {
-        h.update((s.len() as u64).to_be_bytes());
-        h.update(s.as_bytes());
-    };
+    fn part(h: &mut Vec<u8>, s: &str) {
+        h.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        h.extend_from_slice(s.as_bytes());
+    }
     let opt = |s: &str| (s != "NULL").then(|| s.to_string());
     let tenant = opt(&row[5]).unwrap_or_default();
+    let mut h = Vec::new();
     for p in [prev, &row[1], &row[2], &row[4], &tenant, &row[8], &row[9]] {
-        part(p);
+        part(&mut h, p);
     }
-    part("lifeboat-audit-v2");
-    part(&row[0]);
-    drop(part);
+    part(&mut h, "lifeboat-audit-v2");
+    part(&mut h, &row[0]);
     for f in [&row[3], &row[6], &row[7]] {
         match opt(f) {
-            None => h.update([0u8]),
+            None => h.push(0),
             Some(s) => {
-                h.update([1u8]);
-                h.update((s.len() as u64).to_be_bytes());
-                h.update(s.as_bytes());
+                h.push(1);
+                part(&mut h, &s);
             }
         }
     }
-    hex::encode(h.finalize())
+    hex::encode(Sha256::digest(&h))
 }
 
 fn sql_text(v: &str) -> String {
