@@ -278,15 +278,30 @@ enum DrillCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Checks the audit log's hash chain. Exits 0 and prints its head ("audit log intact: N
-    /// entries, head HASH"), or 1 naming each edited row and each gap where rows were deleted.
+    /// Checks the audit log's hash chain (keyed entries with `[audit] key-file`/`key-env`) and
+    /// compares it with the newest anchor in every region. Exits 0 and prints its head ("audit
+    /// log intact: N entries, head HASH"), or 1 naming each edited row, each gap where rows were
+    /// deleted, and an anchored seq the log no longer holds (cut off or rewritten).
     ///
-    /// A chain cannot show that its newest rows were cut off: record the head elsewhere (a
-    /// ticket, another system's log) and pass it back with --expect-head.
+    /// Entries appended since the newest anchor (at most `[audit] anchor-interval` old) can
+    /// still be cut off unseen: a head recorded elsewhere can be passed back with --expect-head.
     Verify {
         /// A head recorded earlier: the chain must still hold it (it may have grown since).
         #[arg(long, value_name = "HASH", value_parser = parse_audit_hash)]
         expect_head: Option<String>,
+    },
+    /// Writes the audit log's head to every region now (as `serve` does every `[audit]
+    /// anchor-interval`), once the log was found to hold the newest anchor of every region.
+    Anchor {
+        /// Starts a new anchor epoch with the log's head, when the catalog was rebuilt or
+        /// restored from a backup on purpose and no longer holds the anchored entries. Needs
+        /// every region; audited (`audit.anchor-restart`).
+        #[arg(long, requires = "reason")]
+        restart: bool,
+        /// Why, with the ticket (required with --restart; recorded in the audit log and the
+        /// anchor).
+        #[arg(long, requires = "restart")]
+        reason: Option<String>,
     },
     /// Lists audit entries, newest first: at, actor, role, action, tenant, outcome, reason,
     /// source IP, detail.
@@ -476,6 +491,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             {
                 crate::secret::read_private_file("keys.master-identity", path)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
+            }
+            // The audit key likewise (private, long enough), when its file is on this host.
+            match &config.audit.key {
+                Some(crate::secret::SecretSource::File(path)) if path.exists() => {
+                    executor::audit_key(&config)?;
+                }
+                Some(_) => {}
+                None => eprintln!("warning: {}", no_audit_key_warning(&config)),
             }
             print!("{}", config.redacted());
             println!(
@@ -1006,6 +1029,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             {
                 ctx.master_identity()?;
             }
+            if ctx.config.audit.key.is_none() {
+                eprintln!(
+                    "lifeboat serve: warning: {}",
+                    no_audit_key_warning(&ctx.config)
+                );
+            }
             // What the daemon does on its own is audited as the service, not as whoever started it.
             ctx.actor = crate::audit::Actor::service("serve");
             let ctx = std::sync::Arc::new(ctx);
@@ -1112,14 +1141,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { expect_head },
         } => {
-            let catalog = open_catalog(&load(&cli.config)?).await?;
-            let v = catalog.verify_audit(expect_head.as_deref()).await?;
-            catalog.close().await;
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let v = ctx.catalog.verify_audit(expect_head.as_deref()).await?;
+            // Read after the chain: rows appended meanwhile are past any anchor read now.
+            let anchors = executor::anchor::check(&ctx).await?;
+            ctx.catalog.close().await;
             for p in &v.problems {
                 println!("BROKEN: {p}");
             }
             if v.more_problems > 0 {
                 println!("BROKEN: … and {} more", v.more_problems);
+            }
+            if let Some(k) = &v.key_problem {
+                println!("BROKEN: {k}");
             }
             match (&expect_head, v.anchor) {
                 (Some(h), Some(None)) => println!(
@@ -1131,7 +1165,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 _ => {}
             }
-            if !v.intact() {
+            let mut anchored = true;
+            for r in &anchors.regions {
+                use executor::anchor::AnchorState;
+                match &r.state {
+                    AnchorState::Holds(_) => println!("anchor: {r}"),
+                    AnchorState::Unreachable(_) | AnchorState::None => println!("warning: {r}"),
+                    _ => {
+                        println!("BROKEN: {r}");
+                        anchored = false;
+                    }
+                }
+            }
+            let found = anchors.regions.iter().any(|r| {
+                !matches!(
+                    r.state,
+                    executor::anchor::AnchorState::Unreachable(_)
+                        | executor::anchor::AnchorState::None
+                )
+            });
+            if !found {
+                if anchors.unreachable().next().is_some() {
+                    println!(
+                        "BROKEN: no region could be read for an anchor, so a cut-off or rewritten tail cannot be ruled out"
+                    );
+                    anchored = false;
+                } else {
+                    println!(
+                        "warning: no region holds an anchor yet (`serve` writes one every [audit] anchor-interval, `lifeboat audit anchor` now)"
+                    );
+                }
+            }
+            if ctx.config.audit.key.is_none() {
+                println!("warning: {}", no_audit_key_warning(&ctx.config));
+            }
+            if !v.intact() || !anchored {
                 bail!(
                     "the audit log was tampered with ({} entries, head {} at seq {})",
                     v.entries,
@@ -1141,6 +1209,48 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("audit log intact: {} entries, head {}", v.entries, v.head);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Anchor { restart, reason },
+        } => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let run = match (restart, reason) {
+                (true, Some(reason)) => {
+                    if reason.trim().is_empty() {
+                        bail!("--reason is empty; say why, with the ticket");
+                    }
+                    executor::anchor::restart(&ctx, &reason).await
+                }
+                _ => executor::anchor::anchor_now(&ctx).await,
+            };
+            ctx.catalog.close().await;
+            let run = run?;
+            if run.seq == 0 {
+                println!("the audit log is empty: nothing to anchor");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut failed = 0;
+            for (region, w) in &run.regions {
+                use executor::anchor::Written;
+                match w {
+                    Written::New(key) => println!(
+                        "region {region}: anchored seq {} (epoch {}) at {key}",
+                        run.seq, run.epoch
+                    ),
+                    Written::Already => {
+                        println!("region {region}: seq {} is anchored already", run.seq)
+                    }
+                    Written::Failed(e) => {
+                        failed += 1;
+                        println!("region {region}: NOT anchored: {e}");
+                    }
+                }
+            }
+            Ok(if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Audit {
             command:
@@ -1163,7 +1273,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     u.to_rfc3339()
                 );
             }
-            let catalog = open_catalog(&load(&cli.config)?).await?;
+            let catalog = open_catalog(&load(&cli.config)?, false).await?;
             let rows = catalog
                 .audit_list(&crate::catalog::AuditFilter {
                     tenant: tenant.as_ref().map(TenantId::as_str),
@@ -1221,7 +1331,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 .map_err(|e| anyhow::anyhow!("--name {name:?}: {}", e.message))?;
             let reason = params::reason(&reason)
                 .map_err(|e| anyhow::anyhow!("--reason {reason:?}: {}", e.message))?;
-            let catalog = open_catalog(&config).await?;
+            let catalog = open_catalog(&config, true).await?;
             if let Some(t) = &tenant
                 && catalog.tenant(t.as_str()).await?.is_none()
                 && config.tenant(t).is_none()
@@ -1258,7 +1368,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::List => {
-            let catalog = open_catalog(&config).await?;
+            let catalog = open_catalog(&config, true).await?;
             let tokens = catalog.tokens().await?;
             catalog.close().await;
             let now = chrono::Utc::now();
@@ -1290,7 +1400,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 params::ApiToken::id(&id).map_err(|e| anyhow::anyhow!("{id:?}: {}", e.message))?;
             let reason =
                 params::reason(&reason).map_err(|e| anyhow::anyhow!("--reason: {}", e.message))?;
-            let catalog = open_catalog(&config).await?;
+            let catalog = open_catalog(&config, true).await?;
             let done = auth::revoke_token(&catalog, &id, &by, &reason, chrono::Utc::now()).await;
             catalog.close().await;
             if !done.map_err(|e| anyhow::anyhow!("{e}"))? {
@@ -1354,8 +1464,20 @@ pub fn print_retention_plan(
     println!("  total: keep {keep}, delete {delete}");
 }
 
-/// Opens the catalog alone (the audit commands need no region and no key).
-async fn open_catalog(config: &Config) -> Result<crate::catalog::Catalog> {
+/// What `config check`, `serve` and `audit verify` say when `[audit]` has no key.
+fn no_audit_key_warning(config: &Config) -> String {
+    format!(
+        "{}: [audit] has no key-file or key-env: audit entries are hashed with plain SHA-256, so \
+         whoever can write the catalog can rewrite the entries appended since the newest anchor \
+         unseen (anchors in the regions still show a cut-off tail and rewritten anchored entries)",
+        config.file.display()
+    )
+}
+
+/// Opens the catalog without regions or the master key: for the token commands, which append
+/// audit entries (`with_audit_key`: the key is read, and a key configured but unreadable stops
+/// them), and for `audit list`, which only reads.
+async fn open_catalog(config: &Config, with_audit_key: bool) -> Result<crate::catalog::Catalog> {
     let password = match &config.catalog.password {
         Some(source) => Some(source.resolve("catalog.password").map_err(|source| {
             crate::config::ConfigError::Secret {
@@ -1365,7 +1487,15 @@ async fn open_catalog(config: &Config) -> Result<crate::catalog::Catalog> {
         })?),
         None => None,
     };
-    Ok(crate::catalog::Catalog::open_with(&config.catalog.url, password.as_ref()).await?)
+    let key = if with_audit_key {
+        executor::audit_key(config)?
+    } else {
+        None
+    };
+    let mut catalog =
+        crate::catalog::Catalog::open_with(&config.catalog.url, password.as_ref()).await?;
+    catalog.set_audit_key(key);
+    Ok(catalog)
 }
 
 /// The audit rows as a table; the detail comes last, as it is the longest. Every field is

@@ -56,7 +56,23 @@ pub struct Config {
     pub drills: Vec<DrillPlan>,
     /// The staff and customer HTTP API (`[api]`); `None`: not served.
     pub api: Option<ApiConfig>,
+    /// The audit log's key and anchors (`[audit]`).
+    pub audit: AuditConfig,
 }
+
+/// `[audit]`: the key that HMACs audit entries, and how often `serve` anchors the log's head in
+/// every region.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `key-env`/`key-file`: at least 32 bytes, kept outside the catalog. `None`: entries are
+    /// hashed with plain SHA-256 (a warning in `config check` and `serve`).
+    pub key: Option<SecretSource>,
+    /// How often `serve` writes the log's head to every region (default 1h).
+    pub anchor_interval: Duration,
+}
+
+/// The longest `[audit] anchor-interval`.
+pub const ANCHOR_INTERVAL_MAX: Duration = Duration::from_secs(86400);
 
 /// A role an API token carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -425,6 +441,16 @@ struct RawConfig {
     drills: Option<RawDrills>,
     #[serde(default)]
     api: Option<RawApi>,
+    #[serde(default)]
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAudit {
+    key_env: Option<String>,
+    key_file: Option<String>,
+    anchor_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1041,8 +1067,30 @@ impl Config {
             Some(a) => Some(parse_api(&src, a, server.listen)?),
             None => None,
         };
+        let raw_audit = raw.audit.unwrap_or_default();
+        let audit = AuditConfig {
+            key: SecretSource::from_pair(
+                "audit.key",
+                raw_audit.key_env,
+                raw_audit.key_file.map(|p| src.path(&p)),
+            )
+            .map_err(|source| ConfigError::Secret {
+                file: src.file.to_path_buf(),
+                source,
+            })?,
+            anchor_interval: match &raw_audit.anchor_interval {
+                Some(i) => src.duration_in(
+                    i,
+                    "audit.anchor-interval",
+                    Duration::from_secs(1)..=ANCHOR_INTERVAL_MAX,
+                    "a duration from `1s` to `1d`, such as `1h`",
+                )?,
+                None => Duration::from_secs(3600),
+            },
+        };
         let mut config = Config {
             api,
+            audit,
             scheduler,
             discovery,
             retention,
@@ -1248,6 +1296,15 @@ impl Config {
             }
             let _ = writeln!(out);
         }
+        let _ = writeln!(
+            out,
+            "[audit]\n{}\nanchor-interval = {}\n",
+            match &self.audit.key {
+                Some(k) => format!("key = {}", q(&k.describe())),
+                None => "# no key: entries are hashed with plain SHA-256".into(),
+            },
+            q(&fmt_duration(self.audit.anchor_interval))
+        );
         let _ = writeln!(
             out,
             "[retention]\n{}\nmax-deletes = {}\nmax-delete-share = {}\ncertificates-dir = {}\n",

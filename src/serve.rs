@@ -216,6 +216,7 @@ pub async fn serve(
         stopping.clone(),
         chrono::Utc::now(),
     ));
+    let mut anchors = tokio::spawn(anchor_loop(ctx.clone(), stopping.clone()));
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
     let mut fleet: Arc<TenantsById> = Arc::new(HashMap::new());
     let cfg = ctx.config.scheduler.clone();
@@ -268,12 +269,14 @@ pub async fn serve(
     // A drill, copy or retention run still going gets what is left of the drain, then is
     // stopped (a drill drops its scratch database and records itself; a copy aborts its upload;
     // a purge resumes at the next run).
-    let (mut drill_done, mut copy_done, mut retention_done) = (false, false, false);
-    while !(drill_done && copy_done && retention_done) {
+    let (mut drill_done, mut copy_done, mut retention_done, mut anchor_done) =
+        (false, false, false, false);
+    while !(drill_done && copy_done && retention_done && anchor_done) {
         tokio::select! {
             _ = &mut drills, if !drill_done => drill_done = true,
             _ = &mut copies, if !copy_done => copy_done = true,
             _ = &mut retention, if !retention_done => retention_done = true,
+            _ = &mut anchors, if !anchor_done => anchor_done = true,
             _ = &mut deadline, if !ctx.stop.is_stopped() => {
                 tracing::warn!("drain deadline passed: stopping the running drill, copy or retention run");
                 ctx.stop.stop("shutdown");
@@ -324,6 +327,49 @@ async fn catch_up_once(ctx: &Context) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Writes the audit log's head to every region at start and then every `[audit]
+/// anchor-interval` (see `executor::anchor`). Every worker does it (an anchor's key is its seq
+/// and hash, so two workers write the same object); a region down gets it on the next round.
+/// Each round is bounded by the interval (at least a minute); its errors are logged, never fatal.
+async fn anchor_loop(ctx: Arc<Context>, stopping: tokio_util::sync::CancellationToken) {
+    let every = ctx.config.audit.anchor_interval;
+    let limit = every.max(std::time::Duration::from_secs(60));
+    loop {
+        // A round that started finishes (or is stopped with the drain), so that a directory
+        // region is not left a half-written temp file.
+        let done = ctx
+            .guard(
+                tokio::time::Instant::now() + limit,
+                executor::anchor::anchor_now(&ctx),
+            )
+            .await;
+        match done {
+            Ok(run) => {
+                for (region, w) in &run.regions {
+                    match w {
+                        executor::anchor::Written::New(key) => {
+                            tracing::info!(region = %region, seq = run.seq, epoch = run.epoch, key = %key, "audit head anchored")
+                        }
+                        executor::anchor::Written::Already => {}
+                        executor::anchor::Written::Failed(e) => {
+                            tracing::warn!(region = %region, seq = run.seq, error = %e, "anchoring the audit head failed; retried next round")
+                        }
+                    }
+                }
+            }
+            Err(Error::TimedOut(_)) => tracing::error!(
+                limit = %crate::domain::objectives::fmt_duration(limit),
+                "anchoring the audit log took too long; retried next round"
+            ),
+            Err(e) => tracing::error!(error = %e, "anchoring the audit log failed"),
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Applies retention when `[retention] schedule` comes (the first slot after the newest

@@ -628,9 +628,12 @@ fn bad_input_names_the_flag_and_value_and_changes_nothing() {
 fn postgresql_catalog_lists_verifies_and_finds_an_edit() {
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE lifeboat");
+    // With an audit key: keyed entries on PostgreSQL too.
     let inst = install(|inst| {
+        write_private(&inst.path("audit.key"), AUDIT_KEY);
         format!(
-            "[catalog]\nurl = \"{}\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n",
+            "[catalog]\nurl = \"{}\"\n\n[keys]\nmaster-recipients = [\"{}\"]\nmaster-identity-file = \"master.key\"\n\n\
+             [audit]\nkey-file = \"audit.key\"\n\n",
             pg.url("lifeboat"),
             inst.recipient
         )
@@ -684,6 +687,14 @@ fn postgresql_catalog_lists_verifies_and_finds_an_edit() {
         ),
         head
     );
+    assert_eq!(
+        pg.psql(
+            "lifeboat",
+            "SELECT count(DISTINCT key_id) || ' ' || count(*) FILTER (WHERE key_id IS NULL) FROM audit_log"
+        ),
+        "1 0",
+        "every entry keyed, with one key"
+    );
 
     let rows = list_json(&inst, &["--tenant", "shop"]);
     assert_eq!(field(&rows, "reason"), ["T-1"]);
@@ -725,4 +736,613 @@ fn postgresql_catalog_lists_verifies_and_finds_an_edit() {
     let (code, out) = verify(&inst, &["--expect-head", &head]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no row has the expected head"), "{out}");
+}
+
+// ---- keyed entries and anchors (issue 18, finding 9) ------------------------------------------
+
+const AUDIT_KEY: &str = "a test audit key of at least 32 bytes, kept outside the catalog";
+const COLS: &str = "seq, at, actor, role, action, tenant_id, reason, source_ip, detail, outcome, prev_hash, hash, key_id";
+
+/// An install with no tenants (a `serve` on it backs nothing up) and the two directory regions,
+/// its config's `[audit]` section `audit`, and `serve` listening on `port`.
+fn anchored_install(audit: &str, port: u16) -> Install {
+    let inst = Install::new();
+    write_private(&inst.path("audit.key"), AUDIT_KEY);
+    write_config_with(&inst, audit, port);
+    inst
+}
+
+fn write_config_with(inst: &Install, audit: &str, port: u16) {
+    inst.write_config(&format!(
+        "{}[server]\nlisten = \"127.0.0.1:{port}\"\n\n{audit}\n{REGIONS}",
+        inst.head()
+    ));
+}
+
+/// Appends `n` entries (`token.create` by cli:alice, reasons `{tag}-0`…).
+fn append(inst: &Install, tag: &str, n: usize) {
+    for i in 0..n {
+        as_user(
+            inst,
+            "alice",
+            &[
+                "token",
+                "create",
+                "--name",
+                &format!("{tag}{i}"),
+                "--role",
+                "auditor",
+                "--reason",
+                &format!("{tag}-{i}"),
+            ],
+        )
+        .ok();
+    }
+}
+
+/// The anchor objects of a directory region, by file name, parsed.
+fn anchors(inst: &Install, region: &str) -> Vec<(String, Value)> {
+    let dir = inst.path(&format!("regions/{region}/v1/audit/anchors"));
+    let mut out: Vec<(String, Value)> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let v = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                (p.file_name().unwrap().to_string_lossy().to_string(), v)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The plain SHA-256 hash of a row (format 2), computed here as a tool of someone who can write
+/// the catalog would: `row` is `COLS` as text, NULL as "NULL".
+fn plain_hash(prev: &str, row: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    fn part(h: &mut Vec<u8>, s: &str) {
+        h.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        h.extend_from_slice(s.as_bytes());
+    }
+    let opt = |s: &str| (s != "NULL").then(|| s.to_string());
+    let tenant = opt(&row[5]).unwrap_or_default();
+    let mut h = Vec::new();
+    for p in [prev, &row[1], &row[2], &row[4], &tenant, &row[8], &row[9]] {
+        part(&mut h, p);
+    }
+    part(&mut h, "lifeboat-audit-v2");
+    part(&mut h, &row[0]);
+    for f in [&row[3], &row[6], &row[7]] {
+        match opt(f) {
+            None => h.push(0),
+            Some(s) => {
+                h.push(1);
+                part(&mut h, &s);
+            }
+        }
+    }
+    hex::encode(Sha256::digest(&h))
+}
+
+fn sql_text(v: &str) -> String {
+    if v == "NULL" {
+        "NULL".into()
+    } else {
+        format!("'{}'", v.replace('\'', "''"))
+    }
+}
+
+/// Rewrites the entries from seq `from` on as someone with write access to the catalog file but
+/// not the audit key would: the detail of `from` changed, every hash from there recomputed with
+/// plain SHA-256 and linked, and `key_id` set to `key_id` (NULL: hashed without a key).
+fn rewrite_chain(inst: &Install, from: i64, key_id: Option<&str>) {
+    let catalog = inst.path("catalog.db");
+    sqlite_try(
+        &catalog,
+        "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete",
+    )
+    .unwrap();
+    let rows = inst.catalog_query(&format!(
+        "SELECT {COLS} FROM audit_log WHERE seq >= {from} ORDER BY seq"
+    ));
+    let mut prev = rows[0][10].clone();
+    let mut sql = String::new();
+    for mut row in rows {
+        if row[0] == from.to_string() {
+            row[8] = "nothing to see".into();
+        }
+        let hash = plain_hash(&prev, &row);
+        sql += &format!(
+            "UPDATE audit_log SET detail = {}, prev_hash = '{prev}', hash = '{hash}', key_id = {} WHERE seq = {};\n",
+            sql_text(&row[8]),
+            key_id.map_or("NULL".into(), |k| format!("'{k}'")),
+            row[0]
+        );
+        prev = hash;
+    }
+    sqlite_try(&catalog, &sql).unwrap();
+}
+
+/// Puts saved rows back exactly as they were.
+fn put_back(inst: &Install, rows: &[Vec<String>]) {
+    let mut sql = String::new();
+    for row in rows {
+        let values: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i == 0 { v.clone() } else { sql_text(v) })
+            .collect();
+        sql += &format!(
+            "DELETE FROM audit_log WHERE seq = {}; INSERT INTO audit_log ({COLS}) VALUES ({});\n",
+            row[0],
+            values.join(", ")
+        );
+    }
+    sqlite_try(&inst.path("catalog.db"), &sql).unwrap();
+}
+
+/// Runs `serve` until each region holds an anchor of seq `seq`, then stops it.
+fn serve_until_anchored(inst: &Install, port: u16, seq: i64) {
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    until(
+        &format!("serve to anchor seq {seq} in both regions"),
+        std::time::Duration::from_secs(60),
+        || {
+            ["eu", "us"]
+                .iter()
+                .all(|r| anchors(inst, r).iter().any(|(_, a)| a["seq"] == seq))
+        },
+    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The finding: whoever can write the catalog rewrites an entry and recomputes the SHA-256 chain
+/// after it, and `audit verify` passed. With an audit key kept outside the catalog and the head
+/// anchored in the regions by `serve`, it fails with no flag: after the anchor, the rewritten
+/// entries are hashed without the key; before it, they no longer match their keyed hashes; the
+/// whole log recomputed from its first entry no longer holds the anchored hash. Entries written
+/// before the key was configured keep their plain hash and still verify.
+#[test]
+fn a_row_rewritten_with_a_recomputed_chain_is_found_by_audit_verify_without_a_flag() {
+    let port = free_port();
+    let keyed = "[audit]\nkey-file = \"audit.key\"\n";
+    let inst = anchored_install("", port);
+    // Two entries written before the change: no key.
+    append(&inst, "old", 2);
+    write_config_with(&inst, keyed, port);
+    append(&inst, "new", 3);
+    let ids = inst.column("SELECT coalesce(key_id, 'NULL') FROM audit_log ORDER BY seq");
+    assert_eq!(ids[..2], ["NULL", "NULL"], "{ids:?}");
+    assert!(
+        ids[2..].iter().all(|k| k.len() == 16 && ids[2] == *k),
+        "{ids:?}"
+    );
+    assert!(!ids.iter().any(|k| AUDIT_KEY.contains(k.as_str())));
+    let head = intact_head(&inst, 5);
+
+    serve_until_anchored(&inst, port, 5);
+    for region in ["eu", "us"] {
+        let found = anchors(&inst, region);
+        assert_eq!(found.len(), 1, "{region}: {found:?}");
+        let (name, a) = &found[0];
+        assert_eq!(name, &format!("000001-{:020}-{}.json", 5, &head[..16]));
+        assert_eq!(a["hash"], head.as_str());
+        assert_eq!(a["key-id"], ids[4].as_str());
+        assert_eq!(a["epoch"], 1);
+    }
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("anchor: region eu anchored seq 5 at ")
+            && out.contains("anchor: region us anchored seq 5 at "),
+        "{out}"
+    );
+    append(&inst, "late", 2);
+    let all = inst.catalog_query(&format!("SELECT {COLS} FROM audit_log ORDER BY seq"));
+    assert_eq!(all.len(), 7);
+
+    // After the anchor: seq 6 rewritten and the chain recomputed without the key.
+    rewrite_chain(&inst, 6, None);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seq 6 (token.create at ")
+            && out.contains("is hashed without the audit key, but seq 3 before it is keyed"),
+        "{out}"
+    );
+    assert!(out.contains("seq 7 (token.create at "), "{out}");
+    put_back(&inst, &all[5..]);
+    assert_eq!(verify(&inst, &[]).0, 0);
+
+    // …or naming the key: its hash is not the keyed one.
+    rewrite_chain(&inst, 6, Some(&ids[4]));
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seq 6 (token.create at ") && out.contains("was edited"),
+        "{out}"
+    );
+    put_back(&inst, &all[5..]);
+
+    // Before the anchor, at a row written before the key: the anchored row's hash changes.
+    rewrite_chain(&inst, 2, None);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    for region in ["eu", "us"] {
+        assert!(
+            out.contains(&format!("BROKEN: region {region} anchored seq 5 at "))
+                && out.contains(&format!(
+                    "with hash {head}, but seq 5 in the catalog has hash "
+                )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("the log was rewritten after it was anchored"),
+        "{out}"
+    );
+    assert!(!out.contains("no region holds an anchor"), "{out}");
+    put_back(&inst, &all[1..]);
+
+    // The whole log recomputed from seq 1, unkeyed: consistent in itself, not with the anchor.
+    rewrite_chain(&inst, 1, None);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("is hashed without the audit key"), "{out}");
+    assert!(out.contains("but seq 5 in the catalog has hash"), "{out}");
+    put_back(&inst, &all);
+    assert_eq!(intact_head(&inst, 7), all[6][11]);
+}
+
+/// The last entries deleted leave a chain intact in itself: the anchor in the regions shows the
+/// cut, `audit anchor` and `serve` refuse to anchor over it, and an epoch restarted on purpose
+/// (audited, with its reason) makes the log verify again, the old anchors kept. Without an
+/// audit key, `config check` and `audit verify` warn.
+#[test]
+fn a_cut_tail_is_found_against_the_anchor_and_never_anchored_over() {
+    let port = free_port();
+    let inst = anchored_install("[audit]\nanchor-interval = \"1s\"\n", port);
+    let check = inst.run(&["config", "check"]).ok();
+    assert!(
+        check.stderr.contains("warning: ")
+            && check.stderr.contains("[audit] has no key-file or key-env")
+            && check.stderr.contains(&inst.config.display().to_string()),
+        "{}",
+        check.stderr
+    );
+    assert!(
+        check.stdout.contains("[audit]\n# no key")
+            && check.stdout.contains("anchor-interval = \"1s\""),
+        "{}",
+        check.stdout
+    );
+    // Nothing to compare yet: said, and not a failure.
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no region holds an anchor yet"), "{out}");
+    assert!(out.contains("[audit] has no key-file or key-env"), "{out}");
+
+    append(&inst, "t", 5);
+    let head = intact_head(&inst, 5);
+    let out = inst.run(&["audit", "anchor"]).ok().stdout;
+    assert!(
+        out.contains("region eu: anchored seq 5 (epoch 1)")
+            && out.contains("region us: anchored seq 5 (epoch 1)"),
+        "{out}"
+    );
+    let out = inst.run(&["audit", "anchor"]).ok().stdout;
+    assert!(
+        out.contains("region eu: seq 5 is anchored already"),
+        "{out}"
+    );
+    for region in ["eu", "us"] {
+        let found = anchors(&inst, region);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].1["hash"], head.as_str());
+        assert!(found[0].1["key-id"].is_null());
+    }
+
+    // The tail cut: the chain is intact in itself, the anchor is not in it.
+    sqlite_try(
+        &inst.path("catalog.db"),
+        "DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq >= 4",
+    )
+    .unwrap();
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    for region in ["eu", "us"] {
+        assert!(
+            out.contains(&format!("BROKEN: region {region} anchored seq 5 at ")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("but the log ends at seq 3: entries were cut off after it was anchored"),
+        "{out}"
+    );
+    // Appending again (seq 4, 5 anew) does not make the anchored seq 5 come back.
+    append(&inst, "again", 2);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("but seq 5 in the catalog has hash"), "{out}");
+    let r = inst.run(&["audit", "anchor"]).failed();
+    assert!(
+        r.stderr.contains("no new audit anchor is written") && r.stderr.contains("--restart"),
+        "{}",
+        r.stderr
+    );
+    // `serve` logs it and writes nothing, round after round.
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    until(
+        "serve to refuse anchoring twice",
+        std::time::Duration::from_secs(60),
+        || {
+            serve
+                .log_text()
+                .matches("anchoring the audit log failed")
+                .count()
+                >= 2
+        },
+    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("[audit] has no key-file or key-env"), "{log}");
+    for region in ["eu", "us"] {
+        assert_eq!(anchors(&inst, region).len(), 1, "{region}");
+    }
+
+    // Restored from a backup on purpose: a new epoch, audited; the old anchors stay.
+    let r = inst.run(&["audit", "anchor", "--restart"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--reason"), "{}", r.stderr);
+    as_user(
+        &inst,
+        "alice",
+        &[
+            "audit",
+            "anchor",
+            "--restart",
+            "--reason",
+            "CHG-9 catalog restored",
+        ],
+    )
+    .ok();
+    let restart = list_json(&inst, &["--action", "audit.anchor-restart"]);
+    assert_eq!(field(&restart, "reason"), ["CHG-9 catalog restored"]);
+    assert_eq!(field(&restart, "actor"), ["cli:alice"]);
+    assert!(
+        restart[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("anchor epoch 2 begins; before: region eu anchored seq 5"),
+        "{restart:?}"
+    );
+    for region in ["eu", "us"] {
+        let found = anchors(&inst, region);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[1].0.starts_with("000002-00000000000000000006-"),
+            "{found:?}"
+        );
+        assert_eq!(found[1].1["restart-reason"], "CHG-9 catalog restored");
+    }
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("anchored seq 6 at ") && out.contains("(epoch 2)"),
+        "{out}"
+    );
+}
+
+/// A region that does not answer is reported; another region's anchor decides. Garage is the
+/// primary (stopped, as a region outage), a directory the secondary.
+#[test]
+fn an_unreachable_region_is_reported_and_the_other_anchor_decides() {
+    let garage = Garage::start();
+    let inst = Install::new();
+    write_private(&inst.path("audit.key"), AUDIT_KEY);
+    inst.write_config(&format!(
+        "{}[audit]\nkey-file = \"audit.key\"\n\n{}[[regions]]\nname = \"us\"\nrole = \"secondary\"\nkind = \"dir\"\npath = \"regions/us\"\n\n",
+        inst.head(),
+        garage.region_toml("eu", "primary", inst.dir.path()),
+    ));
+    append(&inst, "t", 4);
+    inst.run(&["audit", "anchor"]).ok();
+    let key = garage.find("prod/v1/audit/anchors/", ".json");
+    assert!(
+        key.starts_with("prod/v1/audit/anchors/000001-00000000000000000004-"),
+        "{key}"
+    );
+    let a: Value = serde_json::from_slice(&garage.get(&key)).unwrap();
+    assert_eq!(a["seq"], 4);
+    assert_eq!(anchors(&inst, "us").len(), 1);
+    // Nothing under tenants/ in either region: the anchor is no tenant's object.
+    assert!(garage.list("prod/v1/tenants/").is_empty());
+
+    let mut garage = garage;
+    garage.stop();
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("warning: region eu is unreachable"), "{out}");
+    assert!(
+        out.contains("anchor: region us anchored seq 4 at "),
+        "{out}"
+    );
+    // One anchor still finds the cut.
+    sqlite_try(
+        &inst.path("catalog.db"),
+        "DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq = 4",
+    )
+    .unwrap();
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("BROKEN: region us anchored seq 4 at ") && out.contains("ends at seq 3"),
+        "{out}"
+    );
+    // No region at all: a cut cannot be ruled out.
+    std::fs::rename(inst.path("regions/us"), inst.path("regions/us-away")).unwrap();
+    std::fs::write(inst.path("regions/us"), "not a directory").unwrap();
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no region could be read for an anchor"),
+        "{out}"
+    );
+}
+
+/// Keyed entries need their key: without one, or with another, `audit verify` fails saying so
+/// and naming the settings; the key itself is never printed.
+#[test]
+fn a_wrong_or_missing_audit_key_is_a_clear_error_naming_the_setting() {
+    let port = free_port();
+    let inst = anchored_install("[audit]\nkey-file = \"audit.key\"\n", port);
+    append(&inst, "t", 3);
+    intact_head(&inst, 3);
+    let id = inst
+        .column("SELECT key_id FROM audit_log WHERE seq = 1")
+        .remove(0);
+
+    // Another key.
+    write_private(
+        &inst.path("audit.key"),
+        "another audit key that is also long enough",
+    );
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq 1 is keyed with audit key id {id}, but the configured [audit] key is key id "
+        )),
+        "{out}"
+    );
+    // No key at all.
+    write_config_with(&inst, "", port);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq 1 and later entries are keyed (audit key id {id}) and no audit key is configured"
+        )) && out.contains("set [audit] key-file or key-env"),
+        "{out}"
+    );
+    // A key file that is gone: every command that writes or checks the log stops, naming it.
+    write_config_with(&inst, "[audit]\nkey-file = \"gone.key\"\n", port);
+    for args in [
+        &["audit", "verify"][..],
+        &["audit", "anchor"][..],
+        &["tenant", "hold", "shop", "--reason", "T"][..],
+        &[
+            "token", "create", "--name", "x", "--role", "auditor", "--reason", "T",
+        ][..],
+    ] {
+        let r = inst.run(args).failed();
+        assert!(
+            r.stderr.contains("audit.key-file: cannot read") && r.stderr.contains("gone.key"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let stderr = serve_refused(&inst.config);
+    assert!(stderr.contains("audit.key-file: cannot read"), "{stderr}");
+    // Reading the log needs no key.
+    assert_eq!(list_json(&inst, &[]).len(), 3);
+    // The key back: the log verifies, nothing was appended meanwhile.
+    write_config_with(&inst, "[audit]\nkey-file = \"audit.key\"\n", port);
+    write_private(&inst.path("audit.key"), AUDIT_KEY);
+    intact_head(&inst, 3);
+    let out = inst.run(&["config", "check"]).ok();
+    assert!(!out.stdout.contains(AUDIT_KEY) && !out.stderr.contains(AUDIT_KEY));
+    assert!(out.stdout.contains("key = \"<from file "), "{}", out.stdout);
+    assert!(!out.stderr.contains("has no key-file"), "{}", out.stderr);
+}
+
+/// Anchors are no tenant's objects: a region verify does not flag them, backups' sweeps and a
+/// purge (an erasure deletes every object of the tenant) leave them, and a catalog rebuilt from
+/// a region does not take them for backups. The rebuilt log starts anew, so the old anchors no
+/// longer match until an epoch is restarted, as the catalog-loss runbook says.
+#[test]
+fn anchors_survive_verify_purges_and_a_catalog_rebuild() {
+    let inst = install(|inst| {
+        write_private(&inst.path("audit.key"), AUDIT_KEY);
+        format!("{}[audit]\nkey-file = \"audit.key\"\n\n", inst.head())
+    });
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+    inst.run(&["backup", "--tenant", "blog"]).ok();
+    inst.run(&["audit", "anchor"]).ok();
+    let first = anchors(&inst, "eu");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let out = inst.run(&["verify"]).ok().stdout;
+    assert!(out.contains("clean"), "{out}");
+    assert!(!out.contains("audit"), "{out}");
+    as_user(
+        &inst,
+        "alice",
+        &["tenant", "terminate", "shop", "--reason", "T-1"],
+    )
+    .ok();
+    as_user(
+        &inst,
+        "alice",
+        &["tenant", "erase", "shop", "--reason", "GDPR-1"],
+    )
+    .ok();
+    inst.run(&["backup", "--tenant", "blog"]).ok();
+    fn files(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |rd| {
+            rd.map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { files(&p) } else { 1 })
+                .sum()
+        })
+    }
+    assert_eq!(
+        files(&inst.path("regions/eu/v1/tenants/shop")),
+        0,
+        "the erasure purged shop"
+    );
+    assert!(files(&inst.path("regions/eu/v1/tenants/blog")) > 0);
+    for region in ["eu", "us"] {
+        assert_eq!(anchors(&inst, region)[..1], first[..], "{region}");
+    }
+    inst.run(&["audit", "anchor"]).ok();
+    assert_eq!(anchors(&inst, "eu").len(), 2);
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+
+    // The catalog lost and rebuilt from the primary: the backup of blog comes back, no anchor
+    // is taken for one, and the new log does not hold the old anchor.
+    let out = inst
+        .run(&["catalog", "rebuild", "--from", "eu", "--force"])
+        .ok();
+    assert!(
+        out.stdout.contains("1 tenants") && out.stderr.matches("skipped").count() == 0,
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN: region eu anchored seq "), "{out}");
+    as_user(
+        &inst,
+        "alice",
+        &[
+            "audit",
+            "anchor",
+            "--restart",
+            "--reason",
+            "INC-812 catalog rebuilt",
+        ],
+    )
+    .ok();
+    let (code, out) = verify(&inst, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("anchor: region eu anchored seq 2 at ") && out.contains("(epoch 2)"),
+        "{out}"
+    );
+    assert_eq!(anchors(&inst, "eu").len(), 3, "the old anchors are kept");
 }

@@ -526,3 +526,78 @@ fn bad_drill_plans_name_file_field_and_value() {
         assert_untouched(&inst);
     }
 }
+
+/// `[audit]`: a bad anchor interval, both key sources, a key file others can read, a key too
+/// short and a key variable that is not set each stop the commands that would use them, naming
+/// the file and the setting and never the key; nothing is written.
+#[test]
+fn bad_audit_settings_are_refused_with_their_field() {
+    let inst = Install::new();
+    let file = format!("{}:", inst.config.display());
+    let config = |audit: &str| {
+        format!(
+            "{}[audit]\n{audit}\n{}{}",
+            inst.head(),
+            dir_regions(),
+            sqlite_tenant("shop")
+        )
+    };
+    let every: &[&[&str]] = &[&["config", "check"], &["backup", "--all"], &["serve"]];
+    for (value, shown) in [("0s", "\"0s\""), ("2d", "\"2d\""), ("soon", "\"soon\"")] {
+        inst.write_config(&config(&format!("anchor-interval = \"{value}\"\n")));
+        assert_refused(
+            &inst,
+            every,
+            &[
+                &file,
+                &format!("audit.anchor-interval = {shown} is not valid"),
+                "a duration from `1s` to `1d`",
+            ],
+        );
+    }
+    inst.write_config(&config(
+        "key-env = \"LIFEBOAT_AUDIT_KEY\"\nkey-file = \"audit.key\"\n",
+    ));
+    assert_refused(
+        &inst,
+        every,
+        &[
+            &file,
+            "audit.key: set either `audit.key-env` or `audit.key-file`, not both",
+        ],
+    );
+    // Readable by others: refused by `config check` too, as the master key is.
+    let key = inst.path("audit.key");
+    std::fs::write(&key, "hunter2 hunter2 hunter2 hunter2 hunter2").unwrap();
+    inst.write_config(&config("key-file = \"audit.key\"\n"));
+    assert_refused(
+        &inst,
+        every,
+        &[
+            &file,
+            "audit.key-file:",
+            "is readable by group or others (mode 644)",
+            &format!("chmod 600 {}", key.display()),
+        ],
+    );
+    write_private(&key, "hunter2");
+    assert_refused(
+        &inst,
+        every,
+        &[
+            &file,
+            &format!("audit.key (<from file {}>) holds 7 bytes", key.display()),
+            "at least 32",
+        ],
+    );
+    // A variable is resolved where the key is used (`config check` may run elsewhere).
+    inst.write_config(&config("key-env = \"LIFEBOAT_TEST_NO_SUCH_AUDIT_KEY\"\n"));
+    assert_refused(
+        &inst,
+        &[&["backup", "--all"], &["serve"], &["audit", "verify"]],
+        &[
+            &file,
+            "audit.key-env: environment variable \"LIFEBOAT_TEST_NO_SUCH_AUDIT_KEY\" is not set",
+        ],
+    );
+}

@@ -422,6 +422,8 @@ fn secret_envs(config: &Config) -> BTreeMap<String, (Need, String)> {
         &config.keys.master_identity,
         Need::Drill,
     );
+    // Both append to the audit log, so both need its key.
+    add("audit.key".into(), &config.audit.key, Need::Both);
     for r in &config.regions {
         if let RegionBackend::S3 {
             access_key_id,

@@ -1,18 +1,69 @@
 //! The audit log: append-only (triggers refuse UPDATE and DELETE) and hash-chained, so that an
 //! edit or a deletion by someone who got past the triggers (file access, a superuser) is found
-//! by `verify_audit`, and a truncated tail by comparing with a head anchored elsewhere.
+//! by `verify_audit`, and a cut or rewritten tail by comparing with a head anchored in the
+//! regions (`executor::anchor`).
 //!
 //! Each row's hash covers the previous row's hash and the row's fields, each length-prefixed.
 //! Rows written before issue 8 have no role, reason or source IP and keep their hash (format 1);
 //! a row with any of them (every row written now) uses format 2, which adds its seq and those
 //! fields, so setting them to NULL changes the hash too.
+//!
+//! With an audit key (`[audit] key-file`/`key-env`, kept outside the catalog), the hash of a new
+//! row is HMAC-SHA256 with that key over the same bytes, and the row records the key's id
+//! (`key_id`); without one, or for rows written before, it is plain SHA-256 and `key_id` is NULL.
+//! Whoever can write the catalog but does not hold the key can no longer recompute a keyed
+//! chain, and a row hashed without a key after a keyed one is reported: that is how a rewritten
+//! tail would have to look.
 
 use super::{BeginWrite, Catalog, CatalogError, Pool, on_pool};
 use crate::audit::Actor;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// The key that HMACs audit hashes, and its id (recorded with every row it hashed). `Debug`
+/// shows the id only.
+#[derive(Clone)]
+pub struct AuditKey {
+    key: crate::secret::Secret,
+    id: String,
+}
+
+impl AuditKey {
+    /// The shortest key accepted, in bytes.
+    pub const MIN_LEN: usize = 32;
+
+    /// The key as configured (its text, trimmed, as bytes). Its id is the first 16 hex digits
+    /// of HMAC-SHA256(key, "lifeboat-audit-key-id"): it names the key without revealing it.
+    pub fn new(key: crate::secret::Secret) -> AuditKey {
+        let mut mac = HmacSha256::new_from_slice(key.expose().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"lifeboat-audit-key-id");
+        let id = hex::encode(mac.finalize().into_bytes())[..16].to_string();
+        AuditKey { key, id }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn mac(&self, bytes: &[u8]) -> String {
+        let mut mac = HmacSha256::new_from_slice(self.key.expose().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(bytes);
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditKey({})", self.id)
+    }
+}
 
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -110,6 +161,14 @@ pub enum AuditProblem {
         action: String,
         at: String,
     },
+    /// The row is hashed without a key, after the keyed row `keyed`: a writer without the audit
+    /// key, or a row rewritten by someone who could not compute a keyed hash.
+    Unkeyed {
+        seq: i64,
+        keyed: i64,
+        action: String,
+        at: String,
+    },
 }
 
 impl std::fmt::Display for AuditProblem {
@@ -137,6 +196,48 @@ impl std::fmt::Display for AuditProblem {
                 "seq {seq} ({action} at {at}) does not follow seq {after}: its prev_hash is not that \
                  row's hash (seq {after} was rewritten, or rows were deleted or inserted between them)"
             ),
+            AuditProblem::Unkeyed {
+                seq,
+                keyed,
+                action,
+                at,
+            } => write!(
+                f,
+                "seq {seq} ({action} at {at}) is hashed without the audit key, but seq {keyed} before \
+                 it is keyed: it was rewritten, or written by a lifeboat whose config has no [audit] key"
+            ),
+        }
+    }
+}
+
+/// Why keyed rows could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// Rows from `seq` on are keyed (with key `key_id`) and no audit key is configured.
+    Missing { seq: i64, key_id: String },
+    /// Row `seq` names key `key_id`; the configured key is `ours`.
+    Wrong {
+        seq: i64,
+        key_id: String,
+        ours: String,
+    },
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyProblem::Missing { seq, key_id } => write!(
+                f,
+                "seq {seq} and later entries are keyed (audit key id {key_id}) and no audit key is \
+                 configured, so they cannot be checked: set [audit] key-file or key-env to the key \
+                 they were written with"
+            ),
+            KeyProblem::Wrong { seq, key_id, ours } => write!(
+                f,
+                "seq {seq} is keyed with audit key id {key_id}, but the configured [audit] key is \
+                 key id {ours}: configure the key the log was written with (if it is, the entry's \
+                 key id was rewritten)"
+            ),
         }
     }
 }
@@ -155,34 +256,45 @@ pub struct AuditVerification {
     /// With an expected head: the seq of the row that has it (0 for `GENESIS`), `None` when no
     /// row has it (the log was truncated or rewritten after the head was recorded).
     pub anchor: Option<Option<i64>>,
+    /// Keyed rows that could not be checked (no key, or another key), the first of them.
+    pub key_problem: Option<KeyProblem>,
+    /// Rows hashed with a key.
+    pub keyed: u64,
 }
 
 impl AuditVerification {
     pub fn intact(&self) -> bool {
-        self.problems.is_empty() && !matches!(self.anchor, Some(None))
+        self.problems.is_empty() && !matches!(self.anchor, Some(None)) && self.key_problem.is_none()
     }
 }
 
 /// Length-prefixed, so fields cannot be shifted into each other.
-fn part(h: &mut Sha256, s: &str) {
-    h.update((s.len() as u64).to_be_bytes());
-    h.update(s.as_bytes());
+fn part(h: &mut Vec<u8>, s: &str) {
+    h.extend_from_slice(&(s.len() as u64).to_be_bytes());
+    h.extend_from_slice(s.as_bytes());
 }
 
 /// A nullable field: NULL and the empty string hash differently.
-fn optional(h: &mut Sha256, s: Option<&str>) {
+fn optional(h: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        None => h.update([0u8]),
+        None => h.push(0u8),
         Some(s) => {
-            h.update([1u8]);
+            h.push(1u8);
             part(h, s);
         }
     }
 }
 
 /// The hash of a row whose `at` is already the stored text.
-fn entry_hash(prev: &str, seq: i64, at: &str, e: &AuditEntry<'_>) -> String {
+fn entry_hash(
+    prev: &str,
+    seq: i64,
+    at: &str,
+    e: &AuditEntry<'_>,
+    key: Option<&AuditKey>,
+) -> String {
     entry_hash_parts(
+        key,
         prev,
         seq,
         at,
@@ -197,8 +309,10 @@ fn entry_hash(prev: &str, seq: i64, at: &str, e: &AuditEntry<'_>) -> String {
     )
 }
 
+/// SHA-256 of the row's canonical bytes, or HMAC-SHA256 of the same bytes with `key`.
 #[allow(clippy::too_many_arguments)]
 fn entry_hash_parts(
+    key: Option<&AuditKey>,
     prev: &str,
     seq: i64,
     at: &str,
@@ -211,7 +325,7 @@ fn entry_hash_parts(
     detail: &str,
     outcome: &str,
 ) -> String {
-    let mut h = Sha256::new();
+    let mut h = Vec::with_capacity(256);
     for p in [
         prev,
         at,
@@ -231,7 +345,10 @@ fn entry_hash_parts(
         optional(&mut h, reason);
         optional(&mut h, source_ip);
     }
-    hex::encode(h.finalize())
+    match key {
+        Some(k) => k.mac(&h),
+        None => hex::encode(Sha256::digest(&h)),
+    }
 }
 
 /// Stored times: RFC 3339 in UTC with microseconds, so that text order is time order.
@@ -245,6 +362,7 @@ impl Catalog {
     /// after the last: a seq missing later is a deleted row.
     pub async fn audit_entry(&self, e: &AuditEntry<'_>) -> Result<(), CatalogError> {
         let shared = self.is_shared();
+        let key = self.audit_key.as_deref();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             if shared {
@@ -258,10 +376,11 @@ impl Catalog {
                     .await?;
             let (seq, prev) = last.map_or((1, GENESIS.to_string()), |(s, h)| (s + 1, h));
             let at = at_text(e.at);
-            let hash = entry_hash(&prev, seq, &at, e);
+            let hash = entry_hash(&prev, seq, &at, e, key);
             sqlx::query(
                 "INSERT INTO audit_log (seq, at, actor, role, action, tenant_id, reason, source_ip, \
-                 detail, outcome, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 detail, outcome, prev_hash, hash, key_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(seq)
             .bind(&at)
@@ -275,6 +394,7 @@ impl Catalog {
             .bind(e.outcome)
             .bind(&prev)
             .bind(&hash)
+            .bind(key.map(AuditKey::id))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -313,9 +433,11 @@ impl Catalog {
     }
 
     /// Walks the whole chain (streamed, in seq order) and reports every row that was edited,
-    /// every gap left by deleted rows, every row that does not follow the one before, and the
-    /// head. With `expect_head` (a head recorded earlier), also whether a row still has it: a
-    /// chain whose tail was cut is intact in itself, but no longer holds the old head.
+    /// every gap left by deleted rows, every row that does not follow the one before, every row
+    /// hashed without the key after a keyed one, and the head. Keyed rows are checked with the
+    /// catalog's audit key; without it (or with another key) `key_problem` says so. With
+    /// `expect_head` (a head recorded earlier), also whether a row still has it: a chain whose
+    /// tail was cut is intact in itself, but no longer holds the old head.
     pub async fn verify_audit(
         &self,
         expect_head: Option<&str>,
@@ -327,6 +449,8 @@ impl Catalog {
             problems: Vec::new(),
             more_problems: 0,
             anchor: expect_head.map(|h| (h == GENESIS).then_some(0)),
+            key_problem: None,
+            keyed: 0,
         };
         fn report(v: &mut AuditVerification, p: AuditProblem) {
             if v.problems.len() < PROBLEMS_KEPT {
@@ -335,10 +459,13 @@ impl Catalog {
                 v.more_problems += 1;
             }
         }
+        let ours = self.audit_key.as_deref();
+        // The first keyed row: no row after it may be hashed without the key.
+        let mut first_keyed: Option<i64> = None;
         on_pool!(self, pool => {
             let mut rows = sqlx::query(
                 "SELECT seq, at, actor, role, action, tenant_id, reason, source_ip, detail, outcome, \
-                 prev_hash, hash FROM audit_log ORDER BY seq",
+                 prev_hash, hash, key_id FROM audit_log ORDER BY seq",
             )
             .fetch(pool);
             while let Some(r) = rows.try_next().await? {
@@ -347,6 +474,7 @@ impl Catalog {
                 let action: String = r.get("action");
                 let prev_hash: String = r.get("prev_hash");
                 let hash: String = r.get("hash");
+                let key_id: Option<String> = r.get("key_id");
                 let after = v.head_seq;
                 if seq != after + 1 {
                     report(&mut v, AuditProblem::Gap { seq, after });
@@ -358,21 +486,56 @@ impl Catalog {
                         at: at.clone(),
                     });
                 }
-                let expect = entry_hash_parts(
-                    &prev_hash,
-                    seq,
-                    &at,
-                    r.get::<String, _>("actor").as_str(),
-                    r.get::<Option<String>, _>("role").as_deref(),
-                    &action,
-                    r.get::<Option<String>, _>("tenant_id").as_deref(),
-                    r.get::<Option<String>, _>("reason").as_deref(),
-                    r.get::<Option<String>, _>("source_ip").as_deref(),
-                    r.get::<String, _>("detail").as_str(),
-                    r.get::<String, _>("outcome").as_str(),
-                );
-                if hash != expect {
-                    report(&mut v, AuditProblem::Edited { seq, action, at });
+                // How the row says it was hashed, and whether that can be checked here.
+                let key = match (&key_id, ours) {
+                    (None, _) => {
+                        if let Some(keyed) = first_keyed {
+                            report(&mut v, AuditProblem::Unkeyed {
+                                seq,
+                                keyed,
+                                action: action.clone(),
+                                at: at.clone(),
+                            });
+                        }
+                        Some(None)
+                    }
+                    (Some(id), Some(k)) if id == k.id() => Some(Some(k)),
+                    (Some(id), _) => {
+                        if v.key_problem.is_none() {
+                            v.key_problem = Some(match ours {
+                                None => KeyProblem::Missing { seq, key_id: id.clone() },
+                                Some(k) => KeyProblem::Wrong {
+                                    seq,
+                                    key_id: id.clone(),
+                                    ours: k.id().to_string(),
+                                },
+                            });
+                        }
+                        None
+                    }
+                };
+                if key_id.is_some() {
+                    first_keyed.get_or_insert(seq);
+                    v.keyed += 1;
+                }
+                if let Some(key) = key {
+                    let expect = entry_hash_parts(
+                        key,
+                        &prev_hash,
+                        seq,
+                        &at,
+                        r.get::<String, _>("actor").as_str(),
+                        r.get::<Option<String>, _>("role").as_deref(),
+                        &action,
+                        r.get::<Option<String>, _>("tenant_id").as_deref(),
+                        r.get::<Option<String>, _>("reason").as_deref(),
+                        r.get::<Option<String>, _>("source_ip").as_deref(),
+                        r.get::<String, _>("detail").as_str(),
+                        r.get::<String, _>("outcome").as_str(),
+                    );
+                    if hash != expect {
+                        report(&mut v, AuditProblem::Edited { seq, action, at });
+                    }
                 }
                 if let Some(anchor) = &mut v.anchor
                     && anchor.is_none()
@@ -385,6 +548,44 @@ impl Catalog {
                 v.head = hash;
             }
             Ok(v)
+        })
+    }
+
+    /// The newest row's seq and hash (0 and `GENESIS` for an empty log).
+    pub async fn audit_head(&self) -> Result<(i64, String), CatalogError> {
+        on_pool!(self, pool => {
+            let last: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(last.unwrap_or((0, GENESIS.to_string())))
+        })
+    }
+
+    /// The key id row `seq` was hashed with (`None`: plain SHA-256, or no such row).
+    pub async fn audit_key_id_at(&self, seq: i64) -> Result<Option<String>, CatalogError> {
+        on_pool!(self, pool => {
+            let id: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT key_id FROM audit_log WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(id.and_then(|(k,)| k))
+        })
+    }
+
+    /// The stored hash of row `seq` (`GENESIS` for 0), `None` when there is no such row.
+    pub async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>, CatalogError> {
+        if seq == 0 {
+            return Ok(Some(GENESIS.to_string()));
+        }
+        on_pool!(self, pool => {
+            let hash: Option<(String,)> =
+                sqlx::query_as("SELECT hash FROM audit_log WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(hash.map(|(h,)| h))
         })
     }
 
@@ -595,7 +796,7 @@ mod tests {
             source_ip: Some("192.0.2.1"),
             ..AuditEntry::by(&actor, "tenant.hold", at)
         };
-        let h = |e: &AuditEntry<'_>, seq| entry_hash(GENESIS, seq, "t", e);
+        let h = |e: &AuditEntry<'_>, seq| entry_hash(GENESIS, seq, "t", e, None);
         let reference = h(&base, 1);
         let variants = [
             h(&base, 2),
@@ -705,5 +906,203 @@ mod tests {
         assert_eq!(v.problems.len(), 1, "only the edit: {v:?}");
         assert_eq!((v.entries, v.anchor), (3, Some(None)));
         assert!(!v.intact());
+    }
+
+    fn key(text: &str) -> AuditKey {
+        AuditKey::new(crate::secret::Secret::new(text.to_string()))
+    }
+
+    /// Rewrites rows `from..` of the chain as someone with write access to the catalog file but
+    /// not the key would: `detail` of row `from` changed, every hash from there recomputed with
+    /// plain SHA-256 and linked, and `key_id` set to `key_id`.
+    async fn rewrite_chain(cat: &Catalog, from: i64, key_id: Option<&str>) {
+        let pool = sqlite(cat);
+        for t in ["audit_log_no_update", "audit_log_no_delete"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER IF EXISTS {t}")))
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, role, action, tenant_id, reason, source_ip, detail, outcome, \
+             prev_hash FROM audit_log WHERE seq >= $1 ORDER BY seq",
+        )
+        .bind(from)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let mut prev: String = rows[0].get("prev_hash");
+        for r in rows {
+            let seq: i64 = r.get("seq");
+            let detail: String = if seq == from {
+                "nothing happened".into()
+            } else {
+                r.get("detail")
+            };
+            let hash = entry_hash_parts(
+                None,
+                &prev,
+                seq,
+                r.get::<String, _>("at").as_str(),
+                r.get::<String, _>("actor").as_str(),
+                r.get::<Option<String>, _>("role").as_deref(),
+                r.get::<String, _>("action").as_str(),
+                r.get::<Option<String>, _>("tenant_id").as_deref(),
+                r.get::<Option<String>, _>("reason").as_deref(),
+                r.get::<Option<String>, _>("source_ip").as_deref(),
+                &detail,
+                r.get::<String, _>("outcome").as_str(),
+            );
+            sqlx::query(
+                "UPDATE audit_log SET detail = $1, prev_hash = $2, hash = $3, key_id = $4 WHERE seq = $5",
+            )
+            .bind(&detail)
+            .bind(&prev)
+            .bind(&hash)
+            .bind(key_id)
+            .bind(seq)
+            .execute(pool)
+            .await
+            .unwrap();
+            prev = hash;
+        }
+    }
+
+    async fn append(cat: &Catalog, n: usize) {
+        let actor = Actor::cli_from(None, Some("alice"));
+        for i in 0..n {
+            let detail = format!("n={i}");
+            cat.audit_entry(&AuditEntry {
+                tenant: Some("acme"),
+                reason: Some("T-1"),
+                detail: &detail,
+                ..AuditEntry::by(&actor, "tenant.hold", Utc::now())
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    /// Rows before the key (plain SHA-256) and after it (HMAC) form one chain that verifies;
+    /// recomputing the chain from a keyed row on, without the key, is found however the
+    /// rewritten rows name their key.
+    #[tokio::test]
+    async fn a_keyed_chain_cannot_be_recomputed_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = sqlite_catalog(&dir).await;
+        append(&cat, 2).await;
+        let k = key("an audit key of at least thirty-two bytes");
+        cat.set_audit_key(Some(k.clone()));
+        append(&cat, 3).await;
+        let v = cat.verify_audit(None).await.unwrap();
+        intact(5, &v);
+        assert_eq!(v.keyed, 3);
+        let ids: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT key_id FROM audit_log ORDER BY seq")
+                .fetch_all(sqlite(&cat))
+                .await
+                .unwrap();
+        let id = Some(k.id().to_string());
+        assert_eq!(ids, [None, None, id.clone(), id.clone(), id]);
+        assert_eq!(k.id().len(), 16);
+        assert!(!format!("{k:?}").contains("thirty"), "{k:?}");
+
+        // Rewritten as unkeyed rows: each is named, after the first keyed row.
+        rewrite_chain(&cat, 4, None).await;
+        let v = cat.verify_audit(None).await.unwrap();
+        assert!(
+            matches!(
+                v.problems[..],
+                [
+                    AuditProblem::Unkeyed {
+                        seq: 4,
+                        keyed: 3,
+                        ..
+                    },
+                    AuditProblem::Unkeyed {
+                        seq: 5,
+                        keyed: 3,
+                        ..
+                    }
+                ]
+            ),
+            "{v:?}"
+        );
+        assert!(
+            v.problems[0]
+                .to_string()
+                .contains("hashed without the audit key")
+        );
+        // Rewritten still naming the key: the hashes do not match.
+        rewrite_chain(&cat, 4, Some(k.id())).await;
+        let v = cat.verify_audit(None).await.unwrap();
+        assert!(
+            matches!(
+                v.problems[..],
+                [
+                    AuditProblem::Edited { seq: 4, .. },
+                    AuditProblem::Edited { seq: 5, .. }
+                ]
+            ),
+            "{v:?}"
+        );
+        // The whole chain rewritten unkeyed verifies in itself: only an anchor shows it.
+        rewrite_chain(&cat, 1, None).await;
+        let v = cat.verify_audit(None).await.unwrap();
+        intact(5, &v);
+        assert_eq!(v.keyed, 0);
+    }
+
+    /// Keyed rows cannot be checked without their key, nor with another one: said once, with
+    /// the first such row; the chain's links are still checked.
+    #[tokio::test]
+    async fn keyed_rows_need_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = sqlite_catalog(&dir).await;
+        let k = key("an audit key of at least thirty-two bytes");
+        cat.set_audit_key(Some(k.clone()));
+        append(&cat, 3).await;
+        cat.set_audit_key(None);
+        let v = cat.verify_audit(None).await.unwrap();
+        assert_eq!(
+            v.key_problem,
+            Some(KeyProblem::Missing {
+                seq: 1,
+                key_id: k.id().to_string()
+            })
+        );
+        assert!(v.problems.is_empty() && !v.intact(), "{v:?}");
+        assert!(
+            v.key_problem
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("[audit] key-file or key-env"),
+            "{v:?}"
+        );
+        let other = key("another audit key, also long enough");
+        cat.set_audit_key(Some(other.clone()));
+        let v = cat.verify_audit(None).await.unwrap();
+        assert_eq!(
+            v.key_problem,
+            Some(KeyProblem::Wrong {
+                seq: 1,
+                key_id: k.id().to_string(),
+                ours: other.id().to_string()
+            })
+        );
+        assert!(!v.intact());
+        cat.set_audit_key(Some(k));
+        intact(3, &cat.verify_audit(None).await.unwrap());
+        assert_eq!(cat.audit_head().await.unwrap().0, 3);
+        assert_eq!(
+            cat.audit_hash_at(3).await.unwrap(),
+            Some(cat.audit_head().await.unwrap().1)
+        );
+        assert_eq!(cat.audit_hash_at(4).await.unwrap(), None);
+        assert_eq!(
+            cat.audit_hash_at(0).await.unwrap().as_deref(),
+            Some(GENESIS)
+        );
     }
 }

@@ -15,7 +15,8 @@ mod jobs;
 mod restores;
 pub use approvals::ApprovalRow;
 pub use audit::{
-    AuditEntry, AuditFilter, AuditProblem, AuditRow, AuditVerification, GENESIS, LIST_MAX,
+    AuditEntry, AuditFilter, AuditKey, AuditProblem, AuditRow, AuditVerification, GENESIS,
+    KeyProblem, LIST_MAX,
 };
 pub use drills::{DrillResultRow, DrillRunRow};
 pub use history::KnownTenant;
@@ -95,6 +96,9 @@ pub enum CatalogError {
 #[derive(Clone)]
 pub struct Catalog {
     pool: Pool,
+    /// The key that HMACs new audit entries and checks keyed ones (`[audit] key-file`/`-env`);
+    /// `None`: entries are hashed with plain SHA-256.
+    audit_key: Option<std::sync::Arc<AuditKey>>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +328,7 @@ impl Catalog {
                 .map_err(migrate_err)?;
             let cat = Catalog {
                 pool: Pool::Postgres(pool),
+                audit_key: None,
             };
             cat.backfill_history().await?;
             return Ok(cat);
@@ -362,9 +367,19 @@ impl Catalog {
             .map_err(migrate_err)?;
         let cat = Catalog {
             pool: Pool::Sqlite(pool),
+            audit_key: None,
         };
         cat.backfill_history().await?;
         Ok(cat)
+    }
+
+    /// Sets the key that HMACs the audit entries this catalog appends, and checks keyed ones.
+    pub fn set_audit_key(&mut self, key: Option<AuditKey>) {
+        self.audit_key = key.map(std::sync::Arc::new);
+    }
+
+    pub fn audit_key(&self) -> Option<&AuditKey> {
+        self.audit_key.as_deref()
     }
 
     /// Whether several processes may share this catalog (PostgreSQL).

@@ -1,5 +1,6 @@
 //! Executors: thin async code that carries out one operation against catalog, regions and engines.
 
+pub mod anchor;
 pub mod backup;
 pub mod discovery;
 pub mod download;
@@ -110,6 +111,32 @@ pub struct Context {
     pub actor: crate::audit::Actor,
 }
 
+/// The audit key of `[audit] key-file`/`key-env`, read and checked (at least 32 bytes); `None`
+/// when none is configured. Errors name the file and the setting, never the key.
+pub fn audit_key(config: &Config) -> Result<Option<crate::catalog::AuditKey>, Error> {
+    use crate::catalog::AuditKey;
+    let Some(source) = &config.audit.key else {
+        return Ok(None);
+    };
+    let key = source
+        .resolve("audit.key")
+        .map_err(|source| ConfigError::Secret {
+            file: config.file.clone(),
+            source,
+        })?;
+    if key.expose().len() < AuditKey::MIN_LEN {
+        return Err(Error::Invalid(format!(
+            "{}: audit.key ({}) holds {} bytes; the audit key must have at least {} \
+             (e.g. `openssl rand -base64 48`)",
+            config.file.display(),
+            source.describe(),
+            key.expose().len(),
+            AuditKey::MIN_LEN
+        )));
+    }
+    Ok(Some(AuditKey::new(key)))
+}
+
 impl Context {
     pub async fn open(config: Config) -> Result<Context, Error> {
         let mut regions = Vec::new();
@@ -131,7 +158,9 @@ impl Context {
                 })?),
                 None => None,
             };
-        let catalog = Catalog::open_with(&config.catalog.url, password.as_ref()).await?;
+        let audit_key = audit_key(&config)?;
+        let mut catalog = Catalog::open_with(&config.catalog.url, password.as_ref()).await?;
+        catalog.set_audit_key(audit_key);
         Ok(Context {
             config,
             catalog,

@@ -96,6 +96,11 @@ impl Layout {
     pub fn tenants_prefix(&self) -> String {
         format!("{}/tenants/", self.root)
     }
+    /// Where the audit log's anchors go (`executor::anchor`): outside `tenants/`, so nothing
+    /// that lists tenants' objects (sweep, retention, verify, rebuild) sees them.
+    pub fn audit_anchors_prefix(&self) -> String {
+        format!("{}/audit/anchors/", self.root)
+    }
     pub fn tenant_prefix(&self, tenant: &TenantId) -> String {
         format!("{}/tenants/{tenant}/", self.root)
     }
@@ -248,6 +253,8 @@ mod tests {
             "prod/v1/tenants/acme/keys/k0123456789abcdef0123.age"
         );
         assert_eq!(Layout::new("").tenant_prefix(&t), "v1/tenants/acme/");
+        assert_eq!(l.audit_anchors_prefix(), "prod/v1/audit/anchors/");
+        assert!(!l.audit_anchors_prefix().starts_with(&l.tenants_prefix()));
     }
 
     #[test]
