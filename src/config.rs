@@ -116,7 +116,13 @@ pub struct ApiConfig {
     pub client_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How long a requested backup outlives the link issued with its request.
+    pub requested_backup_grace: Duration,
 }
+
+/// `[api] requested-backup-grace` unless set (also when there is no `[api]`: requested backups
+/// made while it was configured are still kept this long after their link).
+pub const REQUESTED_BACKUP_GRACE: Duration = Duration::from_secs(86400);
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -436,6 +442,7 @@ struct RawApi {
     max_body: Option<Spanned<String>>,
     client_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    requested_backup_grace: Option<Spanned<String>>,
     #[serde(default)]
     allow: Option<RawApiAllow>,
 }
@@ -1071,6 +1078,13 @@ impl Config {
         self.tenants.iter().find(|t| &t.id == id)
     }
 
+    /// How long retention keeps a requested backup after the link of its request expired.
+    pub fn requested_backup_grace(&self) -> Duration {
+        self.api
+            .as_ref()
+            .map_or(REQUESTED_BACKUP_GRACE, |a| a.requested_backup_grace)
+    }
+
     pub fn region(&self, name: &str) -> Option<&RegionConfig> {
         self.regions.iter().find(|r| r.name == name)
     }
@@ -1206,14 +1220,16 @@ impl Config {
             }
             let _ = writeln!(
                 out,
-                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}",
+                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}\n\
+                 requested-backup-grace = {}",
                 q(&api.link_secret.describe()),
                 q(&fmt_duration(api.link_lifetime)),
                 api.link_uses,
                 api.customer_retained_downloads,
                 api.max_body,
                 q(&fmt_duration(api.client_timeout)),
-                api.max_connections
+                api.max_connections,
+                q(&fmt_duration(api.requested_backup_grace))
             );
             let _ = writeln!(out, "[api.allow]");
             for role in ApiRole::ALL {
@@ -1437,6 +1453,15 @@ fn parse_api(
         )? as usize,
         None => 1024,
     };
+    let requested_backup_grace = match &a.requested_backup_grace {
+        Some(g) => src.duration_in(
+            g,
+            "api.requested-backup-grace",
+            Duration::from_secs(60)..=Duration::from_secs(30 * 86400),
+            "a duration from `1m` to `30d`",
+        )?,
+        None => REQUESTED_BACKUP_GRACE,
+    };
     let mut allow = BTreeMap::new();
     if let Some(raw) = a.allow {
         for (role, nets) in [
@@ -1480,6 +1505,7 @@ fn parse_api(
         max_body,
         client_timeout,
         max_connections,
+        requested_backup_grace,
     })
 }
 

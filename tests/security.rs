@@ -291,13 +291,12 @@ fn requested_backups_never_displace_scheduled_ones_and_a_daily_quota_bounds_them
     assert_eq!(scheduled.len(), 3);
     let requested: Vec<String> = (0..30).map(|_| api.requested_backup("shop")).collect();
 
-    let over = api.call(
-        "POST",
-        "/api/v1/me/backups",
-        api.token("shop"),
-        Some("{}"),
+    let over = api.call("POST", "/api/v1/me/backups", api.token("shop"), Some("{}"));
+    assert_eq!(
+        over.status, 429,
+        "the 31st request of the day: {}",
+        over.text
     );
-    assert_eq!(over.status, 429, "the 31st request of the day: {}", over.text);
     assert_eq!(over.code(), "quota_exceeded");
     let retry = over.retry_after().expect("Retry-After");
     assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
@@ -436,11 +435,13 @@ fn a_flood_of_passphrase_work_keeps_the_servers_memory_bounded() {
     assert!(r.retry_after().is_some_and(|s| s >= 1), "{}", r.head);
     let r = api.call("POST", &path, api.token("t0"), Some("{}"));
     assert_eq!(r.status, 201, "a plain link: {}", r.text);
-    let refused = api.inst.column(
-        "SELECT detail FROM audit_log WHERE action = 'link.issue' AND outcome = 'refused'",
-    );
+    let refused = api
+        .inst
+        .column("SELECT detail FROM audit_log WHERE action = 'link.issue' AND outcome = 'refused'");
     assert!(
-        refused.iter().any(|d| d.contains("passphrase_links_exceeded")),
+        refused
+            .iter()
+            .any(|d| d.contains("passphrase_links_exceeded")),
         "{refused:?}"
     );
 
@@ -453,7 +454,15 @@ fn a_flood_of_passphrase_work_keeps_the_servers_memory_bounded() {
         .unwrap();
     let download = |pass: &str| {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args([
+                "-sS",
+                "--max-time",
+                "120",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
             .args(["-H", &format!("X-Lifeboat-Passphrase: {pass}")])
             .arg(format!("http://127.0.0.1:{}{url}", api.serve.ports[1]))
             .output()

@@ -82,6 +82,7 @@ fn backup_json(b: &BackupRow) -> serde_json::Value {
     serde_json::json!({
         "backup_id": b.id,
         "status": b.status,
+        "origin": b.origin.as_str(),
         "engine": b.engine,
         "recovery_point": b.recovery_point.map(secs),
         "size": b.artifact_size,
@@ -206,7 +207,8 @@ pub async fn request_backup(
     let lifetime =
         chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
     // The tenant's one open job, shared with the schedule (and with other replicas): a backup
-    // of it that is running refuses the request; a queued one is taken, and served by this one.
+    // of it that is running refuses the request; a queued one is taken, and served by this one
+    // (so that backup is of the schedule's class: it is the one the schedule was waiting for).
     let lease =
         chrono::Duration::from_std(state.ctx.config.scheduler.lease).map_err(ApiError::internal)?;
     let wanted = NewJob {
@@ -247,7 +249,12 @@ pub async fn request_backup(
                 "backup.request",
                 Some(tenant.as_str()),
                 reason.as_deref(),
-                &format!("backup {backup_id}, link {} ({})", link.id, link.mode),
+                &format!(
+                    "backup {backup_id} ({}), link {} ({})",
+                    job.origin.as_str(),
+                    link.id,
+                    link.mode
+                ),
                 "ok",
             )
             .await

@@ -170,6 +170,28 @@ impl Catalog {
         })
     }
 
+    /// For every backup a customer asked for through the API, when the link issued with the
+    /// request expires (the latest, should there be several): what retention keeps it by.
+    pub async fn request_link_expiries(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, CatalogError> {
+        on_pool!(self, pool => {
+            let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT backup_id, expires_at FROM download_links WHERE origin = 'requested-backup'",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut out = std::collections::HashMap::new();
+            for (backup, until) in rows {
+                let e = out.entry(backup).or_insert(until);
+                if until > *e {
+                    *e = until;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     pub async fn insert_link(&self, l: &LinkRow) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
             sqlx::query(
