@@ -116,10 +116,16 @@ pub struct ApiConfig {
     pub client_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Backups one tenant may ask for within any 24 hours (429 `quota_exceeded` beyond).
+    pub requested_backups_per_day: u32,
     /// How long a requested backup outlives the link issued with its request.
     pub requested_backup_grace: Duration,
 }
 
+/// `[api] requested-backups-per-day` unless set: as many as the busiest shipped tier's schedule
+/// makes (paid, every 4 hours). Each is a full dump from the tenant's server and is kept for its
+/// link's lifetime plus the grace.
+pub const REQUESTED_BACKUPS_PER_DAY: u32 = 6;
 /// `[api] requested-backup-grace` unless set (also when there is no `[api]`: requested backups
 /// made while it was configured are still kept this long after their link).
 pub const REQUESTED_BACKUP_GRACE: Duration = Duration::from_secs(86400);
@@ -442,6 +448,7 @@ struct RawApi {
     max_body: Option<Spanned<String>>,
     client_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    requested_backups_per_day: Option<Spanned<i64>>,
     requested_backup_grace: Option<Spanned<String>>,
     #[serde(default)]
     allow: Option<RawApiAllow>,
@@ -1221,7 +1228,7 @@ impl Config {
             let _ = writeln!(
                 out,
                 "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}\n\
-                 requested-backup-grace = {}",
+                 requested-backups-per-day = {}\nrequested-backup-grace = {}",
                 q(&api.link_secret.describe()),
                 q(&fmt_duration(api.link_lifetime)),
                 api.link_uses,
@@ -1229,6 +1236,7 @@ impl Config {
                 api.max_body,
                 q(&fmt_duration(api.client_timeout)),
                 api.max_connections,
+                api.requested_backups_per_day,
                 q(&fmt_duration(api.requested_backup_grace))
             );
             let _ = writeln!(out, "[api.allow]");
@@ -1453,6 +1461,15 @@ fn parse_api(
         )? as usize,
         None => 1024,
     };
+    let requested_backups_per_day = match &a.requested_backups_per_day {
+        Some(n) => src.int_in(
+            n,
+            "api.requested-backups-per-day",
+            1..=1000,
+            "an integer from 1 to 1000",
+        )? as u32,
+        None => REQUESTED_BACKUPS_PER_DAY,
+    };
     let requested_backup_grace = match &a.requested_backup_grace {
         Some(g) => src.duration_in(
             g,
@@ -1505,6 +1522,7 @@ fn parse_api(
         max_body,
         client_timeout,
         max_connections,
+        requested_backups_per_day,
         requested_backup_grace,
     })
 }

@@ -1424,13 +1424,18 @@ fn plain_http_off_loopback_is_refused_when_the_config_loads() {
             Some("api.max-connections = \"0\""),
         ),
         (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backups-per-day = 0",
+            Some("api.requested-backups-per-day = \"0\" is not valid: an integer from 1 to 1000"),
+        ),
+        (
             "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backup-grace = \"31d\"",
             Some(
                 "api.requested-backup-grace = \"31d\" is not valid: a duration from `1m` to `30d`",
             ),
         ),
         (
-            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backup-grace = \"2h\"",
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backups-per-day = 30\n\
+             requested-backup-grace = \"2h\"",
             None,
         ),
         (

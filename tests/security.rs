@@ -340,6 +340,28 @@ fn requested_backups_never_displace_scheduled_ones_and_a_daily_quota_bounds_them
         "{}",
         applied.stdout
     );
+
+    // The class is in the regions too: a catalog rebuilt from the secondary keeps it (the links
+    // are gone with the old catalog, so the requested backups are in their grace).
+    let CustomerApi { inst, serve, .. } = api;
+    serve.stop();
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(inst.path(f));
+    }
+    inst.run(&["catalog", "rebuild", "--from", "us"]).ok();
+    assert_eq!(
+        inst.column(
+            "SELECT origin || ' ' || count(*) FROM backups WHERE tenant_id = 'shop' GROUP BY origin ORDER BY origin",
+        ),
+        ["requested 30", "scheduled 3"]
+    );
+    let plan = inst.run(&["retention", "plan"]).ok().stdout;
+    assert!(plan.contains("total: keep 33, delete 0"), "{plan}");
+    assert_eq!(
+        plan.matches("requested: no link, grace 1d until").count(),
+        30,
+        "{plan}"
+    );
 }
 
 /// Issue 18 #4: passphrase links cost about 32 MiB of scrypt each. 60 at once (ten for each of

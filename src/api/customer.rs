@@ -203,7 +203,42 @@ pub async fn request_backup(
         state: state.clone(),
         tenant: tenant.to_string(),
     };
+    // The quota, counted with this tenant's slot held: two requests cannot both take its last
+    // place (in this process; replicas sharing the catalog may overshoot by their number).
     let now = Utc::now();
+    let quota = state.cfg.requested_backups_per_day;
+    let (asked, first) = state
+        .ctx
+        .catalog
+        .requests_since(tenant.as_str(), now - chrono::Duration::hours(24))
+        .await?;
+    if asked >= quota {
+        let wait = first.map_or(3600, |t| {
+            (t + chrono::Duration::hours(24) - now).num_seconds().max(1) as u64
+        });
+        caller
+            .audit(
+                &state,
+                "backup.request",
+                Some(tenant.as_str()),
+                reason.as_deref(),
+                &format!(
+                    "quota_exceeded: {asked} backups asked for in the last 24 h, \
+                     api.requested-backups-per-day = {quota}"
+                ),
+                "refused",
+            )
+            .await?;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "this tenant asked for {asked} backups in the last 24 hours, the most allowed; \
+                 retry after the first of them is a day old"
+            ),
+        )
+        .with_retry_after(wait));
+    }
     let lifetime =
         chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
     // The tenant's one open job, shared with the schedule (and with other replicas): a backup

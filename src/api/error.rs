@@ -42,6 +42,7 @@ pub const CODES: &[&str] = &[
     "not_found",
     "passphrase_mismatch",
     "passphrase_required",
+    "quota_exceeded",
     "rate_limited",
     "request_timeout",
     "restore_not_swapped",

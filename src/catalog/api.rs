@@ -170,6 +170,26 @@ impl Catalog {
         })
     }
 
+    /// The backups the tenant asked for since `since` (one link each, made with the request,
+    /// whatever became of the backup): how many, and when the first of them was asked for.
+    pub async fn requests_since(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, Option<DateTime<Utc>>), CatalogError> {
+        on_pool!(self, pool => {
+            let times: Vec<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT created_at FROM download_links WHERE tenant_id = $1 \
+                 AND origin = 'requested-backup' AND created_at > $2 ORDER BY created_at",
+            )
+            .bind(tenant)
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+            Ok((times.len().min(u32::MAX as usize) as u32, times.first().copied()))
+        })
+    }
+
     /// For every backup a customer asked for through the API, when the link issued with the
     /// request expires (the latest, should there be several): what retention keeps it by.
     pub async fn request_link_expiries(
