@@ -120,6 +120,9 @@ pub struct ApiConfig {
     pub requested_backups_per_day: u32,
     /// How long a requested backup outlives the link issued with its request.
     pub requested_backup_grace: Duration,
+    /// Live (unexpired, not used up) passphrase links one tenant may hold (429
+    /// `passphrase_links_exceeded` beyond): each costs scrypt work when made and when used.
+    pub passphrase_links_per_tenant: u32,
 }
 
 /// `[api] requested-backups-per-day` unless set: as many as the busiest shipped tier's schedule
@@ -129,6 +132,8 @@ pub const REQUESTED_BACKUPS_PER_DAY: u32 = 6;
 /// `[api] requested-backup-grace` unless set (also when there is no `[api]`: requested backups
 /// made while it was configured are still kept this long after their link).
 pub const REQUESTED_BACKUP_GRACE: Duration = Duration::from_secs(86400);
+/// `[api] passphrase-links-per-tenant` unless set.
+pub const PASSPHRASE_LINKS_PER_TENANT: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -450,6 +455,7 @@ struct RawApi {
     max_connections: Option<Spanned<i64>>,
     requested_backups_per_day: Option<Spanned<i64>>,
     requested_backup_grace: Option<Spanned<String>>,
+    passphrase_links_per_tenant: Option<Spanned<i64>>,
     #[serde(default)]
     allow: Option<RawApiAllow>,
 }
@@ -1228,7 +1234,7 @@ impl Config {
             let _ = writeln!(
                 out,
                 "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}\n\
-                 requested-backups-per-day = {}\nrequested-backup-grace = {}",
+                 requested-backups-per-day = {}\nrequested-backup-grace = {}\npassphrase-links-per-tenant = {}",
                 q(&api.link_secret.describe()),
                 q(&fmt_duration(api.link_lifetime)),
                 api.link_uses,
@@ -1237,7 +1243,8 @@ impl Config {
                 q(&fmt_duration(api.client_timeout)),
                 api.max_connections,
                 api.requested_backups_per_day,
-                q(&fmt_duration(api.requested_backup_grace))
+                q(&fmt_duration(api.requested_backup_grace)),
+                api.passphrase_links_per_tenant
             );
             let _ = writeln!(out, "[api.allow]");
             for role in ApiRole::ALL {
@@ -1479,6 +1486,15 @@ fn parse_api(
         )?,
         None => REQUESTED_BACKUP_GRACE,
     };
+    let passphrase_links_per_tenant = match &a.passphrase_links_per_tenant {
+        Some(n) => src.int_in(
+            n,
+            "api.passphrase-links-per-tenant",
+            1..=1000,
+            "an integer from 1 to 1000",
+        )? as u32,
+        None => PASSPHRASE_LINKS_PER_TENANT,
+    };
     let mut allow = BTreeMap::new();
     if let Some(raw) = a.allow {
         for (role, nets) in [
@@ -1524,6 +1540,7 @@ fn parse_api(
         max_connections,
         requested_backups_per_day,
         requested_backup_grace,
+        passphrase_links_per_tenant,
     })
 }
 

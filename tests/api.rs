@@ -1434,8 +1434,12 @@ fn plain_http_off_loopback_is_refused_when_the_config_loads() {
             ),
         ),
         (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\npassphrase-links-per-tenant = 1001",
+            Some("api.passphrase-links-per-tenant = \"1001\" is not valid"),
+        ),
+        (
             "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backups-per-day = 30\n\
-             requested-backup-grace = \"2h\"",
+             requested-backup-grace = \"2h\"\npassphrase-links-per-tenant = 3",
             None,
         ),
         (

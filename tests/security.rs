@@ -412,6 +412,13 @@ fn a_flood_of_passphrase_work_keeps_the_servers_memory_bounded() {
     }
     let answers: Vec<Answer> = flood.into_iter().map(Answer::of).collect();
     let (peak, now) = api.memory_mib();
+    let count = |status: u16| answers.iter().filter(|a| a.status == status).count();
+    eprintln!(
+        "60 passphrase links at once: {} made, {} busy (503), {} over the cap (429)",
+        count(201),
+        count(503),
+        count(429)
+    );
     eprintln!(
         "serve memory: {idle} MiB idle; peak {peak_requests} MiB after 60 backup requests, \
          {peak} MiB after 60 passphrase links (now {now} MiB)"

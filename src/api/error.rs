@@ -40,6 +40,7 @@ pub const CODES: &[&str] = &[
     "link_used_up",
     "method_not_allowed",
     "not_found",
+    "passphrase_links_exceeded",
     "passphrase_mismatch",
     "passphrase_required",
     "quota_exceeded",

@@ -339,6 +339,21 @@ impl Catalog {
         )
     }
 
+    /// Whether the tenant's job is leased: a backup of it is running on some worker (or its
+    /// worker died and the job waits to be claimed again). A read only, for refusing a request
+    /// before any work; `take_tenant_job` decides.
+    pub async fn tenant_job_leased(&self, tenant: &str) -> Result<bool, CatalogError> {
+        on_pool!(self, pool => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'leased'",
+            )
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
     /// Tenants with a queued or leased job.
     pub async fn open_job_tenants(&self) -> Result<Vec<String>, CatalogError> {
         on_pool!(self, pool => {
