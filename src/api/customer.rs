@@ -511,6 +511,15 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let tenant = own_tenant(&state, &caller, "me.backups.status").await?;
     let id = params::backup_id(&id)?;
+    // Whether it runs here, read before the link: its task makes the link ready before it
+    // leaves the running set, so a link read afterwards is ready unless the backup failed.
+    // (Read after, a backup ending in between showed as failed.)
+    let running_here = state
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(tenant.as_str())
+        .is_some_and(|b| b == id.as_str());
     let cat = &state.ctx.catalog;
     let link = cat.requested_link(tenant.as_str(), id.as_str()).await?;
     let backup = cat
@@ -521,12 +530,6 @@ pub async fn status(
     if link.is_none() && !(state.cfg.customer_retained_downloads && backup.is_some()) {
         return Err(ApiError::not_found());
     }
-    let running_here = state
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(tenant.as_str())
-        .is_some_and(|b| b == id.as_str());
     let mut body = match &backup {
         Some(b) => backup_json(b),
         // Asked for, not recorded yet: starting, or refused before it was recorded.
