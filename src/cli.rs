@@ -594,8 +594,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let id = TenantId::parse(&tenant)?;
             let ctx = Context::open(config).await?;
             println!(
-                "{:<36}  {:<9}  {:<25}  {:>12}  copies",
-                "backup", "status", "recovery point", "bytes"
+                "{:<36}  {:<9}  {:<9}  {:<25}  {:>12}  copies",
+                "backup", "status", "origin", "recovery point", "bytes"
             );
             for b in ctx.catalog.backups(id.as_str()).await? {
                 let copies: Vec<String> = ctx
@@ -609,9 +609,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     .recovery_point
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 println!(
-                    "{:<36}  {:<9}  {:<25}  {:>12}  {}{}",
+                    "{:<36}  {:<9}  {:<9}  {:<25}  {:>12}  {}{}",
                     b.id,
                     b.status,
+                    b.origin.as_str(),
                     rp.unwrap_or_else(|| "-".into()),
                     b.artifact_size
                         .map(|s| s.to_string())

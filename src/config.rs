@@ -138,7 +138,24 @@ pub struct ApiConfig {
     /// Whether a restore over live asked through the API waits for a second person (an admin
     /// other than the one who asked) to approve it.
     pub live_restore_approval: bool,
+    /// Backups one tenant may ask for within any 24 hours (429 `quota_exceeded` beyond).
+    pub requested_backups_per_day: u32,
+    /// How long a requested backup outlives the link issued with its request.
+    pub requested_backup_grace: Duration,
+    /// Live (unexpired, not used up) passphrase links one tenant may hold (429
+    /// `passphrase_links_exceeded` beyond): each costs scrypt work when made and when used.
+    pub passphrase_links_per_tenant: u32,
 }
+
+/// `[api] requested-backups-per-day` unless set: as many as the busiest shipped tier's schedule
+/// makes (paid, every 4 hours). Each is a full dump from the tenant's server and is kept for its
+/// link's lifetime plus the grace.
+pub const REQUESTED_BACKUPS_PER_DAY: u32 = 6;
+/// `[api] requested-backup-grace` unless set (also when there is no `[api]`: requested backups
+/// made while it was configured are still kept this long after their link).
+pub const REQUESTED_BACKUP_GRACE: Duration = Duration::from_secs(86400);
+/// `[api] passphrase-links-per-tenant` unless set.
+pub const PASSPHRASE_LINKS_PER_TENANT: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -470,6 +487,9 @@ struct RawApi {
     max_connections: Option<Spanned<i64>>,
     trusted_proxies: Option<Spanned<Vec<String>>>,
     live_restore_approval: Option<bool>,
+    requested_backups_per_day: Option<Spanned<i64>>,
+    requested_backup_grace: Option<Spanned<String>>,
+    passphrase_links_per_tenant: Option<Spanned<i64>>,
     #[serde(default)]
     allow: Option<RawApiAllow>,
 }
@@ -1127,6 +1147,13 @@ impl Config {
         self.tenants.iter().find(|t| &t.id == id)
     }
 
+    /// How long retention keeps a requested backup after the link of its request expired.
+    pub fn requested_backup_grace(&self) -> Duration {
+        self.api
+            .as_ref()
+            .map_or(REQUESTED_BACKUP_GRACE, |a| a.requested_backup_grace)
+    }
+
     pub fn region(&self, name: &str) -> Option<&RegionConfig> {
         self.regions.iter().find(|r| r.name == name)
     }
@@ -1262,14 +1289,18 @@ impl Config {
             }
             let _ = writeln!(
                 out,
-                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}",
+                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}\n\
+                 requested-backups-per-day = {}\nrequested-backup-grace = {}\npassphrase-links-per-tenant = {}",
                 q(&api.link_secret.describe()),
                 q(&fmt_duration(api.link_lifetime)),
                 api.link_uses,
                 api.customer_retained_downloads,
                 api.max_body,
                 q(&fmt_duration(api.client_timeout)),
-                api.max_connections
+                api.max_connections,
+                api.requested_backups_per_day,
+                q(&fmt_duration(api.requested_backup_grace)),
+                api.passphrase_links_per_tenant
             );
             let proxies: Vec<String> = api
                 .trusted_proxies
@@ -1513,6 +1544,33 @@ fn parse_api(
         )? as usize,
         None => 1024,
     };
+    let requested_backups_per_day = match &a.requested_backups_per_day {
+        Some(n) => src.int_in(
+            n,
+            "api.requested-backups-per-day",
+            1..=1000,
+            "an integer from 1 to 1000",
+        )? as u32,
+        None => REQUESTED_BACKUPS_PER_DAY,
+    };
+    let requested_backup_grace = match &a.requested_backup_grace {
+        Some(g) => src.duration_in(
+            g,
+            "api.requested-backup-grace",
+            Duration::from_secs(60)..=Duration::from_secs(30 * 86400),
+            "a duration from `1m` to `30d`",
+        )?,
+        None => REQUESTED_BACKUP_GRACE,
+    };
+    let passphrase_links_per_tenant = match &a.passphrase_links_per_tenant {
+        Some(n) => src.int_in(
+            n,
+            "api.passphrase-links-per-tenant",
+            1..=1000,
+            "an integer from 1 to 1000",
+        )? as u32,
+        None => PASSPHRASE_LINKS_PER_TENANT,
+    };
     let mut allow = BTreeMap::new();
     if let Some(raw) = a.allow {
         for (role, nets) in [
@@ -1543,6 +1601,9 @@ fn parse_api(
         max_connections,
         trusted_proxies,
         live_restore_approval: a.live_restore_approval.unwrap_or(true),
+        requested_backups_per_day,
+        requested_backup_grace,
+        passphrase_links_per_tenant,
     })
 }
 

@@ -4,6 +4,7 @@
 
 use crate::config::EngineKind;
 use crate::crypto::{self, CryptoError};
+use crate::domain::retention::Origin;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,33 @@ pub struct Manifest {
     pub encryption: String,
     /// Base64 of an age file (to the tenant's recipient) holding `Facts` as JSON.
     pub facts: String,
+    /// `requested` for a backup a customer asked for (retention keeps it by its link, not by the
+    /// tier's rules); absent for a scheduled one, so a catalog rebuilt from the regions keeps
+    /// the class. Operational metadata, like the rest.
+    #[serde(default, skip_serializing_if = "is_scheduled", with = "origin_serde")]
+    pub origin: Origin,
+}
+
+fn is_scheduled(o: &Origin) -> bool {
+    *o == Origin::Scheduled
+}
+
+mod origin_serde {
+    use super::Origin;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(o: &Origin, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(o.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Origin, D::Error> {
+        let s = String::deserialize(d)?;
+        Origin::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "origin {s:?} is neither \"scheduled\" nor \"requested\""
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,5 +141,64 @@ impl Manifest {
             key: self.backup_id.clone(),
             why: format!("facts: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(origin: Origin) -> Manifest {
+        let t = DateTime::parse_from_rfc3339("2026-11-23T05:12:00Z")
+            .unwrap()
+            .to_utc();
+        Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            tenant: "acme".into(),
+            backup_id: "0192f0c1-7a3b-7c4d-8e5f-0123456789ab".into(),
+            engine: EngineKind::Sqlite,
+            tier: "paid".into(),
+            key_id: "k".into(),
+            recipient: "age1x".into(),
+            recovery_point: t,
+            started_at: t,
+            finished_at: t,
+            artifact: Artifact {
+                key: "a".into(),
+                size: 1,
+                sha256: "s".into(),
+            },
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: "age-x25519".into(),
+            facts: String::new(),
+            origin,
+        }
+    }
+
+    /// A scheduled backup's manifest is written as before (no `origin`, so older readers take
+    /// it); a requested one names its origin, which a rebuilt catalog reads back.
+    #[test]
+    fn the_origin_is_written_for_requested_backups_only_and_read_back() {
+        let scheduled = manifest(Origin::Scheduled).to_bytes();
+        assert!(!String::from_utf8_lossy(&scheduled).contains("origin"));
+        assert_eq!(
+            Manifest::parse("k", &scheduled).unwrap().origin,
+            Origin::Scheduled
+        );
+        let requested = manifest(Origin::Requested).to_bytes();
+        assert!(String::from_utf8_lossy(&requested).contains("\"origin\": \"requested\""));
+        assert_eq!(
+            Manifest::parse("k", &requested).unwrap(),
+            manifest(Origin::Requested)
+        );
+        let odd = String::from_utf8_lossy(&requested).replace("\"requested\"", "\"mine\"");
+        let err = Manifest::parse("k", odd.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("origin \"mine\""), "{err}");
     }
 }

@@ -273,6 +273,7 @@ fn purge_metrics(
             legal_hold: t.legal_hold,
             policy: tier.retention,
             deletion_window: tier.deletion_window,
+            requested_grace: ctx.config.requested_backup_grace(),
         };
         if let Some(end) = facts.window_ends_at().filter(|end| *end <= now) {
             n += 1;

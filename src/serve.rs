@@ -732,7 +732,7 @@ pub async fn run_held(
     let heartbeat = tokio::spawn(keep_lease(ctx.clone(), job.clone(), stop.clone()));
     let result = executor::with_job_stop(
         stop.clone(),
-        executor::backup::backup_tenant_as(ctx, tenant, backup_id.clone()),
+        executor::backup::backup_tenant_as(ctx, tenant, backup_id.clone(), job.origin),
     )
     .await;
     heartbeat.abort();

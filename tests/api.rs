@@ -1437,6 +1437,25 @@ fn plain_http_off_loopback_is_refused_when_the_config_loads() {
             Some("api.max-connections = \"0\""),
         ),
         (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backups-per-day = 0",
+            Some("api.requested-backups-per-day = \"0\" is not valid: an integer from 1 to 1000"),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backup-grace = \"31d\"",
+            Some(
+                "api.requested-backup-grace = \"31d\" is not valid: a duration from `1m` to `30d`",
+            ),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\npassphrase-links-per-tenant = 1001",
+            Some("api.passphrase-links-per-tenant = \"1001\" is not valid"),
+        ),
+        (
+            "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\nrequested-backups-per-day = 30\n\
+             requested-backup-grace = \"2h\"\npassphrase-links-per-tenant = 3",
+            None,
+        ),
+        (
             "listen = \"127.0.0.1:8443\"\nlink-secret-file = \"link.key\"\ntls-cert-file = \"c.pem\"",
             Some("api.tls-cert-file"),
         ),
@@ -1925,7 +1944,8 @@ fn slow_and_stalled_clients_are_cut_off_and_a_panicking_handler_answers_500() {
 
 /// A requested backup takes the tenant's one open job, as the schedule's workers do: while
 /// another worker's backup of the tenant runs (its job leased), the request is refused and
-/// nothing is recorded; a queued job is taken over and ends done with the requested backup.
+/// nothing is recorded; a queued job is taken over and ends done with the requested backup,
+/// which is then of the schedule's class (one with a job of its own is of class requested).
 #[test]
 fn requested_backups_share_the_tenant_job_with_the_schedule() {
     use lifeboat::catalog::{JobOutcome, NewJob};
@@ -2004,8 +2024,21 @@ fn requested_backups_share_the_tenant_job_with_the_schedule() {
         "SELECT state, backup_id, worker FROM jobs WHERE id = '{}'",
         queued[0]
     ));
-    assert_eq!(row[0][0..2], ["done".to_string(), backup], "{row:?}");
+    assert_eq!(
+        row[0][0..2],
+        ["done".to_string(), backup.clone()],
+        "{row:?}"
+    );
     assert!(row[0][2].starts_with("api:"), "{row:?}");
+    // It served the schedule, so it is of the schedule's class; one that opens its own job is
+    // the customer's own.
+    let origin = |id: &str| {
+        env.inst
+            .column(&format!("SELECT origin FROM backups WHERE id = '{id}'"))
+    };
+    assert_eq!(origin(&backup), ["scheduled"]);
+    let (own, _) = env.requested_backup(&acme, "{}");
+    assert_eq!(origin(&own), ["requested"]);
     assert!(
         env.inst
             .column(

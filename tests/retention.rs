@@ -283,7 +283,7 @@ fn caps_stop_a_run_before_anything_is_deleted_and_holds_protect_everything() {
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stderr
-            .contains("tenant blog would lose 3 of 5 backups (60%)"),
+            .contains("tenant blog would lose 3 of 5 scheduled backups (60%)"),
         "{}",
         out.stderr
     );

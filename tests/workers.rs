@@ -469,9 +469,17 @@ fn concurrent_changes_keep_a_tenant_summary_true_on_postgresql() {
             let mut ids = Vec::new();
             for i in 0..24 {
                 let id = uuid::Uuid::now_v7().to_string();
-                cat.insert_backup(&id, "acme", "paid", "postgres", None, at(i))
-                    .await
-                    .unwrap();
+                cat.insert_backup(
+                    &id,
+                    "acme",
+                    "paid",
+                    "postgres",
+                    None,
+                    at(i),
+                    lifeboat::catalog::Origin::Scheduled,
+                )
+                .await
+                .unwrap();
                 ids.push(id);
             }
             assert!(cat.known_tenants().await.unwrap()["acme"].history.running);

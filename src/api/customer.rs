@@ -2,11 +2,17 @@
 //! through the normal backup executor, then a download link is issued), follow it, and — when
 //! `customer-retained-downloads` is on — list the tenant's retained backups and get links to
 //! them. Another tenant's ids get the same 404 as ids that do not exist.
+//!
+//! A token in hostile hands is bounded: at most `requested-backups-per-day` requests in any 24
+//! hours (429 `quota_exceeded`), one running per tenant, at most `passphrase-links-per-tenant`
+//! live passphrase links (429 `passphrase_links_exceeded`), and every such check comes before
+//! the passphrase's scrypt work (`links::Wanted::seal`), which itself waits for the server's
+//! gate.
 
 use super::ApiState;
 use super::auth::{self, Caller};
 use super::error::{ApiError, json};
-use super::links::{self, LinkOptions, link_json, secs};
+use super::links::{LinkOptions, Wanted, link_json, secs};
 use super::params::{self, LIMIT_MAX};
 use crate::catalog::{AuditEntry, BackupRow, JobOutcome, LinkRow, NewJob};
 use crate::config::{ApiRole, TenantConfig};
@@ -45,6 +51,112 @@ fn new_link(
         expires_at: now + state.cfg.link_lifetime,
         uses_left: i64::from(state.cfg.link_uses),
         ready,
+    }
+}
+
+/// A passphrase link being made: it counts toward its tenant's cap until dropped (stored or
+/// given up).
+struct PassphraseSlot {
+    state: Arc<ApiState>,
+    tenant: String,
+}
+
+impl Drop for PassphraseSlot {
+    fn drop(&mut self) {
+        let mut pending = self
+            .state
+            .passphrase_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = pending.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                pending.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// 429 `passphrase_links_exceeded`, to retry when the first live one expires.
+fn passphrase_cap(state: &ApiState, first_expiry: Option<chrono::DateTime<Utc>>) -> ApiError {
+    let cap = state.cfg.passphrase_links_per_tenant;
+    let wait = first_expiry.map_or(60, |t| (t - Utc::now()).num_seconds().max(1) as u64);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "passphrase_links_exceeded",
+        format!(
+            "this tenant holds {cap} live passphrase links, the most allowed; one frees when it \
+             expires or is used up (or ask for a plain or recipient link)"
+        ),
+    )
+    .with_retry_after(wait)
+}
+
+/// Takes a place among the tenant's live passphrase links, before any scrypt work, or refuses
+/// (429, audited as `action` refused).
+async fn reserve_passphrase(
+    state: &Arc<ApiState>,
+    caller: &Caller,
+    tenant: &TenantId,
+    action: &str,
+) -> Result<PassphraseSlot, ApiError> {
+    let cap = state.cfg.passphrase_links_per_tenant;
+    let refused = {
+        let _one_at_a_time = state.passphrase_counting.lock().await;
+        let (live, first) = state
+            .ctx
+            .catalog
+            .live_passphrase_links(tenant.as_str(), Utc::now())
+            .await?;
+        let mut pending = state
+            .passphrase_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = pending.entry(tenant.to_string()).or_insert(0);
+        if live.saturating_add(*n) >= cap {
+            if *n == 0 {
+                pending.remove(tenant.as_str());
+            }
+            Some((live, first))
+        } else {
+            *n += 1;
+            None
+        }
+    };
+    if let Some((live, first)) = refused {
+        caller
+            .audit(
+                state,
+                action,
+                Some(tenant.as_str()),
+                None,
+                &format!(
+                    "passphrase_links_exceeded: {live} live passphrase links and others being made, \
+                     api.passphrase-links-per-tenant = {cap}"
+                ),
+                "refused",
+            )
+            .await?;
+        return Err(passphrase_cap(state, first));
+    }
+    Ok(PassphraseSlot {
+        state: state.clone(),
+        tenant: tenant.to_string(),
+    })
+}
+
+/// Stores a new link; a passphrase link only while the tenant is under its cap (the catalog
+/// decides, for API replicas sharing it): `false` when it was not.
+async fn store_link(state: &ApiState, link: &LinkRow) -> Result<bool, ApiError> {
+    if link.mode == "passphrase" {
+        Ok(state
+            .ctx
+            .catalog
+            .insert_link_capped(link, Utc::now(), state.cfg.passphrase_links_per_tenant)
+            .await?)
+    } else {
+        state.ctx.catalog.insert_link(link).await?;
+        Ok(true)
     }
 }
 
@@ -99,6 +211,7 @@ fn backup_json(b: &BackupRow) -> serde_json::Value {
     serde_json::json!({
         "backup_id": b.id,
         "status": b.status,
+        "origin": b.origin.as_str(),
         "engine": b.engine,
         "recovery_point": b.recovery_point.map(secs),
         "size": b.artifact_size,
@@ -150,6 +263,14 @@ async fn tenant_config(
     Ok(fleet.tenants.into_iter().find(|t| t.id == *tenant))
 }
 
+fn in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "backup_in_progress",
+        "a backup of this tenant is running; retry once it has finished",
+    )
+}
+
 /// Removes a tenant from the running set when the requested backup ends, however it ends.
 struct Running {
     state: Arc<ApiState>,
@@ -174,11 +295,10 @@ pub async fn request_backup(
     let tenant = own_tenant(&state, &caller, "me.backups.request").await?;
     let req: BackupRequest = super::read_json(&state, body).await?.unwrap_or_default();
     let reason = req.reason.as_deref().map(params::reason).transpose()?;
-    let (mode, recipient, check) = links::link_mode(&LinkOptions {
+    let wanted = Wanted::of(&LinkOptions {
         recipient: req.recipient,
         passphrase: req.passphrase,
-    })
-    .await?;
+    })?;
     if let Some(t) = state.ctx.catalog.tenant(tenant.as_str()).await?
         && t.state != "active"
     {
@@ -219,14 +339,62 @@ pub async fn request_backup(
         state: state.clone(),
         tenant: tenant.to_string(),
     };
+    // The quota, counted with this tenant's slot held: two requests cannot both take its last
+    // place (in this process; replicas sharing the catalog may overshoot by their number).
     let now = Utc::now();
+    let quota = state.cfg.requested_backups_per_day;
+    let (asked, first) = state
+        .ctx
+        .catalog
+        .requests_since(tenant.as_str(), now - chrono::Duration::hours(24))
+        .await?;
+    if asked >= quota {
+        let wait = first.map_or(3600, |t| {
+            (t + chrono::Duration::hours(24) - now).num_seconds().max(1) as u64
+        });
+        caller
+            .audit(
+                &state,
+                "backup.request",
+                Some(tenant.as_str()),
+                reason.as_deref(),
+                &format!(
+                    "quota_exceeded: {asked} backups asked for in the last 24 h, \
+                     api.requested-backups-per-day = {quota}"
+                ),
+                "refused",
+            )
+            .await?;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "this tenant asked for {asked} backups in the last 24 hours, the most allowed; \
+                 retry after the first of them is a day old"
+            ),
+        )
+        .with_retry_after(wait));
+    }
+    // Another worker's backup of the tenant (the schedule's, or a request on another replica).
+    if state.ctx.catalog.tenant_job_leased(tenant.as_str()).await? {
+        return Err(in_progress());
+    }
+    // Only now the passphrase's work, if any: its place under the tenant's cap, then scrypt.
+    let slot = if wanted.is_passphrase() {
+        Some(reserve_passphrase(&state, &caller, &tenant, "backup.request").await?)
+    } else {
+        None
+    };
+    let sealed = wanted.seal(&state).await?;
     let lifetime =
         chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
     // The tenant's one open job, shared with the schedule (and with other replicas): a backup
-    // of it that is running refuses the request; a queued one is taken, and served by this one.
+    // of it that is running refuses the request; a queued one is taken, and served by this one
+    // (so that backup is of the schedule's class: it is the one the schedule was waiting for).
     let lease =
         chrono::Duration::from_std(state.ctx.config.scheduler.lease).map_err(ApiError::internal)?;
-    let wanted = NewJob {
+    let now = Utc::now();
+    let job_wanted = NewJob {
         tenant: tenant.to_string(),
         tier: config.tier.clone(),
         host: crate::serve::host_of(&config),
@@ -237,14 +405,10 @@ pub async fn request_backup(
     let Some(job) = state
         .ctx
         .catalog
-        .take_tenant_job(&wanted, &worker, backup_id.as_str(), now, now + lease)
+        .take_tenant_job(&job_wanted, &worker, backup_id.as_str(), now, now + lease)
         .await?
     else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "backup_in_progress",
-            "a backup of this tenant is running; retry once it has finished",
-        ));
+        return Err(in_progress());
     };
     // Not ready, and its expiry set again from the backup's end, when it becomes usable.
     let link = new_link(
@@ -253,32 +417,49 @@ pub async fn request_backup(
         &tenant,
         &backup_id,
         "requested-backup",
-        (mode, recipient, check),
+        sealed,
         false,
     );
     let recorded = async {
-        state.ctx.catalog.insert_link(&link).await?;
+        if !store_link(&state, &link).await? {
+            let (_, first) = state
+                .ctx
+                .catalog
+                .live_passphrase_links(tenant.as_str(), Utc::now())
+                .await?;
+            return Err(passphrase_cap(&state, first));
+        }
+        drop(slot);
         caller
             .audit(
                 &state,
                 "backup.request",
                 Some(tenant.as_str()),
                 reason.as_deref(),
-                &format!("backup {backup_id}, link {} ({})", link.id, link.mode),
+                &format!(
+                    "backup {backup_id} ({}), link {} ({})",
+                    job.origin.as_str(),
+                    link.id,
+                    link.mode
+                ),
                 "ok",
             )
             .await
+            .map_err(ApiError::from)
     }
     .await;
     if let Err(e) = recorded {
         // Nothing runs: the job is closed, not left leased until its lease runs out.
-        let why = format!("the request could not be recorded: {e}");
+        let why = format!(
+            "the request could not be recorded: {}",
+            e.internal.as_deref().unwrap_or(e.code)
+        );
         let _ = state
             .ctx
             .catalog
             .finish_job(&job, JobOutcome::Failed { error: &why }, Utc::now())
             .await;
-        return Err(e.into());
+        return Err(e);
     }
     // The backup's end is audited from its task, naming the same caller.
     let (actor, ip) = (caller.actor(), caller.ip.to_string());
@@ -347,6 +528,15 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     let tenant = own_tenant(&state, &caller, "me.backups.status").await?;
     let id = params::backup_id(&id)?;
+    // Whether it runs here, read before the link: its task makes the link ready before it
+    // leaves the running set, so a link read afterwards is ready unless the backup failed.
+    // (Read after, a backup ending in between showed as failed.)
+    let running_here = state
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(tenant.as_str())
+        .is_some_and(|b| b == id.as_str());
     let cat = &state.ctx.catalog;
     let link = cat.requested_link(tenant.as_str(), id.as_str()).await?;
     let backup = mine(&state, &caller, &tenant, cat.backup(id.as_str()).await?).await;
@@ -354,12 +544,6 @@ pub async fn status(
     if link.is_none() && !(state.cfg.customer_retained_downloads && backup.is_some()) {
         return Err(ApiError::not_found());
     }
-    let running_here = state
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(tenant.as_str())
-        .is_some_and(|b| b == id.as_str());
     let mut body = match &backup {
         Some(b) => backup_json(b),
         // Asked for, not recorded yet: starting, or refused before it was recorded.
@@ -404,9 +588,31 @@ pub async fn issue_link(
     if backup.status != "completed" {
         return Err(ApiError::not_found());
     }
-    let mode = links::link_mode(&opts).await?;
-    let link = new_link(&state, &caller, &tenant, &id, "retained-backup", mode, true);
-    state.ctx.catalog.insert_link(&link).await?;
+    let wanted = Wanted::of(&opts)?;
+    let slot = if wanted.is_passphrase() {
+        Some(reserve_passphrase(&state, &caller, &tenant, "link.issue").await?)
+    } else {
+        None
+    };
+    let sealed = wanted.seal(&state).await?;
+    let link = new_link(
+        &state,
+        &caller,
+        &tenant,
+        &id,
+        "retained-backup",
+        sealed,
+        true,
+    );
+    if !store_link(&state, &link).await? {
+        let (_, first) = state
+            .ctx
+            .catalog
+            .live_passphrase_links(tenant.as_str(), Utc::now())
+            .await?;
+        return Err(passphrase_cap(&state, first));
+    }
+    drop(slot);
     caller
         .audit(
             &state,

@@ -10,6 +10,11 @@
 //! Passphrases are never stored. A passphrase link keeps a small age file encrypted to the
 //! passphrase (scrypt): the downloader sends the passphrase in `X-Lifeboat-Passphrase`, it must
 //! open that file, and the download is encrypted to it. A stolen link alone is not enough.
+//!
+//! scrypt costs 32 MiB (links, checks) or 64 MiB (the download's encryption) per operation, so
+//! every operation passes one server-wide gate (`ScryptGate`): `SCRYPT_AT_ONCE` run at once,
+//! at most `SCRYPT_WAITING` wait (holding nothing big), and more are refused with 503 `busy`.
+//! The handlers do every cheap check (role, body, quota, job, tenant, caps) before it.
 
 use super::ApiState;
 use super::auth::{self, Caller};
@@ -96,31 +101,69 @@ pub struct LinkOptions {
     pub passphrase: Option<String>,
 }
 
-/// A new link's mode and what it keeps: the recipient, or the passphrase's check file.
-pub async fn link_mode(
-    o: &LinkOptions,
-) -> Result<(LinkMode, Option<String>, Option<Vec<u8>>), ApiError> {
-    match (&o.recipient, &o.passphrase) {
-        (Some(_), Some(_)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "give a recipient or a passphrase, not both",
-        )),
-        (Some(r), None) => {
-            let r = params::recipient(r)?;
-            Ok((LinkMode::Recipient, Some(r.to_string()), None))
+/// What a link request asks the download to be encrypted to, checked but not yet sealed: the
+/// passphrase's scrypt work comes last, after every cheap check of the request.
+pub enum Wanted {
+    Plain,
+    Recipient(String),
+    Passphrase(SecretString),
+}
+
+impl Wanted {
+    /// Checks the body's choice (no scrypt work here).
+    pub fn of(o: &LinkOptions) -> Result<Wanted, ApiError> {
+        match (&o.recipient, &o.passphrase) {
+            (Some(_), Some(_)) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "give a recipient or a passphrase, not both",
+            )),
+            (Some(r), None) => Ok(Wanted::Recipient(params::recipient(r)?.to_string())),
+            (None, Some(p)) => {
+                params::passphrase(p)?;
+                Ok(Wanted::Passphrase(SecretString::from(p.clone())))
+            }
+            (None, None) => Ok(Wanted::Plain),
         }
-        (None, Some(p)) => {
-            params::passphrase(p)?;
-            let p = SecretString::from(p.clone());
-            let check = tokio::task::spawn_blocking(move || passphrase_check(p))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?;
-            Ok((LinkMode::Passphrase, None, Some(check)))
-        }
-        (None, None) => Ok((LinkMode::Plain, None, None)),
     }
+
+    pub fn is_passphrase(&self) -> bool {
+        matches!(self, Wanted::Passphrase(_))
+    }
+
+    /// The new link's mode and what it keeps: the recipient, or the passphrase's check file
+    /// (scrypt, through the server's gate: 503 `busy` when too many wait for it).
+    pub async fn seal(
+        self,
+        state: &ApiState,
+    ) -> Result<(LinkMode, Option<String>, Option<Vec<u8>>), ApiError> {
+        match self {
+            Wanted::Plain => Ok((LinkMode::Plain, None, None)),
+            Wanted::Recipient(r) => Ok((LinkMode::Recipient, Some(r), None)),
+            Wanted::Passphrase(p) => {
+                let check = scrypt(state, move || passphrase_check(p))
+                    .await?
+                    .map_err(ApiError::internal)?;
+                Ok((LinkMode::Passphrase, None, Some(check)))
+            }
+        }
+    }
+}
+
+/// Runs scrypt work on a blocking thread once the gate lets it (`ApiState::scrypt`). The permit
+/// goes with the work, so a client that goes away frees it only when the work is done: the
+/// bound holds for work, not for requests.
+async fn scrypt<T: Send + 'static>(
+    state: &ApiState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = state.scrypt.enter().await?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(ApiError::internal)
 }
 
 fn scrypt_recipient(p: SecretString, log_n: u8) -> age::scrypt::Recipient {
@@ -223,6 +266,65 @@ impl Attempt<'_> {
             ),
             None => detail.to_string(),
         }
+    }
+}
+
+/// scrypt operations running at once, server-wide: about 32–64 MiB each.
+pub const SCRYPT_AT_ONCE: usize = 2;
+/// Requests that may wait for the gate; more are refused with 503 `busy` and Retry-After.
+pub const SCRYPT_WAITING: usize = 32;
+
+/// The server's bound on scrypt work.
+pub struct ScryptGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for ScryptGate {
+    fn default() -> Self {
+        ScryptGate {
+            permits: Arc::new(tokio::sync::Semaphore::new(SCRYPT_AT_ONCE)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts a waiter out however its wait ends (a client gone drops the future).
+struct Waiter<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl ScryptGate {
+    /// A permit for one operation; waits behind at most `SCRYPT_WAITING` others, else 503.
+    pub async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= SCRYPT_WAITING {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many passphrase operations are waiting; retry shortly",
+            )
+            .with_retry_after(5));
+        }
+        let _waiter = Waiter(&self.waiting);
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    /// The semaphore itself, for work that waits on a blocking thread.
+    pub fn permits(&self) -> Arc<tokio::sync::Semaphore> {
+        self.permits.clone()
     }
 }
 
@@ -347,9 +449,10 @@ pub async fn download(
             }
             let check = link.passphrase_check.clone().unwrap_or_default();
             let secret = SecretString::from(p.clone());
-            let ok = tokio::task::spawn_blocking(move || passphrase_matches(&check, secret))
-                .await
-                .map_err(ApiError::internal)?;
+            let ok = match scrypt(&state, move || passphrase_matches(&check, secret)).await {
+                Ok(ok) => ok,
+                Err(e) => return Err(attempt.refuse(e).await),
+            };
             if !ok {
                 state.limiter().fail_all(&sources, Instant::now());
                 return Err(attempt
@@ -359,7 +462,9 @@ pub async fn download(
                     ))
                     .await);
             }
-            Encrypt::Passphrase(SecretString::from(p))
+            // The download's own scrypt work waits for the same gate (on its encrypting
+            // thread: at most `DOWNLOADS_AT_ONCE` of them wait there).
+            Encrypt::Passphrase(SecretString::from(p), Some(state.scrypt.permits()))
         }
     };
     // A slot before the use: a download refused for load costs no use either.

@@ -63,6 +63,12 @@ pub struct ApiState {
     pub backups: Arc<tokio::sync::Semaphore>,
     /// Tenants with a requested backup running, and its id.
     pub running: Mutex<HashMap<String, String>>,
+    /// The bound on scrypt work (passphrase links and downloads).
+    pub scrypt: links::ScryptGate,
+    /// Passphrase links being made, per tenant: they count toward the tenant's cap before they
+    /// are stored. `passphrase_counting` makes "count, then reserve" one step in this process.
+    pub passphrase_pending: Mutex<HashMap<String, u32>>,
+    pub passphrase_counting: tokio::sync::Mutex<()>,
     /// Requested backups and download bookkeeping, awaited on shutdown.
     pub tasks: Mutex<tokio::task::JoinSet<()>>,
 }
@@ -92,6 +98,9 @@ impl ApiState {
             downloads: Arc::new(tokio::sync::Semaphore::new(DOWNLOADS_AT_ONCE)),
             backups: Arc::new(tokio::sync::Semaphore::new(REQUESTED_BACKUPS_AT_ONCE)),
             running: Mutex::new(HashMap::new()),
+            scrypt: links::ScryptGate::default(),
+            passphrase_pending: Mutex::new(HashMap::new()),
+            passphrase_counting: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(tokio::task::JoinSet::new()),
         })
     }

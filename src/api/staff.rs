@@ -89,6 +89,7 @@ pub async fn backups(
         list.push(serde_json::json!({
             "id": b.id,
             "status": b.status,
+            "origin": b.origin.as_str(),
             "engine": b.engine,
             "tier": b.tier,
             "started_at": secs(b.started_at),

@@ -170,6 +170,105 @@ impl Catalog {
         })
     }
 
+    /// Inserts a passphrase link only while its tenant holds fewer than `cap` live ones
+    /// (unexpired at `now`, uses left); whether it did. One statement, so that API replicas
+    /// sharing a catalog cannot both take the last place (PostgreSQL: nearly; SQLite: exactly).
+    pub async fn insert_link_capped(
+        &self,
+        l: &LinkRow,
+        now: DateTime<Utc>,
+        cap: u32,
+    ) -> Result<bool, CatalogError> {
+        on_pool!(self, pool => {
+            let r = sqlx::query(
+                "INSERT INTO download_links (id, tenant_id, backup_id, origin, mode, recipient, passphrase_check, \
+                 created_at, created_by, expires_at, uses_left, ready) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                 WHERE (SELECT count(*) FROM download_links WHERE tenant_id = $2 AND mode = 'passphrase' \
+                        AND expires_at > $13 AND uses_left > 0) < $14",
+            )
+            .bind(&l.id)
+            .bind(&l.tenant)
+            .bind(&l.backup_id)
+            .bind(&l.origin)
+            .bind(&l.mode)
+            .bind(&l.recipient)
+            .bind(&l.passphrase_check)
+            .bind(l.created_at)
+            .bind(&l.created_by)
+            .bind(l.expires_at)
+            .bind(l.uses_left)
+            .bind(l.ready as i64)
+            .bind(now)
+            .bind(i64::from(cap))
+            .execute(pool)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
+    /// The tenant's live passphrase links at `now` (unexpired, uses left): how many, and when
+    /// the first of them expires.
+    pub async fn live_passphrase_links(
+        &self,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(u32, Option<DateTime<Utc>>), CatalogError> {
+        on_pool!(self, pool => {
+            let expiries: Vec<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT expires_at FROM download_links WHERE tenant_id = $1 AND mode = 'passphrase' \
+                 AND expires_at > $2 AND uses_left > 0 ORDER BY expires_at",
+            )
+            .bind(tenant)
+            .bind(now)
+            .fetch_all(pool)
+            .await?;
+            Ok((expiries.len().min(u32::MAX as usize) as u32, expiries.first().copied()))
+        })
+    }
+
+    /// The backups the tenant asked for since `since` (one link each, made with the request,
+    /// whatever became of the backup): how many, and when the first of them was asked for.
+    pub async fn requests_since(
+        &self,
+        tenant: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, Option<DateTime<Utc>>), CatalogError> {
+        on_pool!(self, pool => {
+            let times: Vec<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT created_at FROM download_links WHERE tenant_id = $1 \
+                 AND origin = 'requested-backup' AND created_at > $2 ORDER BY created_at",
+            )
+            .bind(tenant)
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+            Ok((times.len().min(u32::MAX as usize) as u32, times.first().copied()))
+        })
+    }
+
+    /// For every backup a customer asked for through the API, when the link issued with the
+    /// request expires (the latest, should there be several): what retention keeps it by.
+    pub async fn request_link_expiries(
+        &self,
+    ) -> Result<std::collections::HashMap<String, DateTime<Utc>>, CatalogError> {
+        on_pool!(self, pool => {
+            let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT backup_id, expires_at FROM download_links WHERE origin = 'requested-backup'",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut out = std::collections::HashMap::new();
+            for (backup, until) in rows {
+                let e = out.entry(backup).or_insert(until);
+                if until > *e {
+                    *e = until;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     pub async fn insert_link(&self, l: &LinkRow) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
             sqlx::query(

@@ -1,4 +1,4 @@
-//! The planner's summary of each tenant's backups (`tenant_history`), kept in step with `backups`:
+//! The planner's summary of each tenant's scheduled backups (`tenant_history`), kept in step with `backups`:
 //! every change to a backup row goes through `changing_history!`, which recomputes its tenant's
 //! summary in the same transaction. A planning pass then reads one row per tenant.
 
@@ -9,14 +9,17 @@ use sqlx::Row;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// One tenant's latest `$2` attempts plus its newest completed one, oldest first. Two index
-/// range scans (`backups_tenant`); an `OR` of the two made PostgreSQL scan the whole table.
+/// One tenant's latest `$2` scheduled attempts plus its newest completed scheduled one, oldest
+/// first. Two index range scans (`backups_tenant`); an `OR` of the two made PostgreSQL scan the
+/// whole table. Requested backups are left out: one a customer asks for neither satisfies the
+/// tier's schedule (nor its RPO guard), nor counts as a failure that backs the schedule off.
 pub(super) const ATTEMPTS_OF_TENANT: &str = "\
     SELECT * FROM (SELECT id, status, started_at, finished_at, recovery_point FROM backups \
-                   WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2) AS latest \
+                   WHERE tenant_id = $1 AND origin = 'scheduled' ORDER BY id DESC LIMIT $2) AS latest \
     UNION \
     SELECT * FROM (SELECT id, status, started_at, finished_at, recovery_point FROM backups \
-                   WHERE tenant_id = $1 AND status = 'completed' ORDER BY id DESC LIMIT 1) AS newest_completed \
+                   WHERE tenant_id = $1 AND origin = 'scheduled' AND status = 'completed' \
+                   ORDER BY id DESC LIMIT 1) AS newest_completed \
     ORDER BY id";
 
 /// Locks the tenant's summary row (creating it) so that concurrent changes to one tenant's

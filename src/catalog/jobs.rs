@@ -7,7 +7,7 @@
 //! `FOR UPDATE SKIP LOCKED`, so workers never wait on each other or take the same job; on SQLite
 //! the IMMEDIATE transaction serialises the (single) process's claims.
 
-use super::{BeginWrite, Catalog, CatalogError, Pool, on_pool};
+use super::{BeginWrite, Catalog, CatalogError, Origin, Pool, on_pool, origin_of};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -37,6 +37,8 @@ pub struct ClaimedJob {
     pub attempt: i64,
     /// The backup a previous holder started (its lease expired: it died or lost the catalog).
     pub previous_backup: Option<String>,
+    /// The class of the backup it makes: `Requested` for a job the API opened for a customer.
+    pub origin: Origin,
 }
 
 pub enum JobOutcome<'a> {
@@ -149,8 +151,9 @@ impl Catalog {
 
     /// Takes the tenant's job for a backup asked for outside the schedule (a customer's request),
     /// leased to `worker` and recording `backup_id`: its queued job if it has one (that backup
-    /// serves the schedule too), else a new one. `None` while its job is leased: a backup of it
-    /// is running (or its worker died and the job waits to be claimed again).
+    /// serves the schedule too, so it is of the job's origin, `Scheduled`), else a new one of
+    /// origin `Requested`. `None` while its job is leased: a backup of it is running (or its
+    /// worker died and the job waits to be claimed again).
     pub async fn take_tenant_job(
         &self,
         new: &NewJob,
@@ -161,10 +164,10 @@ impl Catalog {
     ) -> Result<Option<ClaimedJob>, CatalogError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let queued: Option<(String, String, String, i64)> = sqlx::query_as(
+            let queued: Option<(String, String, String, i64, String)> = sqlx::query_as(
                 "UPDATE jobs SET state = 'leased', worker = $1, lease_until = $2, \
                  attempts = attempts + 1, backup_id = $3 \
-                 WHERE tenant_id = $4 AND state = 'queued' RETURNING id, tier, host, attempts",
+                 WHERE tenant_id = $4 AND state = 'queued' RETURNING id, tier, host, attempts, origin",
             )
             .bind(worker)
             .bind(lease_until)
@@ -173,7 +176,7 @@ impl Catalog {
             .fetch_optional(&mut *tx)
             .await?;
             let job = match queued {
-                Some((id, tier, host, attempt)) => Some(ClaimedJob {
+                Some((id, tier, host, attempt, origin)) => Some(ClaimedJob {
                     id,
                     worker: worker.to_string(),
                     tenant: new.tenant.clone(),
@@ -181,13 +184,14 @@ impl Catalog {
                     host,
                     attempt,
                     previous_backup: None,
+                    origin: origin_of(&origin),
                 }),
                 None => {
                     let id = uuid::Uuid::now_v7().to_string();
                     let r = sqlx::query(
                         "INSERT INTO jobs (id, tenant_id, tier, host, start_by, priority, state, \
-                         attempts, worker, lease_until, backup_id, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'leased', 1, $7, $8, $9, $10) \
+                         attempts, worker, lease_until, backup_id, created_at, origin) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'leased', 1, $7, $8, $9, $10, 'requested') \
                          ON CONFLICT DO NOTHING",
                     )
                     .bind(&id)
@@ -210,6 +214,7 @@ impl Catalog {
                         host: new.host.clone(),
                         attempt: 1,
                         previous_backup: None,
+                        origin: Origin::Requested,
                     })
                 }
             };
@@ -234,7 +239,7 @@ impl Catalog {
             ""
         };
         let sql = format!(
-            "SELECT id, tenant_id, tier, host, attempts, backup_id FROM jobs \
+            "SELECT id, tenant_id, tier, host, attempts, backup_id, origin FROM jobs \
              WHERE state = 'queued' OR (state = 'leased' AND lease_until < $1) \
              ORDER BY start_by, priority DESC, tenant_id LIMIT $2{lock}"
         );
@@ -268,6 +273,7 @@ impl Catalog {
                 host: row.get("host"),
                 attempt: row.get::<i64, _>("attempts") + 1,
                 previous_backup: row.get("backup_id"),
+                origin: origin_of(&row.get::<String, _>("origin")),
             };
             sqlx::query(
                 "UPDATE jobs SET state = 'leased', worker = $1, lease_until = $2, attempts = $3 WHERE id = $4",
@@ -331,6 +337,21 @@ impl Catalog {
             job,
             "state = 'queued', worker = NULL, lease_until = NULL, backup_id = NULL"
         )
+    }
+
+    /// Whether the tenant's job is leased: a backup of it is running on some worker (or its
+    /// worker died and the job waits to be claimed again). A read only, for refusing a request
+    /// before any work; `take_tenant_job` decides.
+    pub async fn tenant_job_leased(&self, tenant: &str) -> Result<bool, CatalogError> {
+        on_pool!(self, pool => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'leased'",
+            )
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
     }
 
     /// Tenants with a queued or leased job.

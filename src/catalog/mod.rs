@@ -23,6 +23,7 @@ pub use history::KnownTenant;
 pub use jobs::{ClaimedJob, JobOutcome, NewJob};
 pub use restores::{NewRestore, RestoreRow};
 
+pub use crate::domain::retention::Origin;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -126,6 +127,8 @@ pub struct BackupRow {
     pub artifact_sha256: Option<String>,
     pub dump_size: Option<i64>,
     pub error: Option<String>,
+    /// Scheduled (the tier's schedule, an operator) or requested (a customer's own).
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone)]
@@ -223,8 +226,14 @@ macro_rules! backup_from {
             artifact_sha256: row.get("artifact_sha256"),
             dump_size: row.get("dump_size"),
             error: row.get("error"),
+            origin: $crate::catalog::origin_of(&row.get::<String, _>("origin")),
         }
     }};
+}
+
+/// A stored origin; the migrations' CHECK allows no other value than the two.
+pub(crate) fn origin_of(s: &str) -> Origin {
+    Origin::parse(s).unwrap_or_default()
 }
 
 /// The recorded steps of a purge.
@@ -490,8 +499,8 @@ impl Catalog {
         on_pool!(self, pool => changing_history!(pool, &b.tenant_id, tx => {
             sqlx::query(
                 "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, finished_at, recovery_point, \
-                 artifact_key, manifest_key, artifact_size, artifact_sha256, dump_size) \
-                 VALUES ($1, $2, $3, $4, $5, 'completed', $6, $7, $8, $9, $10, $11, $12, $13)",
+                 artifact_key, manifest_key, artifact_size, artifact_sha256, dump_size, origin) \
+                 VALUES ($1, $2, $3, $4, $5, 'completed', $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&b.id)
             .bind(&b.tenant_id)
@@ -506,12 +515,14 @@ impl Catalog {
             .bind(b.artifact_size)
             .bind(&b.artifact_sha256)
             .bind(b.dump_size)
+            .bind(b.origin.as_str())
             .execute(&mut *tx)
             .await?;
             Ok(())
         }))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn insert_backup(
         &self,
         id: &str,
@@ -520,11 +531,12 @@ impl Catalog {
         engine: &str,
         key_id: Option<&str>,
         started_at: DateTime<Utc>,
+        origin: Origin,
     ) -> Result<(), CatalogError> {
         on_pool!(self, pool => changing_history!(pool, tenant, tx => {
             sqlx::query(
-                "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'running', $6)",
+                "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, origin) \
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)",
             )
             .bind(id)
             .bind(tenant)
@@ -532,6 +544,7 @@ impl Catalog {
             .bind(engine)
             .bind(key_id)
             .bind(started_at)
+            .bind(origin.as_str())
             .execute(&mut *tx)
             .await?;
             Ok(())
@@ -1072,7 +1085,7 @@ mod tests {
         for i in 0..12i64 {
             let id = uuid::Uuid::now_v7().to_string();
             let at = t0 + chrono::Duration::hours(i);
-            cat.insert_backup(&id, "acme", "paid", "sqlite", None, at)
+            cat.insert_backup(&id, "acme", "paid", "sqlite", None, at, Origin::Scheduled)
                 .await
                 .unwrap();
             assert!(cat.known_tenants().await.unwrap()["acme"].history.running);
@@ -1100,6 +1113,26 @@ mod tests {
             cat.complete_backup(&ids[11], &completed(t0)).await,
             Err(CatalogError::NotRunning(_))
         ));
+        assert_eq!(&cat.known_tenants().await.unwrap()["acme"].history, h);
+
+        // Backups a customer asked for, completed or failed, leave the schedule's summary as
+        // it was: they do not make the tenant less due, nor back its schedule off.
+        for (i, ok) in [(20, true), (21, false)] {
+            let id = uuid::Uuid::now_v7().to_string();
+            let at = t0 + chrono::Duration::hours(i);
+            cat.insert_backup(&id, "acme", "paid", "sqlite", None, at, Origin::Requested)
+                .await
+                .unwrap();
+            if ok {
+                cat.complete_backup(&id, &completed(at)).await.unwrap();
+            } else {
+                cat.fail_backup(&id, "boom", at).await.unwrap();
+            }
+            assert_eq!(
+                cat.backup(&id).await.unwrap().unwrap().origin,
+                Origin::Requested
+            );
+        }
         assert_eq!(&cat.known_tenants().await.unwrap()["acme"].history, h);
 
         // Forgetting the one success forgets its recovery point.

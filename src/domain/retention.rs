@@ -6,13 +6,46 @@
 //! by max-age. Then min-keep keeps the newest N whatever their age.
 //!
 //! Safety rails hold whatever the policy says: a tenant under legal hold loses nothing; the
-//! newest verified backup of an active tenant is kept; a backup not yet verified in every region
+//! newest verified scheduled backup of an active tenant is kept (the newest verified backup of
+//! any origin when it has no verified scheduled one); a backup not yet verified in every region
 //! is kept until the tenant's deletion window has ended. When the window has ended (and there is
 //! no hold), everything is deleted: that is the purge.
+//!
+//! Backups a customer asked for (`Origin::Requested`) are a class of their own: the policy rules
+//! and their ranks see scheduled backups only, so requested ones never count toward a rule nor
+//! push a scheduled one out of it. A requested backup is kept until the link issued with its
+//! request expires plus the grace (`[api] requested-backup-grace`); that link also keeps a
+//! scheduled backup it points to (a request that served the schedule's queued job) until it
+//! expires. Links issued later do not extend anything, so no backup can be pinned for ever.
 
 use crate::config::RetentionPolicy;
 use chrono::{DateTime, Datelike, Utc};
 use std::time::Duration;
+
+/// Why a backup exists: the tier's schedule (and every backup an operator makes), or a
+/// customer's request through the API that did not serve the schedule's queued job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    #[default]
+    Scheduled,
+    Requested,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Scheduled => "scheduled",
+            Origin::Requested => "requested",
+        }
+    }
+
+    /// The catalog's and the manifest's spelling; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Origin> {
+        [Origin::Scheduled, Origin::Requested]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct BackupFact {
@@ -20,6 +53,10 @@ pub struct BackupFact {
     pub recovery_point: DateTime<Utc>,
     /// Verified by checksum in every configured region.
     pub verified_everywhere: bool,
+    pub origin: Origin,
+    /// When the download link issued with the customer's request for this backup expires
+    /// (`None`: there is none, e.g. a scheduled backup, or a catalog rebuilt from the regions).
+    pub request_link_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +71,8 @@ pub struct TenantFacts {
     pub legal_hold: bool,
     pub policy: RetentionPolicy,
     pub deletion_window: Duration,
+    /// How long a requested backup outlives the link of its request.
+    pub requested_grace: Duration,
 }
 
 impl TenantFacts {
@@ -62,6 +101,7 @@ impl TenantFacts {
 pub struct Decision {
     pub backup_id: String,
     pub recovery_point: DateTime<Utc>,
+    pub origin: Origin,
     pub keep: bool,
     pub reasons: Vec<String>,
 }
@@ -82,6 +122,10 @@ fn year(t: DateTime<Utc>) -> (i32, u32) {
     (t.year(), 0)
 }
 
+fn at(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Plans retention for one tenant. `backups` may be in any order; decisions come newest first.
 pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) -> Vec<Decision> {
     let mut order: Vec<&BackupFact> = backups.iter().collect();
@@ -99,16 +143,20 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
             .map(|b| Decision {
                 backup_id: b.id.clone(),
                 recovery_point: b.recovery_point,
+                origin: b.origin,
                 keep: false,
                 reasons: vec!["the tenant's deletion window has ended: purge".into()],
             })
             .collect();
     }
 
-    // Policy rules.
+    // Policy rules, over the scheduled backups alone: `scheduled[rank]` is an index in `order`.
+    let scheduled: Vec<usize> = (0..order.len())
+        .filter(|&i| order[i].origin == Origin::Scheduled)
+        .collect();
     let mut policy: Vec<Vec<String>> = vec![Vec::new(); order.len()];
-    for (rank, reasons) in policy.iter_mut().enumerate().take(p.keep_last as usize) {
-        reasons.push(format!("keep-last {} (#{})", p.keep_last, rank + 1));
+    for (rank, &i) in scheduled.iter().enumerate().take(p.keep_last as usize) {
+        policy[i].push(format!("keep-last {} (#{})", p.keep_last, rank + 1));
     }
     let calendars: [(&str, u32, Bucket); 4] = [
         ("keep-daily", p.keep_daily, day),
@@ -118,59 +166,110 @@ pub fn plan(tenant: &TenantFacts, backups: &[BackupFact], now: DateTime<Utc>) ->
     ];
     for (name, n, bucket) in calendars {
         let mut seen: Vec<(i32, u32)> = Vec::new();
-        for (i, b) in order.iter().enumerate() {
+        for &i in &scheduled {
             if seen.len() >= n as usize {
                 break;
             }
-            let k = bucket(b.recovery_point);
+            let k = bucket(order[i].recovery_point);
             if !seen.contains(&k) {
                 seen.push(k);
                 policy[i].push(format!("{name} {n} ({}-{})", k.0, k.1));
             }
         }
     }
+    for (rank, &i) in scheduled.iter().enumerate().take(p.min_keep as usize) {
+        policy[i].push(format!("min-keep {} (#{})", p.min_keep, rank + 1));
+    }
     let max_age = chrono::Duration::from_std(p.max_age).unwrap_or(chrono::Duration::MAX);
-    let newest_verified = order.iter().position(|b| b.verified_everywhere);
+    let grace = chrono::Duration::from_std(tenant.requested_grace).unwrap_or(chrono::Duration::MAX);
+    let newest_verified = scheduled
+        .iter()
+        .copied()
+        .find(|&i| order[i].verified_everywhere)
+        .or_else(|| order.iter().position(|b| b.verified_everywhere));
 
     let mut out = Vec::with_capacity(order.len());
     for (i, b) in order.iter().enumerate() {
-        let too_old = now - b.recovery_point > max_age;
-        let mut keep: Vec<String> = if too_old {
-            Vec::new()
-        } else {
-            std::mem::take(&mut policy[i])
+        let (mut keep, delete) = match b.origin {
+            Origin::Scheduled => {
+                let too_old = now - b.recovery_point > max_age;
+                // min-keep holds whatever the age; the other rules are capped by max-age.
+                let mut keep = std::mem::take(&mut policy[i]);
+                if too_old {
+                    keep.retain(|r| r.starts_with("min-keep"));
+                }
+                if let Some(until) = b.request_link_until.filter(|u| *u > now) {
+                    keep.push(format!(
+                        "link of a customer's request live until {}",
+                        at(until)
+                    ));
+                }
+                let delete = if too_old {
+                    format!(
+                        "older than max-age {}",
+                        super::objectives::fmt_duration(p.max_age)
+                    )
+                } else {
+                    format!(
+                        "kept by no rule (keep-last {}, daily {}, weekly {}, monthly {}, yearly {})",
+                        p.keep_last, p.keep_daily, p.keep_weekly, p.keep_monthly, p.keep_yearly
+                    )
+                };
+                (keep, delete)
+            }
+            Origin::Requested => {
+                let link = b.request_link_until;
+                let until = link
+                    .unwrap_or(b.recovery_point)
+                    .checked_add_signed(grace)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let g = super::objectives::fmt_duration(tenant.requested_grace);
+                let keep = match link {
+                    _ if now >= until => Vec::new(),
+                    Some(l) if l > now => vec![format!(
+                        "requested: link live until {} (then {g} of grace)",
+                        at(l)
+                    )],
+                    Some(l) => vec![format!(
+                        "requested: link expired at {}, grace {g} until {}",
+                        at(l),
+                        at(until)
+                    )],
+                    None => vec![format!("requested: no link, grace {g} until {}", at(until))],
+                };
+                let delete = match link {
+                    Some(l) => format!(
+                        "requested: link expired at {} and its grace {g} ended at {}",
+                        at(l),
+                        at(until)
+                    ),
+                    None => format!("requested: no link, grace {g} ended at {}", at(until)),
+                };
+                (keep, delete)
+            }
         };
-        if (i as u32) < p.min_keep {
-            keep.push(format!("min-keep {} (#{})", p.min_keep, i + 1));
-        }
         if tenant.legal_hold {
             keep.push("tenant is under legal hold".into());
         }
         if tenant.lifecycle == Lifecycle::Active && newest_verified == Some(i) {
-            keep.push("newest verified backup of an active tenant".into());
+            keep.push(match b.origin {
+                Origin::Scheduled => "newest verified backup of an active tenant".into(),
+                Origin::Requested => {
+                    "newest verified backup of an active tenant (it has no verified scheduled one)"
+                        .into()
+                }
+            });
         }
         if !b.verified_everywhere {
             keep.push("not yet verified in every region".into());
         }
         let keep_it = !keep.is_empty();
-        let reasons = if keep_it {
-            keep
-        } else if too_old {
-            vec![format!(
-                "older than max-age {}",
-                super::objectives::fmt_duration(p.max_age)
-            )]
-        } else {
-            vec![format!(
-                "kept by no rule (keep-last {}, daily {}, weekly {}, monthly {}, yearly {})",
-                p.keep_last, p.keep_daily, p.keep_weekly, p.keep_monthly, p.keep_yearly
-            )]
-        };
         out.push(Decision {
             backup_id: b.id.clone(),
             recovery_point: b.recovery_point,
+            origin: b.origin,
             keep: keep_it,
-            reasons,
+            reasons: if keep_it { keep } else { vec![delete] },
         });
     }
     out
@@ -208,15 +307,32 @@ mod tests {
                 id: format!("b{:04}", 10_000 - i),
                 recovery_point: now - days(i),
                 verified_everywhere: !unverified.contains(&i),
+                origin: Origin::Scheduled,
+                request_link_until: None,
             })
             .collect()
     }
+    /// `n` backups a customer asked for, one a minute before `now`, the newest first, each with
+    /// its request's link expiring `link` after it was made.
+    fn requested(now: DateTime<Utc>, n: i64, link: chrono::Duration) -> Vec<BackupFact> {
+        (0..n)
+            .map(|i| BackupFact {
+                id: format!("r{:04}", 10_000 - i),
+                recovery_point: now - chrono::Duration::minutes(i),
+                verified_everywhere: true,
+                origin: Origin::Requested,
+                request_link_until: Some(now - chrono::Duration::minutes(i) + link),
+            })
+            .collect()
+    }
+    const GRACE: Duration = Duration::from_secs(86400);
     fn facts(lifecycle: Lifecycle, hold: bool, policy: RetentionPolicy) -> TenantFacts {
         TenantFacts {
             lifecycle,
             legal_hold: hold,
             policy,
             deletion_window: Duration::from_secs(90 * 86400),
+            requested_grace: GRACE,
         }
     }
     fn kept(d: &[Decision]) -> usize {
@@ -334,6 +450,134 @@ mod tests {
         }
     }
 
+    /// Issue 18 #3: thirty backups a customer asked for within minutes leave the three
+    /// scheduled ones where keep-last put them, and are kept while their links live.
+    #[test]
+    fn requested_backups_never_count_toward_the_policy() {
+        let now = t0();
+        let tenant = facts(Lifecycle::Active, false, policy(24, 120));
+        let mut backups = daily(now - days(1), 3, &[]);
+        backups.extend(requested(now, 30, chrono::Duration::hours(1)));
+        let d = plan(&tenant, &backups, now);
+        assert_eq!(kept(&d), 33, "{d:#?}");
+        for (rank, x) in d
+            .iter()
+            .filter(|x| x.origin == Origin::Scheduled)
+            .enumerate()
+        {
+            assert_eq!(
+                x.reasons[0],
+                format!("keep-last 24 (#{})", rank + 1),
+                "{x:?}"
+            );
+        }
+        for x in d.iter().filter(|x| x.origin == Origin::Requested) {
+            assert!(
+                x.reasons[0].starts_with("requested: link live until"),
+                "{x:?}"
+            );
+        }
+        // Only requested backups: none displaces a scheduled one, and the newest verified one
+        // is kept by the rail when there is no scheduled one.
+        let only = requested(now - days(10), 3, chrono::Duration::hours(1));
+        let d = plan(&tenant, &only, now);
+        assert_eq!(kept(&d), 1, "{d:#?}");
+        assert!(d[0].keep && d[0].reasons[0].contains("no verified scheduled one"));
+    }
+
+    /// A requested backup goes once its link expired and the grace ended; within the grace it
+    /// stays; without a link its recovery point starts the grace; a hold keeps it, a purge takes it.
+    #[test]
+    fn requested_backups_live_until_their_link_expires_plus_the_grace() {
+        let now = t0();
+        let hour = chrono::Duration::hours(1);
+        let h = chrono::Duration::hours;
+        let base = daily(now, 2, &[]);
+        let cases: Vec<(&str, Option<chrono::Duration>, chrono::Duration, bool, &str)> = vec![
+            // (name, link expiry relative to now, recovery point age, kept, reason prefix)
+            (
+                "link live",
+                Some(hour),
+                hour,
+                true,
+                "requested: link live until",
+            ),
+            (
+                "in grace",
+                Some(-hour),
+                h(2),
+                true,
+                "requested: link expired at",
+            ),
+            (
+                "grace over",
+                Some(h(-25)),
+                h(26),
+                false,
+                "requested: link expired at",
+            ),
+            (
+                "no link, in grace",
+                None,
+                h(23),
+                true,
+                "requested: no link, grace 1d until",
+            ),
+            (
+                "no link, grace over",
+                None,
+                h(25),
+                false,
+                "requested: no link, grace 1d ended",
+            ),
+        ];
+        for (name, link, age, keep, reason) in cases {
+            let mut backups = base.clone();
+            backups.push(BackupFact {
+                id: "r0001".into(),
+                recovery_point: now - age,
+                verified_everywhere: true,
+                origin: Origin::Requested,
+                request_link_until: link.map(|l| now + l),
+            });
+            let d = plan(
+                &facts(Lifecycle::Active, false, policy(24, 120)),
+                &backups,
+                now,
+            );
+            let r = d.iter().find(|x| x.backup_id == "r0001").unwrap();
+            assert_eq!(r.keep, keep, "{name}: {r:?}");
+            assert!(r.reasons[0].starts_with(reason), "{name}: {r:?}");
+            assert_eq!(kept(&d), 2 + usize::from(keep), "{name}");
+            let held = plan(
+                &facts(Lifecycle::Active, true, policy(24, 120)),
+                &backups,
+                now,
+            );
+            assert!(
+                held.iter().all(|x| x.keep),
+                "{name}: a hold keeps everything"
+            );
+            let gone = Lifecycle::Terminated { at: now - days(91) };
+            let purged = plan(&facts(gone, false, policy(24, 120)), &backups, now);
+            assert!(
+                purged.iter().all(|x| !x.keep),
+                "{name}: a purge takes everything"
+            );
+        }
+        // The link of a request that served the schedule keeps that scheduled backup past
+        // keep-last until it expires.
+        let mut backups = daily(now, 5, &[]);
+        backups[4].request_link_until = Some(now + hour);
+        let d = plan(
+            &facts(Lifecycle::Active, false, policy(2, 120)),
+            &backups,
+            now,
+        );
+        assert_eq!(kept(&d), 3, "{d:#?}");
+        assert!(d[4].reasons[0].starts_with("link of a customer's request live until"));
+    }
+
     /// An independent oracle for the calendar rules: which recovery points a policy keeps.
     fn oracle(
         p: &RetentionPolicy,
@@ -383,6 +627,8 @@ mod tests {
                     id: format!("b{day:04}"),
                     recovery_point: now,
                     verified_everywhere: true,
+                    origin: Origin::Scheduled,
+                    request_link_until: None,
                 });
                 let points: Vec<_> = backups.iter().map(|b| b.recovery_point).collect();
                 let d = plan(&tenant, &backups, now);
@@ -424,14 +670,32 @@ mod tests {
             })
     }
 
+    /// Backups of either origin; a requested one's link expires from 7 days before to 7 days
+    /// after now, or it has none.
     fn arb_backups() -> impl Strategy<Value = Vec<BackupFact>> {
-        prop::collection::vec((0i64..600 * 24, any::<bool>()), 0..60).prop_map(|v| {
+        prop::collection::vec(
+            (
+                0i64..600 * 24,
+                any::<bool>(),
+                prop::option::weighted(0.3, prop::option::of(-7 * 24i64..7 * 24)),
+            ),
+            0..60,
+        )
+        .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (hours_ago, verified))| BackupFact {
+                .map(|(i, (hours_ago, verified, request))| BackupFact {
                     id: format!("b{i:03}"),
                     recovery_point: t0() - chrono::Duration::hours(hours_ago),
                     verified_everywhere: verified,
+                    origin: if request.is_some() {
+                        Origin::Requested
+                    } else {
+                        Origin::Scheduled
+                    },
+                    request_link_until: request
+                        .flatten()
+                        .map(|h| t0() + chrono::Duration::hours(h)),
                 })
                 .collect()
         })
@@ -447,6 +711,7 @@ mod tests {
                 legal_hold: hold,
                 policy,
                 deletion_window: Duration::from_secs(90 * 86400),
+                requested_grace: GRACE,
             },
         )
     }
@@ -463,13 +728,31 @@ mod tests {
             if tenant.legal_hold {
                 prop_assert!(d.iter().all(|x| x.keep), "legal hold keeps everything");
             }
-            if tenant.lifecycle == Lifecycle::Active
-                && let Some(newest) = backups
+            let newest_verified = |origin: Option<Origin>| {
+                backups
                     .iter()
-                    .filter(|b| b.verified_everywhere)
+                    .filter(|b| b.verified_everywhere && origin.is_none_or(|o| b.origin == o))
                     .max_by(|a, b| a.recovery_point.cmp(&b.recovery_point).then(a.id.cmp(&b.id)))
+            };
+            if tenant.lifecycle == Lifecycle::Active
+                && let Some(newest) = newest_verified(Some(Origin::Scheduled)).or_else(|| newest_verified(None))
             {
-                prop_assert!(decision(&newest.id).keep, "newest verified backup of an active tenant is kept");
+                prop_assert!(decision(&newest.id).keep, "newest verified (scheduled) backup of an active tenant is kept");
+            }
+            // Requested backups are invisible to the scheduled ones: planning without them
+            // decides every scheduled backup the same way, for the same reasons.
+            let alone: Vec<BackupFact> = backups.iter().filter(|b| b.origin == Origin::Scheduled).cloned().collect();
+            for x in plan(&tenant, &alone, now) {
+                prop_assert_eq!(decision(&x.backup_id), &x, "a requested backup changed a scheduled one's fate");
+            }
+            // A requested backup lives until its link's expiry plus the grace (or the purge).
+            if !tenant.purge_due(now) {
+                for b in backups.iter().filter(|b| b.origin == Origin::Requested) {
+                    let until = b.request_link_until.unwrap_or(b.recovery_point) + chrono::Duration::from_std(GRACE).unwrap();
+                    if now < until {
+                        prop_assert!(decision(&b.id).keep, "requested backup deleted before {until}");
+                    }
+                }
             }
             if !tenant.window_ended(now) {
                 for b in backups.iter().filter(|b| !b.verified_everywhere) {

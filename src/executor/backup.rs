@@ -5,7 +5,7 @@
 //! succeeded; the catalog marks the backup completed only after the manifest exists.
 
 use super::{Context, Error, replicate};
-use crate::catalog::{Completed, CopyUpdate, TenantKeyRow};
+use crate::catalog::{Completed, CopyUpdate, Origin, TenantKeyRow};
 use crate::config::TenantConfig;
 use crate::crypto;
 use crate::engine;
@@ -72,16 +72,18 @@ pub async fn ensure_tenant_key(
     Ok(row)
 }
 
+/// A backup of the schedule's class (an operator's, a safety backup before a restore).
 pub async fn backup_tenant(ctx: &Context, tenant: &TenantConfig) -> Result<BackupReport, Error> {
-    backup_tenant_as(ctx, tenant, BackupId::generate()).await
+    backup_tenant_as(ctx, tenant, BackupId::generate(), Origin::Scheduled).await
 }
 
 /// `backup_tenant` under an id chosen by the caller (`serve` records it in the job first, so a
-/// worker taking the job over can settle this attempt).
+/// worker taking the job over can settle this attempt), of class `origin` (its job's).
 pub async fn backup_tenant_as(
     ctx: &Context,
     tenant: &TenantConfig,
     backup_id: BackupId,
+    origin: Origin,
 ) -> Result<BackupReport, Error> {
     if let Some(row) = ctx.catalog.tenant(tenant.id.as_str()).await?
         && row.state != "active"
@@ -120,10 +122,11 @@ pub async fn backup_tenant_as(
             tenant.engine.as_str(),
             None,
             started_at,
+            origin,
         )
         .await?;
     let deadline = ctx.job_deadline();
-    match store_in_primary(ctx, tenant, &backup_id, started_at, deadline).await {
+    match store_in_primary(ctx, tenant, &backup_id, started_at, deadline, origin).await {
         Ok(stored) => {
             let stored_in = clock.elapsed();
             let mut copies = Vec::new();
@@ -184,6 +187,7 @@ async fn store_in_primary(
     backup_id: &BackupId,
     started_at: DateTime<Utc>,
     deadline: tokio::time::Instant,
+    origin: Origin,
 ) -> Result<Stored, Error> {
     let engine = engine::for_tenant(tenant);
     let dump = ctx
@@ -274,6 +278,7 @@ async fn store_in_primary(
         },
         encryption: "age-x25519".into(),
         facts: facts.seal(&recipient)?,
+        origin,
     };
     if let Err(e) = primary
         .store

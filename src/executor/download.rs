@@ -36,7 +36,8 @@ pub const PASSPHRASE_LOG_N: u8 = 16;
 pub enum Encrypt {
     None,
     Recipient(age::x25519::Recipient),
-    Passphrase(SecretString),
+    /// The passphrase, and the gate its scrypt work waits for (the API's bound on that work).
+    Passphrase(SecretString, Option<Arc<tokio::sync::Semaphore>>),
 }
 
 /// An opened download: the file name to offer and the body, which ends with an error (a broken
@@ -295,18 +296,30 @@ fn encrypt_thread(
         sent: 0,
     };
     let scrypt;
+    let mut gate = None;
     let recipient: &dyn age::Recipient = match &encrypt {
         Encrypt::Recipient(r) => r,
-        Encrypt::Passphrase(p) => {
+        Encrypt::Passphrase(p, g) => {
             let mut r = age::scrypt::Recipient::new(p.clone());
             r.set_work_factor(PASSPHRASE_LOG_N);
             scrypt = r;
+            gate = g.clone();
             &scrypt
         }
         Encrypt::None => return Err("nothing to encrypt to".into()),
     };
+    // Wrapping the file key is the scrypt work: it holds a permit of the gate, if any.
+    let permit = match gate {
+        Some(g) => Some(
+            sink.rt
+                .block_on(g.acquire_owned())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let enc =
         age::Encryptor::with_recipients(std::iter::once(recipient)).map_err(|e| e.to_string())?;
+    drop(permit);
     let mut w = enc.wrap_output(sink).map_err(|e| e.to_string())?;
     while let Some(p) = pieces.blocking_recv() {
         match p {

@@ -110,6 +110,7 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             artifact_sha256: Some(m.artifact.sha256.clone()),
             dump_size: None,
             error: None,
+            origin: m.origin,
         };
         ctx.catalog.insert_completed_backup(&b).await?;
         ctx.catalog

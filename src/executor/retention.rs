@@ -11,7 +11,7 @@
 use super::{Context, Error};
 use crate::catalog::{AuditEntry, DeletionRow, PurgeStep, TenantRow};
 use crate::domain::objectives::fmt_duration;
-use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, TenantFacts};
+use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, Origin, TenantFacts};
 use crate::storage::Region;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -35,6 +35,7 @@ pub(crate) fn lifecycle(t: &TenantRow) -> Lifecycle {
 /// Plans retention for every tenant the catalog knows (purged ones excepted). Nothing is deleted.
 pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPlan>, Error> {
     let copies = ctx.catalog.copies_by_backup().await?;
+    let request_links = ctx.catalog.request_link_expiries().await?;
     let mut plans = Vec::new();
     for t in ctx.catalog.live_tenants().await? {
         let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
@@ -62,6 +63,8 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
                 id: b.id.clone(),
                 recovery_point: rp,
                 verified_everywhere,
+                origin: b.origin,
+                request_link_until: request_links.get(&b.id).copied(),
             });
         }
         let tenant_facts = TenantFacts {
@@ -69,6 +72,7 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
             legal_hold: t.legal_hold,
             policy: overrides.apply(tier.retention),
             deletion_window: tier.deletion_window,
+            requested_grace: ctx.config.requested_backup_grace(),
         };
         plans.push(TenantPlan {
             purge: tenant_facts.purge_due(now),
@@ -91,26 +95,36 @@ pub struct ApplyReport {
     pub cap: Option<String>,
 }
 
-/// The caps a plan would exceed, if any.
+/// The caps a plan would exceed, if any. They guard the tenants' history against a policy
+/// mistake, so they count scheduled backups only: requested ones going when their link and
+/// grace ended are no history, and a customer asking for many must not stop retention for the
+/// whole fleet by tripping a cap.
 pub fn cap_violations(plans: &[TenantPlan], max_deletes: usize, max_share: f64) -> Vec<String> {
     let mut out = Vec::new();
-    let total: usize = plans
-        .iter()
-        .map(|p| p.decisions.iter().filter(|d| !d.keep).count())
-        .sum();
+    let scheduled = |p: &TenantPlan| -> (usize, usize) {
+        let s: Vec<&Decision> = p
+            .decisions
+            .iter()
+            .filter(|d| d.origin == Origin::Scheduled)
+            .collect();
+        (s.iter().filter(|d| !d.keep).count(), s.len())
+    };
+    let total: usize = plans.iter().map(|p| scheduled(p).0).sum();
     if total > max_deletes {
         out.push(format!(
-            "the run would delete {total} backups, more than retention.max-deletes = {max_deletes}"
+            "the run would delete {total} scheduled backups, more than retention.max-deletes = {max_deletes}"
         ));
     }
-    for p in plans.iter().filter(|p| !p.purge && !p.decisions.is_empty()) {
-        let deletes = p.decisions.iter().filter(|d| !d.keep).count();
-        let share = deletes as f64 / p.decisions.len() as f64;
+    for p in plans.iter().filter(|p| !p.purge) {
+        let (deletes, of) = scheduled(p);
+        if of == 0 {
+            continue;
+        }
+        let share = deletes as f64 / of as f64;
         if share > max_share {
             out.push(format!(
-                "tenant {} would lose {deletes} of {} backups ({:.0}%), more than retention.max-delete-share = {:.0}%",
+                "tenant {} would lose {deletes} of {of} scheduled backups ({:.0}%), more than retention.max-delete-share = {:.0}%",
                 p.tenant,
-                p.decisions.len(),
                 share * 100.0,
                 max_share * 100.0
             ));
