@@ -109,28 +109,12 @@ fn signed_link(key: &[u8], link_id: &str, tenant: &str, backup: &str, expires: i
     )
 }
 
-/// Runs `sql` on the SQLite file at `path`: the error, if the database refused it.
-fn sqlite_try(path: &std::path::Path, sql: &str) -> Result<(), String> {
-    use sqlx::{ConnectOptions, Connection};
-    block_on(async {
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-            .execute(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        let _ = conn.close().await;
-        done
-    })
-}
-
 #[test]
 fn the_attack_table_holds() {
-    let mut api = LoopbackApi::new("client-timeout = \"2s\"\nmax-body = \"4KiB\"\nlink-uses = 2");
+    let mut api = LoopbackApi::new(
+        "client-timeout = \"2s\"\nmax-body = \"4KiB\"\nlink-uses = 2\n\
+         requested-backups-per-day = 1\npassphrase-links-per-tenant = 2",
+    );
     let port = api.port();
     let acme = api.token("acme portal", "customer", &["--tenant", "acme"]);
     let globex = api.token("globex portal", "customer", &["--tenant", "globex"]);
@@ -353,6 +337,34 @@ fn the_attack_table_holds() {
         get(&pass_link, None),
         401,
         "passphrase_required",
+    );
+    link(
+        &acme,
+        &acme_backup,
+        r#"{"passphrase": "a second passphrase"}"#,
+    );
+    let third = post(
+        &format!("/api/v1/me/backups/{acme_backup}/links"),
+        &acme,
+        r#"{"passphrase": "and a third passphrase"}"#,
+    );
+    t.refused(
+        "passphrase links past the tenant's cap (#4)",
+        third,
+        429,
+        "passphrase_links_exceeded",
+    );
+    let (status, v) = post("/api/v1/me/backups", &acme, "{}");
+    assert_eq!(status, 202, "{v}");
+    let status_url = v["status_url"].as_str().unwrap().to_string();
+    until("the requested backup", Duration::from_secs(60), || {
+        get(&status_url, Some(&acme)).1["status"] != "running"
+    });
+    t.refused(
+        "a second requested backup past the daily quota (#3)",
+        post("/api/v1/me/backups", &acme, "{}"),
+        429,
+        "quota_exceeded",
     );
     let wrong = |_: usize| api.get(&pass_link, None, &["-H", "X-Lifeboat-Passphrase: guess"]);
     t.refused(
@@ -587,8 +599,26 @@ fn the_attack_table_holds() {
         format!("{:o}", mode(&side)),
     );
 
-    // Last, as it stops serve: a master key others can read stops it at start (#10).
+    // The audit log rewritten by someone who can write the catalog, the chain recomputed from
+    // its first entry (#9): found against the head serve anchored in the regions at start.
+    until(
+        "serve anchors the audit head",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_dir(api.inst.path("regions/eu/v1/audit/anchors"))
+                .is_ok_and(|mut d| d.next().is_some())
+        },
+    );
     api.stop();
+    support::forge::rewrite_chain(&api.inst, 1, None);
+    let verify = api.inst.run(&["audit", "verify"]);
+    t.check(
+        "audit log rewritten with its chain recomputed (#9)",
+        verify.code != 0,
+        format!("audit verify exit {}: {}", verify.code, verify.stdout),
+    );
+
+    // Last: a master key others can read stops serve at start (#10).
     std::fs::set_permissions(&api.inst.master_key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = serve_refused(&api.inst.config);
     t.check(

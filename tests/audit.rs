@@ -7,6 +7,7 @@ mod support;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use support::forge::{COLS, rewrite_chain, sql_text};
 use support::*;
 
 const REGIONS: &str = "[[regions]]\nname = \"eu\"\nrole = \"primary\"\nkind = \"dir\"\npath = \"regions/eu\"\n\n\
@@ -50,24 +51,6 @@ fn field<'a>(rows: &'a [Value], name: &str) -> Vec<&'a str> {
 
 fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// Runs SQL on a SQLite catalog file behind Lifeboat's back, as someone with file access could.
-fn sqlite_try(path: &Path, sql: &str) -> Result<(), String> {
-    use sqlx::Connection;
-    let (path, sql) = (path.to_path_buf(), sql.to_string());
-    block_on(async move {
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .map_err(|e| e.to_string())?;
-        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        conn.close().await.map_err(|e| e.to_string())?;
-        r
-    })
 }
 
 /// `audit verify [extra]`: (exit code, stdout + stderr).
@@ -741,8 +724,6 @@ fn postgresql_catalog_lists_verifies_and_finds_an_edit() {
 // ---- keyed entries and anchors (issue 18, finding 9) ------------------------------------------
 
 const AUDIT_KEY: &str = "a test audit key of at least 32 bytes, kept outside the catalog";
-const COLS: &str = "seq, at, actor, role, action, tenant_id, reason, source_ip, detail, outcome, prev_hash, hash, key_id";
-
 /// An install with no tenants (a `serve` on it backs nothing up) and the two directory regions,
 /// its config's `[audit]` section `audit`, and `serve` listening on `port`.
 fn anchored_install(audit: &str, port: u16) -> Install {
@@ -796,73 +777,6 @@ fn anchors(inst: &Install, region: &str) -> Vec<(String, Value)> {
     };
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-/// The plain SHA-256 hash of a row (format 2), computed here as a tool of someone who can write
-/// the catalog would: `row` is `COLS` as text, NULL as "NULL".
-fn plain_hash(prev: &str, row: &[String]) -> String {
-    use sha2::{Digest, Sha256};
-    fn part(h: &mut Vec<u8>, s: &str) {
-        h.extend_from_slice(&(s.len() as u64).to_be_bytes());
-        h.extend_from_slice(s.as_bytes());
-    }
-    let opt = |s: &str| (s != "NULL").then(|| s.to_string());
-    let tenant = opt(&row[5]).unwrap_or_default();
-    let mut h = Vec::new();
-    for p in [prev, &row[1], &row[2], &row[4], &tenant, &row[8], &row[9]] {
-        part(&mut h, p);
-    }
-    part(&mut h, "lifeboat-audit-v2");
-    part(&mut h, &row[0]);
-    for f in [&row[3], &row[6], &row[7]] {
-        match opt(f) {
-            None => h.push(0),
-            Some(s) => {
-                h.push(1);
-                part(&mut h, &s);
-            }
-        }
-    }
-    hex::encode(Sha256::digest(&h))
-}
-
-fn sql_text(v: &str) -> String {
-    if v == "NULL" {
-        "NULL".into()
-    } else {
-        format!("'{}'", v.replace('\'', "''"))
-    }
-}
-
-/// Rewrites the entries from seq `from` on as someone with write access to the catalog file but
-/// not the audit key would: the detail of `from` changed, every hash from there recomputed with
-/// plain SHA-256 and linked, and `key_id` set to `key_id` (NULL: hashed without a key).
-fn rewrite_chain(inst: &Install, from: i64, key_id: Option<&str>) {
-    let catalog = inst.path("catalog.db");
-    sqlite_try(
-        &catalog,
-        "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete",
-    )
-    .unwrap();
-    let rows = inst.catalog_query(&format!(
-        "SELECT {COLS} FROM audit_log WHERE seq >= {from} ORDER BY seq"
-    ));
-    let mut prev = rows[0][10].clone();
-    let mut sql = String::new();
-    for mut row in rows {
-        if row[0] == from.to_string() {
-            row[8] = "nothing to see".into();
-        }
-        let hash = plain_hash(&prev, &row);
-        sql += &format!(
-            "UPDATE audit_log SET detail = {}, prev_hash = '{prev}', hash = '{hash}', key_id = {} WHERE seq = {};\n",
-            sql_text(&row[8]),
-            key_id.map_or("NULL".into(), |k| format!("'{k}'")),
-            row[0]
-        );
-        prev = hash;
-    }
-    sqlite_try(&catalog, &sql).unwrap();
 }
 
 /// Puts saved rows back exactly as they were.

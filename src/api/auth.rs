@@ -339,6 +339,26 @@ impl Caller {
             .await
     }
 
+    /// Audits a refusal of this caller's `action` through the refusal log (see `refusals`): a
+    /// caller repeating a refused request adds one summary a minute, not a row each.
+    pub async fn audit_refused(
+        &self,
+        state: &ApiState,
+        action: &'static str,
+        tenant: Option<&str>,
+        code: &'static str,
+        detail: &str,
+    ) {
+        let kind = refusals::Kind {
+            ip: self.ip,
+            actor: self.actor(),
+            role: self.role.as_str(),
+            action,
+            code,
+        };
+        audit_refused(state, kind, tenant, &format!("{code}: {detail}")).await;
+    }
+
     /// Refuses (403, audited) a caller whose role is not among `roles`.
     pub async fn require(
         &self,

@@ -98,7 +98,7 @@ async fn reserve_passphrase(
     state: &Arc<ApiState>,
     caller: &Caller,
     tenant: &TenantId,
-    action: &str,
+    action: &'static str,
 ) -> Result<PassphraseSlot, ApiError> {
     let cap = state.cfg.passphrase_links_per_tenant;
     let refused = {
@@ -124,19 +124,19 @@ async fn reserve_passphrase(
         }
     };
     if let Some((live, first)) = refused {
+        let detail = format!(
+            "{live} live passphrase links and others being made, \
+             api.passphrase-links-per-tenant = {cap}"
+        );
         caller
-            .audit(
+            .audit_refused(
                 state,
                 action,
                 Some(tenant.as_str()),
-                None,
-                &format!(
-                    "passphrase_links_exceeded: {live} live passphrase links and others being made, \
-                     api.passphrase-links-per-tenant = {cap}"
-                ),
-                "refused",
+                "passphrase_links_exceeded",
+                &detail,
             )
-            .await?;
+            .await;
         return Err(passphrase_cap(state, first));
     }
     Ok(PassphraseSlot {
@@ -352,19 +352,18 @@ pub async fn request_backup(
         let wait = first.map_or(3600, |t| {
             (t + chrono::Duration::hours(24) - now).num_seconds().max(1) as u64
         });
+        let detail = format!(
+            "{asked} backups asked for in the last 24 h, api.requested-backups-per-day = {quota}"
+        );
         caller
-            .audit(
+            .audit_refused(
                 &state,
                 "backup.request",
                 Some(tenant.as_str()),
-                reason.as_deref(),
-                &format!(
-                    "quota_exceeded: {asked} backups asked for in the last 24 h, \
-                     api.requested-backups-per-day = {quota}"
-                ),
-                "refused",
+                "quota_exceeded",
+                &detail,
             )
-            .await?;
+            .await;
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",

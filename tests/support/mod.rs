@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod forge;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -1406,4 +1407,22 @@ pub fn certificate_deletions(cert: &serde_json::Value) -> Vec<(String, String)> 
         .collect();
     listed.sort();
     listed
+}
+
+/// Runs SQL on a SQLite catalog file behind Lifeboat's back, as someone with file access could.
+pub fn sqlite_try(path: &Path, sql: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let (path, sql) = (path.to_path_buf(), sql.to_string());
+    block_on(async move {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        conn.close().await.map_err(|e| e.to_string())?;
+        r
+    })
 }
