@@ -101,6 +101,16 @@ impl Layout {
     pub fn audit_anchors_prefix(&self) -> String {
         format!("{}/audit/anchors/", self.root)
     }
+    /// Where the tenants' lifecycle records go (`executor::records`): outside `tenants/`, so a
+    /// purge, which deletes everything under a tenant's prefix, leaves its tombstone, and
+    /// nothing that lists tenants' objects (sweep, verify's orphans, rebuild's manifests) takes
+    /// them for backups.
+    pub fn lifecycle_prefix(&self) -> String {
+        format!("{}/lifecycle/", self.root)
+    }
+    pub fn lifecycle_record(&self, tenant: &TenantId, name: &str) -> String {
+        format!("{}/lifecycle/{tenant}/{name}", self.root)
+    }
     pub fn tenant_prefix(&self, tenant: &TenantId) -> String {
         format!("{}/tenants/{tenant}/", self.root)
     }
@@ -255,6 +265,11 @@ mod tests {
         assert_eq!(Layout::new("").tenant_prefix(&t), "v1/tenants/acme/");
         assert_eq!(l.audit_anchors_prefix(), "prod/v1/audit/anchors/");
         assert!(!l.audit_anchors_prefix().starts_with(&l.tenants_prefix()));
+        assert_eq!(
+            l.lifecycle_record(&t, "20260301T100000.000000Z-hold-0a1b2c3d.json"),
+            "prod/v1/lifecycle/acme/20260301T100000.000000Z-hold-0a1b2c3d.json"
+        );
+        assert!(!l.lifecycle_prefix().starts_with(&l.tenants_prefix()));
     }
 
     #[test]
