@@ -534,7 +534,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = Context::open(config).await?;
             watch_signals(&ctx.stop);
             print_sweep(&executor::sweep::sweep(&ctx, chrono::Utc::now()).await?);
-            // Queued copies first, oldest first, so a region that came back catches up.
+            // Queued copies and lifecycle records first, oldest first, so a region that came back
+            // catches up.
+            print_record_catch_up(&executor::records::catch_up(&ctx).await?);
             print_catch_up(&executor::replicate::catch_up(&ctx).await?);
             let mut failed = 0;
             let mut skipped = 0;
@@ -801,12 +803,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replicate => {
             let ctx = Context::open(load(&cli.config)?).await?;
             print_sweep(&executor::sweep::sweep(&ctx, chrono::Utc::now()).await?);
+            let records = executor::records::catch_up(&ctx).await?;
+            print_record_catch_up(&records);
             let done = executor::replicate::catch_up(&ctx).await?;
             print_catch_up(&done);
+            if records.iter().any(|c| c.result.is_err()) {
+                bail!("some lifecycle records are still pending");
+            }
             if done.iter().any(|c| c.result.is_err()) {
                 bail!("some copies are still pending");
             }
-            println!("every completed backup is verified in every reachable region");
+            println!(
+                "every completed backup is verified, and every lifecycle record written, in every reachable region"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -912,7 +921,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     lifecycle::erase(&ctx, &TenantId::parse(&tenant)?, &reason).await?
                 }
             };
-            println!("{message}");
+            println!("{}", message.message);
+            for w in &message.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Retention {
@@ -932,6 +944,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             for (t, c) in r.purged.iter().zip(&r.certificates) {
                 println!("purged tenant {t}: deletion certificate {}", c.display());
+            }
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
             }
             println!(
                 "retention applied: kept {}, deleted {}, purged {} tenants",
@@ -1626,6 +1641,21 @@ fn print_sweep(r: &executor::sweep::SweepReport) {
     }
     for e in &r.errors {
         eprintln!("warning: sweep: {e}");
+    }
+}
+
+fn print_record_catch_up(done: &[executor::records::RecordCatchUp]) {
+    for c in done {
+        match &c.result {
+            Ok(()) => println!(
+                "caught up: lifecycle record {}/{} → {}: written",
+                c.tenant, c.name, c.region
+            ),
+            Err(e) => eprintln!(
+                "still pending: lifecycle record {}/{} → {}: {e}",
+                c.tenant, c.name, c.region
+            ),
+        }
     }
 }
 

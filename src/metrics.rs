@@ -139,6 +139,18 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
             .with_label_values(&[r.name.as_str()])
             .set(missing as f64);
     }
+    let records = gauge(
+        &registry,
+        "lifeboat_lifecycle_records_pending",
+        "Lifecycle records (holds, terminations, reinstatements, purges) not yet written to the region.",
+        &["region"],
+    );
+    for r in &ctx.regions {
+        let missing = ctx.catalog.records_missing_in(&r.name).await?.len();
+        records
+            .with_label_values(&[r.name.as_str()])
+            .set(missing as f64);
+    }
     let failures = gauge(
         &registry,
         "lifeboat_backup_consecutive_failures",

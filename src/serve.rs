@@ -290,9 +290,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Every pass, one worker copies the completed backups a region misses (it was down, or a copy
-/// failed), oldest first, from a region where they are verified: the daemon heals replication on
-/// its own. Tenants with an open job are left to it (the job copies its own backup).
+/// Every pass, one worker writes the lifecycle records a region misses (`executor::records`) and
+/// copies the completed backups a region misses (it was down, or a copy failed), oldest first,
+/// from a region where they are verified: the daemon heals replication on its own. Tenants with
+/// an open job are left to it (the job copies its own backup).
 async fn catch_up_loop(ctx: Arc<Context>, stopping: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
@@ -309,6 +310,19 @@ async fn catch_up_once(ctx: &Context) -> Result<(), Error> {
     let Some(_lock) = ctx.catalog.try_catch_up_lock().await? else {
         return Ok(()); // another worker catches up
     };
+    let records = ctx
+        .guard(ctx.job_deadline(), executor::records::catch_up(ctx))
+        .await?;
+    for c in records {
+        match c.result {
+            Ok(()) => {
+                tracing::info!(tenant = %c.tenant, record = %c.name, region = %c.region, "missing lifecycle record written")
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %c.tenant, record = %c.name, region = %c.region, error = %e, "writing a lifecycle record failed; retried next pass")
+            }
+        }
+    }
     let busy = ctx.catalog.open_job_tenants().await?;
     let done = ctx
         .guard(
@@ -437,6 +451,9 @@ async fn retention_if_due(
         executor::retention::apply(ctx, &plans, now, false).await
     };
     let report = ctx.guard(ctx.job_deadline(), run).await?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
     match report.cap {
         Some(why) => {
             tracing::warn!(cap = %why, "scheduled retention stopped before deleting anything; review `lifeboat retention plan`")

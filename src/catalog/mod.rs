@@ -236,6 +236,19 @@ pub(crate) fn origin_of(s: &str) -> Origin {
     Origin::parse(s).unwrap_or_default()
 }
 
+/// The update of a tenant's row for a purge step (`$1` the time, `$2` the tenant).
+fn purge_sql(step: PurgeStep) -> &'static str {
+    match step {
+        PurgeStep::Started => {
+            "UPDATE tenants SET purge_started_at = coalesce(purge_started_at, $1) WHERE id = $2"
+        }
+        PurgeStep::KeysShredded => {
+            "UPDATE tenants SET key_shredded_at = coalesce(key_shredded_at, $1) WHERE id = $2"
+        }
+        PurgeStep::Done => "UPDATE tenants SET state = 'purged', purged_at = $1 WHERE id = $2",
+    }
+}
+
 /// The recorded steps of a purge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeStep {
@@ -302,9 +315,11 @@ macro_rules! copy_from {
     }};
 }
 
-// After the row macros above, which it uses.
+// After the row macros above, which they use.
 mod api;
+mod lifecycle;
 pub use api::{LinkRow, LinkUse, TokenRow};
+pub use lifecycle::{LifecycleChange, LifecycleFields, RecordRow};
 
 impl Catalog {
     /// Opens and migrates the catalog at `url` (`sqlite://PATH` or `postgres://USER@HOST/DB`);
@@ -784,42 +799,6 @@ impl Catalog {
             })
     }
 
-    pub async fn set_lifecycle(
-        &self,
-        id: &str,
-        state: &str,
-        terminated_at: Option<DateTime<Utc>>,
-    ) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        sqlx::query("UPDATE tenants SET state = $1, terminated_at = $2 WHERE id = $3")
-            .bind(state)
-            .bind(terminated_at)
-            .bind(id)
-            .execute(pool)
-            .await?;
-        Ok(())
-            })
-    }
-
-    pub async fn set_hold(
-        &self,
-        id: &str,
-        hold: bool,
-        reason: Option<&str>,
-    ) -> Result<(), CatalogError> {
-        on_pool!(self, pool => {
-
-        sqlx::query("UPDATE tenants SET legal_hold = $1, hold_reason = $2 WHERE id = $3")
-            .bind(hold as i64)
-            .bind(reason)
-            .bind(id)
-            .execute(pool)
-            .await?;
-        Ok(())
-            })
-    }
-
     /// Records a step of a purge. The start and shred times keep the first value, so a resumed
     /// purge reports when each step really began.
     pub async fn mark_purge(
@@ -830,16 +809,7 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
 
-        let sql = match step {
-            PurgeStep::Started => {
-                "UPDATE tenants SET purge_started_at = coalesce(purge_started_at, $1) WHERE id = $2"
-            }
-            PurgeStep::KeysShredded => {
-                "UPDATE tenants SET key_shredded_at = coalesce(key_shredded_at, $1) WHERE id = $2"
-            }
-            PurgeStep::Done => "UPDATE tenants SET state = 'purged', purged_at = $1 WHERE id = $2",
-        };
-        sqlx::query(sql)
+        sqlx::query(purge_sql(step))
             .bind(at)
             .bind(id)
             .execute(pool)

@@ -93,13 +93,30 @@ pub async fn reconcile(
         }
     }
     for id in &plan.terminate {
-        ctx.catalog
-            .set_lifecycle(id, "terminated", Some(now))
-            .await?;
         let why = match fleet.found.get(id) {
             Some(FoundState::Terminated) => "a discovery source reports it terminated",
             _ => "no discovery source returns it any more",
         };
+        let Some(t) = ctx.catalog.tenant(id).await? else {
+            continue;
+        };
+        let record = super::records::row(&super::records::make(
+            ctx,
+            &t,
+            crate::domain::lifecycle::Event::Terminate,
+            now,
+            Some(why),
+        )?);
+        ctx.catalog
+            .change_lifecycle(
+                id,
+                crate::catalog::LifecycleChange::State {
+                    state: "terminated",
+                    terminated_at: Some(now),
+                },
+                &record,
+            )
+            .await?;
         ctx.catalog
             .audit(
                 "serve",
@@ -111,6 +128,9 @@ pub async fn reconcile(
             )
             .await?;
         tracing::warn!(tenant = %id, "tenant terminated: {why}");
+        for w in super::records::publish(ctx, &[record]).await? {
+            tracing::warn!("{w}");
+        }
     }
     for id in &plan.conflicts {
         tracing::warn!(tenant = %id, "a discovery source has this tenant active but it is terminated in the catalog: not backed up; `lifeboat tenant reinstate` if it is back");

@@ -1,13 +1,38 @@
 //! Tenant lifecycle: active → terminated(at) → purged(at), legal holds, and erasure on request
-//! (a terminated tenant purged now). Every change needs a reason and is audited.
+//! (a terminated tenant purged now). Every change needs a reason, is audited, and is recorded in
+//! every region (`records`), so a rebuilt catalog keeps it.
 
 use super::retention::{TenantPlan, purge};
-use super::{Context, Error};
-use crate::catalog::{AuditEntry, TenantRow};
+use super::{Context, Error, records};
+use crate::catalog::{AuditEntry, LifecycleChange, TenantRow};
+use crate::domain::lifecycle::Event;
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{Lifecycle, TenantFacts};
 use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
+
+/// What a lifecycle command did: the message for the operator, and a warning per region that
+/// does not hold its record yet (queued for the catch-up).
+#[derive(Debug)]
+pub struct Outcome {
+    pub message: String,
+    pub warnings: Vec<String>,
+}
+
+/// Makes the change and its record in one catalog transaction; the caller audits it, then
+/// writes the record to the regions (`records::publish`).
+async fn change(
+    ctx: &Context,
+    t: &TenantRow,
+    change: LifecycleChange<'_>,
+    event: Event,
+    at: DateTime<Utc>,
+    reason: &str,
+) -> Result<crate::catalog::RecordRow, Error> {
+    let record = records::row(&records::make(ctx, t, event, at, Some(reason))?);
+    ctx.catalog.change_lifecycle(&t.id, change, &record).await?;
+    Ok(record)
+}
 
 /// The tenant's catalog row, creating it from the config for a tenant never backed up.
 async fn row(ctx: &Context, id: &TenantId) -> Result<TenantRow, Error> {
@@ -44,7 +69,7 @@ pub async fn terminate(
     id: &TenantId,
     at: DateTime<Utc>,
     reason: &str,
-) -> Result<String, Error> {
+) -> Result<Outcome, Error> {
     let t = row(ctx, id).await?;
     let now = Utc::now();
     if at > now {
@@ -58,10 +83,19 @@ pub async fn terminate(
             t.state
         )));
     }
-    ctx.catalog
-        .set_lifecycle(id.as_str(), "terminated", Some(at))
-        .await?;
     let purge_at = at + window(ctx, &t)?;
+    let record = change(
+        ctx,
+        &t,
+        LifecycleChange::State {
+            state: "terminated",
+            terminated_at: Some(at),
+        },
+        Event::Terminate,
+        at,
+        reason,
+    )
+    .await?;
     ctx.catalog
         .audit_entry(&AuditEntry {
             tenant: Some(id.as_str()),
@@ -70,14 +104,17 @@ pub async fn terminate(
             ..AuditEntry::by(&ctx.actor, "tenant.terminate", now)
         })
         .await?;
-    Ok(format!(
-        "tenant {id} terminated at {}; its backups and keys will be purged at {} unless reinstated or held",
-        at.to_rfc3339(),
-        purge_at.to_rfc3339()
-    ))
+    Ok(Outcome {
+        message: format!(
+            "tenant {id} terminated at {}; its backups and keys will be purged at {} unless reinstated or held",
+            at.to_rfc3339(),
+            purge_at.to_rfc3339()
+        ),
+        warnings: records::publish(ctx, &[record]).await?,
+    })
 }
 
-pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<String, Error> {
+pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome, Error> {
     let t = row(ctx, id).await?;
     let now = Utc::now();
     let (Some(at), "terminated") = (t.terminated_at, t.state.as_str()) else {
@@ -94,9 +131,18 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Str
             fmt_duration(window(ctx, &t)?.to_std().unwrap_or_default())
         )));
     }
-    ctx.catalog
-        .set_lifecycle(id.as_str(), "active", None)
-        .await?;
+    let record = change(
+        ctx,
+        &t,
+        LifecycleChange::State {
+            state: "active",
+            terminated_at: None,
+        },
+        Event::Reinstate,
+        now,
+        reason,
+    )
+    .await?;
     ctx.catalog
         .audit_entry(&AuditEntry {
             tenant: Some(id.as_str()),
@@ -105,19 +151,32 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Str
             ..AuditEntry::by(&ctx.actor, "tenant.reinstate", now)
         })
         .await?;
-    Ok(format!("tenant {id} is active again"))
+    Ok(Outcome {
+        message: format!("tenant {id} is active again"),
+        warnings: records::publish(ctx, &[record]).await?,
+    })
 }
 
-pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Result<String, Error> {
+pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Result<Outcome, Error> {
     let t = row(ctx, id).await?;
     if t.state == "purged" {
         return Err(Error::Invalid(format!(
             "tenant {id} was purged; nothing is left to hold"
         )));
     }
-    ctx.catalog
-        .set_hold(id.as_str(), on, on.then_some(reason))
-        .await?;
+    let now = Utc::now();
+    let record = change(
+        ctx,
+        &t,
+        LifecycleChange::Hold {
+            on,
+            reason: on.then_some(reason),
+        },
+        if on { Event::Hold } else { Event::Unhold },
+        now,
+        reason,
+    )
+    .await?;
     let action = if on { "tenant.hold" } else { "tenant.unhold" };
     ctx.catalog
         .audit_entry(&AuditEntry {
@@ -128,15 +187,19 @@ pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Resul
             } else {
                 "legal hold lifted"
             },
-            ..AuditEntry::by(&ctx.actor, action, Utc::now())
+            ..AuditEntry::by(&ctx.actor, action, now)
         })
         .await?;
-    Ok(if on {
+    let message = if on {
         format!(
             "tenant {id} is under legal hold: retention and purges will not delete any of its backups"
         )
     } else {
         format!("tenant {id}'s legal hold is lifted")
+    };
+    Ok(Outcome {
+        message,
+        warnings: records::publish(ctx, &[record]).await?,
     })
 }
 
@@ -145,7 +208,7 @@ pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Resul
 /// object in every region, tombstone, deletion certificate), so it resumes the same way when run
 /// again after an interruption. Refused, with nothing changed, for an unknown, active, already
 /// purged or held tenant. Returns the message for the operator.
-pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<String, Error> {
+pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome, Error> {
     if reason.trim().is_empty() {
         return Err(Error::Invalid(format!(
             "tenant {id}: --reason is empty; say why, with the erasure request's ticket"
@@ -206,7 +269,8 @@ pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<String,
     };
     let policy = format!("erasure request before the deletion window ended; reason: {reason}");
     match purge(ctx, &plan, &policy).await {
-        Ok(certificate) => {
+        Ok(purged) => {
+            let certificate = purged.certificate;
             let deleted = ctx.catalog.deletions(id.as_str()).await?.len();
             ctx.catalog
                 .audit_entry(&AuditEntry {
@@ -219,15 +283,18 @@ pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<String,
                     ..AuditEntry::by(&ctx.actor, "tenant.erase", Utc::now())
                 })
                 .await?;
-            Ok(format!(
-                "tenant {id} erased: its keys were shredded, then every object of it deleted in {} ({deleted} deletions recorded); deletion certificate {}",
-                ctx.regions
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                certificate.display()
-            ))
+            Ok(Outcome {
+                message: format!(
+                    "tenant {id} erased: its keys were shredded, then every object of it deleted in {} ({deleted} deletions recorded); deletion certificate {}",
+                    ctx.regions
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    certificate.display()
+                ),
+                warnings: purged.warnings,
+            })
         }
         Err(e) => {
             // Best effort: the catalog may be what failed.

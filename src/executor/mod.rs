@@ -9,6 +9,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod plan;
 pub mod rebuild;
+pub mod records;
 pub mod replicate;
 pub mod restore;
 pub mod retention;

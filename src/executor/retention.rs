@@ -8,8 +8,9 @@
 //! and a deletion certificate is issued. Every step is recorded first, so an interrupted purge
 //! resumes on the next run.
 
-use super::{Context, Error};
-use crate::catalog::{AuditEntry, DeletionRow, PurgeStep, TenantRow};
+use super::{Context, Error, records};
+use crate::catalog::{AuditEntry, DeletionRow, LifecycleChange, PurgeStep, TenantRow};
+use crate::domain::lifecycle::Event;
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, Origin, TenantFacts};
 use crate::storage::Region;
@@ -91,6 +92,8 @@ pub struct ApplyReport {
     pub deleted: usize,
     pub purged: Vec<String>,
     pub certificates: Vec<PathBuf>,
+    /// Regions that did not take a purge's lifecycle records yet (queued for the catch-up).
+    pub warnings: Vec<String>,
     /// Why the run stopped before deleting anything.
     pub cap: Option<String>,
 }
@@ -267,21 +270,51 @@ fn run_reason(ctx: &Context, confirmed_over_caps: bool) -> String {
     format!("retention policy of each tier ({by}{caps})")
 }
 
+/// What a purge left: its certificate, and a warning per region that does not hold its lifecycle
+/// records yet.
+pub(super) struct Purged {
+    pub certificate: PathBuf,
+    pub warnings: Vec<String>,
+}
+
+/// The tenant's row, which a purge needs.
+async fn tenant_row(ctx: &Context, t: &str) -> Result<TenantRow, Error> {
+    ctx.catalog
+        .tenant(t)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("tenant {t} vanished")))
+}
+
 /// Purges one tenant for `reason` (recorded with every deletion and as the certificate's
 /// policy). Safe to run again after an interruption at any point. `retention apply` calls it when
-/// the deletion window ends, `tenant erase` on an erasure request.
-pub(super) async fn purge(
-    ctx: &Context,
-    plan: &TenantPlan,
-    reason: &str,
-) -> Result<PathBuf, Error> {
+/// the deletion window ends, `tenant erase` on an erasure request. Its start and its end (the
+/// tombstone, which the purge does not delete: it lives outside the tenant's prefix) are
+/// recorded in every region, so a rebuilt catalog resumes or remembers it.
+pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Result<Purged, Error> {
     let tenant =
         crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
     let t = plan.tenant.as_str();
     let reason = reason.to_string();
-    ctx.catalog
-        .mark_purge(t, PurgeStep::Started, Utc::now())
-        .await?;
+    let mut warnings = Vec::new();
+    let row = tenant_row(ctx, t).await?;
+    let started = Utc::now();
+    if row.purge_started_at.is_none() {
+        let record = records::row(&records::make(
+            ctx,
+            &row,
+            Event::PurgeStart,
+            started,
+            Some(&reason),
+        )?);
+        ctx.catalog
+            .change_lifecycle(
+                t,
+                LifecycleChange::Purge(PurgeStep::Started, started),
+                &record,
+            )
+            .await?;
+        warnings.extend(records::publish(ctx, &[record]).await?);
+    }
     ctx.catalog
         .audit_entry(&AuditEntry {
             tenant: Some(t),
@@ -348,19 +381,10 @@ pub(super) async fn purge(
         }
     }
 
-    // 3. The catalog keeps a tombstone.
+    // 3. The certificate, from the recorded deletions (including those of an interrupted run).
     ctx.catalog.forget_tenant_backups(t).await?;
     let purged_at = Utc::now();
-    ctx.catalog
-        .mark_purge(t, PurgeStep::Done, purged_at)
-        .await?;
-
-    // 4. The certificate, from the recorded deletions (including those of an interrupted run).
-    let row = ctx
-        .catalog
-        .tenant(t)
-        .await?
-        .ok_or_else(|| Error::Invalid(format!("tenant {t} vanished")))?;
+    let row = tenant_row(ctx, t).await?;
     let cert = Certificate {
         format: "lifeboat-deletion-certificate/1",
         tenant: t.to_string(),
@@ -370,7 +394,7 @@ pub(super) async fn purge(
         policy: reason.clone(),
         purge_started_at: row.purge_started_at,
         key_shredded_at: row.key_shredded_at,
-        purged_at: row.purged_at.unwrap_or(purged_at),
+        purged_at,
         regions: ctx.regions.iter().map(|r| r.name.clone()).collect(),
         deleted: ctx.catalog.deletions(t).await?,
         statement: format!(
@@ -385,6 +409,21 @@ pub(super) async fn purge(
         ),
     };
     let json = serde_json::to_string_pretty(&cert).expect("certificate serializes");
+
+    // 4. The catalog keeps a tombstone, and so does every region.
+    let mut tombstone = records::make(ctx, &row, Event::Purged, purged_at, Some(&reason))?;
+    tombstone.terminated_at = row.terminated_at;
+    tombstone.purge_started_at = row.purge_started_at;
+    tombstone.key_shredded_at = row.key_shredded_at;
+    tombstone.certificate_sha256 = Some(records::certificate_digest(&json));
+    let tombstone = records::row(&tombstone);
+    ctx.catalog
+        .change_lifecycle(
+            t,
+            LifecycleChange::Purge(PurgeStep::Done, purged_at),
+            &tombstone,
+        )
+        .await?;
     ctx.catalog.store_certificate(t, purged_at, &json).await?;
     let dir = &ctx.config.retention.certificates_dir;
     let stem = format!("{t}-{}", purged_at.format("%Y%m%dT%H%M%SZ"));
@@ -409,7 +448,11 @@ pub(super) async fn purge(
             ..AuditEntry::by(&ctx.actor, "purge.complete", Utc::now())
         })
         .await?;
-    Ok(path)
+    warnings.extend(records::publish(ctx, &[tombstone]).await?);
+    Ok(Purged {
+        certificate: path,
+        warnings,
+    })
 }
 
 /// Applies `plans` (from `plan_all` at `now`): exactly what the operator was shown.
@@ -449,9 +492,9 @@ pub async fn apply(
     for p in plans {
         if p.purge {
             report.deleted += p.decisions.len();
-            report
-                .certificates
-                .push(purge(ctx, p, &window_ended(p)).await?);
+            let purged = purge(ctx, p, &window_ended(p)).await?;
+            report.certificates.push(purged.certificate);
+            report.warnings.extend(purged.warnings);
             report.purged.push(p.tenant.clone());
             continue;
         }

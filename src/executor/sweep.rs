@@ -58,19 +58,20 @@ pub async fn sweep(ctx: &Context, now: DateTime<Utc>) -> Result<SweepReport, Err
         ..SweepReport::default()
     };
     for region in &ctx.regions {
-        let pending = match region
-            .store
-            .pending_uploads(&region.layout.tenants_prefix())
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                continue;
+        let mut pending = Vec::new();
+        // Lifecycle records (`records`) are written whole, but a write cut off leaves a temporary
+        // file in a directory region like any other; nothing else under that prefix is touched.
+        for prefix in [
+            region.layout.tenants_prefix(),
+            region.layout.lifecycle_prefix(),
+        ] {
+            match region.store.pending_uploads(&prefix).await {
+                Ok(p) => pending.extend(p),
+                Err(e) => report.errors.push(e.to_string()),
             }
-        };
+        }
         for upload in pending {
-            if !dead(ctx, &upload, now, timeout).await? {
+            if !dead(ctx, region, &upload, now, timeout).await? {
                 continue;
             }
             match region.store.abort_pending(&upload).await {
@@ -87,12 +88,17 @@ pub async fn sweep(ctx: &Context, now: DateTime<Utc>) -> Result<SweepReport, Err
 
 async fn dead(
     ctx: &Context,
+    region: &crate::storage::Region,
     upload: &PendingUpload,
     now: DateTime<Utc>,
     timeout: Duration,
 ) -> Result<bool, Error> {
     let status = match backup_id_of(&upload.key) {
         Some(id) => ctx.catalog.backup(id).await?.map(|b| b.status),
+        // A record's write may be in progress in another process: dead only once expired.
+        None if upload.key.starts_with(&region.layout.lifecycle_prefix()) => {
+            Some("running".to_string())
+        }
         None => None,
     };
     Ok(is_abandoned(
