@@ -881,10 +881,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for s in &r.skipped {
                 eprintln!("skipped: {s}");
             }
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "rebuilt the catalog from region {from}: {} tenants, {} keys, {} backups (artifacts re-hashed)",
                 r.tenants, r.keys, r.backups
             );
+            if r.restored.is_empty() {
+                println!("lifecycle records: no legal hold, termination or purge to restore");
+            }
+            for line in &r.restored {
+                println!("restored from the lifecycle records: {line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Metrics => {

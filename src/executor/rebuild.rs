@@ -3,14 +3,20 @@
 //!
 //! Every artifact is re-read and its SHA-256 checked before its copy is recorded as verified.
 //! Copies in the other regions are not assumed: `backup` catches them up and `verify` checks them.
+//!
+//! Lifecycle state (legal holds, terminations, purges in progress, tombstones) comes from the
+//! lifecycle records (`records`) of every region that answers, not only the one rebuilt from: a
+//! hold recorded in any region is kept. A purged tenant stays purged: backups or keys of it that
+//! a region still holds are not restored.
 
-use super::{Context, Error, replicate};
-use crate::catalog::{BackupRow, CopyUpdate, TenantKeyRow};
+use super::{Context, Error, records, replicate};
+use crate::catalog::{BackupRow, CopyUpdate, LifecycleFields, RecordRow, TenantKeyRow};
+use crate::domain::lifecycle::{self, Lifecycle};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use crate::storage::{BackupId, KeyId};
 use crate::tenant::TenantId;
-use chrono::Utc;
-use std::collections::BTreeMap;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default)]
 pub struct RebuildReport {
@@ -19,6 +25,74 @@ pub struct RebuildReport {
     pub backups: usize,
     /// Objects that could not be used, and why.
     pub skipped: Vec<String>,
+    /// Lifecycle state restored from the records, one line per hold, termination, unfinished
+    /// purge or tombstone.
+    pub restored: Vec<String>,
+    /// What could not be recovered, or not fully: a region whose records could not be read, a
+    /// reason that could not be decrypted, records one region lacks.
+    pub warnings: Vec<String>,
+}
+
+fn secs(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Every region's lifecycle records, merged: (tenant, name) → (record, body, regions holding it).
+type Merged = BTreeMap<(String, String), (lifecycle::Record, String, Vec<String>)>;
+
+/// Reads the records of every region, `first` first (its copy wins when two differ).
+async fn read_records(ctx: &Context, first: &str, report: &mut RebuildReport) -> Merged {
+    let mut merged: Merged = BTreeMap::new();
+    let mut order: Vec<&crate::storage::Region> = ctx.regions.iter().collect();
+    order.sort_by_key(|r| r.name != first);
+    let mut read = Vec::new();
+    for region in order {
+        let found = match records::read_region(region).await {
+            Ok(found) => found,
+            Err(e) => {
+                report.warnings.push(format!(
+                    "region {}: its lifecycle records cannot be read ({e}); holds, terminations and                      tombstones recorded only there are not restored (once it answers, `lifeboat verify`                      lists them as unknown-record)",
+                    region.name
+                ));
+                continue;
+            }
+        };
+        for why in &found.invalid {
+            report
+                .warnings
+                .push(format!("region {}: {why}; not used", region.name));
+        }
+        for (tenant, list) in found.tenants {
+            for f in list {
+                let entry = merged
+                    .entry((tenant.clone(), f.name.clone()))
+                    .or_insert_with(|| (f.record.clone(), f.body.clone(), Vec::new()));
+                if entry.0 != f.record {
+                    report.warnings.push(format!(
+                        "region {}: lifecycle record {tenant}/{} differs from region {}'s, which is used",
+                        region.name, f.name, entry.2[0]
+                    ));
+                }
+                entry.2.push(region.name.clone());
+            }
+        }
+        read.push(region.name.clone());
+    }
+    for name in &read {
+        let lacking: Vec<String> = merged
+            .iter()
+            .filter(|(_, (_, _, regions))| !regions.contains(name))
+            .map(|((t, n), _)| format!("{t}/{n}"))
+            .collect();
+        if !lacking.is_empty() {
+            report.warnings.push(format!(
+                "region {name} lacks {} lifecycle records another region holds ({}); `lifeboat replicate` writes them there",
+                lacking.len(),
+                lacking.join(", ")
+            ));
+        }
+    }
+    merged
 }
 
 /// Splits `…/tenants/{tenant}/{kind}/{name}` into its parts, validating the tenant id.
@@ -41,12 +115,24 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             ctx.config.catalog.url
         )));
     }
+    let mut report = RebuildReport::default();
+    let merged = read_records(ctx, region_name, &mut report).await;
+    let mut by_tenant: BTreeMap<&str, Vec<&lifecycle::Record>> = BTreeMap::new();
+    for ((tenant, _), (record, _, _)) in &merged {
+        by_tenant.entry(tenant).or_default().push(record);
+    }
+    let states: BTreeMap<&str, lifecycle::State> = by_tenant
+        .iter()
+        .map(|(t, list)| (*t, lifecycle::replay(list.iter().copied())))
+        .collect();
+    let purged = |tenant: &str| states.get(tenant).is_some_and(lifecycle::State::is_purged);
+
     let prefix = region.layout.tenants_prefix();
     let objects = region.store.list(&prefix).await?;
     let sizes: BTreeMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-    let mut report = RebuildReport::default();
     let mut recipients: BTreeMap<String, String> = BTreeMap::new();
-    let mut tenants_seen = std::collections::BTreeSet::new();
+    let mut tenants_seen = BTreeSet::new();
+    let mut left_of_purged: BTreeMap<String, usize> = BTreeMap::new();
 
     // Manifests first: they name tenants, engines, tiers and key recipients.
     for o in objects.iter().filter(|o| o.key.ends_with(".manifest.json")) {
@@ -56,6 +142,10 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 .push(format!("{}: not a manifest key of the layout", o.key));
             continue;
         };
+        if purged(tenant.as_str()) {
+            *left_of_purged.entry(tenant.to_string()).or_default() += 1;
+            continue;
+        }
         let bytes = region.get_small(&o.key, MAX_MANIFEST_BYTES).await?;
         let m = match Manifest::parse(&o.key, &bytes) {
             Ok(m) => m,
@@ -130,6 +220,10 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
         let Some((tenant, "keys", name)) = parse_key(&prefix, &o.key) else {
             continue;
         };
+        if purged(tenant.as_str()) {
+            *left_of_purged.entry(tenant.to_string()).or_default() += 1;
+            continue;
+        }
         let Some(key_id) = name
             .strip_suffix(".age")
             .filter(|k| KeyId::parse(k).is_ok())
@@ -182,6 +276,29 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             .await?;
         report.keys += 1;
     }
+    for (tenant, n) in &left_of_purged {
+        report.skipped.push(format!(
+            "region {}: {n} manifests and keys of tenant {tenant}, which was purged: not restored \
+             (its key was shredded; delete them by hand)",
+            region.name
+        ));
+    }
+
+    // Then the lifecycle state, from the records.
+    for (tenant, state) in &states {
+        restore_state(ctx, tenant, state, &mut tenants_seen, &mut report).await?;
+    }
+    let now = Utc::now();
+    for ((tenant, name), (record, body, regions)) in &merged {
+        let row = RecordRow {
+            tenant_id: tenant.clone(),
+            name: name.clone(),
+            recorded_at: record.recorded,
+            body: body.clone(),
+        };
+        ctx.catalog.import_record(&row, regions, now).await?;
+    }
+
     report.tenants = tenants_seen.len();
     ctx.catalog
         .audit(
@@ -189,16 +306,123 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             "catalog.rebuild",
             None,
             &format!(
-                "from region {}: {} tenants, {} keys, {} backups, {} objects skipped",
+                "from region {}: {} tenants, {} keys, {} backups, {} objects skipped; lifecycle from {} records: {}; {} warnings",
                 region.name,
                 report.tenants,
                 report.keys,
                 report.backups,
-                report.skipped.len()
+                report.skipped.len(),
+                merged.len(),
+                if report.restored.is_empty() {
+                    "nothing to restore".to_string()
+                } else {
+                    report.restored.join("; ")
+                },
+                report.warnings.len()
             ),
             "ok",
             Utc::now(),
         )
         .await?;
     Ok(report)
+}
+
+/// Sets one tenant's lifecycle as its records say, creating its row when no backup of it was
+/// found (a purged tenant, or one held or terminated before its first backup).
+async fn restore_state(
+    ctx: &Context,
+    tenant: &str,
+    state: &lifecycle::State,
+    tenants_seen: &mut BTreeSet<String>,
+    report: &mut RebuildReport,
+) -> Result<(), Error> {
+    if tenants_seen.insert(tenant.to_string()) {
+        ctx.catalog
+            .upsert_tenant(tenant, &state.engine, &state.tier, Utc::now())
+            .await?;
+    }
+    for why in &state.ignored {
+        report.warnings.push(format!(
+            "tenant {tenant}: {why}: ignored (a purge is final)"
+        ));
+    }
+    let reason = match &state.hold {
+        None => None,
+        Some(hold) => Some(match (&hold.reason_age, ctx.master_identity()) {
+            (None, _) => "no reason recorded".to_string(),
+            (Some(r), Ok(master)) => match records::decrypt_reason(&master, r) {
+                Ok(reason) => reason,
+                Err(e) => {
+                    report.warnings.push(format!(
+                        "tenant {tenant}: the reason of its legal hold cannot be read ({e}); the hold is restored without it"
+                    ));
+                    "reason not readable with this master identity (see the audit log)".to_string()
+                }
+            },
+            (Some(_), Err(e)) => {
+                report.warnings.push(format!(
+                    "tenant {tenant}: the reason of its legal hold is encrypted to the master key ({e}); the hold is restored without it"
+                ));
+                "reason encrypted in the regions' lifecycle records".to_string()
+            }
+        }),
+    };
+    let (state_name, terminated_at, purged_at) = match state.lifecycle {
+        Lifecycle::Active => ("active", None, None),
+        Lifecycle::Terminated { at } => ("terminated", Some(at), None),
+        Lifecycle::Purged { at, terminated_at } => ("purged", terminated_at, Some(at)),
+    };
+    ctx.catalog
+        .restore_lifecycle(
+            tenant,
+            &LifecycleFields {
+                state: state_name,
+                terminated_at,
+                purged_at,
+                legal_hold: state.hold.is_some(),
+                hold_reason: reason.as_deref(),
+                purge_started_at: state.purge_started_at,
+                key_shredded_at: state.key_shredded_at,
+            },
+        )
+        .await?;
+    if let Some(hold) = &state.hold {
+        report.restored.push(format!(
+            "legal hold on {tenant} (recorded {} by {})",
+            secs(hold.since),
+            hold.by
+        ));
+    }
+    match state.lifecycle {
+        Lifecycle::Active => {}
+        Lifecycle::Terminated { at } => {
+            let ends = ctx
+                .config
+                .tiers
+                .get(&state.tier)
+                .and_then(|t| chrono::Duration::from_std(t.deletion_window).ok())
+                .map(|w| format!("; its deletion window ends {}", secs(at + w)))
+                .unwrap_or_default();
+            report
+                .restored
+                .push(format!("{tenant} terminated at {}{ends}", secs(at)));
+            if let Some(started) = state.purge_started_at {
+                report.restored.push(format!(
+                    "{tenant}: a purge began at {} and did not finish; `lifeboat retention apply` \
+                     (or `lifeboat tenant erase`) finishes it",
+                    secs(started)
+                ));
+            }
+        }
+        Lifecycle::Purged { at, .. } => report.restored.push(format!(
+            "{tenant} purged at {} (tombstone{})",
+            secs(at),
+            state
+                .certificate_sha256
+                .as_deref()
+                .map(|d| format!("; deletion certificate SHA-256 {d}"))
+                .unwrap_or_default()
+        )),
+    }
+    Ok(())
 }
