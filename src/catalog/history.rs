@@ -91,14 +91,14 @@ pub struct KnownTenant {
 }
 
 impl Catalog {
-    /// Every tenant that is not purged, with its summary (empty when never backed up).
+    /// Every tenant, with its state and its summary (empty when never backed up). Purged tenants
+    /// are in it too, so a configured tenant that was purged is not taken for a new one.
     pub async fn known_tenants(&self) -> Result<HashMap<String, KnownTenant>, CatalogError> {
         on_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT t.id, t.state, h.newest_recovery_point, h.expected_ms, h.failures, \
                         h.last_failure, h.running \
-                 FROM tenants t LEFT JOIN tenant_history h ON h.tenant_id = t.id \
-                 WHERE t.state != 'purged'",
+                 FROM tenants t LEFT JOIN tenant_history h ON h.tenant_id = t.id",
             )
             .fetch_all(pool)
             .await?;

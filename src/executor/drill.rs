@@ -287,11 +287,31 @@ pub async fn run(
     } else {
         None
     };
-    // Tenants of the plan's tiers that are active.
-    let known = if plan.use_catalog {
-        Some(ctx.catalog.known_tenants().await?)
+    // Tenants of the plan's tiers that are active: terminated and purged ones are never drilled.
+    // The catalog says which (purged ones included); a region-loss drill asks the region's
+    // lifecycle records instead, which outlive a purge.
+    let states: std::collections::HashMap<String, String> = if plan.use_catalog {
+        ctx.catalog.tenant_states().await?
     } else {
-        None
+        match super::records::read_region(region).await {
+            Ok(found) => found
+                .states()
+                .into_iter()
+                .map(|(t, s)| {
+                    let state = match s.lifecycle {
+                        crate::domain::lifecycle::Lifecycle::Active => "active",
+                        crate::domain::lifecycle::Lifecycle::Terminated { .. } => "terminated",
+                        crate::domain::lifecycle::Lifecycle::Purged { .. } => "purged",
+                    };
+                    (t.to_string(), state.to_string())
+                })
+                .collect(),
+            Err(e) => {
+                // Its backups cannot be listed either: every drill fails, saying so.
+                tracing::warn!(region = %region.name, error = %e, "lifecycle records cannot be read");
+                Default::default()
+            }
+        }
     };
     let last = if plan.use_catalog {
         ctx.catalog.last_drilled().await?
@@ -301,11 +321,7 @@ pub async fn run(
     let in_plan: Vec<&TenantConfig> = fleet
         .iter()
         .filter(|t| plan.tiers.is_empty() || plan.tiers.contains(&t.tier))
-        .filter(|t| {
-            known
-                .as_ref()
-                .is_none_or(|k| k.get(t.id.as_str()).is_none_or(|k| k.state == "active"))
-        })
+        .filter(|t| states.get(t.id.as_str()).is_none_or(|s| s == "active"))
         .collect();
     let candidates: Vec<Candidate> = in_plan
         .iter()
