@@ -4,9 +4,11 @@
 //! `deep`) checksum mismatches by re-reading every artifact at a bounded rate. With `repair`, a
 //! bad or missing copy is replaced by a streamed copy from a region whose copy is good, and
 //! re-verified. Orphans are reported, never deleted. A region that cannot be listed is
-//! reported as unreachable and the others are checked.
+//! reported as unreachable and the others are checked. Lifecycle records (`records`, outside
+//! `tenants/`, so never orphans) are compared with the catalog's: a missing one is written again
+//! with `repair`, one the catalog does not have is reported.
 
-use super::{Context, Error, replicate};
+use super::{Context, Error, records, replicate};
 use crate::catalog::{BackupRow, CopyUpdate};
 use crate::storage::{BackupId, KeyId};
 use crate::tenant::TenantId;
@@ -33,6 +35,13 @@ pub enum FindingKind {
     OrphanObject,
     /// The region could not be listed (an outage): none of its copies were checked.
     RegionUnreachable,
+    /// A lifecycle record of the catalog is not in the region (`records`); repaired from the
+    /// catalog.
+    MissingRecord,
+    /// A lifecycle record in the region that the catalog does not have: a catalog rebuilt while
+    /// this region could not be read misses the hold, termination or purge it records. Left in
+    /// place; re-apply it by hand.
+    UnknownRecord,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +109,94 @@ struct Expected<'a> {
     key: String,
 }
 
+/// Compares a region's lifecycle records with the catalog's; with `repair`, writes the missing ones.
+async fn check_records(
+    ctx: &Context,
+    region: &crate::storage::Region,
+    catalog_records: &BTreeMap<String, Vec<crate::catalog::RecordRow>>,
+    repair: bool,
+    report: &mut VerifyReport,
+) -> Result<(), Error> {
+    let prefix = region.layout.lifecycle_prefix();
+    let finding = |kind, tenant: &str, key: String, detail: String| Finding {
+        kind,
+        region: region.name.clone(),
+        tenant: Some(tenant.to_string()),
+        backup_id: None,
+        key,
+        detail,
+        repaired: false,
+    };
+    let listed: BTreeSet<String> = match region.store.list(&prefix).await {
+        Ok(objects) => objects.into_iter().map(|o| o.key).collect(),
+        Err(e) => {
+            report.findings.push(Finding {
+                kind: FindingKind::RegionUnreachable,
+                region: region.name.clone(),
+                tenant: None,
+                backup_id: None,
+                key: prefix,
+                detail: format!("cannot be listed, its lifecycle records not checked: {e}"),
+                repaired: false,
+            });
+            return Ok(());
+        }
+    };
+    report.objects += listed.len();
+    let mut known = BTreeSet::new();
+    for (tenant, rows) in catalog_records {
+        let Ok(id) = TenantId::parse(tenant) else {
+            continue;
+        };
+        for row in rows {
+            let key = region.layout.lifecycle_record(&id, &row.name);
+            known.insert(key.clone());
+            if listed.contains(&key) {
+                continue;
+            }
+            let mut f = finding(
+                FindingKind::MissingRecord,
+                tenant,
+                key,
+                "lifecycle record is missing".into(),
+            );
+            if repair {
+                match records::write(region, row).await {
+                    Ok(()) => {
+                        ctx.catalog
+                            .record_written(row, &region.name, Utc::now())
+                            .await?;
+                        f.repaired = true;
+                        f.detail += "; written from the catalog";
+                    }
+                    Err(e) => f.detail += &format!("; repair failed: {e}"),
+                }
+            }
+            report.findings.push(f);
+        }
+    }
+    for key in listed.iter().filter(|k| !known.contains(*k)) {
+        let Some((tenant, name)) = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        // Anything else (a temporary file of an interrupted write) is not a record.
+        if crate::domain::lifecycle::parse_name(name).is_some() {
+            report.findings.push(finding(
+                FindingKind::UnknownRecord,
+                tenant,
+                key.clone(),
+                "lifecycle record the catalog does not have (left in place): was the catalog rebuilt \
+                 while this region could not be read? Re-apply what it records by hand"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, Error> {
     let backups = ctx.catalog.completed_backups().await?;
     let mut expected = Vec::new();
@@ -124,6 +221,7 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
     let mut to_repair: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     // A tenant key is shared by its backups: report it missing once per region.
     let mut missing_keys: BTreeSet<(String, String)> = BTreeSet::new();
+    let catalog_records = ctx.catalog.lifecycle_records().await?;
     for region in &ctx.regions {
         // A region that cannot be listed is reported and skipped, so the others are still
         // checked during an outage; its copies keep their state (an outage is not damage).
@@ -254,6 +352,7 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
                 repaired: false,
             });
         }
+        check_records(ctx, region, &catalog_records, opts.repair, &mut report).await?;
     }
     if opts.repair {
         for ((region_name, backup_id), indexes) in to_repair {
