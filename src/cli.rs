@@ -885,8 +885,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("warning: {w}");
             }
             println!(
-                "rebuilt the catalog from region {from}: {} tenants, {} keys, {} backups (artifacts re-hashed)",
-                r.tenants, r.keys, r.backups
+                "rebuilt the catalog from region {from}: {} tenants, {} keys, {} backups (artifacts re-hashed){}",
+                r.tenants,
+                r.keys,
+                r.backups,
+                match r.tombstones {
+                    0 => String::new(),
+                    n => format!("; tombstones of {n} purged tenants"),
+                }
             );
             if r.restored.is_empty() {
                 println!("lifecycle records: no legal hold, termination or purge to restore");

@@ -237,7 +237,9 @@ fn a_termination_past_its_window_is_purged_after_a_rebuild_and_stays_purged() {
     lose_catalog(&inst);
     let out = inst.run(&["catalog", "rebuild", "--from", "eu"]).ok();
     assert!(
-        format!("{}{}", out.stdout, out.stderr).contains("shop purged at"),
+        out.stdout.contains("1 tenants, 1 keys, 1 backups")
+            && out.stdout.contains("tombstones of 1 purged tenants")
+            && out.stdout.contains("shop purged at"),
         "{}\n{}",
         out.stdout,
         out.stderr

@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default)]
 pub struct RebuildReport {
+    /// Tenants that are not purged.
     pub tenants: usize,
+    /// Purged tenants whose tombstone came back.
+    pub tombstones: usize,
     pub keys: usize,
     pub backups: usize,
     /// Objects that could not be used, and why.
@@ -299,16 +302,18 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
         ctx.catalog.import_record(&row, regions, now).await?;
     }
 
-    report.tenants = tenants_seen.len();
+    report.tombstones = tenants_seen.iter().filter(|t| purged(t)).count();
+    report.tenants = tenants_seen.len() - report.tombstones;
     ctx.catalog
         .audit(
             "cli",
             "catalog.rebuild",
             None,
             &format!(
-                "from region {}: {} tenants, {} keys, {} backups, {} objects skipped; lifecycle from {} records: {}; {} warnings",
+                "from region {}: {} tenants, {} tombstones, {} keys, {} backups, {} objects skipped; lifecycle from {} records: {}; {} warnings",
                 region.name,
                 report.tenants,
+                report.tombstones,
                 report.keys,
                 report.backups,
                 report.skipped.len(),
