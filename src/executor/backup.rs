@@ -217,6 +217,8 @@ async fn store_in_primary(
     );
     let streamed = ctx
         .guard(deadline, async {
+            // A test holds the backup here to kill it when the most is on disk and in flight.
+            crate::fault::pause_point("backup-dumping").await;
             let encoded = pipeline::encode(
                 reader,
                 recipient.clone(),
