@@ -17,6 +17,7 @@ pub mod executor;
 pub mod fault;
 pub mod manifest;
 pub mod metrics;
+pub mod owner;
 pub mod pipeline;
 pub mod secret;
 pub mod serve;
