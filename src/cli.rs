@@ -1642,6 +1642,11 @@ fn prepare_scratch(serve: bool) -> Result<()> {
 }
 
 fn print_sweep(r: &executor::sweep::SweepReport) {
+    for (id, process) in &r.ended {
+        println!(
+            "swept: backup {id} was still running, but its process ({process}) has ended; marked failed"
+        );
+    }
     for id in &r.abandoned {
         println!("swept: backup {id} was still running past the job timeout; marked failed");
     }

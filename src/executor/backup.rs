@@ -123,6 +123,8 @@ pub async fn backup_tenant_as(
             None,
             started_at,
             origin,
+            // So that the next run on this host settles it at once if this process is killed.
+            crate::owner::this_tag().as_deref(),
         )
         .await?;
     let deadline = ctx.job_deadline();
