@@ -531,6 +531,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         format!("tenant {id} is not in {}", config.file.display())
                     })?]
                 };
+            prepare_scratch(false)?;
             let ctx = Context::open(config).await?;
             watch_signals(&ctx.stop);
             print_sweep(&executor::sweep::sweep(&ctx, chrono::Utc::now()).await?);
@@ -676,6 +677,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 id: None,
             };
             executor::restore::check_reason(&req.reason)?;
+            prepare_scratch(false)?;
             let ctx = Context::open(config).await?;
             let over_live = req.target == executor::restore::Target::OverLive;
             if over_live {
@@ -985,6 +987,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let config = load(&cli.config)?;
             let plan = crate::config::load_drill_plan(&plan, &config)?;
+            prepare_scratch(false)?;
             let ctx = Context::open(config).await?;
             // A stopped drill (CronJob deadline, eviction) drops its scratch target and records
             // itself as failed.
@@ -1050,6 +1053,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = load(&cli.config)?;
             // First, before touching anything: one process per SQLite catalog.
             let _lock = crate::serve::lock_catalog(&config.catalog.url)?;
+            prepare_scratch(true)?;
             let listen = config.server.listen;
             let mut ctx = Context::open(config).await?;
             // A master key others can read, or one that does not open, stops the daemon now,
@@ -1331,6 +1335,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Token { command } => token_command(&cli.config, command).await,
         Command::Demo { dir } => {
+            prepare_scratch(false)?;
             crate::demo::run(&dir).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -1647,7 +1652,31 @@ fn watch_signals(stop: &executor::Stop) {
     });
 }
 
+/// Before a command that may write temporary files: checks Lifeboat's private temporary
+/// directory (refusing one others can reach) and removes what processes that ended left there,
+/// saying so on stdout (`serve`: stderr, beside its other start-up lines).
+fn prepare_scratch(serve: bool) -> Result<()> {
+    let swept = crate::scratch::prepare()?;
+    for r in &swept.removed {
+        let line = format!("swept: removed the temporary directory {}", r.describe());
+        if serve {
+            eprintln!("lifeboat serve: {line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    for e in &swept.errors {
+        eprintln!("warning: sweeping {}: {e}", swept.root.display());
+    }
+    Ok(())
+}
+
 fn print_sweep(r: &executor::sweep::SweepReport) {
+    for (id, process) in &r.ended {
+        println!(
+            "swept: backup {id} was still running, but its process ({process}) has ended; marked failed"
+        );
+    }
     for id in &r.abandoned {
         println!("swept: backup {id} was still running past the job timeout; marked failed");
     }

@@ -6,7 +6,9 @@
 //!   upload (so an S3 multipart upload is under way), create `DIR/paused` and wait until
 //!   `DIR/go` exists (at most 10 minutes). Cancellation and timeouts interrupt the wait.
 //! - `pause:POINT:DIR`: at the named `pause_point` (`drill-loaded`: a drill's scratch target is
-//!   loaded, before its checks), create `DIR/paused` and wait the same way.
+//!   loaded, before its checks; `backup-dumping`: a backup's dump has started (SQLite: the
+//!   snapshot is written; MariaDB: the client option file exists) and its primary upload has
+//!   begun, before the first byte is streamed), create `DIR/paused` and wait the same way.
 //! - `fail-at:POINT` / `crash-at:POINT`: at the named `step` (`swap`: a restore over live is
 //!   halfway through swapping its restored data in), fail with an error, or exit 86 at once.
 //! - `panic-at:POINT`: panic at the named `panic_point` (`api-request`: an API request, inside

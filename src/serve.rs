@@ -14,7 +14,6 @@ use crate::catalog::{ClaimedJob, JobOutcome, NewJob};
 use crate::config::{Connection, TenantConfig};
 use crate::executor::{self, Context, Error};
 use crate::storage::BackupId;
-use crate::tenant::TenantId;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -814,35 +813,20 @@ async fn keep_lease(ctx: Arc<Context>, job: ClaimedJob, stop: executor::Stop) {
     }
 }
 
-/// A backup whose worker died mid-way: marked failed, and whatever it had stored deleted, so
-/// no object is left that the catalog does not account for. (Unfinished multipart uploads are
-/// aborted by the next sweep, which sees the backup failed.)
+/// A backup whose worker died mid-way (its lease expired): settled like the sweep settles a
+/// backup whose process ended (`sweep::settle_lost_backup`).
 async fn settle_lost_backup(ctx: &Context, b: &crate::catalog::BackupRow) -> Result<(), Error> {
-    let failed = ctx
-        .catalog
-        .fail_running_backup(
-            &b.id,
-            "abandoned: its worker stopped renewing the job's lease (it died or lost the catalog)",
-            chrono::Utc::now(),
-        )
-        .await?;
-    if !failed {
-        return Ok(());
+    let settled = executor::sweep::settle_lost_backup(
+        ctx,
+        &b.id,
+        &b.tenant_id,
+        "abandoned: its worker stopped renewing the job's lease (it died or lost the catalog)",
+        chrono::Utc::now(),
+    )
+    .await?;
+    if settled {
+        tracing::warn!(tenant = %b.tenant_id, backup = %b.id, "settled a backup abandoned by a dead worker");
     }
-    let (Ok(tenant), Ok(id)) = (TenantId::parse(&b.tenant_id), BackupId::parse(&b.id)) else {
-        return Ok(());
-    };
-    for region in &ctx.regions {
-        for key in [
-            region.layout.artifact(&tenant, &id),
-            region.layout.manifest(&tenant, &id),
-        ] {
-            if let Err(e) = region.store.delete(&key).await {
-                tracing::warn!(region = %region.name, key = %key, error = %e, "could not delete an abandoned backup's object; retention will find it");
-            }
-        }
-    }
-    tracing::warn!(tenant = %b.tenant_id, backup = %b.id, "settled a backup abandoned by a dead worker");
     Ok(())
 }
 

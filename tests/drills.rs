@@ -448,6 +448,7 @@ fn a_drill_stopped_by_sigterm_drops_its_scratch_and_records_itself() {
         .arg(&inst.config)
         .args(["drill", "run"])
         .arg(&plan)
+        .env("TMPDIR", test_tmp(&inst.config))
         .env(
             "LIFEBOAT_TEST_FAULT",
             format!("pause:drill-loaded:{}", pause.display()),

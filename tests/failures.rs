@@ -81,6 +81,7 @@ impl Setup {
             .arg("--config")
             .arg(&self.inst.config)
             .args(["backup", "--tenant", "shop"])
+            .env("TMPDIR", test_tmp(&self.inst.config))
             .env(
                 "LIFEBOAT_TEST_FAULT",
                 format!("pause-upload:{}", self.pause.display()),

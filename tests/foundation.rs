@@ -240,6 +240,8 @@ fn demo_runs_twice_with_nothing_but_the_binary() {
             .args(["demo", "--dir"])
             .arg(&demo)
             .env_remove("LIFEBOAT_CONFIG")
+            // Its private temporary directory goes with the test's.
+            .env("TMPDIR", dir.path())
             .current_dir(dir.path())
             .output()
             .unwrap();

@@ -481,6 +481,7 @@ fn concurrent_changes_keep_a_tenant_summary_true_on_postgresql() {
                     None,
                     at(i),
                     lifeboat::catalog::Origin::Scheduled,
+                    None,
                 )
                 .await
                 .unwrap();

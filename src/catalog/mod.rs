@@ -547,11 +547,12 @@ impl Catalog {
         key_id: Option<&str>,
         started_at: DateTime<Utc>,
         origin: Origin,
+        process: Option<&str>,
     ) -> Result<(), CatalogError> {
         on_pool!(self, pool => changing_history!(pool, tenant, tx => {
             sqlx::query(
-                "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, origin) \
-                 VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)",
+                "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, origin, process) \
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8)",
             )
             .bind(id)
             .bind(tenant)
@@ -560,6 +561,7 @@ impl Catalog {
             .bind(key_id)
             .bind(started_at)
             .bind(origin.as_str())
+            .bind(process)
             .execute(&mut *tx)
             .await?;
             Ok(())
@@ -662,6 +664,24 @@ impl Catalog {
         }
         Ok(ids)
             })
+    }
+
+    /// Every `running` backup as (id, tenant, the process recorded as running it:
+    /// `host:pid:start`, or `None` for rows from before it was recorded).
+    pub async fn running_backups(
+        &self,
+    ) -> Result<Vec<(String, String, Option<String>)>, CatalogError> {
+        on_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT id, tenant_id, process FROM backups WHERE status = 'running' ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get("id"), r.get("tenant_id"), r.get("process")))
+                .collect())
+        })
     }
 
     /// Records the state of a backup's copy in one region.
@@ -1055,9 +1075,18 @@ mod tests {
         for i in 0..12i64 {
             let id = uuid::Uuid::now_v7().to_string();
             let at = t0 + chrono::Duration::hours(i);
-            cat.insert_backup(&id, "acme", "paid", "sqlite", None, at, Origin::Scheduled)
-                .await
-                .unwrap();
+            cat.insert_backup(
+                &id,
+                "acme",
+                "paid",
+                "sqlite",
+                None,
+                at,
+                Origin::Scheduled,
+                None,
+            )
+            .await
+            .unwrap();
             assert!(cat.known_tenants().await.unwrap()["acme"].history.running);
             if i == 1 {
                 cat.complete_backup(&id, &completed(at)).await.unwrap();
@@ -1090,9 +1119,18 @@ mod tests {
         for (i, ok) in [(20, true), (21, false)] {
             let id = uuid::Uuid::now_v7().to_string();
             let at = t0 + chrono::Duration::hours(i);
-            cat.insert_backup(&id, "acme", "paid", "sqlite", None, at, Origin::Requested)
-                .await
-                .unwrap();
+            cat.insert_backup(
+                &id,
+                "acme",
+                "paid",
+                "sqlite",
+                None,
+                at,
+                Origin::Requested,
+                None,
+            )
+            .await
+            .unwrap();
             if ok {
                 cat.complete_backup(&id, &completed(at)).await.unwrap();
             } else {

@@ -4,8 +4,8 @@
 //! routines, triggers and events. Its rows are counted from the stream itself
 //! (see `mariadb_rows`), so the facts describe exactly what was dumped. Restore pipes the dump
 //! into the `mariadb` client against a new database. The password reaches both tools through a
-//! private option file (`--defaults-extra-file`, mode 0600), never the command line or the
-//! environment.
+//! private option file (`--defaults-extra-file`, mode 0600, in Lifeboat's private temporary
+//! directory: `crate::scratch`), never the command line or the environment.
 
 use super::mariadb_rows::RowCounter;
 use super::process::Tool;
@@ -118,8 +118,9 @@ impl MariadbEngine {
         }
     }
 
-    /// A private option file with the connection settings; removed when dropped.
-    fn option_file(&self) -> Result<tempfile::NamedTempFile, EngineError> {
+    /// A private option file with the connection settings, in a private directory of its own;
+    /// removed when dropped.
+    fn option_file(&self) -> Result<OptionFile, EngineError> {
         let mut text = format!(
             "[client]\nhost={}\nport={}\nuser={}\nprotocol=TCP\n",
             option_value(&self.host()),
@@ -129,27 +130,31 @@ impl MariadbEngine {
         if let Some(pw) = self.password()? {
             text.push_str(&format!("password={}\n", option_value(&pw)));
         }
-        // NamedTempFile is created with mode 0600.
-        let mut file = tempfile::Builder::new()
-            .prefix("lifeboat-my-")
-            .tempfile()
+        let dir = crate::scratch::ScratchDir::new("mariadb")
+            .map_err(|e| self.other(format!("cannot create the client option file: {e}")))?;
+        let (path, mut file) = dir
+            .create_file("client.cnf")
             .map_err(|e| self.other(format!("cannot create the client option file: {e}")))?;
         file.write_all(text.as_bytes())
             .and_then(|_| file.flush())
             .map_err(|e| self.other(format!("cannot write the client option file: {e}")))?;
-        Ok(file)
+        Ok(OptionFile { path, _dir: dir })
     }
 
-    fn command(&self, program: &str, options: &tempfile::NamedTempFile) -> Command {
+    fn command(&self, program: &str, options: &OptionFile) -> Command {
         let mut cmd = Command::new(program);
         crate::secret::scrub(&mut cmd);
         // Must be the first argument.
-        cmd.arg(format!(
-            "--defaults-extra-file={}",
-            options.path().display()
-        ));
+        cmd.arg(format!("--defaults-extra-file={}", options.path.display()));
         cmd
     }
+}
+
+/// The client option file (0600) and its private directory (0700), removed together when
+/// dropped.
+struct OptionFile {
+    path: std::path::PathBuf,
+    _dir: crate::scratch::ScratchDir,
 }
 
 async fn count_tables(conn: &mut MySqlConnection) -> Result<BTreeMap<String, u64>, sqlx::Error> {
@@ -199,7 +204,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
 struct MariadbDumpFinish {
     tool: Tool,
     counter: Arc<Mutex<RowCounter>>,
-    _options: tempfile::NamedTempFile,
+    _options: OptionFile,
 }
 
 #[async_trait]

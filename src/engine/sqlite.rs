@@ -52,8 +52,9 @@ pub async fn table_counts(path: &Path) -> Result<BTreeMap<String, u64>, sqlx::Er
     Ok(counts)
 }
 
+/// Holds the snapshot's private directory until the dump is read; dropping it removes both.
 struct Cleanup {
-    _dir: tempfile::TempDir,
+    _dir: crate::scratch::ScratchDir,
 }
 
 #[async_trait]
@@ -332,11 +333,12 @@ impl Engine for SqliteEngine {
             tenant: self.tenant.clone(),
             detail,
         };
-        let dir = tempfile::Builder::new()
-            .prefix("lifeboat-sqlite-")
-            .tempdir()
-            .map_err(|e| other(format!("cannot create a temporary directory: {e}")))?;
-        let snapshot = dir.path().join("snapshot.db");
+        let dir = crate::scratch::ScratchDir::new("sqlite").map_err(|e| other(e.to_string()))?;
+        // The snapshot is the tenant's data: an empty 0600 file first, which VACUUM INTO fills
+        // (SQLite would create it with its own mode, 0644 under a usual umask).
+        let (snapshot, _) = dir
+            .create_file("snapshot.db")
+            .map_err(|e| other(format!("cannot create the snapshot file: {e}")))?;
         let mut conn = open_read_only(&self.path).await.map_err(connect_err)?;
         let recovery_point = chrono::Utc::now();
         sqlx::query("VACUUM INTO ?")

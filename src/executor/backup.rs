@@ -123,6 +123,8 @@ pub async fn backup_tenant_as(
             None,
             started_at,
             origin,
+            // So that the next run on this host settles it at once if this process is killed.
+            crate::owner::this_tag().as_deref(),
         )
         .await?;
     let deadline = ctx.job_deadline();
@@ -217,6 +219,8 @@ async fn store_in_primary(
     );
     let streamed = ctx
         .guard(deadline, async {
+            // A test holds the backup here to kill it when the most is on disk and in flight.
+            crate::fault::pause_point("backup-dumping").await;
             let encoded = pipeline::encode(
                 reader,
                 recipient.clone(),

@@ -676,7 +676,7 @@ async fn restore_side(
 ) -> Result<RestoreReport, Error> {
     let clock = Instant::now();
     let chosen = choose(ctx, req).await?;
-    let process = process_tag();
+    let process = crate::owner::this_tag();
     ctx.catalog
         .insert_restore(&chosen.record(req, "side", target, None, process.as_deref()))
         .await?;
@@ -751,7 +751,7 @@ async fn restore_over_live(
             )));
         }
     }
-    let process = process_tag();
+    let process = crate::owner::this_tag();
     let inserted = ctx
         .catalog
         .insert_restore(&chosen.record(
@@ -1113,35 +1113,6 @@ async fn audit_settle(
 
 // ---- Restores whose process died ---------------------------------------------------------
 
-/// This process as `host:pid:start-time`, so a later command can tell that it ended.
-fn process_tag() -> Option<String> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let pid = std::process::id();
-    Some(format!("{}:{pid}:{}", host.trim(), start_time(pid)?))
-}
-
-/// A process's start time (clock ticks after boot): with the pid, it names one process.
-fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold anything; the fields after its ')' are plain.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    // Field 22 overall; `rest` starts at field 3.
-    rest.split_whitespace().nth(19).map(str::to_string)
-}
-
-/// Whether the process a restore was tagged with has ended; `None` when that cannot be told
-/// from here (another host, no tag).
-fn process_ended(tag: Option<&str>) -> Option<bool> {
-    let mut parts = tag?.split(':');
-    let (host, pid, start) = (parts.next()?, parts.next()?, parts.next()?);
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    if host != here.trim() {
-        return None;
-    }
-    let pid: u32 = pid.parse().ok()?;
-    Some(start_time(pid).as_deref() != Some(start))
-}
-
 /// Settles the tenant's restore over live left `running` by a process that died (a crash, a
 /// kill): swapped if its swap had happened, else failed after removing what it left beside the
 /// untouched live data.
@@ -1149,7 +1120,7 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
     let Some(row) = ctx.catalog.open_live_restore(tenant).await? else {
         return Ok(());
     };
-    if row.state != "running" || process_ended(row.process.as_deref()) != Some(true) {
+    if row.state != "running" || crate::owner::tag_ended(row.process.as_deref()) != Some(true) {
         return Ok(());
     }
     let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -1231,17 +1202,6 @@ mod tests {
             restore_tag("0190e2b1-7c3a-7abc-8def-0123456789AB"),
             "456789ab"
         );
-    }
-
-    #[test]
-    fn this_process_is_alive_and_a_made_up_one_ended() {
-        let me = process_tag().expect("/proc is mounted");
-        assert_eq!(process_ended(Some(&me)), Some(false));
-        let host = me.split(':').next().unwrap();
-        let restarted = format!("{host}:{}:1", std::process::id());
-        assert_eq!(process_ended(Some(&restarted)), Some(true));
-        assert_eq!(process_ended(Some("elsewhere:1:1")), None);
-        assert_eq!(process_ended(None), None);
     }
 
     #[test]

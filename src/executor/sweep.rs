@@ -3,14 +3,22 @@
 //! A backup whose process was killed stays `running` in the catalog, and an upload whose region
 //! went away could not be aborted then. The sweep marks such backups failed and aborts their
 //! unfinished uploads (S3 multipart uploads, temp files), so no region keeps hidden parts.
+//!
+//! A backup records the process running it (`host:pid:start`, `crate::owner`): one whose
+//! process has provably ended (this host, and no process with that pid and start time) is
+//! settled at once; any other (another host's, or recorded before the process was) only when it
+//! is older than `pipeline.job-timeout`.
 
 use super::{Context, Error};
-use crate::storage::PendingUpload;
+use crate::storage::{BackupId, PendingUpload};
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct SweepReport {
+    /// Backups found `running` whose process on this host has ended, now failed: (id, process).
+    pub ended: Vec<(String, String)>,
     /// Backups found `running` past the job timeout, now failed.
     pub abandoned: Vec<String>,
     /// (region, key) of every unfinished upload aborted.
@@ -46,7 +54,22 @@ pub fn is_abandoned(
 pub async fn sweep(ctx: &Context, now: DateTime<Utc>) -> Result<SweepReport, Error> {
     let timeout = ctx.config.pipeline.job_timeout;
     let cutoff = now - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let mut ended = Vec::new();
+    for (id, tenant, process) in ctx.catalog.running_backups().await? {
+        let Some(process) = process else { continue };
+        if crate::owner::tag_ended(Some(&process)) != Some(true) {
+            continue;
+        }
+        let error = format!(
+            "abandoned: the process running it ({process}) ended before it finished (killed or crashed)"
+        );
+        if settle_lost_backup(ctx, &id, &tenant, &error, now).await? {
+            tracing::warn!(backup = %id, process = %process, "settled a backup whose process ended");
+            ended.push((id, process));
+        }
+    }
     let mut report = SweepReport {
+        ended,
         abandoned: ctx
             .catalog
             .abandon_running_backups(
@@ -84,6 +107,37 @@ pub async fn sweep(ctx: &Context, now: DateTime<Utc>) -> Result<SweepReport, Err
         tracing::info!(region = %region, key = %key, "aborted an unfinished upload");
     }
     Ok(report)
+}
+
+/// A backup whose process is gone: marked failed (only while still `running`: a row settled
+/// meanwhile keeps its outcome), and whatever it had stored deleted, so that no object is left
+/// that the catalog does not account for (it may have died after its artifact or manifest was
+/// written). Its unfinished uploads are aborted by the sweep, which then sees it failed.
+/// Whether this call settled it.
+pub async fn settle_lost_backup(
+    ctx: &Context,
+    id: &str,
+    tenant: &str,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    if !ctx.catalog.fail_running_backup(id, error, now).await? {
+        return Ok(false);
+    }
+    let (Ok(tenant), Ok(id)) = (TenantId::parse(tenant), BackupId::parse(id)) else {
+        return Ok(true);
+    };
+    for region in &ctx.regions {
+        for key in [
+            region.layout.artifact(&tenant, &id),
+            region.layout.manifest(&tenant, &id),
+        ] {
+            if let Err(e) = region.store.delete(&key).await {
+                tracing::warn!(region = %region.name, key = %key, error = %e, "could not delete an abandoned backup's object; retention will find it");
+            }
+        }
+    }
+    Ok(true)
 }
 
 async fn dead(
