@@ -426,14 +426,16 @@ fn serve_removes_what_a_killed_backup_left_at_start_up() {
     s.inst.write_config(&format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n\n{text}"
     ));
-    let serve = Serve::start(&s.inst.config, &[port], &[]);
-    // Swept before serve listens.
-    let after = s.leftovers();
-    assert!(
-        after.is_empty(),
-        "still on disk once serve started: {after:?}"
-    );
     assert_eq!(left.len(), 1, "{left:?}");
+    let serve = Serve::start(&s.inst.config, &[port], &[]);
+    // Swept before serve listens. (Only the killed backup's directory is checked here: the
+    // killed backup settled, the tenant is due, and serve's own backup of it may be running,
+    // in a directory of its own; everything is checked once serve has stopped.)
+    assert!(
+        !left[0].exists(),
+        "still on disk once serve started: {}",
+        left[0].display()
+    );
     serve.until_logged(
         &format!(
             "lifeboat serve: swept: removed the temporary directory {} (",
