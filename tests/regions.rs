@@ -570,3 +570,42 @@ fn regions_with_different_prefixes_hold_restore_and_delete_their_own_copies() {
     };
     assert!(rows("rebuilt.db") > 0);
 }
+
+/// The catalog remembers keys; a region emptied behind its back does not hold them. The next
+/// backup puts the tenant's wrapped key back before storing there, so the new backups restore
+/// from that region alone (here: rebuilt from it after the catalog is lost too), before any
+/// `verify --repair` (issue 17).
+#[test]
+fn a_backup_into_an_emptied_primary_stores_the_tenant_key_there_again() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    a.delete_all();
+    inst.run(&["backup", "--all"]).ok();
+    for tenant in ["shop", "blog"] {
+        let keys = a.list(&format!("prod/v1/tenants/{tenant}/keys/"));
+        assert_eq!(keys.len(), 1, "tenant {tenant}'s key in eu: {keys:?}");
+        assert_eq!(a.get(&keys[0]), b.get(&keys[0]), "the same wrapped key");
+    }
+    let restored = inst.path("shop-restored.db");
+    inst.restore("shop", &["--region", "eu"], &restored).ok();
+    sqlite_equal(&inst.path("shop.db"), &restored);
+
+    // The region alone is enough now: lose the catalog, rebuild from eu, restore from eu.
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(inst.path(f));
+    }
+    let out = inst.run(&["catalog", "rebuild", "--from", "eu"]).ok();
+    assert!(
+        out.stdout.contains("2 tenants, 2 keys, 2 backups"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let again = inst.path("blog-restored.db");
+    inst.restore("blog", &["--region", "eu"], &again).ok();
+    sqlite_equal(&inst.path("blog.db"), &again);
+}
