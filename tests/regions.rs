@@ -609,3 +609,35 @@ fn a_backup_into_an_emptied_primary_stores_the_tenant_key_there_again() {
     inst.restore("blog", &["--region", "eu"], &again).ok();
     sqlite_equal(&inst.path("blog.db"), &again);
 }
+
+/// Without `--region`, a restore takes the first region whose verified copy is really there: the
+/// primary's bucket was emptied, the catalog still says "verified", so it falls back to the
+/// secondary and says so (issue 17).
+#[test]
+fn a_restore_without_region_falls_back_when_the_primary_lost_the_backup() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    a.delete_all();
+    let restored = inst.path("shop-restored.db");
+    let out = inst.restore("shop", &[], &restored).ok();
+    sqlite_equal(&inst.path("shop.db"), &restored);
+    assert!(out.stdout.contains("from region us"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("warning: region eu lists backup")
+            && out.stderr.contains("trying the next region"),
+        "{}",
+        out.stderr
+    );
+    let audit = inst.run(&["audit", "list", "--json"]).ok().stdout;
+    assert!(
+        audit.contains("from region us (region eu lists backup"),
+        "{audit}"
+    );
+
+    // With the region named, nothing is chosen for the operator: it fails as before.
+    inst.restore("blog", &["--region", "eu"], inst.path("blog-restored.db"))
+        .failed();
+}
