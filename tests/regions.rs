@@ -641,3 +641,38 @@ fn a_restore_without_region_falls_back_when_the_primary_lost_the_backup() {
     inst.restore("blog", &["--region", "eu"], inst.path("blog-restored.db"))
         .failed();
 }
+
+/// `catalog rebuild --from` a region holding backups but not their key says so, per tenant,
+/// instead of a silent "0 keys" (issue 17).
+#[test]
+fn a_rebuild_from_a_region_without_a_tenant_key_warns_about_that_tenant() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    let key = b.find("prod/v1/tenants/shop/keys/", ".age");
+    b.delete(&key);
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(inst.path(f));
+    }
+    let out = inst.run(&["catalog", "rebuild", "--from", "us"]).ok();
+    assert!(
+        out.stdout.contains("2 tenants, 1 keys, 2 backups"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let warned: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: tenant "))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", out.stderr);
+    assert!(
+        warned[0].starts_with("warning: tenant shop: 1 backups use key ")
+            && warned[0].contains("which region us does not hold"),
+        "{}",
+        warned[0]
+    );
+}
