@@ -689,6 +689,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let show = progress || std::io::stderr().is_terminal();
             let r =
                 with_progress(&shown, show, executor::restore::restore(&ctx, &req, &shown)).await?;
+            for f in &r.fallbacks {
+                eprintln!("warning: {f}");
+            }
             println!(
                 "restored backup {} (recovery point {}) from region {} to {}: {} tables, {} rows verified in {}",
                 r.backup_id,

@@ -570,3 +570,109 @@ fn regions_with_different_prefixes_hold_restore_and_delete_their_own_copies() {
     };
     assert!(rows("rebuilt.db") > 0);
 }
+
+/// The catalog remembers keys; a region emptied behind its back does not hold them. The next
+/// backup puts the tenant's wrapped key back before storing there, so the new backups restore
+/// from that region alone (here: rebuilt from it after the catalog is lost too), before any
+/// `verify --repair` (issue 17).
+#[test]
+fn a_backup_into_an_emptied_primary_stores_the_tenant_key_there_again() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    a.delete_all();
+    inst.run(&["backup", "--all"]).ok();
+    for tenant in ["shop", "blog"] {
+        let keys = a.list(&format!("prod/v1/tenants/{tenant}/keys/"));
+        assert_eq!(keys.len(), 1, "tenant {tenant}'s key in eu: {keys:?}");
+        assert_eq!(a.get(&keys[0]), b.get(&keys[0]), "the same wrapped key");
+    }
+    let restored = inst.path("shop-restored.db");
+    inst.restore("shop", &["--region", "eu"], &restored).ok();
+    sqlite_equal(&inst.path("shop.db"), &restored);
+
+    // The region alone is enough now: lose the catalog, rebuild from eu, restore from eu.
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(inst.path(f));
+    }
+    let out = inst.run(&["catalog", "rebuild", "--from", "eu"]).ok();
+    assert!(
+        out.stdout.contains("2 tenants, 2 keys, 2 backups"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let again = inst.path("blog-restored.db");
+    inst.restore("blog", &["--region", "eu"], &again).ok();
+    sqlite_equal(&inst.path("blog.db"), &again);
+}
+
+/// Without `--region`, a restore takes the first region whose verified copy is really there: the
+/// primary's bucket was emptied, the catalog still says "verified", so it falls back to the
+/// secondary and says so (issue 17).
+#[test]
+fn a_restore_without_region_falls_back_when_the_primary_lost_the_backup() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    a.delete_all();
+    let restored = inst.path("shop-restored.db");
+    let out = inst.restore("shop", &[], &restored).ok();
+    sqlite_equal(&inst.path("shop.db"), &restored);
+    assert!(out.stdout.contains("from region us"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("warning: region eu lists backup")
+            && out.stderr.contains("trying the next region"),
+        "{}",
+        out.stderr
+    );
+    let audit = inst.run(&["audit", "list", "--json"]).ok().stdout;
+    assert!(
+        audit.contains("from region us (region eu lists backup"),
+        "{audit}"
+    );
+
+    // With the region named, nothing is chosen for the operator: it fails as before.
+    inst.restore("blog", &["--region", "eu"], inst.path("blog-restored.db"))
+        .failed();
+}
+
+/// `catalog rebuild --from` a region holding backups but not their key says so, per tenant,
+/// instead of a silent "0 keys" (issue 17).
+#[test]
+fn a_rebuild_from_a_region_without_a_tenant_key_warns_about_that_tenant() {
+    let (a, b) = (Garage::start(), Garage::start());
+    let inst = Install::new();
+    two_tenants(&inst, &a, &b);
+    inst.run(&["backup", "--all"]).ok();
+
+    let key = b.find("prod/v1/tenants/shop/keys/", ".age");
+    b.delete(&key);
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(inst.path(f));
+    }
+    let out = inst.run(&["catalog", "rebuild", "--from", "us"]).ok();
+    assert!(
+        out.stdout.contains("2 tenants, 1 keys, 2 backups"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let warned: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: tenant "))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", out.stderr);
+    assert!(
+        warned[0].starts_with("warning: tenant shop: 1 backups use key ")
+            && warned[0].contains("which region us does not hold"),
+        "{}",
+        warned[0]
+    );
+}

@@ -32,12 +32,33 @@ pub struct BackupReport {
 }
 
 /// The tenant's current key: created, wrapped to the master recipients and stored in the
-/// primary region and the catalog on first use.
+/// primary region and the catalog on first use. An existing key is checked in the primary (one
+/// HEAD): the region, not the catalog, is what a restore without the catalog trusts, so a key
+/// object lost there (an emptied bucket) is stored again from the catalog's wrapped copy before
+/// any backup lands in the region without it. The secondaries get theirs when a copy is made.
 pub async fn ensure_tenant_key(
     ctx: &Context,
     tenant: &TenantConfig,
 ) -> Result<TenantKeyRow, Error> {
     if let Some(key) = ctx.catalog.tenant_key(tenant.id.as_str()).await? {
+        let primary = ctx.primary();
+        if replicate::ensure_key_in(ctx, primary, &tenant.id, &key.key_id).await? {
+            tracing::warn!(tenant = %tenant.id, key = %key.key_id, region = %primary.name,
+                "the tenant's key object was missing in the region; stored again from the catalog's wrapped copy");
+            ctx.catalog
+                .audit(
+                    "lifeboat",
+                    "key.restore-object",
+                    Some(tenant.id.as_str()),
+                    &format!(
+                        "key {} was missing in region {}; stored again from the catalog's wrapped copy",
+                        key.key_id, primary.name
+                    ),
+                    "ok",
+                    Utc::now(),
+                )
+                .await?;
+        }
         return Ok(key);
     }
     let (identity, key_id) = crypto::generate_tenant_identity();

@@ -136,6 +136,9 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
     let mut recipients: BTreeMap<String, String> = BTreeMap::new();
     let mut tenants_seen = BTreeSet::new();
     let mut left_of_purged: BTreeMap<String, usize> = BTreeMap::new();
+    // (tenant, key id) → how many recovered backups use it; the keys recovered.
+    let mut used_keys: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut keys_found: BTreeSet<(String, String)> = BTreeSet::new();
 
     // Manifests first: they name tenants, engines, tiers and key recipients.
     for o in objects.iter().filter(|o| o.key.ends_with(".manifest.json")) {
@@ -187,6 +190,9 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 .await?;
         }
         recipients.insert(m.key_id.clone(), m.recipient.clone());
+        *used_keys
+            .entry((m.tenant.clone(), m.key_id.clone()))
+            .or_default() += 1;
         let b = BackupRow {
             id: m.backup_id.clone(),
             tenant_id: m.tenant.clone(),
@@ -277,7 +283,19 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 Utc::now(),
             )
             .await?;
+        keys_found.insert((tenant.to_string(), key_id.to_string()));
         report.keys += 1;
+    }
+    // A backup is only as good as its key: say which ones this region cannot open on its own.
+    for ((tenant, key_id), n) in &used_keys {
+        if !keys_found.contains(&(tenant.clone(), key_id.clone())) {
+            report.warnings.push(format!(
+                "tenant {tenant}: {n} backups use key {key_id}, which region {} does not hold (or it \
+                 could not be read); they cannot be restored until it is back: rebuild from a \
+                 region that holds tenants/{tenant}/keys/{key_id}.age, or copy it here first",
+                region.name
+            ));
+        }
     }
     for (tenant, n) in &left_of_purged {
         report.skipped.push(format!(

@@ -111,17 +111,20 @@ pub async fn verify_artifact(
     Ok(())
 }
 
-/// Makes sure the region holds the tenant's wrapped key, so it can restore on its own.
-async fn ensure_key_in(
+/// Makes sure the region holds the tenant's wrapped key, so it can restore on its own: one HEAD,
+/// and when the object is missing the catalog's wrapped copy is stored there (it is wrapped to
+/// the master recipients; nothing plaintext, no master identity needed). `true` when it was
+/// missing and is stored now.
+pub(crate) async fn ensure_key_in(
     ctx: &Context,
     to: &Region,
     tenant: &TenantId,
     key_id: &str,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let kid = KeyId::parse(key_id).map_err(Error::Invalid)?;
     let key = to.layout.key(tenant, &kid);
     if to.store.head(&key).await?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let row = ctx.catalog.key_by_id(key_id).await?.ok_or_else(|| {
         Error::Invalid(format!(
@@ -129,7 +132,7 @@ async fn ensure_key_in(
         ))
     })?;
     to.store.put(&key, Bytes::from(row.wrapped)).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// A backup's artifact and manifest keys in `region`: each region keeps them under its own

@@ -6,7 +6,7 @@
 //! new database or file is removed. Over live, the verified restore is swapped in as atomically
 //! as the engine allows; a failure before or during the swap leaves the live data as it was.
 
-use super::{Context, Error};
+use super::{Context, Error, replicate};
 use crate::audit::Actor;
 use crate::catalog::{BackupRow, NewRestore, RestoreRow};
 use crate::crypto;
@@ -67,6 +67,8 @@ pub struct RestoreReport {
     pub previous: Option<String>,
     /// Over live: regions where the safety backup's copy is still pending, with why.
     pub pending_copies: Vec<String>,
+    /// Without `--region`: regions passed over because their verified copy was missing, with why.
+    pub fallbacks: Vec<String>,
 }
 
 /// The stage of a restore, for progress reports.
@@ -490,10 +492,15 @@ pub async fn restore(
     let (detail, outcome) = match &result {
         Ok(r) => (
             format!(
-                "restore {}: backup {} from region {} {what}{}{}; reason: {}",
+                "restore {}: backup {} from region {}{} {what}{}{}; reason: {}",
                 r.restore_id,
                 r.backup_id,
                 r.region,
+                if r.fallbacks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.fallbacks.join("; "))
+                },
                 r.safety_backup
                     .as_ref()
                     .map(|s| format!(", safety backup {s}"))
@@ -587,6 +594,8 @@ struct Chosen<'c> {
     backup: BackupRow,
     backup_id: BackupId,
     restore_id: String,
+    /// Regions passed over because their verified copy was not there, one line each.
+    fallbacks: Vec<String>,
 }
 
 impl Chosen<'_> {
@@ -640,19 +649,90 @@ impl Chosen<'_> {
             safety_backup,
             previous,
             pending_copies,
+            fallbacks: self.fallbacks,
         }
     }
+}
+
+/// Without `--region`: the first region (primary first, then the others in configured order)
+/// holding a verified copy whose manifest and artifact are actually there. The catalog's
+/// "verified" is what a region held when it was last checked; an emptied bucket does not tell
+/// the catalog, so each candidate is checked with a HEAD per object. A region whose objects are
+/// missing is passed over, with a line saying so; one that cannot be asked is an error (an
+/// outage is not a missing copy, and the operator chooses with `--region`).
+async fn choose_readable<'c>(
+    ctx: &'c Context,
+    req: &RestoreRequest,
+) -> Result<(&'c Region, BackupRow, Vec<String>), Error> {
+    let mut fallbacks = Vec::new();
+    let mut first_err = None;
+    for region in &ctx.regions {
+        let backup = match choose_backup(ctx, req, region).await {
+            Ok(b) => b,
+            Err(e) => {
+                first_err.get_or_insert(e);
+                continue;
+            }
+        };
+        if req.backup.is_some() && region.name != ctx.primary().name {
+            // A named backup: from the primary as always; elsewhere only where it is verified.
+            let copies = ctx.catalog.copies(&backup.id).await?;
+            if !copies
+                .iter()
+                .any(|c| c.region == region.name && c.state == "verified")
+            {
+                first_err.get_or_insert(Error::Invalid(format!(
+                    "backup {} has no verified copy in region {}",
+                    backup.id, region.name
+                )));
+                continue;
+            }
+        }
+        let (artifact, manifest) = replicate::backup_keys(region, &backup.tenant_id, &backup.id)?;
+        let mut missing = Vec::new();
+        for key in [&manifest, &artifact] {
+            if region.store.head(key).await?.is_none() {
+                missing.push(key.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok((region, backup, fallbacks));
+        }
+        fallbacks.push(format!(
+            "region {} lists backup {} as verified but does not hold {}; trying the next region",
+            region.name,
+            backup.id,
+            missing.join(" and ")
+        ));
+        first_err.get_or_insert(Error::Invalid(format!(
+            "region {} does not hold {} of backup {}",
+            region.name,
+            missing.join(" and "),
+            backup.id
+        )));
+    }
+    let e = first_err.unwrap_or_else(|| Error::Invalid("no region is configured".into()));
+    Err(match (fallbacks.is_empty(), e) {
+        (true, e) => e,
+        (false, e) => Error::Invalid(format!(
+            "no region holds a readable verified copy of tenant {}: {}; first: {e}",
+            req.tenant,
+            fallbacks.join("; ")
+        )),
+    })
 }
 
 async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>, Error> {
     let (tenant, ownership) = resolve(ctx, req)?;
     // Checked first: without the master identity nothing can be decrypted, so touch nothing.
     ctx.master_identity()?;
-    let region = match &req.region {
-        Some(name) => ctx.region(name)?,
-        None => ctx.primary(),
+    let (region, backup, fallbacks) = match &req.region {
+        Some(name) => {
+            let region = ctx.region(name)?;
+            (region, choose_backup(ctx, req, region).await?, Vec::new())
+        }
+        None => choose_readable(ctx, req).await?,
     };
-    let backup = choose_backup(ctx, req, region).await?;
     let backup_id = BackupId::parse(&backup.id).map_err(Error::Invalid)?;
     Ok(Chosen {
         tenant,
@@ -660,6 +740,7 @@ async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>
         region,
         backup,
         backup_id,
+        fallbacks,
         restore_id: req
             .id
             .clone()
