@@ -418,21 +418,6 @@ fn newest_backup(inst: &Install, tenant: &str) -> String {
     .expect("a completed backup")
 }
 
-/// A download link's path with one character of its payload or signature part changed.
-fn tampered(url: &str, in_signature: bool) -> String {
-    let (payload, sig) = url.split_once('.').unwrap();
-    let flip = |s: &str, at: usize| {
-        let mut b = s.as_bytes().to_vec();
-        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
-        String::from_utf8(b).unwrap()
-    };
-    if in_signature {
-        format!("{payload}.{}", flip(sig, 3))
-    } else {
-        format!("{}.{sig}", flip(payload, payload.len() - 5))
-    }
-}
-
 #[test]
 fn customers_get_their_own_backups_only_and_links_are_checked_and_audited() {
     let mut env = Env::new("", "link-uses = 2\ncustomer-retained-downloads = true");

@@ -206,15 +206,24 @@ fn restore_from_the_secondary_alone_after_the_primary_bucket_is_emptied() {
     a.delete_all();
     assert!(a.list("").is_empty());
 
-    // From the primary: a clear error, and no file is created.
+    // From the primary, named: a clear error, and no file is created.
     let target = inst.path("from-primary.db");
-    let out = inst.restore("shop", &[], &target).failed();
+    let out = inst.restore("shop", &["--region", "eu"], &target).failed();
     assert!(
         out.stderr.contains("region eu") && out.stderr.contains("not found"),
         "{}",
         out.stderr
     );
     assert!(!target.exists());
+    // No region named: the primary lost it, so the secondary serves, and the restore says so.
+    let out = inst.restore("shop", &[], &target).ok();
+    assert!(
+        out.stderr.contains("region eu lists backup") && out.stdout.contains("from region us"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    sqlite_equal(&inst.path("shop.db"), &target);
 
     // From the secondary: the newest backup, and a chosen older one, both restore and match.
     let target = inst.path("from-secondary.db");

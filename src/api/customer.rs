@@ -146,18 +146,23 @@ async fn reserve_passphrase(
 }
 
 /// Stores a new link; a passphrase link only while the tenant is under its cap (the catalog
-/// decides, for API replicas sharing it): `false` when it was not.
-async fn store_link(state: &ApiState, link: &LinkRow) -> Result<bool, ApiError> {
-    if link.mode == "passphrase" {
-        Ok(state
-            .ctx
-            .catalog
-            .insert_link_capped(link, Utc::now(), state.cfg.passphrase_links_per_tenant)
-            .await?)
-    } else {
+/// decides, for API replicas sharing it): 429 `passphrase_links_exceeded` when it is not.
+async fn store_link(state: &ApiState, link: &LinkRow) -> Result<(), ApiError> {
+    if link.mode != "passphrase" {
         state.ctx.catalog.insert_link(link).await?;
-        Ok(true)
+        return Ok(());
     }
+    let cap = state.cfg.passphrase_links_per_tenant;
+    let now = Utc::now();
+    if state.ctx.catalog.insert_link_capped(link, now, cap).await? {
+        return Ok(());
+    }
+    let (_, first) = state
+        .ctx
+        .catalog
+        .live_passphrase_links(&link.tenant, now)
+        .await?;
+    Err(passphrase_cap(state, first))
 }
 
 /// The caller's tenant, or 403 for a staff token.
@@ -420,14 +425,7 @@ pub async fn request_backup(
         false,
     );
     let recorded = async {
-        if !store_link(&state, &link).await? {
-            let (_, first) = state
-                .ctx
-                .catalog
-                .live_passphrase_links(tenant.as_str(), Utc::now())
-                .await?;
-            return Err(passphrase_cap(&state, first));
-        }
+        store_link(&state, &link).await?;
         drop(slot);
         caller
             .audit(
@@ -603,14 +601,7 @@ pub async fn issue_link(
         sealed,
         true,
     );
-    if !store_link(&state, &link).await? {
-        let (_, first) = state
-            .ctx
-            .catalog
-            .live_passphrase_links(tenant.as_str(), Utc::now())
-            .await?;
-        return Err(passphrase_cap(&state, first));
-    }
+    store_link(&state, &link).await?;
     drop(slot);
     caller
         .audit(

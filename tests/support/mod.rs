@@ -1426,3 +1426,18 @@ pub fn sqlite_try(path: &Path, sql: &str) -> Result<(), String> {
         r
     })
 }
+
+/// A download link's path with one character of its payload or signature part changed.
+pub fn tampered(url: &str, in_signature: bool) -> String {
+    let (payload, sig) = url.split_once('.').unwrap();
+    let flip = |s: &str, at: usize| {
+        let mut b = s.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    if in_signature {
+        format!("{payload}.{}", flip(sig, 3))
+    } else {
+        format!("{}.{sig}", flip(payload, payload.len() - 5))
+    }
+}
