@@ -416,15 +416,7 @@ pub async fn audit_refused(
     detail: &str,
 ) {
     let entries = state.refusals().refuse(kind.clone(), Instant::now());
-    for e in entries {
-        match e {
-            refusals::Entry::One => write_refusal(state, &kind, tenant, detail).await,
-            refusals::Entry::Summary { kind, count } => {
-                write_refusal(state, &kind, None, &summary_detail(&kind, count)).await
-            }
-            refusals::Entry::Overflow { count, kinds } => write_overflow(state, count, kinds).await,
-        }
-    }
+    write_entries(state, entries, Some((&kind, tenant, detail))).await;
 }
 
 /// Writes the summaries of refusal windows that ended (called every few seconds by the API's
@@ -433,18 +425,32 @@ pub async fn audit_refusal_summaries(state: &ApiState, flush: bool) {
     let entries = {
         let mut log = state.refusals();
         if flush {
-            log.flush()
+            log.flush(Instant::now())
         } else {
             log.tick(Instant::now())
         }
     };
+    write_entries(state, entries, None).await;
+}
+
+/// Writes what the refusal log said to write; `One` is the refusal `one` describes (kind,
+/// tenant, detail).
+async fn write_entries(
+    state: &ApiState,
+    entries: Vec<refusals::Entry>,
+    one: Option<(&refusals::Kind, Option<&str>, &str)>,
+) {
     for e in entries {
         match e {
+            refusals::Entry::One => {
+                if let Some((kind, tenant, detail)) = one {
+                    write_refusal(state, kind, tenant, detail).await;
+                }
+            }
             refusals::Entry::Summary { kind, count } => {
                 write_refusal(state, &kind, None, &summary_detail(&kind, count)).await;
             }
             refusals::Entry::Overflow { count, kinds } => write_overflow(state, count, kinds).await,
-            refusals::Entry::One => {}
         }
     }
 }

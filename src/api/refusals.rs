@@ -135,19 +135,10 @@ impl RefusalLog {
         out
     }
 
-    /// Everything still counted, at shutdown.
-    pub fn flush(&mut self) -> Vec<Entry> {
-        let far = self.minute
-            + WINDOW
-            + self
-                .windows
-                .values()
-                .map(|w| w.start)
-                .max()
-                .map_or(Duration::ZERO, |latest| {
-                    latest.saturating_duration_since(self.minute)
-                });
-        self.tick(far)
+    /// Everything still counted, at shutdown: every window started by `now`, so a tick a
+    /// window later closes them all.
+    pub fn flush(&mut self, now: Instant) -> Vec<Entry> {
+        self.tick(now + WINDOW)
     }
 
     pub fn len(&self) -> usize {
@@ -234,6 +225,7 @@ mod tests {
         let a = kind("10.0.0.1", "rate_limited");
         log.refuse(a.clone(), t0 + Duration::from_secs(30));
         log.refuse(a.clone(), t0 + Duration::from_secs(31));
-        assert_eq!(log.flush(), vec![Entry::Summary { kind: a, count: 1 }]);
+        let now = t0 + Duration::from_secs(31);
+        assert_eq!(log.flush(now), vec![Entry::Summary { kind: a, count: 1 }]);
     }
 }

@@ -64,6 +64,25 @@ pub struct LinkRow {
     pub ready: bool,
 }
 
+/// Binds a link's twelve columns, in `download_links` order, to the first twelve parameters.
+macro_rules! bind_link {
+    ($q:expr, $l:expr) => {{
+        let l = $l;
+        $q.bind(&l.id)
+            .bind(&l.tenant)
+            .bind(&l.backup_id)
+            .bind(&l.origin)
+            .bind(&l.mode)
+            .bind(&l.recipient)
+            .bind(&l.passphrase_check)
+            .bind(l.created_at)
+            .bind(&l.created_by)
+            .bind(l.expires_at)
+            .bind(l.uses_left)
+            .bind(l.ready as i64)
+    }};
+}
+
 macro_rules! link_from {
     ($row:expr) => {{
         let r = $row;
@@ -180,25 +199,16 @@ impl Catalog {
         cap: u32,
     ) -> Result<bool, CatalogError> {
         on_pool!(self, pool => {
-            let r = sqlx::query(
+            let r = bind_link!(
+                sqlx::query(
                 "INSERT INTO download_links (id, tenant_id, backup_id, origin, mode, recipient, passphrase_check, \
                  created_at, created_by, expires_at, uses_left, ready) \
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
                  WHERE (SELECT count(*) FROM download_links WHERE tenant_id = $2 AND mode = 'passphrase' \
                         AND expires_at > $13 AND uses_left > 0) < $14",
+                ),
+                l
             )
-            .bind(&l.id)
-            .bind(&l.tenant)
-            .bind(&l.backup_id)
-            .bind(&l.origin)
-            .bind(&l.mode)
-            .bind(&l.recipient)
-            .bind(&l.passphrase_check)
-            .bind(l.created_at)
-            .bind(&l.created_by)
-            .bind(l.expires_at)
-            .bind(l.uses_left)
-            .bind(l.ready as i64)
             .bind(now)
             .bind(i64::from(cap))
             .execute(pool)
@@ -271,23 +281,14 @@ impl Catalog {
 
     pub async fn insert_link(&self, l: &LinkRow) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
-            sqlx::query(
+            bind_link!(
+                sqlx::query(
                 "INSERT INTO download_links (id, tenant_id, backup_id, origin, mode, recipient, passphrase_check, \
                  created_at, created_by, expires_at, uses_left, ready) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                ),
+                l
             )
-            .bind(&l.id)
-            .bind(&l.tenant)
-            .bind(&l.backup_id)
-            .bind(&l.origin)
-            .bind(&l.mode)
-            .bind(&l.recipient)
-            .bind(&l.passphrase_check)
-            .bind(l.created_at)
-            .bind(&l.created_by)
-            .bind(l.expires_at)
-            .bind(l.uses_left)
-            .bind(l.ready as i64)
             .execute(pool)
             .await?;
             Ok(())

@@ -54,8 +54,22 @@ macro_rules! record_from {
     }};
 }
 
-const INSERT_RECORD: &str =
-    "INSERT INTO lifecycle_records (tenant_id, name, recorded_at, body) VALUES ($1, $2, $3, $4)";
+/// Appends `record` to `lifecycle_records` in the transaction `tx` (a macro so one body serves
+/// both databases' transactions).
+macro_rules! insert_record {
+    ($tx:expr, $record:expr) => {{
+        let r = $record;
+        sqlx::query(
+            "INSERT INTO lifecycle_records (tenant_id, name, recorded_at, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.name)
+        .bind(r.recorded_at)
+        .bind(&r.body)
+        .execute($tx)
+        .await?;
+    }};
+}
 
 type Snapshot = (
     String,
@@ -104,13 +118,7 @@ impl Catalog {
                 LifecycleChange::Purge(step, at) => sqlx::query(super::purge_sql(step)).bind(at),
             };
             q.bind(tenant).execute(&mut *tx).await?;
-            sqlx::query(INSERT_RECORD)
-                .bind(&record.tenant_id)
-                .bind(&record.name)
-                .bind(record.recorded_at)
-                .bind(&record.body)
-                .execute(&mut *tx)
-                .await?;
+            insert_record!(&mut *tx, record);
             tx.commit().await?;
             Ok(())
         })
@@ -157,13 +165,7 @@ impl Catalog {
             if !still || none != 0 {
                 return Ok(false);
             }
-            sqlx::query(INSERT_RECORD)
-                .bind(&record.tenant_id)
-                .bind(&record.name)
-                .bind(record.recorded_at)
-                .bind(&record.body)
-                .execute(&mut *tx)
-                .await?;
+            insert_record!(&mut *tx, record);
             tx.commit().await?;
             Ok(true)
         })
