@@ -222,7 +222,14 @@ enum RestoreCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Parses and validates the configuration and every tier file.
-    Check,
+    Check {
+        /// Also connects to every tenant's server (configured and discovered tenants) with the
+        /// backup credentials and reports, per tenant, the privileges its backup needs and lacks,
+        /// with the statement that grants each; a server or dump tool too old. Prints that report
+        /// instead of the configuration; exits 1 when anything is missing or unreachable.
+        #[arg(long)]
+        connect: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,7 +487,7 @@ fn load(path: &std::path::Path) -> Result<Config> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config {
-            command: ConfigCommand::Check,
+            command: ConfigCommand::Check { connect },
         } => {
             let config = load(&cli.config)?;
             // A master key file others can read is refused here, before a restore finds out.
@@ -499,6 +506,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Some(_) => {}
                 None => eprintln!("warning: {}", no_audit_key_warning(&config)),
+            }
+            if connect {
+                let report = executor::privileges::check_fleet(&config).await?;
+                for s in &report.skipped {
+                    eprintln!("discovery: {s}");
+                }
+                for c in &report.checks {
+                    for line in executor::privileges::lines(c) {
+                        println!("{line}");
+                    }
+                }
+                println!("# {}", executor::privileges::summary(&report));
+                return Ok(if report.failed() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                });
             }
             print!("{}", config.redacted());
             println!(

@@ -216,6 +216,9 @@ pub async fn serve(
         chrono::Utc::now(),
     ));
     let mut anchors = tokio::spawn(anchor_loop(ctx.clone(), stopping.clone()));
+    // What every tenant's backup needs of its server, checked once and logged; the daemon runs
+    // anyway (a server may come back, a grant may follow), and does not wait for it.
+    tokio::spawn(privilege_check(ctx.clone(), stopping.clone()));
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
     let mut fleet: Arc<TenantsById> = Arc::new(HashMap::new());
     let cfg = ctx.config.scheduler.clone();
@@ -287,6 +290,36 @@ pub async fn serve(
         let _ = api.await;
     }
     Ok(())
+}
+
+/// The start-up privilege check (`executor::privileges`): each finding is a warning.
+async fn privilege_check(ctx: Arc<Context>, stopping: tokio_util::sync::CancellationToken) {
+    use executor::privileges;
+    let report = tokio::select! {
+        _ = stopping.cancelled() => return,
+        r = privileges::check_fleet(&ctx.config) => r,
+    };
+    match report {
+        Ok(report) => {
+            for c in report
+                .checks
+                .iter()
+                .filter(|c| c.verdict != crate::engine::privileges::Verdict::Ok)
+            {
+                for line in privileges::lines(c) {
+                    tracing::warn!(tenant = %c.tenant, "privilege check: {line}");
+                }
+            }
+            if report.failed() {
+                tracing::warn!("privilege check: {}", privileges::summary(&report));
+            } else {
+                tracing::info!("privilege check: {}", privileges::summary(&report));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "privilege check: the fleet could not be discovered; not checked")
+        }
+    }
 }
 
 /// Every pass, one worker writes the lifecycle records a region misses (`executor::records`) and

@@ -7,6 +7,8 @@
 //! private option file (`--defaults-extra-file`, mode 0600, in Lifeboat's private temporary
 //! directory: `crate::scratch`), never the command line or the environment.
 
+pub mod privileges;
+
 use super::mariadb_rows::RowCounter;
 use super::process::Tool;
 use super::{Dump, DumpFinish, Engine, EngineError, Staged};
@@ -31,6 +33,20 @@ pub struct MariadbEngine {
     pub url: url::Url,
     pub password: Option<SecretSource>,
 }
+
+/// The flags of every backup's `mariadb-dump`; `privileges::needed` derives the grants the
+/// backup user needs from them.
+pub const DUMP_FLAGS: [&str; 8] = [
+    "--single-transaction",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--no-tablespaces",
+    "--default-character-set=utf8mb4",
+    // The "Dumping data for table" comments tell the counter about empty tables.
+    "--comments",
+];
 
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -521,17 +537,7 @@ impl Engine for MariadbEngine {
 
         let options = self.option_file()?;
         let mut cmd = self.command("mariadb-dump", &options);
-        cmd.args([
-            "--single-transaction",
-            "--routines",
-            "--triggers",
-            "--events",
-            "--hex-blob",
-            "--no-tablespaces",
-            "--default-character-set=utf8mb4",
-            // The "Dumping data for table" comments tell the counter about empty tables.
-            "--comments",
-        ]);
+        cmd.args(DUMP_FLAGS);
         cmd.arg("--").arg(&database);
         let mut tool = Tool::spawn(&self.tenant, "mariadb-dump", cmd)?;
         let stdout = tool.child.stdout.take().expect("stdout is piped");

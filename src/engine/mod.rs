@@ -3,6 +3,7 @@
 pub mod mariadb;
 mod mariadb_rows;
 pub mod postgres;
+pub mod privileges;
 pub mod process;
 pub mod sqlite;
 

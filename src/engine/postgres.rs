@@ -5,6 +5,8 @@
 //! that). The transaction stays open until pg_dump is done. Passwords go to the tools through
 //! `PGPASSWORD`, never on a command line.
 
+pub mod privileges;
+
 use super::process::Tool;
 use super::{Dump, DumpFinish, Engine, EngineError, Staged};
 use crate::secret::SecretSource;

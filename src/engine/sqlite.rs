@@ -1,6 +1,8 @@
 //! SQLite tenants: a consistent online snapshot through SQLite itself (`VACUUM INTO`), which
 //! reads one transaction's view of the database, WAL mode included.
 
+pub mod privileges;
+
 use super::{Dump, DumpFinish, Engine, EngineError, Staged};
 use crate::storage::ObjectReader;
 use async_trait::async_trait;

@@ -5,7 +5,9 @@
 //! that are only out of sight. Passwords found in connection URLs stay in memory.
 
 use super::{Context, Error};
-use crate::config::{Connection, DiscoverySource, EngineKind, RetentionOverride, TenantConfig};
+use crate::config::{
+    Config, Connection, DiscoverySource, EngineKind, RetentionOverride, TenantConfig,
+};
 use crate::domain::discovery::{self, FoundState, Reconcile, glob_match};
 use crate::secret::{Secret, SecretSource};
 use crate::tenant::TenantId;
@@ -49,15 +51,20 @@ impl Fleet {
 
 /// Reads `[[tenants]]` and every discovery source.
 pub async fn discover(ctx: &Context) -> Result<Fleet, Error> {
+    discover_config(&ctx.config).await
+}
+
+/// The same, from the configuration alone (no catalog or region is needed to read sources).
+pub async fn discover_config(config: &Config) -> Result<Fleet, Error> {
     let mut fleet = Fleet::default();
-    for t in &ctx.config.tenants {
+    for t in &config.tenants {
         fleet.add("[[tenants]]", t.clone(), FoundState::Active);
     }
-    for source in &ctx.config.discovery {
+    for source in &config.discovery {
         let name = match source {
             DiscoverySource::Query { name, .. } | DiscoverySource::Server { name, .. } => name,
         };
-        match tokio::time::timeout(SOURCE_TIMEOUT, read_source(ctx, source, &mut fleet)).await {
+        match tokio::time::timeout(SOURCE_TIMEOUT, read_source(config, source, &mut fleet)).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(Error::Invalid(format!(
@@ -145,7 +152,7 @@ pub async fn reconcile(
 }
 
 async fn read_source(
-    ctx: &Context,
+    config: &Config,
     source: &DiscoverySource,
     fleet: &mut Fleet,
 ) -> Result<(), Error> {
@@ -188,7 +195,7 @@ async fn read_source(
             let pw = resolve(name, password)?;
             let rows = control_plane_rows(name, url, pw.as_ref(), query).await?;
             for (i, row) in rows.into_iter().enumerate() {
-                match parse_row(ctx, &row, tenant_password) {
+                match parse_row(config, &row, tenant_password) {
                     Ok((t, state)) => fleet.add(name, t, state),
                     Err(why) => {
                         // Keep a valid id in sight so a bad row does not terminate its tenant.
@@ -236,7 +243,7 @@ fn db_connection(engine: EngineKind, url: url::Url, password: Option<SecretSourc
 
 /// One control-plane row: id, engine, connection, tier, state → a tenant.
 fn parse_row(
-    ctx: &Context,
+    config: &Config,
     row: &[String; 5],
     tenant_password: &Option<SecretSource>,
 ) -> Result<(TenantConfig, FoundState), String> {
@@ -245,8 +252,8 @@ fn parse_row(
     let engine: EngineKind = engine
         .parse()
         .map_err(|_| format!("engine {engine:?} is not `sqlite`, `postgres` or `mariadb`"))?;
-    if !ctx.config.tiers.contains_key(tier) {
-        let valid: Vec<&str> = ctx.config.tiers.keys().map(String::as_str).collect();
+    if !config.tiers.contains_key(tier) {
+        let valid: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
         return Err(format!("tier {tier:?} is not one of: {}", valid.join(", ")));
     }
     let state = match state.as_str() {

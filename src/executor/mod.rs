@@ -8,6 +8,7 @@ pub mod drill;
 pub mod keys;
 pub mod lifecycle;
 pub mod plan;
+pub mod privileges;
 pub mod rebuild;
 pub mod records;
 pub mod replicate;
