@@ -425,6 +425,7 @@ impl Engine for PostgresEngine {
             server_version: Some(format!("PostgreSQL {server_version}")),
             // Known when the dump ends: see PgDumpFinish.
             tables: BTreeMap::new(),
+            settings: super::Settings::new(),
             finish: Box::new(PgDumpFinish {
                 tenant: self.tenant.clone(),
                 tool: Some(tool),
@@ -437,6 +438,7 @@ impl Engine for PostgresEngine {
         &self,
         target: &str,
         ownership: &super::Ownership,
+        _settings: &super::Settings,
         plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !valid_database_name(target) {
