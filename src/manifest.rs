@@ -88,6 +88,10 @@ pub struct Facts {
     pub server_version: Option<String>,
     /// Rows per table (`schema.table` for PostgreSQL).
     pub tables: BTreeMap<String, u64>,
+    /// Database-level options the restore re-applies (`engine::Settings`); absent in backups
+    /// taken before they were recorded, and for engines whose dump carries them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,5 +204,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("origin \"mine\""), "{err}");
+    }
+
+    /// Facts of a backup taken before settings were recorded still parse (no settings: the
+    /// restore keeps what the dump says); facts without settings are written as before.
+    #[test]
+    fn facts_without_settings_parse_and_are_written_as_before() {
+        let old = r#"{"dump-size":3,"dump-sha256":"ab","server-version":"SQLite 3.45.0","tables":{"t":2}}"#;
+        let facts: Facts = serde_json::from_str(old).unwrap();
+        assert!(facts.settings.is_empty());
+        assert_eq!(serde_json::to_string(&facts).unwrap(), old);
+        let mut with = facts.clone();
+        with.settings.insert("journal_mode".into(), "wal".into());
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains(r#""settings":{"journal_mode":"wal"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Facts>(&json).unwrap(), with);
     }
 }

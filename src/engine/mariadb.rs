@@ -551,6 +551,7 @@ impl Engine for MariadbEngine {
             server_version: Some(format!("MariaDB/MySQL {version}")),
             // Known once the stream has been read: see MariadbDumpFinish.
             tables: BTreeMap::new(),
+            settings: super::Settings::new(),
             finish: Box::new(MariadbDumpFinish {
                 tool,
                 counter,
@@ -563,6 +564,7 @@ impl Engine for MariadbEngine {
         &self,
         target: &str,
         _ownership: &super::Ownership,
+        _settings: &super::Settings,
         plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !super::postgres::valid_database_name(target) {

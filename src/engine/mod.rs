@@ -49,6 +49,12 @@ pub enum Ownership {
     Role(String),
 }
 
+/// Database-level options a dump cannot carry in its stream, recorded in the backup's facts and
+/// re-applied by the restore (SQLite: `journal_mode`, `page_size`, `user_version`,
+/// `application_id`). Empty for engines whose dump carries everything, and in backups taken
+/// before these were recorded: such a restore keeps what the dump itself says.
+pub type Settings = BTreeMap<String, String>;
+
 /// A dump in progress: the plaintext stream plus the facts taken from the same snapshot.
 /// SQLite knows its row counts before streaming; PostgreSQL counts while pg_dump runs and
 /// MariaDB counts the stream itself, so those two leave `tables` empty and return the counts
@@ -58,6 +64,7 @@ pub struct Dump {
     pub recovery_point: DateTime<Utc>,
     pub server_version: Option<String>,
     pub tables: BTreeMap<String, u64>,
+    pub settings: Settings,
     pub finish: Box<dyn DumpFinish>,
 }
 
@@ -86,11 +93,13 @@ pub trait Engine: Send + Sync {
     /// Starts a consistent dump.
     async fn dump(&self) -> Result<Dump, EngineError>;
     /// Loads a plaintext dump into a new database named `target` (a path for SQLite, a
-    /// database name on the tenant's server for PostgreSQL). The target must not exist.
+    /// database name on the tenant's server for PostgreSQL). The target must not exist. The
+    /// backup's `settings` are re-applied (and checked by `Staged::table_counts`).
     async fn restore_side(
         &self,
         target: &str,
         ownership: &Ownership,
+        settings: &Settings,
         plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError>;
     /// Removes a side target if it exists, whatever state a load left it in (a drill's scratch

@@ -74,6 +74,90 @@ async fn count_tables(conn: &mut PgConnection) -> Result<BTreeMap<String, u64>, 
     Ok(counts)
 }
 
+/// Tables whose rows the connected role cannot all read: row-level security applies to it (it
+/// is no superuser, has no BYPASSRLS, and does not own the table or the table forces RLS on
+/// its owner), so pg_dump, which runs with `row_security = off`, would fail on them.
+const RLS_BLOCKED_SQL: &str = "SELECT n.nspname, c.relname, c.relforcerowsecurity, \
+       pg_get_userbyid(c.relowner)::text, current_user::text \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'r' AND c.relrowsecurity \
+       AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) \
+       AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) \
+     ORDER BY 1, 2";
+
+/// A table row-level security keeps the backup role from reading whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlsBlocked {
+    pub table: String,
+    pub forced: bool,
+    pub owner: String,
+}
+
+/// The tables with row-level security the connected role cannot dump, and that role's name.
+pub async fn rls_blocked(
+    conn: &mut PgConnection,
+) -> Result<(String, Vec<RlsBlocked>), sqlx::Error> {
+    let rows: Vec<(String, String, bool, String, String)> = sqlx::query_as(RLS_BLOCKED_SQL)
+        .fetch_all(&mut *conn)
+        .await?;
+    let role = match rows.first() {
+        Some(r) => r.4.clone(),
+        None => {
+            sqlx::query_scalar("SELECT current_user::text")
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
+    let tables = rows
+        .into_iter()
+        .map(|(schema, table, forced, owner, _)| RlsBlocked {
+            table: format!("{schema}.{table}"),
+            forced,
+            owner,
+        })
+        .collect();
+    Ok((role, tables))
+}
+
+/// One line telling the operator what to grant so that `role` can dump `blocked`.
+pub fn rls_advice(role: &str, blocked: &[RlsBlocked]) -> String {
+    let names: Vec<String> = blocked
+        .iter()
+        .take(5)
+        .map(|b| {
+            format!(
+                "{}{}",
+                b.table,
+                if b.forced {
+                    " (FORCE ROW LEVEL SECURITY)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let more = blocked.len().saturating_sub(names.len());
+    let mut owners: Vec<&str> = blocked.iter().map(|b| b.owner.as_str()).collect();
+    owners.sort();
+    owners.dedup();
+    // FORCE applies row-level security to the owner too: only BYPASSRLS reads those whole.
+    let alternative = if blocked.iter().any(|b| b.forced) {
+        String::new()
+    } else {
+        format!(", or back up as the tables' owner ({})", owners.join(", "))
+    };
+    format!(
+        "role {role} cannot back up {}{} with row-level security: grant it with `ALTER ROLE {} BYPASSRLS;` as a superuser{alternative}",
+        names.join(", "),
+        if more > 0 {
+            format!(" and {more} more tables")
+        } else {
+            String::new()
+        },
+        quote_ident(role),
+    )
+}
+
 impl PostgresEngine {
     fn password(&self) -> Result<Option<String>, EngineError> {
         match &self.password {
@@ -404,6 +488,12 @@ impl Engine for PostgresEngine {
         let snapshot: String = row.get(0);
         let recovery_point: DateTime<Utc> = row.get(1);
         let server_version: String = row.get(2);
+        // pg_dump would fail on these after a while with its own words; say what to grant now.
+        let (role, blocked) = rls_blocked(&mut conn).await.map_err(sql_err)?;
+        if !blocked.is_empty() {
+            let _ = conn.close().await;
+            return Err(self.other(rls_advice(&role, &blocked)));
+        }
 
         let mut cmd = self.command("pg_dump")?;
         cmd.arg("--format=custom")
@@ -427,6 +517,7 @@ impl Engine for PostgresEngine {
             server_version: Some(format!("PostgreSQL {server_version}")),
             // Known when the dump ends: see PgDumpFinish.
             tables: BTreeMap::new(),
+            settings: super::Settings::new(),
             finish: Box::new(PgDumpFinish {
                 tenant: self.tenant.clone(),
                 tool: Some(tool),
@@ -439,6 +530,7 @@ impl Engine for PostgresEngine {
         &self,
         target: &str,
         ownership: &super::Ownership,
+        _settings: &super::Settings,
         plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         if !valid_database_name(target) {
@@ -484,7 +576,12 @@ impl Engine for PostgresEngine {
                         .arg(format!("--role={role}"));
                 }
             }
-            cmd.arg("--exit-on-error")
+            // Materialized views are refreshed as their owner, who may be subject to a forced
+            // row-level security policy; with pg_restore's default `row_security = off` that
+            // refresh fails. On, it sees what the owner saw when the source refreshed it. Table
+            // data is loaded before RLS is enabled on the new tables, so no row is filtered.
+            cmd.arg("--enable-row-security")
+                .arg("--exit-on-error")
                 .arg("--no-password")
                 .arg(format!("--dbname={}", self.url_for(target)));
             Tool::feed(&self.tenant, "pg_restore", cmd, plaintext).await
@@ -585,5 +682,34 @@ mod tests {
             assert_eq!(valid_database_name(name), ok, "{name}");
         }
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn rls_advice_is_one_line_with_the_grant() {
+        let table = |t: &str, forced: bool, owner: &str| RlsBlocked {
+            table: t.into(),
+            forced,
+            owner: owner.into(),
+        };
+        let owned = [
+            table("public.notes", false, "app"),
+            table("app.t", false, "own"),
+        ];
+        assert_eq!(
+            rls_advice("backup", &owned),
+            "role backup cannot back up public.notes, app.t with row-level security: grant it with `ALTER ROLE \"backup\" BYPASSRLS;` as a superuser, or back up as the tables' owner (app, own)"
+        );
+        let forced = [table("public.secrets", true, "app")];
+        let line = rls_advice("app", &forced);
+        assert!(
+            line.ends_with("(FORCE ROW LEVEL SECURITY) with row-level security: grant it with `ALTER ROLE \"app\" BYPASSRLS;` as a superuser"),
+            "{line}"
+        );
+        let many: Vec<RlsBlocked> = (0..7)
+            .map(|i| table(&format!("s.t{i}"), false, "o"))
+            .collect();
+        let line = rls_advice("b", &many);
+        assert!(line.contains("s.t4 and 2 more tables with"), "{line}");
+        assert!(!line.contains('\n'));
     }
 }

@@ -1,5 +1,11 @@
 //! SQLite tenants: a consistent online snapshot through SQLite itself (`VACUUM INTO`), which
 //! reads one transaction's view of the database, WAL mode included.
+//!
+//! The snapshot keeps the page size, `user_version` and `application_id`, but it is written in
+//! rollback-journal mode whatever the tenant's file uses. So the backup's facts carry all four
+//! (`Settings`), and a restore re-applies them: the three in the file before it is verified,
+//! WAL mode when it is committed (a read-only check of a WAL file would leave -wal and -shm
+//! files beside the temporary file).
 
 pub mod privileges;
 
@@ -52,6 +58,171 @@ pub async fn table_counts(path: &Path) -> Result<BTreeMap<String, u64>, sqlx::Er
     }
     conn.close().await?;
     Ok(counts)
+}
+
+/// The `Settings` keys of a SQLite tenant.
+const JOURNAL_MODE: &str = "journal_mode";
+const PAGE_SIZE: &str = "page_size";
+const USER_VERSION: &str = "user_version";
+const APPLICATION_ID: &str = "application_id";
+
+/// What a file says about itself beyond its rows: page size, `user_version`,
+/// `application_id` and journal mode as `PRAGMA journal_mode` reports it.
+async fn read_settings(conn: &mut SqliteConnection) -> Result<super::Settings, sqlx::Error> {
+    let mut settings = super::Settings::new();
+    for name in [PAGE_SIZE, USER_VERSION, APPLICATION_ID] {
+        // The names are constants.
+        let v: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(&mut *conn)
+            .await?;
+        settings.insert(name.to_string(), v.to_string());
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    settings.insert(JOURNAL_MODE.to_string(), mode.to_ascii_lowercase());
+    Ok(settings)
+}
+
+/// A backup's settings, checked. `None`: the backup does not say (taken before they were
+/// recorded), and the restored file keeps what it says itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Wanted {
+    /// Only WAL mode is a property of the file; the other modes are chosen per connection.
+    wal: Option<bool>,
+    page_size: Option<i64>,
+    user_version: Option<i64>,
+    application_id: Option<i64>,
+}
+
+impl Wanted {
+    fn parse(settings: &super::Settings) -> Result<Wanted, String> {
+        let bad = |key: &str, value: &str, valid: &str| {
+            format!("the backup's facts say {key} = {value:?}, which is not valid ({valid})")
+        };
+        let int = |key: &str, value: &str| -> Result<i64, String> {
+            value
+                .parse::<i32>()
+                .map(i64::from)
+                .map_err(|_| bad(key, value, "a 32-bit integer"))
+        };
+        let mut wanted = Wanted::default();
+        for (key, value) in settings {
+            match key.as_str() {
+                JOURNAL_MODE => {
+                    wanted.wal = Some(match value.as_str() {
+                        "wal" => true,
+                        "delete" | "truncate" | "persist" | "memory" | "off" => false,
+                        _ => {
+                            return Err(bad(
+                                key,
+                                value,
+                                "wal, delete, truncate, persist, memory or off",
+                            ));
+                        }
+                    })
+                }
+                PAGE_SIZE => {
+                    let n = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| (512..=65536).contains(n) && (*n as u64).is_power_of_two());
+                    wanted.page_size =
+                        Some(n.ok_or_else(|| bad(key, value, "a power of two from 512 to 65536"))?);
+                }
+                USER_VERSION => wanted.user_version = Some(int(key, value)?),
+                APPLICATION_ID => wanted.application_id = Some(int(key, value)?),
+                _ => {
+                    return Err(format!(
+                        "the backup's facts carry the setting {key:?}, which this version of Lifeboat cannot re-apply (it knows {JOURNAL_MODE}, {PAGE_SIZE}, {USER_VERSION}, {APPLICATION_ID}); restore with the version that took the backup"
+                    ));
+                }
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// Differences between these settings and what the file `found` (from `read_settings`)
+    /// says, apart from the journal mode (applied at commit).
+    fn differences(&self, found: &super::Settings) -> Vec<String> {
+        [
+            (PAGE_SIZE, self.page_size),
+            (USER_VERSION, self.user_version),
+            (APPLICATION_ID, self.application_id),
+        ]
+        .into_iter()
+        .filter_map(|(key, want)| {
+            let want = want?.to_string();
+            let has = found.get(key).map_or("nothing", String::as_str);
+            (has != want).then(|| format!("{key} is {has}, the backup says {want}"))
+        })
+        .collect()
+    }
+}
+
+async fn open_writable(path: &Path) -> Result<SqliteConnection, sqlx::Error> {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .disable_statement_logging()
+        .connect()
+        .await
+}
+
+/// Gives the restored file at `path` the page size, `user_version` and `application_id` the
+/// backup names (the snapshot normally has them already), in rollback-journal mode.
+async fn apply_file_settings(path: &Path, wanted: &Wanted) -> Result<(), sqlx::Error> {
+    let mut conn = open_writable(path).await?;
+    let found = read_settings(&mut conn).await?;
+    let has = |key: &str| found.get(key).cloned().unwrap_or_default();
+    // The values are checked integers.
+    if let Some(n) = wanted.page_size.filter(|n| has(PAGE_SIZE) != n.to_string()) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA page_size = {n}; VACUUM"
+        )))
+        .execute(&mut conn)
+        .await?;
+    }
+    for (key, want) in [
+        (USER_VERSION, wanted.user_version),
+        (APPLICATION_ID, wanted.application_id),
+    ] {
+        if let Some(n) = want.filter(|n| has(key) != n.to_string()) {
+            sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {key} = {n}")))
+                .execute(&mut conn)
+                .await?;
+        }
+    }
+    conn.close().await
+}
+
+/// Switches the file at `path` to WAL mode; closing the only connection folds and removes the
+/// -wal and -shm files it made.
+async fn enable_wal(path: &Path) -> Result<(), String> {
+    let run = async {
+        let mut conn = open_writable(path).await?;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        Ok::<_, sqlx::Error>(mode)
+    };
+    match run.await {
+        Ok(mode) if mode.eq_ignore_ascii_case("wal") => Ok(()),
+        Ok(mode) => Err(format!("PRAGMA journal_mode = WAL left it in {mode} mode")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes a database file with its -wal and -shm files, whatever is left of them.
+async fn remove_database_files(path: &Path) {
+    for p in [
+        path.to_path_buf(),
+        sibling(path, "-wal"),
+        sibling(path, "-shm"),
+    ] {
+        let _ = tokio::fs::remove_file(p).await;
+    }
 }
 
 /// Holds the snapshot's private directory until the dump is read; dropping it removes both.
@@ -342,6 +513,11 @@ impl Engine for SqliteEngine {
             .create_file("snapshot.db")
             .map_err(|e| other(format!("cannot create the snapshot file: {e}")))?;
         let mut conn = open_read_only(&self.path).await.map_err(connect_err)?;
+        // The snapshot is never in WAL mode: the tenant's own journal mode is carried beside it.
+        let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| other(format!("reading the journal mode: {e}")))?;
         let recovery_point = chrono::Utc::now();
         sqlx::query("VACUUM INTO ?")
             .bind(snapshot.to_string_lossy().to_string())
@@ -356,6 +532,16 @@ impl Engine for SqliteEngine {
         let tables = table_counts(&snapshot)
             .await
             .map_err(|e| other(format!("counting rows of the snapshot: {e}")))?;
+        // The rest from the snapshot itself: VACUUM INTO copied them in its own transaction.
+        let settings = async {
+            let mut conn = open_read_only(&snapshot).await?;
+            let mut settings = read_settings(&mut conn).await?;
+            conn.close().await?;
+            settings.insert(JOURNAL_MODE.to_string(), journal_mode.to_ascii_lowercase());
+            Ok::<_, sqlx::Error>(settings)
+        }
+        .await
+        .map_err(|e| other(format!("reading the snapshot's settings: {e}")))?;
         let file = tokio::fs::File::open(&snapshot)
             .await
             .map_err(|e| other(format!("opening the snapshot: {e}")))?;
@@ -364,6 +550,7 @@ impl Engine for SqliteEngine {
             recovery_point,
             server_version: Some(format!("SQLite {server_version}")),
             tables,
+            settings,
             finish: Box::new(Cleanup { _dir: dir }),
         })
     }
@@ -372,6 +559,7 @@ impl Engine for SqliteEngine {
         &self,
         target: &str,
         _ownership: &super::Ownership,
+        settings: &super::Settings,
         mut plaintext: ObjectReader,
     ) -> Result<Box<dyn Staged>, EngineError> {
         let target_path = PathBuf::from(target);
@@ -396,11 +584,13 @@ impl Engine for SqliteEngine {
                 target: target.to_string(),
             });
         }
-        let temp = parent.join(format!(".{name}.lifeboat-restore-{}", uuid::Uuid::new_v4()));
         let other = |detail: String| EngineError::Other {
             tenant: self.tenant.clone(),
             detail,
         };
+        // Refused before anything is written: settings this version cannot re-apply.
+        let wanted = Wanted::parse(settings).map_err(other)?;
+        let temp = parent.join(format!(".{name}.lifeboat-restore-{}", uuid::Uuid::new_v4()));
         let written = async {
             // Tenant data: readable by the owner alone from its first byte, whatever the umask.
             let mut file = tokio::fs::OpenOptions::new()
@@ -419,10 +609,18 @@ impl Engine for SqliteEngine {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(other(format!("writing {}: {e}", temp.display())));
         }
+        if let Err(e) = apply_file_settings(&temp, &wanted).await {
+            remove_database_files(&temp).await;
+            return Err(other(format!(
+                "re-applying the backup's settings to {}: {e}",
+                temp.display()
+            )));
+        }
         Ok(Box::new(StagedFile {
             tenant: self.tenant.clone(),
             temp,
             target: target_path,
+            wanted,
         }))
     }
 }
@@ -451,6 +649,7 @@ struct StagedFile {
     tenant: String,
     temp: PathBuf,
     target: PathBuf,
+    wanted: Wanted,
 }
 
 #[async_trait]
@@ -461,14 +660,26 @@ impl Staged for StagedFile {
             let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
                 .fetch_one(&mut conn)
                 .await?;
+            let settings = read_settings(&mut conn).await?;
             conn.close().await?;
-            Ok::<_, sqlx::Error>(ok)
+            Ok::<_, sqlx::Error>((ok, settings))
         }
         .await
         .map_err(|e| EngineError::Other {
             tenant: self.tenant.clone(),
             detail: format!("restored file is not a readable SQLite database: {e}"),
         })?;
+        let (check, settings) = check;
+        let differences = self.wanted.differences(&settings);
+        if !differences.is_empty() {
+            return Err(EngineError::Other {
+                tenant: self.tenant.clone(),
+                detail: format!(
+                    "restored database does not have the backup's settings: {}",
+                    differences.join("; ")
+                ),
+            });
+        }
         if check != "ok" {
             return Err(EngineError::Other {
                 tenant: self.tenant.clone(),
@@ -499,6 +710,15 @@ impl Staged for StagedFile {
     }
 
     async fn commit(self: Box<Self>) -> Result<String, EngineError> {
+        if self.wanted.wal == Some(true)
+            && let Err(e) = enable_wal(&self.temp).await
+        {
+            remove_database_files(&self.temp).await;
+            return Err(EngineError::Other {
+                tenant: self.tenant,
+                detail: format!("putting the restored file in WAL mode as the backup says: {e}"),
+            });
+        }
         // A hard link fails if the target appeared meanwhile, so nothing is ever overwritten.
         let linked = tokio::fs::hard_link(&self.temp, &self.target).await;
         let _ = tokio::fs::remove_file(&self.temp).await;
@@ -517,6 +737,80 @@ impl Staged for StagedFile {
     }
 
     async fn discard(self: Box<Self>) {
-        let _ = tokio::fs::remove_file(&self.temp).await;
+        remove_database_files(&self.temp).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> super::super::Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_are_checked_before_they_are_applied() {
+        // A backup taken before settings were recorded: the file says.
+        assert_eq!(Wanted::parse(&settings(&[])), Ok(Wanted::default()));
+        assert_eq!(
+            Wanted::parse(&settings(&[
+                ("journal_mode", "wal"),
+                ("page_size", "16384"),
+                ("user_version", "42"),
+                ("application_id", "1279870277"),
+            ])),
+            Ok(Wanted {
+                wal: Some(true),
+                page_size: Some(16384),
+                user_version: Some(42),
+                application_id: Some(1279870277),
+            })
+        );
+        assert_eq!(
+            Wanted::parse(&settings(&[
+                ("journal_mode", "delete"),
+                ("user_version", "-7")
+            ])),
+            Ok(Wanted {
+                wal: Some(false),
+                user_version: Some(-7),
+                ..Wanted::default()
+            })
+        );
+        for (key, value, why) in [
+            ("journal_mode", "fast", "wal, delete"),
+            ("page_size", "1000", "power of two"),
+            ("page_size", "131072", "power of two"),
+            ("user_version", "4294967296", "32-bit integer"),
+            ("application_id", "0x4c", "32-bit integer"),
+            ("cache_size", "10", "cannot re-apply"),
+        ] {
+            let e = Wanted::parse(&settings(&[(key, value)])).unwrap_err();
+            assert!(e.contains(key) && e.contains(why), "{key}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn differences_name_the_setting_and_both_values() {
+        let wanted = Wanted {
+            wal: Some(true),
+            page_size: Some(8192),
+            user_version: Some(42),
+            application_id: None,
+        };
+        let found = settings(&[
+            ("journal_mode", "delete"),
+            ("page_size", "4096"),
+            ("user_version", "42"),
+            ("application_id", "5"),
+        ]);
+        assert_eq!(
+            wanted.differences(&found),
+            ["page_size is 4096, the backup says 8192"]
+        );
     }
 }

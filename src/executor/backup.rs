@@ -231,6 +231,7 @@ async fn store_in_primary(
         recovery_point,
         server_version,
         mut tables,
+        settings,
         finish,
     } = dump;
 
@@ -279,6 +280,7 @@ async fn store_in_primary(
         dump_sha256: outcome.plain.sha256.clone(),
         server_version,
         tables,
+        settings,
     };
     let manifest = Manifest {
         format: manifest::FORMAT.into(),

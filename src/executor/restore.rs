@@ -354,7 +354,9 @@ pub async fn load_verified_reporting(
         });
     }
     let (plaintext, decoder) = pipeline::decode(artifact, identity);
-    let loaded = engine.restore_side(target, ownership, plaintext).await;
+    let loaded = engine
+        .restore_side(target, ownership, &facts.settings, plaintext)
+        .await;
     let decoded = decoder
         .await
         .map_err(|e| Error::Verify(format!("decoder task: {e}")));
