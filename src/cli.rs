@@ -546,17 +546,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Backup { tenant, all } => {
             let config = load(&cli.config)?;
-            let targets: Vec<_> =
-                if all {
-                    config.tenants.clone()
-                } else {
-                    let id = TenantId::parse(tenant.as_deref().unwrap_or_default())?;
-                    vec![config.tenant(&id).cloned().with_context(|| {
-                        format!("tenant {id} is not in {}", config.file.display())
-                    })?]
-                };
+            let id = match all {
+                true => None,
+                false => Some(TenantId::parse(tenant.as_deref().unwrap_or_default())?),
+            };
             prepare_scratch(false)?;
             let ctx = Context::open(config).await?;
+            // The fleet: `[[tenants]]` and what discovery lists now.
+            let targets: Vec<_> = match &id {
+                None => executor::discovery::discover(&ctx).await?.tenants,
+                Some(id) => vec![executor::fleet::listed(&ctx, id).await?.with_context(|| {
+                    format!(
+                        "tenant {id} is not in {} and no discovery source lists it",
+                        ctx.config.file.display()
+                    )
+                })?],
+            };
             watch_signals(&ctx.stop);
             print_sweep(&executor::sweep::sweep(&ctx, chrono::Utc::now()).await?);
             // Queued copies and lifecycle records first, oldest first, so a region that came back

@@ -353,6 +353,29 @@ pub struct TenantConfig {
     pub tier: String,
     pub connection: Connection,
     pub retention: RetentionOverride,
+    /// How discovery found it (`None` for `[[tenants]]`): remembered in the catalog so that the
+    /// tenant stays restorable after discovery stops listing it.
+    pub discovered: Option<Discovered>,
+}
+
+/// How discovery found a tenant, kept in the catalog (`tenants.connection`, JSON). No password:
+/// it says where the password comes from, so the source's secret is read again when needed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Discovered {
+    /// The discovery source's URL (config refuses a password there): whose secrets apply.
+    pub source: String,
+    pub engine: String,
+    /// The database URL (without a password) or the SQLite file path.
+    pub location: String,
+    /// `source` (the source's password or tenant-password), `url` (it came in the control
+    /// plane's row and was held in memory only) or `none`.
+    pub password: String,
+}
+
+impl Discovered {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain strings serialise")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1869,6 +1892,7 @@ fn parse_tenant(
         tier: t.tier.into_inner(),
         connection,
         retention,
+        discovered: None,
     })
 }
 

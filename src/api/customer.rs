@@ -15,7 +15,7 @@ use super::error::{ApiError, json};
 use super::links::{LinkOptions, Wanted, link_json, secs};
 use super::params::{self, LIMIT_MAX};
 use crate::catalog::{AuditEntry, BackupRow, JobOutcome, LinkRow, NewJob};
-use crate::config::{ApiRole, TenantConfig};
+use crate::config::ApiRole;
 use crate::serve::OnShutdown;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
@@ -251,23 +251,6 @@ struct BackupRequest {
     passphrase: Option<String>,
 }
 
-/// The tenant's configuration: `[[tenants]]`, else the discovered fleet.
-async fn tenant_config(
-    state: &ApiState,
-    tenant: &TenantId,
-) -> Result<Option<TenantConfig>, ApiError> {
-    if let Some(t) = state.ctx.config.tenant(tenant) {
-        return Ok(Some(t.clone()));
-    }
-    if state.ctx.config.discovery.is_empty() {
-        return Ok(None);
-    }
-    let fleet = crate::executor::discovery::discover(&state.ctx)
-        .await
-        .map_err(|e| ApiError::internal(format!("discovery: {e}")))?;
-    Ok(fleet.tenants.into_iter().find(|t| t.id == *tenant))
-}
-
 fn in_progress() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
@@ -313,7 +296,10 @@ pub async fn request_backup(
             "this tenant is not active: it cannot be backed up",
         ));
     }
-    let Some(config) = tenant_config(&state, &tenant).await? else {
+    let listed = crate::executor::fleet::listed(&state.ctx, &tenant)
+        .await
+        .map_err(|e| ApiError::internal(format!("discovery: {e}")))?;
+    let Some(config) = listed else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "tenant_not_active",

@@ -218,8 +218,9 @@ pub async fn create_token(
     })?;
     let tenant = req.tenant.as_deref().map(params::tenant_id).transpose()?;
     if let Some(t) = &tenant
-        && state.ctx.catalog.tenant(t.as_str()).await?.is_none()
-        && state.ctx.config.tenant(t).is_none()
+        && !crate::executor::fleet::exists(&state.ctx, t)
+            .await
+            .map_err(|e| ApiError::internal(format!("tenant {t}: {e}")))?
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -363,8 +364,10 @@ pub async fn restore(
         .as_deref()
         .map(|t| params::time(t, Utc::now()))
         .transpose()?;
-    let Some(config) = state.ctx.config.tenant(&tenant).cloned() else {
-        return Err(ApiError::not_found());
+    let config = match crate::executor::fleet::tenant(&state.ctx, &tenant).await {
+        Ok(config) => config,
+        Err(crate::executor::Error::Invalid(_)) => return Err(ApiError::not_found()),
+        Err(e) => return Err(ApiError::internal(format!("tenant {tenant}: {e}"))),
     };
     let over_live = match req.mode.as_deref() {
         None | Some("side") => false,

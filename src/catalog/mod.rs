@@ -269,6 +269,8 @@ pub struct TenantRow {
     pub hold_reason: Option<String>,
     pub purge_started_at: Option<DateTime<Utc>>,
     pub key_shredded_at: Option<DateTime<Utc>>,
+    /// How discovery last found the tenant (`executor::fleet::Remembered`, JSON); no password.
+    pub connection: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -296,6 +298,7 @@ macro_rules! tenant_from {
             hold_reason: r.get("hold_reason"),
             purge_started_at: r.get("purge_started_at"),
             key_shredded_at: r.get("key_shredded_at"),
+            connection: r.get("connection"),
         }
     }};
 }
@@ -420,18 +423,23 @@ impl Catalog {
         id: &str,
         engine: &str,
         tier: &str,
+        connection: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
 
+        // A connection is only ever replaced by a newer one: a caller without one (the config,
+        // a rebuild) keeps what discovery last saw.
         sqlx::query(
-            "INSERT INTO tenants (id, engine, tier, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT(id) DO UPDATE SET engine = excluded.engine, tier = excluded.tier",
+            "INSERT INTO tenants (id, engine, tier, created_at, connection) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT(id) DO UPDATE SET engine = excluded.engine, tier = excluded.tier, \
+             connection = COALESCE(excluded.connection, tenants.connection)",
         )
         .bind(id)
         .bind(engine)
         .bind(tier)
         .bind(now)
+        .bind(connection)
         .execute(pool)
         .await?;
         Ok(())
@@ -1068,7 +1076,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
         let cat = Catalog::open_with(&url, None).await.unwrap();
         let t0 = Utc::now() - chrono::Duration::days(3);
-        cat.upsert_tenant("acme", "sqlite", "paid", t0)
+        cat.upsert_tenant("acme", "sqlite", "paid", None, t0)
             .await
             .unwrap();
         let mut ids = Vec::new();
@@ -1162,7 +1170,7 @@ mod tests {
         let t0 = Utc::now() - chrono::Duration::days(1);
         // Rows written behind the catalog's back (as by a version before summaries).
         for (tenant, status) in [("a", "completed"), ("b", "failed"), ("c", "running")] {
-            cat.upsert_tenant(tenant, "sqlite", "paid", t0)
+            cat.upsert_tenant(tenant, "sqlite", "paid", None, t0)
                 .await
                 .unwrap();
             sqlx::query(
@@ -1179,7 +1187,9 @@ mod tests {
             .await
             .unwrap();
         }
-        cat.upsert_tenant("d", "sqlite", "paid", t0).await.unwrap();
+        cat.upsert_tenant("d", "sqlite", "paid", None, t0)
+            .await
+            .unwrap();
         assert_eq!(cat.backfill_history().await.unwrap(), 3);
         assert_eq!(
             cat.backfill_history().await.unwrap(),

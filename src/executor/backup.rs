@@ -132,6 +132,11 @@ pub async fn backup_tenant_as(
             tenant.id.as_str(),
             tenant.engine.as_str(),
             &tenant.tier,
+            tenant
+                .discovered
+                .as_ref()
+                .map(crate::config::Discovered::to_json)
+                .as_deref(),
             started_at,
         )
         .await?;

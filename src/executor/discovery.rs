@@ -6,7 +6,7 @@
 
 use super::{Context, Error};
 use crate::config::{
-    Config, Connection, DiscoverySource, EngineKind, RetentionOverride, TenantConfig,
+    Config, Connection, Discovered, DiscoverySource, EngineKind, RetentionOverride, TenantConfig,
 };
 use crate::domain::discovery::{self, FoundState, Reconcile, glob_match};
 use crate::secret::{Secret, SecretSource};
@@ -93,8 +93,9 @@ pub async fn reconcile(
     let plan = discovery::reconcile(&known, &fleet.found, ctx.config.scheduler.terminate_share);
     for id in &plan.onboard {
         if let Some(t) = fleet.tenants.iter().find(|t| t.id.as_str() == id) {
+            let connection = t.discovered.as_ref().map(Discovered::to_json);
             ctx.catalog
-                .upsert_tenant(id, t.engine.as_str(), &t.tier, now)
+                .upsert_tenant(id, t.engine.as_str(), &t.tier, connection.as_deref(), now)
                 .await?;
             tracing::info!(tenant = %id, tier = %t.tier, "discovered a new tenant");
         }
@@ -177,9 +178,10 @@ async fn read_source(
                 let mut u = url.clone();
                 u.set_path(&format!("/{db}"));
                 let connection = db_connection(*engine, u, password.clone());
+                let found = found_by(source, &connection);
                 fleet.add(
                     name,
-                    tenant(id, *engine, tier.clone(), connection),
+                    tenant(id, *engine, tier.clone(), connection, Some(found)),
                     FoundState::Active,
                 );
             }
@@ -196,7 +198,10 @@ async fn read_source(
             let rows = control_plane_rows(name, url, pw.as_ref(), query).await?;
             for (i, row) in rows.into_iter().enumerate() {
                 match parse_row(config, &row, tenant_password) {
-                    Ok((t, state)) => fleet.add(name, t, state),
+                    Ok((mut t, state)) => {
+                        t.discovered = Some(found_by(source, &t.connection));
+                        fleet.add(name, t, state)
+                    }
                     Err(why) => {
                         // Keep a valid id in sight so a bad row does not terminate its tenant.
                         if let Ok(id) = TenantId::parse(&row[0]) {
@@ -224,17 +229,53 @@ fn resolve(name: &str, source: &Option<SecretSource>) -> Result<Option<Secret>, 
         .map_err(|e| Error::Invalid(e.to_string()))
 }
 
-fn tenant(id: TenantId, engine: EngineKind, tier: String, connection: Connection) -> TenantConfig {
+pub(super) fn tenant(
+    id: TenantId,
+    engine: EngineKind,
+    tier: String,
+    connection: Connection,
+    discovered: Option<Discovered>,
+) -> TenantConfig {
     TenantConfig {
         id,
         engine,
         tier,
         connection,
         retention: RetentionOverride::default(),
+        discovered,
     }
 }
 
-fn db_connection(engine: EngineKind, url: url::Url, password: Option<SecretSource>) -> Connection {
+/// What the catalog remembers of a tenant `source` found (see `executor::fleet`).
+fn found_by(source: &DiscoverySource, connection: &Connection) -> Discovered {
+    let (engine, location, password) = match connection {
+        Connection::Sqlite { path } => (EngineKind::Sqlite, path.display().to_string(), "none"),
+        Connection::Postgres { url, password } | Connection::Mariadb { url, password } => {
+            let engine = match connection {
+                Connection::Postgres { .. } => EngineKind::Postgres,
+                _ => EngineKind::Mariadb,
+            };
+            let from = match password {
+                Some(SecretSource::Discovered(_)) => "url",
+                Some(_) => "source",
+                None => "none",
+            };
+            (engine, url.to_string(), from)
+        }
+    };
+    Discovered {
+        source: super::fleet::source_url(source),
+        engine: engine.as_str().to_string(),
+        location,
+        password: password.to_string(),
+    }
+}
+
+pub(super) fn db_connection(
+    engine: EngineKind,
+    url: url::Url,
+    password: Option<SecretSource>,
+) -> Connection {
     match engine {
         EngineKind::Postgres => Connection::Postgres { url, password },
         _ => Connection::Mariadb { url, password },
@@ -291,7 +332,7 @@ fn parse_row(
             db_connection(engine, url, password)
         }
     };
-    Ok((tenant(id, engine, tier.clone(), connection), state))
+    Ok((tenant(id, engine, tier.clone(), connection, None), state))
 }
 
 /// A URL's password as written, percent-decoding undone.

@@ -37,14 +37,19 @@ async fn change(
 /// The tenant's catalog row, creating it from the config for a tenant never backed up.
 async fn row(ctx: &Context, id: &TenantId) -> Result<TenantRow, Error> {
     if ctx.catalog.tenant(id.as_str()).await?.is_none() {
-        let t = ctx.config.tenant(id).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tenant {id} is neither in the catalog nor in {}",
-                ctx.config.file.display()
-            ))
-        })?;
+        let t = super::fleet::tenant(ctx, id).await?;
+        let connection = t
+            .discovered
+            .as_ref()
+            .map(crate::config::Discovered::to_json);
         ctx.catalog
-            .upsert_tenant(id.as_str(), t.engine.as_str(), &t.tier, Utc::now())
+            .upsert_tenant(
+                id.as_str(),
+                t.engine.as_str(),
+                &t.tier,
+                connection.as_deref(),
+                Utc::now(),
+            )
             .await?;
     }
     Ok(ctx

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod discovery;
 pub mod download;
 pub mod drill;
+pub mod fleet;
 pub mod keys;
 pub mod lifecycle;
 pub mod plan;

@@ -135,6 +135,8 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
     let sizes: BTreeMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
     let mut recipients: BTreeMap<String, String> = BTreeMap::new();
     let mut tenants_seen = BTreeSet::new();
+    // Configured and discovered tenants, read once and only if a key without a backup needs it.
+    let mut fleet: Option<super::fleet::Current> = None;
     let mut left_of_purged: BTreeMap<String, usize> = BTreeMap::new();
     // (tenant, key id) → how many recovered backups use it; the keys recovered.
     let mut used_keys: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -186,7 +188,7 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
         }
         if tenants_seen.insert(m.tenant.clone()) {
             ctx.catalog
-                .upsert_tenant(&m.tenant, m.engine.as_str(), &m.tier, m.started_at)
+                .upsert_tenant(&m.tenant, m.engine.as_str(), &m.tier, None, m.started_at)
                 .await?;
         }
         recipients.insert(m.key_id.clone(), m.recipient.clone());
@@ -260,16 +262,33 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             }
         };
         if tenants_seen.insert(tenant.to_string()) {
-            // A tenant with a key and no backup yet: take engine and tier from the config.
-            let Some(t) = ctx.config.tenant(&tenant) else {
+            // A tenant with a key and no backup yet: engine and tier from the config or discovery.
+            if fleet.is_none() {
+                let f = super::fleet::current(ctx).await;
+                if let Some(why) = &f.unread {
+                    report.skipped.push(format!("discovery: {why}"));
+                }
+                fleet = Some(f);
+            }
+            let Some(t) = fleet.as_ref().and_then(|f| f.get(&tenant)) else {
                 report.skipped.push(format!(
-                    "{}: tenant {tenant} has no backup and is not configured",
+                    "{}: tenant {tenant} has no backup and is neither configured nor discovered",
                     o.key
                 ));
                 continue;
             };
+            let connection = t
+                .discovered
+                .as_ref()
+                .map(crate::config::Discovered::to_json);
             ctx.catalog
-                .upsert_tenant(tenant.as_str(), t.engine.as_str(), &t.tier, Utc::now())
+                .upsert_tenant(
+                    tenant.as_str(),
+                    t.engine.as_str(),
+                    &t.tier,
+                    connection.as_deref(),
+                    Utc::now(),
+                )
                 .await?;
         }
         ctx.catalog
@@ -361,7 +380,7 @@ async fn restore_state(
 ) -> Result<(), Error> {
     if tenants_seen.insert(tenant.to_string()) {
         ctx.catalog
-            .upsert_tenant(tenant, &state.engine, &state.tier, Utc::now())
+            .upsert_tenant(tenant, &state.engine, &state.tier, None, Utc::now())
             .await?;
     }
     for why in &state.ignored {

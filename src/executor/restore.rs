@@ -550,18 +550,12 @@ pub async fn restore(
 }
 
 /// The tenant's config and the ownership a restore uses, or why the request is refused.
-fn resolve<'c>(
-    ctx: &'c Context,
+async fn resolve(
+    ctx: &Context,
     req: &RestoreRequest,
-) -> Result<(&'c crate::config::TenantConfig, engine::Ownership), Error> {
+) -> Result<(crate::config::TenantConfig, engine::Ownership), Error> {
     check_reason(&req.reason)?;
-    let tenant = ctx.config.tenant(&req.tenant).ok_or_else(|| {
-        Error::Invalid(format!(
-            "tenant {} is not in {}",
-            req.tenant,
-            ctx.config.file.display()
-        ))
-    })?;
+    let tenant = super::fleet::tenant(ctx, &req.tenant).await?;
     let postgres = tenant.engine == crate::config::EngineKind::Postgres;
     if let Some(ownership) = &req.ownership {
         if !postgres {
@@ -590,7 +584,7 @@ fn resolve<'c>(
 
 /// What every restore settles before it touches anything.
 struct Chosen<'c> {
-    tenant: &'c crate::config::TenantConfig,
+    tenant: crate::config::TenantConfig,
     ownership: engine::Ownership,
     region: &'c Region,
     backup: BackupRow,
@@ -725,7 +719,7 @@ async fn choose_readable<'c>(
 }
 
 async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>, Error> {
-    let (tenant, ownership) = resolve(ctx, req)?;
+    let (tenant, ownership) = resolve(ctx, req).await?;
     // Checked first: without the master identity nothing can be decrypted, so touch nothing.
     ctx.master_identity()?;
     let (region, backup, fallbacks) = match &req.region {
@@ -765,7 +759,7 @@ async fn restore_side(
         .await?;
     let restore_id = chosen.restore_id.clone();
     *recorded = Some(restore_id.clone());
-    let engine = engine::for_tenant(chosen.tenant);
+    let engine = engine::for_tenant(&chosen.tenant);
     let loaded = async {
         let v = load_verified_reporting(
             ctx,
@@ -820,7 +814,7 @@ async fn restore_over_live(
     // Chosen before the safety backup, which would otherwise be the newest.
     let chosen = choose(ctx, req).await?;
     let restore_id = chosen.restore_id.clone();
-    let engine = engine::for_tenant(chosen.tenant);
+    let engine = engine::for_tenant(&chosen.tenant);
     let names = engine.swap_names(&restore_tag(&restore_id))?;
     settle_interrupted(ctx, req.tenant.as_str()).await?;
     if let Some(open) = ctx.catalog.open_live_restore(req.tenant.as_str()).await? {
@@ -857,7 +851,7 @@ async fn restore_over_live(
     *recorded = Some(restore_id.clone());
     match swap_in_verified(
         ctx,
-        chosen.tenant,
+        &chosen.tenant,
         engine.as_ref(),
         &names,
         &chosen.backup_id,
@@ -1040,14 +1034,8 @@ async fn swapped_restore(
         )));
     }
     let tenant_id = TenantId::parse(&row.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
-    let tenant = ctx.config.tenant(&tenant_id).ok_or_else(|| {
-        Error::Invalid(format!(
-            "tenant {} is not in {}",
-            row.tenant_id,
-            ctx.config.file.display()
-        ))
-    })?;
-    let engine = engine::for_tenant(tenant);
+    let tenant = super::fleet::tenant(ctx, &tenant_id).await?;
+    let engine = engine::for_tenant(&tenant);
     let names = engine.swap_names(&restore_tag(&row.id))?;
     // The config must still point at the database the restore replaced.
     if row.live_target.as_deref() != Some(names.live.as_str())
@@ -1207,10 +1195,11 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
         return Ok(());
     }
     let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
-    let Some(config) = ctx.config.tenant(&tenant_id) else {
+    // A tenant no longer found anywhere has nothing this process could settle.
+    let Ok(config) = super::fleet::tenant(ctx, &tenant_id).await else {
         return Ok(());
     };
-    let engine = engine::for_tenant(config);
+    let engine = engine::for_tenant(&config);
     let names = engine.swap_names(&restore_tag(&row.id))?;
     if row.live_target.as_deref() != Some(names.live.as_str()) {
         return Ok(());
