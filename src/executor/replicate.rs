@@ -24,6 +24,7 @@ async fn stream_copy(
         .guard(ctx.job_deadline(), async {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
+            let mut first = true;
             loop {
                 let n = reader
                     .read(&mut buf)
@@ -39,6 +40,10 @@ async fn stream_copy(
                 }
                 hasher.update(&buf[..n]);
                 upload.write(Bytes::copy_from_slice(&buf[..n])).await?;
+                if std::mem::take(&mut first) {
+                    // A test holds the copy here to kill the process with the upload under way.
+                    crate::fault::pause_point("copy-writing").await;
+                }
             }
             let got = hex::encode(hasher.finalize());
             if got != expected_sha256 {
