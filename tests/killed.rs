@@ -558,7 +558,10 @@ fn a_backup_killed_during_its_secondary_copy_is_caught_up() {
 
     let killed = kill_during_copy("acme");
     let metrics = inst.run(&["metrics"]).ok().stdout;
-    assert_eq!(metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"), 1.0);
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"),
+        1.0
+    );
     let out = inst.run(&["replicate"]).ok();
     assert!(
         out.stdout
@@ -569,8 +572,14 @@ fn a_backup_killed_during_its_secondary_copy_is_caught_up() {
     );
     assert_eq!(copy_states(inst, &killed), ["eu=verified", "us=verified"]);
     let metrics = inst.run(&["metrics"]).ok().stdout;
-    assert_eq!(metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"), 0.0);
-    assert_eq!(metric(&metrics, "lifeboat_copies_pending{region=\"eu\"}"), 0.0);
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"eu\"}"),
+        0.0
+    );
     let out = inst.run(&["verify", "--deep"]).ok();
     assert!(out.stdout.contains("clean"), "{}", out.stdout);
 

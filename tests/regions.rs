@@ -677,21 +677,36 @@ fn a_rebuild_from_a_region_without_a_tenant_key_warns_about_that_tenant() {
     );
 }
 
+/// `two_tenants` in two directory regions, `eu` (primary) and `us`.
+fn dir_two_tenants(inst: &Install) {
+    make_sqlite_tenant(&inst.path("shop.db"), "shop-marker");
+    make_sqlite_tenant(&inst.path("blog.db"), "blog-marker");
+    inst.write_config(&format!(
+        "{}{DIR_REGIONS}[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n\n\
+         [[tenants]]\nid = \"blog\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"blog.db\"\n",
+        inst.head()
+    ));
+}
+
+/// Everything in the primary directory region gone, behind the catalog's back.
+fn empty_primary(inst: &Install) {
+    std::fs::remove_dir_all(inst.path("regions/eu")).unwrap();
+    std::fs::create_dir(inst.path("regions/eu")).unwrap();
+}
+
 /// The primary's bucket emptied with the catalog intact, then `backup --all`: `verify` reports
 /// every old backup missing in the primary (their copies there are no longer "verified"), the
 /// new ones restore from the primary at once, and after `verify --repair` every backup, old and
 /// new, restores from the primary (issue 17).
 #[test]
-fn after_an_emptied_primary_verify_finds_the_old_backups_missing_and_repair_restores_them_there()
-{
-    let (a, b) = (Garage::start(), Garage::start());
+fn after_an_emptied_primary_verify_finds_the_old_backups_missing_and_repair_restores_them_there() {
     let inst = Install::new();
-    two_tenants(&inst, &a, &b);
+    dir_two_tenants(&inst);
     inst.run(&["backup", "--all"]).ok();
     let old = inst.column("SELECT id FROM backups WHERE status = 'completed' ORDER BY id");
     assert_eq!(old.len(), 2);
 
-    a.delete_all();
+    empty_primary(&inst);
     inst.run(&["backup", "--all"]).ok();
     let all = inst.column("SELECT id FROM backups WHERE status = 'completed' ORDER BY id");
     assert_eq!(all.len(), 4);
@@ -758,9 +773,8 @@ fn after_an_emptied_primary_verify_finds_the_old_backups_missing_and_repair_rest
 /// there, as it should (issue 17).
 #[test]
 fn a_drill_without_a_source_region_falls_back_when_the_primary_lost_the_backup() {
-    let (a, b) = (Garage::start(), Garage::start());
     let inst = Install::new();
-    two_tenants(&inst, &a, &b);
+    dir_two_tenants(&inst);
     inst.run(&["backup", "--all"]).ok();
     std::fs::create_dir_all(inst.path("scratch")).unwrap();
     let plan = |name: &str, head: &str| {
@@ -776,9 +790,14 @@ fn a_drill_without_a_source_region_falls_back_when_the_primary_lost_the_backup()
     };
     let any = plan("any", "");
     let out = inst.run(&["drill", "run", &any]).ok();
-    assert_eq!(out.stdout.matches("from region eu").count(), 2, "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("from region eu").count(),
+        2,
+        "{}",
+        out.stdout
+    );
 
-    a.delete_all();
+    empty_primary(&inst);
     let out = inst.run(&["drill", "run", &any]).ok();
     for tenant in ["shop", "blog"] {
         let line = out
@@ -791,7 +810,8 @@ fn a_drill_without_a_source_region_falls_back_when_the_primary_lost_the_backup()
             "{line}"
         );
         assert!(
-            out.stderr.contains(&format!("warning: {tenant}: region eu lists backup"))
+            out.stderr
+                .contains(&format!("warning: {tenant}: region eu lists backup"))
                 && out.stderr.contains("trying the next region"),
             "{}",
             out.stderr
@@ -803,7 +823,8 @@ fn a_drill_without_a_source_region_falls_back_when_the_primary_lost_the_backup()
     let loss = plan("loss", "catalog = false");
     let out = inst.run(&["drill", "run", &loss]).failed();
     assert!(
-        out.stderr.contains("source-region is required when `catalog = false`"),
+        out.stderr
+            .contains("source-region is required when `catalog = false`"),
         "{}",
         out.stderr
     );

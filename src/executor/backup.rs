@@ -76,7 +76,11 @@ pub async fn tenant_key(
 
 /// Stores a new tenant key: the primary region first (a catalog row must never point at a key
 /// no region holds), then the catalog.
-async fn store_new_key(ctx: &Context, tenant: &TenantConfig, row: &TenantKeyRow) -> Result<(), Error> {
+async fn store_new_key(
+    ctx: &Context,
+    tenant: &TenantConfig,
+    row: &TenantKeyRow,
+) -> Result<(), Error> {
     let kid = KeyId::parse(&row.key_id).map_err(Error::Invalid)?;
     let primary = ctx.primary();
     let key = primary.layout.key(&tenant.id, &kid);

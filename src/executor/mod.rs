@@ -7,6 +7,7 @@ pub mod download;
 pub mod drill;
 pub mod keys;
 pub mod lifecycle;
+pub mod locate;
 pub mod plan;
 pub mod rebuild;
 pub mod records;
