@@ -1039,11 +1039,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                             std::time::Duration::from_millis(m)
                         )),
                     if t.passed {
-                        format!("{} tables, {} rows", t.tables, t.rows)
+                        format!(
+                            "{} tables, {} rows{}",
+                            t.tables,
+                            t.rows,
+                            t.region
+                                .as_ref()
+                                .map(|r| format!(", from region {r}"))
+                                .unwrap_or_default()
+                        )
                     } else {
                         t.problems.join("; ")
                     }
                 );
+                for line in &t.fallbacks {
+                    eprintln!("warning: {}: {line}", t.tenant);
+                }
             }
             print!("{}", crate::drill_report::summary(&runs));
             if let Some(dir) = out {

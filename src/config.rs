@@ -1286,7 +1286,9 @@ impl Config {
                 } else {
                     p.tiers.join(" ")
                 },
-                p.region,
+                p.region
+                    .as_deref()
+                    .unwrap_or("the first holding a verified copy"),
                 p.use_catalog,
                 p.every_tenant_within
                     .map_or("every tenant each run".into(), |d| {

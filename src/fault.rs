@@ -8,7 +8,9 @@
 //! - `pause:POINT:DIR`: at the named `pause_point` (`drill-loaded`: a drill's scratch target is
 //!   loaded, before its checks; `backup-dumping`: a backup's dump has started (SQLite: the
 //!   snapshot is written; MariaDB: the client option file exists) and its primary upload has
-//!   begun, before the first byte is streamed), create `DIR/paused` and wait the same way.
+//!   begun, before the first byte is streamed; `copy-writing`: a copy between regions has
+//!   written its first chunk to the destination's upload), create `DIR/paused` and wait the
+//!   same way.
 //! - `fail-at:POINT` / `crash-at:POINT`: at the named `step` (`swap`: a restore over live is
 //!   halfway through swapping its restored data in), fail with an error, or exit 86 at once.
 //! - `panic-at:POINT`: panic at the named `panic_point` (`api-request`: an API request, inside

@@ -754,6 +754,21 @@ fn a_checksum_mismatch_breaks_the_transfer_and_a_lost_primary_falls_back_to_the_
     assert_eq!(done[0]["outcome"], "failed", "{done:#?}");
     assert!(done[0]["detail"].as_str().unwrap().contains("SHA-256"));
 
+    // The primary emptied behind the catalog's back (up, and still "verified" in the catalog):
+    // the download comes from the first region that really holds the backup (issue 17).
+    env.garage.delete_all();
+    let r = env.get(&link(&old), None);
+    assert_eq!((r.code, r.exit), (200, 0), "{}\n{}", r.stderr, env.log());
+    assert!(r.body == old_dump, "the whole dump, from the secondary");
+    let started = env.audit(&admin, "action=download.link&limit=1");
+    assert!(
+        started[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("from region local"),
+        "{started:#?}"
+    );
+
     // The primary gone: the secondary serves the download.
     let old_link = link(&old);
     env.garage.stop();

@@ -132,6 +132,8 @@ fn tenant(
         tables: 12,
         rows: bytes / 200,
         checks: vec!["SELECT count(*) FROM accounts: 40 ≥ 1".into()],
+        region: Some("eu-west".into()),
+        fallbacks: Vec::new(),
     }
 }
 

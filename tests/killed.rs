@@ -95,6 +95,11 @@ impl Setup {
 
     /// Starts `lifeboat backup --tenant TENANT` and waits until it is held mid-dump.
     fn held_backup(&self, tenant: &str) -> Held {
+        self.held_at(tenant, "backup-dumping")
+    }
+
+    /// Starts `lifeboat backup --tenant TENANT` and waits until it is held at `point`.
+    fn held_at(&self, tenant: &str, point: &str) -> Held {
         let _ = std::fs::remove_file(self.pause.join("paused"));
         let _ = std::fs::remove_file(self.pause.join("go"));
         let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
@@ -105,7 +110,7 @@ impl Setup {
             .env("TMPDIR", self.tmp())
             .env(
                 "LIFEBOAT_TEST_FAULT",
-                format!("pause:backup-dumping:{}", self.pause.display()),
+                format!("pause:{point}:{}", self.pause.display()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -118,7 +123,7 @@ impl Setup {
         };
         let paused = self.pause.join("paused");
         until(
-            "the backup to pause mid-dump",
+            &format!("the backup to pause at {point}"),
             Duration::from_secs(120),
             || {
                 let child = held.child.as_mut().unwrap();
@@ -512,4 +517,86 @@ fn a_temporary_directory_others_can_reach_is_refused_at_start_up() {
     assert!(stderr.contains(&private.display().to_string()), "{stderr}");
     // Nothing was backed up through it.
     assert_eq!(s.backups().len(), 1);
+}
+
+/// `region=state` of every copy of `backup`, in region order.
+fn copy_states(inst: &Install, backup: &str) -> Vec<String> {
+    inst.column(&format!(
+        "SELECT region || '=' || state FROM copies WHERE backup_id = '{backup}' ORDER BY region"
+    ))
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} not found in:\n{text}"))
+}
+
+/// A backup killed (SIGKILL) while copying to the secondary is completed in the primary, its
+/// primary copy stored but never verified, its secondary copy missing. `replicate` verifies the
+/// primary copy where it is and copies it (issue 17: it said "every completed backup is
+/// verified" and left it pending); so does the next `backup`, before its own.
+#[test]
+fn a_backup_killed_during_its_secondary_copy_is_caught_up() {
+    let s = sqlite_setup();
+    let inst = &s.inst;
+    let kill_during_copy = |tenant: &str| -> String {
+        s.held_at(tenant, "copy-writing").kill();
+        let id = inst.column(&format!(
+            "SELECT id FROM backups WHERE tenant_id = '{tenant}' AND status = 'completed' ORDER BY id DESC LIMIT 1"
+        ));
+        assert_eq!(id.len(), 1, "{:?}", s.backups());
+        let states = copy_states(inst, &id[0]);
+        assert!(
+            !states.contains(&"us=verified".to_string()),
+            "killed before its copy in us was made: {states:?}"
+        );
+        id[0].clone()
+    };
+
+    let killed = kill_during_copy("acme");
+    let metrics = inst.run(&["metrics"]).ok().stdout;
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"),
+        1.0
+    );
+    let out = inst.run(&["replicate"]).ok();
+    assert!(
+        out.stdout
+            .contains(&format!("caught up: acme {killed} → us: verified")),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(copy_states(inst, &killed), ["eu=verified", "us=verified"]);
+    let metrics = inst.run(&["metrics"]).ok().stdout;
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"us\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&metrics, "lifeboat_copies_pending{region=\"eu\"}"),
+        0.0
+    );
+    let out = inst.run(&["verify", "--deep"]).ok();
+    assert!(out.stdout.contains("clean"), "{}", out.stdout);
+
+    // The next backup catches up what a killed one left, before its own.
+    let killed = kill_during_copy("beta");
+    let out = inst.run(&["backup", "--tenant", "acme"]).ok();
+    assert!(
+        out.stdout
+            .contains(&format!("caught up: beta {killed} → us: verified")),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(copy_states(inst, &killed), ["eu=verified", "us=verified"]);
+    let out = inst.run(&["verify", "--deep"]).ok();
+    assert!(out.stdout.contains("clean"), "{}", out.stdout);
+    let restored = inst.path("beta-restored.db");
+    inst.restore("beta", &["--region", "us"], &restored).ok();
+    sqlite_equal(&s.data.join("beta.db"), &restored);
 }

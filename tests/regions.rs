@@ -676,3 +676,161 @@ fn a_rebuild_from_a_region_without_a_tenant_key_warns_about_that_tenant() {
         warned[0]
     );
 }
+
+/// `two_tenants` in two directory regions, `eu` (primary) and `us`.
+fn dir_two_tenants(inst: &Install) {
+    make_sqlite_tenant(&inst.path("shop.db"), "shop-marker");
+    make_sqlite_tenant(&inst.path("blog.db"), "blog-marker");
+    inst.write_config(&format!(
+        "{}{DIR_REGIONS}[[tenants]]\nid = \"shop\"\nengine = \"sqlite\"\ntier = \"paid\"\npath = \"shop.db\"\n\n\
+         [[tenants]]\nid = \"blog\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"blog.db\"\n",
+        inst.head()
+    ));
+}
+
+/// Everything in the primary directory region gone, behind the catalog's back.
+fn empty_primary(inst: &Install) {
+    std::fs::remove_dir_all(inst.path("regions/eu")).unwrap();
+    std::fs::create_dir(inst.path("regions/eu")).unwrap();
+}
+
+/// The primary's bucket emptied with the catalog intact, then `backup --all`: `verify` reports
+/// every old backup missing in the primary (their copies there are no longer "verified"), the
+/// new ones restore from the primary at once, and after `verify --repair` every backup, old and
+/// new, restores from the primary (issue 17).
+#[test]
+fn after_an_emptied_primary_verify_finds_the_old_backups_missing_and_repair_restores_them_there() {
+    let inst = Install::new();
+    dir_two_tenants(&inst);
+    inst.run(&["backup", "--all"]).ok();
+    let old = inst.column("SELECT id FROM backups WHERE status = 'completed' ORDER BY id");
+    assert_eq!(old.len(), 2);
+
+    empty_primary(&inst);
+    inst.run(&["backup", "--all"]).ok();
+    let all = inst.column("SELECT id FROM backups WHERE status = 'completed' ORDER BY id");
+    assert_eq!(all.len(), 4);
+    let new: Vec<&String> = all.iter().filter(|id| !old.contains(id)).collect();
+    let tenant_of = |id: &str| {
+        inst.column(&format!("SELECT tenant_id FROM backups WHERE id = '{id}'"))[0].clone()
+    };
+    let restore_from_eu = |id: &str, what: &str| {
+        let tenant = tenant_of(id);
+        let target = inst.path(&format!("{what}-{id}.db"));
+        let out = inst.restore(&tenant, &["--backup", id, "--region", "eu"], &target);
+        (out, target, tenant)
+    };
+    for id in &new {
+        let (out, target, tenant) = restore_from_eu(id, "new");
+        out.ok();
+        sqlite_equal(&inst.path(&format!("{tenant}.db")), &target);
+    }
+
+    // Verify says what the region lost instead of leaving it "verified".
+    let out = inst.run(&["verify", "--json"]).failed();
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut missing: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "missing-copy")
+        .map(|f| {
+            (
+                f["region"].as_str().unwrap().to_string(),
+                f["backup-id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    missing.sort();
+    let expected: Vec<(String, String)> = old.iter().map(|id| ("eu".into(), id.clone())).collect();
+    assert_eq!(missing, expected, "{:#}", report);
+    for id in &old {
+        let state = inst.column(&format!(
+            "SELECT state FROM copies WHERE backup_id = '{id}' AND region = 'eu'"
+        ));
+        assert_ne!(state, ["verified"], "backup {id} in eu");
+        restore_from_eu(id, "before-repair").0.failed();
+    }
+
+    inst.run(&["verify", "--repair"]).ok();
+    for id in &all {
+        let (out, target, tenant) = restore_from_eu(id, "repaired");
+        out.ok();
+        let rows = inst.column(&format!(
+            "SELECT state FROM copies WHERE backup_id = '{id}' ORDER BY region"
+        ));
+        assert_eq!(rows, ["verified", "verified"], "backup {id}");
+        // The old backups hold the tenants' data as it was; both tenants are unchanged since.
+        sqlite_equal(&inst.path(&format!("{tenant}.db")), &target);
+    }
+    let out = inst.run(&["verify", "--deep"]).ok();
+    assert!(out.stdout.contains("clean"), "{}", out.stdout);
+}
+
+/// A drill plan without `source-region` restores each tenant from the first region holding a
+/// verified copy, as a restore without `--region` does: with the primary emptied behind the
+/// catalog's back it passes from the secondary and says so; a plan pinned to the primary fails
+/// there, as it should (issue 17).
+#[test]
+fn a_drill_without_a_source_region_falls_back_when_the_primary_lost_the_backup() {
+    let inst = Install::new();
+    dir_two_tenants(&inst);
+    inst.run(&["backup", "--all"]).ok();
+    std::fs::create_dir_all(inst.path("scratch")).unwrap();
+    let plan = |name: &str, head: &str| {
+        let path = inst.path(&format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "schedule = \"0 2 * * Sun\"\ntime-limit = \"10m\"\n{head}\n\n[scratch]\nsqlite-dir = \"scratch\"\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let any = plan("any", "");
+    let out = inst.run(&["drill", "run", &any]).ok();
+    assert_eq!(
+        out.stdout.matches("from region eu").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+
+    empty_primary(&inst);
+    let out = inst.run(&["drill", "run", &any]).ok();
+    for tenant in ["shop", "blog"] {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(tenant))
+            .unwrap_or_else(|| panic!("no line for {tenant}: {}", out.stdout));
+        assert!(
+            line.starts_with("ok") && line.ends_with("from region us"),
+            "{line}"
+        );
+        assert!(
+            out.stderr
+                .contains(&format!("warning: {tenant}: region eu lists backup"))
+                && out.stderr.contains("trying the next region"),
+            "{}",
+            out.stderr
+        );
+    }
+    let pinned = plan("pinned", "source-region = \"primary\"");
+    inst.run(&["drill", "run", &pinned]).failed();
+    // A region-loss drill reads one region alone: it must say which.
+    let loss = plan("loss", "catalog = false");
+    let out = inst.run(&["drill", "run", &loss]).failed();
+    assert!(
+        out.stderr
+            .contains("source-region is required when `catalog = false`"),
+        "{}",
+        out.stderr
+    );
+    let files: Vec<_> = std::fs::read_dir(inst.path("scratch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(files.is_empty(), "scratch left: {files:?}");
+}

@@ -62,7 +62,7 @@ fn every_shipped_drill_plan_parses_against_the_deploy_example() {
         (
             weekly.tiers.as_slice(),
             weekly.every_tenant_within,
-            weekly.region.as_str()
+            weekly.region.as_deref().unwrap_or_default()
         ),
         (&["paid".to_string()][..], None, "eu-west")
     );
@@ -73,7 +73,10 @@ fn every_shipped_drill_plan_parses_against_the_deploy_example() {
         Some(std::time::Duration::from_secs(30 * 86_400))
     );
     let loss = plan("region-loss.toml");
-    assert_eq!((loss.region.as_str(), loss.use_catalog), ("us-east", false));
+    assert_eq!(
+        (loss.region.as_deref().unwrap_or_default(), loss.use_catalog),
+        ("us-east", false)
+    );
     for p in [&weekly, &daily, &loss] {
         assert!(p.scratch.postgres.is_some() && p.scratch.mariadb.is_some());
         assert!(p.scratch.sqlite_dir.is_some());

@@ -906,6 +906,18 @@ impl Catalog {
         }))
     }
 
+    /// Removes one key row: a new key whose first backup failed after it was stored.
+    pub async fn forget_tenant_key(&self, key_id: &str) -> Result<(), CatalogError> {
+        on_pool!(self, pool => {
+
+        sqlx::query("DELETE FROM tenant_keys WHERE key_id = $1")
+            .bind(key_id)
+            .execute(pool)
+            .await?;
+        Ok(())
+            })
+    }
+
     pub async fn forget_tenant_keys(&self, tenant: &str) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
 

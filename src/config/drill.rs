@@ -24,8 +24,9 @@ pub struct DrillPlan {
     /// `None`: every selected tenant each run. `Some(d)`: a sample each run such that every
     /// tenant is drilled at least once within `d` (given one run a day).
     pub every_tenant_within: Option<Duration>,
-    /// The region the backups are restored from.
-    pub region: String,
+    /// The region the backups are restored from; `None` (no `source-region`): for each tenant,
+    /// the first region holding a verified copy, as a restore without `--region` takes it.
+    pub region: Option<String>,
     /// `false`: backups are listed and keys read from the region alone, as if the primary
     /// region and the catalog were lost.
     pub use_catalog: bool,
@@ -67,7 +68,7 @@ struct RawPlan {
     schedule: Spanned<String>,
     #[serde(default)]
     selection: RawSelection,
-    source_region: Spanned<String>,
+    source_region: Option<Spanned<String>>,
     #[serde(default = "yes")]
     catalog: bool,
     rpo_window: Option<Spanned<String>>,
@@ -158,7 +159,17 @@ pub fn load_drill_plan(file: &Path, config: &Config) -> Result<DrillPlan, Config
             Some(within)
         }
     };
-    let region = region_named(&src, &raw.source_region, config)?;
+    let region = match &raw.source_region {
+        Some(r) => Some(region_named(&src, r, config)?),
+        // A region-loss drill reads one region alone; it must be told which.
+        None if !raw.catalog => {
+            return Err(src.missing(
+                "source-region",
+                "when `catalog = false` (the region a region-loss drill reads alone)",
+            ));
+        }
+        None => None,
+    };
     let time_limit = src.duration("time-limit", &raw.time_limit)?;
     let rpo_window = match &raw.rpo_window {
         Some(w) => src.duration("rpo-window", w)?,

@@ -31,15 +31,17 @@ pub struct BackupReport {
     pub copies: Vec<(String, Result<(), String>)>,
 }
 
-/// The tenant's current key: created, wrapped to the master recipients and stored in the
-/// primary region and the catalog on first use. An existing key is checked in the primary (one
-/// HEAD): the region, not the catalog, is what a restore without the catalog trusts, so a key
-/// object lost there (an emptied bucket) is stored again from the catalog's wrapped copy before
-/// any backup lands in the region without it. The secondaries get theirs when a copy is made.
-pub async fn ensure_tenant_key(
+/// The tenant's current key, and whether it is new. An existing key is checked in the primary
+/// (one HEAD): the region, not the catalog, is what a restore without the catalog trusts, so a
+/// key object lost there (an emptied bucket) is stored again from the catalog's wrapped copy
+/// before any backup lands in the region without it. A new key (the tenant's first backup) is
+/// generated and wrapped to the master recipients but stored nowhere yet: `store_new_key` does
+/// that once the artifact is stored, so a backup that fails before leaves no key object and no
+/// key row behind. The secondaries get theirs when a copy is made.
+pub async fn tenant_key(
     ctx: &Context,
     tenant: &TenantConfig,
-) -> Result<TenantKeyRow, Error> {
+) -> Result<(TenantKeyRow, bool), Error> {
     if let Some(key) = ctx.catalog.tenant_key(tenant.id.as_str()).await? {
         let primary = ctx.primary();
         if replicate::ensure_key_in(ctx, primary, &tenant.id, &key.key_id).await? {
@@ -59,27 +61,38 @@ pub async fn ensure_tenant_key(
                 )
                 .await?;
         }
-        return Ok(key);
+        return Ok((key, false));
     }
     let (identity, key_id) = crypto::generate_tenant_identity();
     let wrapped = crypto::wrap_identity(&identity, &ctx.master_recipients())?;
-    let kid = KeyId::parse(&key_id).map_err(Error::Invalid)?;
-    let primary = ctx.primary();
-    // Region first: a catalog row must never point at a key no region holds.
-    primary
-        .store
-        .put(
-            &primary.layout.key(&tenant.id, &kid),
-            Bytes::from(wrapped.clone()),
-        )
-        .await?;
     let row = TenantKeyRow {
         key_id,
         tenant_id: tenant.id.to_string(),
         recipient: identity.to_public().to_string(),
         wrapped,
     };
-    ctx.catalog.insert_tenant_key(&row, Utc::now()).await?;
+    Ok((row, true))
+}
+
+/// Stores a new tenant key: the primary region first (a catalog row must never point at a key
+/// no region holds), then the catalog.
+async fn store_new_key(
+    ctx: &Context,
+    tenant: &TenantConfig,
+    row: &TenantKeyRow,
+) -> Result<(), Error> {
+    let kid = KeyId::parse(&row.key_id).map_err(Error::Invalid)?;
+    let primary = ctx.primary();
+    let key = primary.layout.key(&tenant.id, &kid);
+    primary
+        .store
+        .put(&key, Bytes::from(row.wrapped.clone()))
+        .await?;
+    if let Err(e) = ctx.catalog.insert_tenant_key(row, Utc::now()).await {
+        // Never used by a backup: nothing of it may stay behind.
+        let _ = primary.store.delete(&key).await;
+        return Err(e.into());
+    }
     ctx.catalog
         .audit(
             "lifeboat",
@@ -90,7 +103,25 @@ pub async fn ensure_tenant_key(
             Utc::now(),
         )
         .await?;
-    Ok(row)
+    Ok(())
+}
+
+/// Removes a new key whose first backup failed after it was stored (the key object, then its
+/// row), so that nothing is left that no backup uses; a failure to remove is logged (`verify`
+/// then reports the key object as an orphan).
+async fn forget_new_key(ctx: &Context, tenant: &TenantConfig, row: &TenantKeyRow) {
+    let Ok(kid) = KeyId::parse(&row.key_id) else {
+        return;
+    };
+    let primary = ctx.primary();
+    let key = primary.layout.key(&tenant.id, &kid);
+    if let Err(e) = primary.store.delete(&key).await {
+        tracing::warn!(tenant = %tenant.id, key = %key, error = %e, "could not delete the new key of a failed backup");
+        return;
+    }
+    if let Err(e) = ctx.catalog.forget_tenant_key(&row.key_id).await {
+        tracing::warn!(tenant = %tenant.id, key = %row.key_id, error = %e, "could not forget the new key of a failed backup");
+    }
 }
 
 /// A backup of the schedule's class (an operator's, a safety backup before a restore).
@@ -221,7 +252,7 @@ async fn store_in_primary(
     let dump = ctx
         .guard(deadline, async { Ok(engine.dump().await?) })
         .await?;
-    let key = ensure_tenant_key(ctx, tenant).await?;
+    let (key, new_key) = tenant_key(ctx, tenant).await?;
     let recipient: age::x25519::Recipient = key.recipient.parse().map_err(|_| {
         Error::Invalid(format!(
             "catalog holds an invalid recipient for key {}",
@@ -279,6 +310,12 @@ async fn store_in_primary(
         tables = counted;
     }
     upload.finish().await?;
+    // The artifact is stored: only now does a new key go to the region and the catalog, before
+    // the manifest that names it.
+    if new_key && let Err(e) = store_new_key(ctx, tenant, &key).await {
+        let _ = primary.store.delete(&artifact_key).await;
+        return Err(e);
+    }
 
     let facts = Facts {
         dump_size: outcome.plain.size,
@@ -318,6 +355,9 @@ async fn store_in_primary(
         .await
     {
         let _ = primary.store.delete(&artifact_key).await;
+        if new_key {
+            forget_new_key(ctx, tenant, &key).await;
+        }
         return Err(e.into());
     }
     ctx.catalog

@@ -7,6 +7,7 @@
 //! piece is held back until they match: on a mismatch the client gets a broken transfer (and,
 //! encrypted, an age file without its final chunk), never a complete file.
 
+use super::locate::{self, Unreachable};
 use super::{Context, Error};
 use crate::catalog::BackupRow;
 use crate::config::EngineKind;
@@ -139,8 +140,9 @@ async fn open_in(
     })
 }
 
-/// Opens backup `b` of `tenant` in the primary region if its copy there is verified, else in
-/// a secondary where it is; starts streaming it. The handle yields how the stream ended.
+/// Opens backup `b` of `tenant` in the first region (primary first) where it is verified and
+/// really held (`locate`: a region emptied behind the catalog's back, or down, is passed over);
+/// starts streaming it. The handle yields how the stream ended.
 pub async fn open(
     ctx: &Arc<Context>,
     tenant: &TenantId,
@@ -154,30 +156,28 @@ pub async fn open(
         .ok_or_else(|| Error::Verify(format!("backup {id} has no recorded SHA-256")))?;
     let master = ctx.master_identity()?;
     let copies = ctx.catalog.copies(&b.id).await?;
-    let mut last_error = None;
-    let mut opened = None;
-    for region in &ctx.regions {
-        if !copies
-            .iter()
-            .any(|c| c.region == region.name && c.state == "verified")
-        {
-            continue;
-        }
-        match open_in(ctx, region, tenant, &id, &master).await {
-            Ok(o) => {
-                opened = Some(o);
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %tenant, backup = %id, region = %region.name, error = %e, "download: region unusable, trying the next");
-                last_error = Some(e);
-            }
-        }
+    let candidates = ctx
+        .regions
+        .iter()
+        .map(|region| {
+            let verified = copies
+                .iter()
+                .any(|c| c.region == region.name && c.state == "verified");
+            let backup = match verified {
+                true => Ok(b.clone()),
+                false => Err(Error::Invalid(format!(
+                    "backup {id} is not verified in region {}",
+                    region.name
+                ))),
+            };
+            (region, backup)
+        })
+        .collect();
+    let found = locate::first_held(tenant.as_str(), candidates, Unreachable::PassOver).await?;
+    for line in &found.fallbacks {
+        tracing::warn!(tenant = %tenant, backup = %id, "download: {line}");
     }
-    let Some(o) = opened else {
-        return Err(last_error
-            .unwrap_or_else(|| Error::Invalid(format!("backup {id} is verified in no region"))));
-    };
+    let o = open_in(ctx, found.region, tenant, &id, &master).await?;
     if o.manifest.artifact.sha256 != expected_sha {
         return Err(Error::Verify(format!(
             "backup {id}: the manifest in region {} records SHA-256 {}, the catalog {expected_sha}",

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// A run's `region` when its plan names none: each tenant's is in its `TenantDrill`.
+pub const ANY_REGION: &str = "first-readable";
+
 /// A whole run: what `drill report` reads back from the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillRun {
@@ -57,6 +60,12 @@ pub struct TenantDrill {
     pub tables: usize,
     pub rows: u64,
     pub checks: Vec<String>,
+    /// The region restored from (absent in runs recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Regions passed over before it (a plan without `source-region`): why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -96,6 +105,8 @@ impl TenantDrill {
             tables: 0,
             rows: 0,
             checks: Vec::new(),
+            region: None,
+            fallbacks: Vec::new(),
         }
     }
 }
@@ -228,6 +239,38 @@ impl CatalogView {
         Ok(found)
     }
 
+    /// The tenant's newest completed backup verified in `region`.
+    fn newest_in(&self, tenant: &str, region: &str) -> Option<&crate::catalog::BackupRow> {
+        self.completed.get(tenant)?.iter().rev().find(|b| {
+            self.copies.get(&b.id).is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.region == region && c.state == "verified")
+            })
+        })
+    }
+
+    /// Where a restore without `--region` would take the tenant's backup from (`locate`).
+    async fn locate<'c>(
+        &self,
+        ctx: &'c Context,
+        tenant: &str,
+    ) -> Result<super::locate::Located<'c>, Error> {
+        let candidates = ctx
+            .regions
+            .iter()
+            .map(|r| {
+                let newest = self.newest_in(tenant, &r.name).cloned().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "no backup verified in region {} to restore",
+                        r.name
+                    ))
+                });
+                (r, newest)
+            })
+            .collect();
+        super::locate::first_held(tenant, candidates, super::locate::Unreachable::PassOver).await
+    }
+
     /// The artifact size of the tenant's newest completed backup.
     fn latest_size(&self, tenant: &str) -> Option<u64> {
         let b = self.completed.get(tenant)?.last()?;
@@ -268,17 +311,17 @@ pub async fn run(
     let clock = Instant::now();
     let deadline = tokio::time::Instant::now() + plan.time_limit;
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let region = ctx.region(&plan.region)?;
+    // `None`: each tenant's region is chosen as a restore without `--region` chooses it.
+    let fixed = plan.region.as_deref().map(|r| ctx.region(r)).transpose()?;
     ctx.master_identity()?;
     let keys = if plan.use_catalog {
         KeysFrom::Catalog
     } else {
         KeysFrom::Region
     };
-    let rpo_regions: Vec<String> = if plan.use_catalog {
-        ctx.config.regions.iter().map(|r| r.name.clone()).collect()
-    } else {
-        vec![region.name.clone()]
+    let rpo_regions: Vec<String> = match (plan.use_catalog, fixed) {
+        (false, Some(region)) => vec![region.name.clone()],
+        _ => ctx.config.regions.iter().map(|r| r.name.clone()).collect(),
     };
 
     // A region-loss drill cannot ask the catalog.
@@ -290,10 +333,9 @@ pub async fn run(
     // Tenants of the plan's tiers that are active: terminated and purged ones are never drilled.
     // The catalog says which (purged ones included); a region-loss drill asks the region's
     // lifecycle records instead, which outlive a purge.
-    let states: std::collections::HashMap<String, String> = if plan.use_catalog {
-        ctx.catalog.tenant_states().await?
-    } else {
-        match super::records::read_region(region).await {
+    let states: std::collections::HashMap<String, String> = match (plan.use_catalog, fixed) {
+        (true, _) | (false, None) => ctx.catalog.tenant_states().await?,
+        (false, Some(region)) => match super::records::read_region(region).await {
             Ok(found) => found
                 .states()
                 .into_iter()
@@ -311,7 +353,7 @@ pub async fn run(
                 tracing::warn!(region = %region.name, error = %e, "lifecycle records cannot be read");
                 Default::default()
             }
-        }
+        },
     };
     let last = if plan.use_catalog {
         ctx.catalog.last_drilled().await?
@@ -341,6 +383,28 @@ pub async fn run(
         let t = by_id[s.tenant.as_str()];
         let tier = &ctx.config.tiers[&t.tier];
         let mut d = TenantDrill::selected(s, t, tier);
+        let region = match (fixed, &view) {
+            (Some(region), _) => region,
+            (None, Some(v)) => match v.locate(ctx, t.id.as_str()).await {
+                Ok(found) => {
+                    d.fallbacks = found.fallbacks;
+                    found.region
+                }
+                Err(e) => {
+                    d.problems.push(e.to_string());
+                    drills.push(d);
+                    continue;
+                }
+            },
+            (None, None) => {
+                // The plan loader refuses this: a region-loss drill names its region.
+                d.problems
+                    .push("a plan with `catalog = false` must name its source-region".into());
+                drills.push(d);
+                continue;
+            }
+        };
+        d.region = Some(region.name.clone());
         let found = match &view {
             Some(v) => v.found(t.id.as_str(), &region.name),
             None => from_region(region, &t.id).await,
@@ -408,7 +472,7 @@ pub async fn run(
     let run = DrillRun {
         id: run_id,
         plan: plan.name.clone(),
-        region: region.name.clone(),
+        region: fixed.map_or_else(|| ANY_REGION.to_string(), |r| r.name.clone()),
         keys_from_region: !plan.use_catalog,
         started_at,
         finished_at,

@@ -8,6 +8,7 @@ pub mod drill;
 pub mod fleet;
 pub mod keys;
 pub mod lifecycle;
+pub mod locate;
 pub mod plan;
 pub mod privileges;
 pub mod rebuild;

@@ -24,6 +24,7 @@ async fn stream_copy(
         .guard(ctx.job_deadline(), async {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
+            let mut first = true;
             loop {
                 let n = reader
                     .read(&mut buf)
@@ -39,6 +40,10 @@ async fn stream_copy(
                 }
                 hasher.update(&buf[..n]);
                 upload.write(Bytes::copy_from_slice(&buf[..n])).await?;
+                if std::mem::take(&mut first) {
+                    // A test holds the copy here to kill the process with the upload under way.
+                    crate::fault::pause_point("copy-writing").await;
+                }
             }
             let got = hex::encode(hasher.finalize());
             if got != expected_sha256 {
@@ -168,10 +173,11 @@ pub async fn copy_between(
     };
     let (from_artifact, from_manifest) = backup_keys(from, &b.tenant_id, &b.id)?;
     let (to_artifact, to_manifest) = backup_keys(to, &b.tenant_id, &b.id)?;
-    ensure_key_in(ctx, to, &tenant, key_id).await?;
     stream_copy(ctx, (from, &from_artifact), (to, &to_artifact), sha).await?;
     verify_artifact(to, &to_artifact, size as u64, sha).await?;
-    // The manifest last: in every region, a manifest means a complete backup.
+    // The key once the artifact is there (a copy that fails leaves no key object of its own),
+    // and the manifest last: in every region, a manifest means a complete backup.
+    ensure_key_in(ctx, to, &tenant, key_id).await?;
     let bytes = from
         .get_small(&from_manifest, crate::manifest::MAX_MANIFEST_BYTES)
         .await?;
@@ -256,8 +262,11 @@ pub struct CatchUp {
 }
 
 /// Copies every completed backup that is not yet verified in some region, oldest first, from a
-/// region where it is verified. Stops trying a region at its first failure (it is probably down)
-/// and leaves the rest queued for the next run.
+/// region where it is verified. A copy stored but never verified there (its process was killed
+/// between storing it and reading it back: the primary copy of a backup killed during its
+/// secondary copy) is verified where it is first, by reading it whole, and is then the source of
+/// the others. Stops trying a region at its first failure (it is probably down) and leaves the
+/// rest queued for the next run.
 pub async fn catch_up(ctx: &Context) -> Result<Vec<CatchUp>, Error> {
     catch_up_except(ctx, &[]).await
 }
@@ -266,22 +275,37 @@ pub async fn catch_up(ctx: &Context) -> Result<Vec<CatchUp>, Error> {
 /// copying its own backup).
 pub async fn catch_up_except(ctx: &Context, busy: &[String]) -> Result<Vec<CatchUp>, Error> {
     let mut done = Vec::new();
+    // The primary comes first (`Context::open`), so a primary copy verified in place here is a
+    // source for the secondaries in the same run.
     for to in &ctx.regions {
         for b in ctx.catalog.backups_missing_in(&to.name).await? {
             if busy.contains(&b.tenant_id) {
                 continue;
             }
             let copies = ctx.catalog.copies(&b.id).await?;
-            let Some(from) = ctx.regions.iter().find(|r| {
-                r.name != to.name
-                    && copies
-                        .iter()
-                        .any(|c| c.region == r.name && c.state == "verified")
-            }) else {
-                // No healthy copy anywhere: `verify` reports it; nothing to copy from.
-                continue;
+            let stored = copies
+                .iter()
+                .any(|c| c.region == to.name && c.state == "pending");
+            let result = match stored {
+                true => held_whole(to, &b).await,
+                false => Ok(false),
             };
-            let result = copy_between(ctx, &b, from, to).await;
+            let result = match result {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let Some(from) = ctx.regions.iter().find(|r| {
+                        r.name != to.name
+                            && copies
+                                .iter()
+                                .any(|c| c.region == r.name && c.state == "verified")
+                    }) else {
+                        // No healthy copy anywhere: `verify` reports it; nothing to copy from.
+                        continue;
+                    };
+                    copy_between(ctx, &b, from, to).await
+                }
+                Err(e) => Err(e),
+            };
             record_copy(ctx, &b, &to.name, &result).await?;
             let failed = result.is_err();
             done.push(CatchUp {
@@ -296,4 +320,24 @@ pub async fn catch_up_except(ctx: &Context, busy: &[String]) -> Result<Vec<Catch
         }
     }
     Ok(done)
+}
+
+/// Whether `region` holds backup `b` whole: its manifest, and its artifact read back to the
+/// recorded size and SHA-256. `false` when something is missing or does not match (a copy from
+/// elsewhere replaces it); an error when the region cannot be read.
+async fn held_whole(region: &Region, b: &BackupRow) -> Result<bool, Error> {
+    let (Some(sha), Some(size)) = (b.artifact_sha256.as_deref(), b.artifact_size) else {
+        return Ok(false);
+    };
+    let (artifact, manifest) = backup_keys(region, &b.tenant_id, &b.id)?;
+    if region.store.head(&manifest).await?.is_none()
+        || region.store.head(&artifact).await? != Some(size as u64)
+    {
+        return Ok(false);
+    }
+    match verify_artifact(region, &artifact, size as u64, sha).await {
+        Ok(()) => Ok(true),
+        Err(Error::Verify(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -6,7 +6,7 @@
 //! new database or file is removed. Over live, the verified restore is swapped in as atomically
 //! as the engine allows; a failure before or during the swap leaves the live data as it was.
 
-use super::{Context, Error, replicate};
+use super::{Context, Error, locate};
 use crate::audit::Actor;
 use crate::catalog::{BackupRow, NewRestore, RestoreRow};
 use crate::crypto;
@@ -650,72 +650,38 @@ impl Chosen<'_> {
     }
 }
 
-/// Without `--region`: the first region (primary first, then the others in configured order)
-/// holding a verified copy whose manifest and artifact are actually there. The catalog's
-/// "verified" is what a region held when it was last checked; an emptied bucket does not tell
-/// the catalog, so each candidate is checked with a HEAD per object. A region whose objects are
-/// missing is passed over, with a line saying so; one that cannot be asked is an error (an
-/// outage is not a missing copy, and the operator chooses with `--region`).
+/// Without `--region`: each region's choice (the named backup where it is verified, else the
+/// newest verified there), and the first of them the region really holds (`locate`). One that
+/// cannot be asked is an error (an outage is not a missing copy, and the operator chooses with
+/// `--region`).
 async fn choose_readable<'c>(
     ctx: &'c Context,
     req: &RestoreRequest,
 ) -> Result<(&'c Region, BackupRow, Vec<String>), Error> {
-    let mut fallbacks = Vec::new();
-    let mut first_err = None;
+    let mut candidates = Vec::new();
     for region in &ctx.regions {
         let backup = match choose_backup(ctx, req, region).await {
-            Ok(b) => b,
-            Err(e) => {
-                first_err.get_or_insert(e);
-                continue;
+            Ok(b) if req.backup.is_some() && region.name != ctx.primary().name => {
+                // A named backup: from the primary as always; elsewhere only where it is verified.
+                let copies = ctx.catalog.copies(&b.id).await?;
+                match copies
+                    .iter()
+                    .any(|c| c.region == region.name && c.state == "verified")
+                {
+                    true => Ok(b),
+                    false => Err(Error::Invalid(format!(
+                        "backup {} has no verified copy in region {}",
+                        b.id, region.name
+                    ))),
+                }
             }
+            other => other,
         };
-        if req.backup.is_some() && region.name != ctx.primary().name {
-            // A named backup: from the primary as always; elsewhere only where it is verified.
-            let copies = ctx.catalog.copies(&backup.id).await?;
-            if !copies
-                .iter()
-                .any(|c| c.region == region.name && c.state == "verified")
-            {
-                first_err.get_or_insert(Error::Invalid(format!(
-                    "backup {} has no verified copy in region {}",
-                    backup.id, region.name
-                )));
-                continue;
-            }
-        }
-        let (artifact, manifest) = replicate::backup_keys(region, &backup.tenant_id, &backup.id)?;
-        let mut missing = Vec::new();
-        for key in [&manifest, &artifact] {
-            if region.store.head(key).await?.is_none() {
-                missing.push(key.clone());
-            }
-        }
-        if missing.is_empty() {
-            return Ok((region, backup, fallbacks));
-        }
-        fallbacks.push(format!(
-            "region {} lists backup {} as verified but does not hold {}; trying the next region",
-            region.name,
-            backup.id,
-            missing.join(" and ")
-        ));
-        first_err.get_or_insert(Error::Invalid(format!(
-            "region {} does not hold {} of backup {}",
-            region.name,
-            missing.join(" and "),
-            backup.id
-        )));
+        candidates.push((region, backup));
     }
-    let e = first_err.unwrap_or_else(|| Error::Invalid("no region is configured".into()));
-    Err(match (fallbacks.is_empty(), e) {
-        (true, e) => e,
-        (false, e) => Error::Invalid(format!(
-            "no region holds a readable verified copy of tenant {}: {}; first: {e}",
-            req.tenant,
-            fallbacks.join("; ")
-        )),
-    })
+    let found =
+        locate::first_held(req.tenant.as_str(), candidates, locate::Unreachable::Fail).await?;
+    Ok((found.region, found.backup, found.fallbacks))
 }
 
 async fn choose<'c>(ctx: &'c Context, req: &RestoreRequest) -> Result<Chosen<'c>, Error> {

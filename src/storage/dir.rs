@@ -75,7 +75,7 @@ impl ObjectStore for DirStore {
         let temp = Self::temp_path(&path);
         let file = tokio::fs::File::create(&temp)
             .await
-            .map_err(|e| self.err("create", key, e))?;
+            .map_err(|e| self.err("create", key, format!("{}: {e}", temp.display())))?;
         Ok(Box::new(DirUpload {
             region: self.region.clone(),
             key: key.to_string(),
@@ -230,12 +230,13 @@ struct DirUpload {
 }
 
 impl DirUpload {
+    /// Names the file too: a full disk or a file size limit is the operator's to fix there.
     fn err(&self, op: &'static str, e: impl std::fmt::Display) -> StorageError {
         StorageError::Backend {
             region: self.region.clone(),
             op,
             key: self.key.clone(),
-            detail: e.to_string(),
+            detail: format!("{}: {e}", self.path.display()),
         }
     }
 }
