@@ -7,6 +7,7 @@ pub mod download;
 pub mod drill;
 pub mod keys;
 pub mod lifecycle;
+pub mod notify;
 pub mod plan;
 pub mod rebuild;
 pub mod records;
