@@ -568,3 +568,137 @@ fn bad_sinks_are_refused_naming_file_field_and_value() {
     assert!(shown.contains("<from file"), "{shown}");
     assert!(!shown.contains(SECRET), "{shown}");
 }
+
+/// The fleet and condition events: a retention run stopped by its cap, a drill run whose tier
+/// missed its RTO, an audit log found edited, a tenant past its RPO, a region unreachable and
+/// back. Each reaches the receiver once, signed.
+#[test]
+fn fleet_and_condition_events_are_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::new(dir.path());
+    receiver.start();
+    let port = free_port();
+    let inst = setup(
+        &receiver,
+        port,
+        false,
+        "\n[retention]\nmax-deletes = 1\n\n\
+         [[tenants]]\nid = \"strict\"\nengine = \"sqlite\"\ntier = \"strict\"\npath = \"strict.db\"\n\n\
+         [tenants.retention]\nkeep-last = 1\n",
+    );
+    // A tier whose RTO no restore can meet.
+    let paid = std::fs::read_to_string(inst.path("schedules/paid.toml")).unwrap();
+    std::fs::write(
+        inst.path("schedules/strict.toml"),
+        paid.replace("rto = \"30m\"", "rto = \"1ms\""),
+    )
+    .unwrap();
+    make_sqlite_tenant(&inst.path("strict.db"), "strict-marker");
+    for t in ["shop", "gone", "other", "strict", "strict", "strict"] {
+        inst.run(&["backup", "--tenant", t]).ok();
+    }
+    // Two of strict's three backups would go: over max-deletes.
+    let capped = inst.run(&["retention", "apply"]);
+    assert_eq!(capped.code, 3, "{}", capped.stdout);
+    std::fs::create_dir_all(inst.path("scratch")).unwrap();
+    std::fs::write(
+        inst.path("strict-drill.toml"),
+        "schedule = \"0 2 * * Sun\"\nsource-region = \"primary\"\ntime-limit = \"10m\"\n\n\
+         [selection]\ntiers = [\"strict\"]\n\n[scratch]\nsqlite-dir = \"scratch\"\n",
+    )
+    .unwrap();
+    let drill = inst.run(&[
+        "drill",
+        "run",
+        inst.path("strict-drill.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(drill.code, 3, "{}{}", drill.stdout, drill.stderr);
+    // Someone with the catalog file edits the audit log.
+    inst.catalog_query("DROP TRIGGER audit_log_no_update");
+    inst.catalog_query("UPDATE audit_log SET detail = 'nothing to see' WHERE seq = 2");
+    inst.run(&["audit", "verify"]).failed();
+    // `other` cannot be backed up any more, and its newest recovery point is 200 hours old
+    // (its tier's RPO is 90 hours).
+    std::fs::remove_file(inst.path("other.db")).unwrap();
+    let old = (chrono::Utc::now() - chrono::Duration::hours(200)).to_rfc3339();
+    inst.catalog_query(&format!(
+        "UPDATE backups SET recovery_point = '{old}' WHERE tenant_id = 'other'"
+    ));
+    inst.catalog_query(&format!(
+        "UPDATE tenant_history SET newest_recovery_point = '{old}' WHERE tenant_id = 'other'"
+    ));
+
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    let types = |receiver: &Receiver| -> Vec<String> {
+        receiver
+            .received()
+            .iter()
+            .map(|(ok, e, _)| {
+                assert!(ok, "bad signature: {e}");
+                e["type"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let has = |receiver: &Receiver, t: &str| types(receiver).iter().any(|x| x == t);
+    until("the fleet events", Duration::from_secs(60), || {
+        [
+            "retention.capped",
+            "drill.failed",
+            "audit.failed",
+            "rpo.breached",
+        ]
+        .iter()
+        .all(|t| has(&receiver, t))
+    });
+    // A region that stops answering, then answers again.
+    let us = inst.path("regions/us");
+    std::fs::rename(&us, inst.path("regions/us-away")).unwrap();
+    std::fs::write(&us, "not a directory").unwrap();
+    until("region.unreachable", Duration::from_secs(60), || {
+        has(&receiver, "region.unreachable")
+    });
+    std::fs::remove_file(&us).unwrap();
+    std::fs::rename(inst.path("regions/us-away"), &us).unwrap();
+    until("region.back", Duration::from_secs(60), || {
+        has(&receiver, "region.back")
+    });
+    until("every event to be settled", Duration::from_secs(60), || {
+        unsettled(&inst) == 0
+    });
+    let got = receiver.received();
+    let mut seen: Vec<String> = types(&receiver);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "audit.failed",
+            "drill.failed",
+            "region.back",
+            "region.unreachable",
+            "retention.capped",
+            "rpo.breached"
+        ],
+        "{got:?}"
+    );
+    let by_type = |t: &str| {
+        got.iter()
+            .find(|(_, e, _)| e["type"] == t)
+            .map(|(_, e, _)| e.clone())
+            .unwrap()
+    };
+    assert_eq!(by_type("rpo.breached")["tenant"], "other");
+    assert_eq!(
+        by_type("drill.failed")["data"]["failed_tiers"][0]["tier"],
+        "strict"
+    );
+    assert_eq!(by_type("region.unreachable")["data"]["region"], "us");
+    assert_eq!(
+        by_type("retention.capped")["tenant"],
+        serde_json::Value::Null
+    );
+    for (_, _, raw) in &got {
+        assert!(!raw.contains("marker"), "tenant data in {raw}");
+    }
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
