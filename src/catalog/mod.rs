@@ -976,6 +976,7 @@ impl Catalog {
             })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_retention_run(
         &self,
         at: DateTime<Utc>,

@@ -235,6 +235,17 @@ impl Catalog {
     }
 }
 
+/// The event a restore reaching `state` makes: finished when its data is in place (on the side:
+/// restored; over live: swapped in), failed when it failed. Finalize and rollback make none.
+/// Only a running restore ends: a finalize or rollback undone moves back to swapped silently.
+fn restore_event(from: &str, to: &str) -> Option<EventKind> {
+    match (from, to) {
+        ("running", "restored" | "swapped") => Some(EventKind::RestoreFinished),
+        ("running", "failed") => Some(EventKind::RestoreFailed),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,16 +330,5 @@ mod tests {
         assert_eq!(cat.restores(Some("shop")).await.unwrap().len(), 3);
         assert_eq!(cat.restores(None).await.unwrap().len(), 4);
         assert!(cat.restore_row("nope").await.unwrap().is_none());
-    }
-}
-
-/// The event a restore reaching `state` makes: finished when its data is in place (on the side:
-/// restored; over live: swapped in), failed when it failed. Finalize and rollback make none.
-/// Only a running restore ends: a finalize or rollback undone moves back to swapped silently.
-fn restore_event(from: &str, to: &str) -> Option<EventKind> {
-    match (from, to) {
-        ("running", "restored" | "swapped") => Some(EventKind::RestoreFinished),
-        ("running", "failed") => Some(EventKind::RestoreFailed),
-        _ => None,
     }
 }
