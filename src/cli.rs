@@ -147,6 +147,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Notifications to the `[[notify]]` sinks: the outbox's events and where each stands with
+    /// each sink, and a test event to one sink.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// API tokens for the staff and customer HTTP API (`[api]` of `serve`): create (shown
     /// once), list (never the secret), revoke. Every change is audited.
     Token {
@@ -281,6 +287,19 @@ enum DrillCommand {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// The newest events of the outbox, newest first: id, time, kind, tenant, and per sink that
+    /// wants it: delivered, pending (attempts, next try, last error) or given_up.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Sends a `test` event to SINK now, straight (not through the outbox), signed like any
+    /// other; exits 1 unless the sink answers 2xx.
+    Test { sink: String },
 }
 
 #[derive(Subcommand)]
@@ -1216,6 +1235,74 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Notify {
+            command: NotifyCommand::List { limit },
+        } => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let events = ctx.catalog.recent_events(i64::from(limit)).await?;
+            let oldest = events.last().map_or(0, |e| e.seq);
+            let deliveries = ctx.catalog.deliveries_since(oldest).await?;
+            ctx.catalog.close().await;
+            if events.is_empty() {
+                println!("no events");
+            }
+            for e in &events {
+                println!(
+                    "{}  {}  {:<18}  {}{}",
+                    e.id,
+                    e.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    e.kind,
+                    e.tenant.as_deref().unwrap_or("-"),
+                    if e.settled_at.is_some() {
+                        "  settled"
+                    } else {
+                        ""
+                    }
+                );
+                for sink in &ctx.config.notify {
+                    let Some(kind) = crate::domain::notify::EventKind::parse(&e.kind) else {
+                        continue;
+                    };
+                    if !sink
+                        .filter
+                        .wants(kind, e.tenant.as_deref(), e.tier.as_deref())
+                    {
+                        continue;
+                    }
+                    match deliveries
+                        .iter()
+                        .find(|d| d.event_id == e.id && d.sink == sink.name)
+                    {
+                        None => println!("    {}: waiting (not tried yet)", sink.name),
+                        Some(d) if d.state == "pending" => println!(
+                            "    {}: pending after {} attempt(s), next at {}{}",
+                            sink.name,
+                            d.attempts,
+                            d.next_at
+                                .map_or("-".into(), |t| t.format("%H:%M:%SZ").to_string()),
+                            d.last_error
+                                .as_deref()
+                                .map_or(String::new(), |e| format!(" ({e})"))
+                        ),
+                        Some(d) => println!(
+                            "    {}: {} after {} attempt(s)",
+                            sink.name, d.state, d.attempts
+                        ),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify {
+            command: NotifyCommand::Test { sink },
+        } => {
+            let ctx = Context::open(load(&cli.config)?).await?;
+            let sent = executor::notify::send_test(&ctx, &sink).await;
+            ctx.catalog.close().await;
+            let status = sent?;
+            println!("notify {sink:?}: test event delivered (HTTP {status})");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command: AuditCommand::Verify { expect_head },
         } => {
@@ -1223,7 +1310,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let v = ctx.catalog.verify_audit(expect_head.as_deref()).await?;
             // Read after the chain: rows appended meanwhile are past any anchor read now.
             let anchors = executor::anchor::check(&ctx).await?;
-            ctx.catalog.close().await;
             for p in &v.problems {
                 println!("BROKEN: {p}");
             }
@@ -1278,6 +1364,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("warning: {}", no_audit_key_warning(&ctx.config));
             }
             if !v.intact() || !anchored {
+                // Reported to the sinks too: the log's readers may not be at this terminal.
+                let event = crate::catalog::NewEvent::new(
+                    crate::domain::notify::EventKind::AuditFailed,
+                    None,
+                    None,
+                    chrono::Utc::now(),
+                    serde_json::json!({
+                        "entries": v.entries,
+                        "head_seq": v.head_seq,
+                        "problems": v.problems.len() as u64 + v.more_problems,
+                        "anchored": anchored,
+                    }),
+                );
+                let emitted = ctx.catalog.emit(&event).await;
+                ctx.catalog.close().await;
+                if let Err(e) = emitted {
+                    eprintln!("warning: the audit.failed notification could not be written: {e}");
+                }
                 bail!(
                     "the audit log was tampered with ({} entries, head {} at seq {})",
                     v.entries,
@@ -1285,6 +1389,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     v.head_seq
                 );
             }
+            ctx.catalog.close().await;
             println!("audit log intact: {} entries, head {}", v.entries, v.head);
             Ok(ExitCode::SUCCESS)
         }

@@ -5,7 +5,9 @@
 //! the file that names them, so a config works from any working directory.
 
 mod drill;
+mod notify;
 pub use drill::{Check, DrillPlan, Scratch, load_drill_plan};
+pub use notify::{NotifyFormat, NotifySink, SinkUrl, check_sink_url, redact_sink_url};
 
 use crate::secret::{SecretError, SecretSource};
 use crate::tenant::TenantId;
@@ -58,6 +60,8 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     /// The audit log's key and anchors (`[audit]`).
     pub audit: AuditConfig,
+    /// Where `serve` sends events (`[[notify]]`).
+    pub notify: Vec<NotifySink>,
 }
 
 /// `[audit]`: the key that HMACs audit entries, and how often `serve` anchors the log's head in
@@ -483,6 +487,8 @@ struct RawConfig {
     api: Option<RawApi>,
     #[serde(default)]
     audit: Option<RawAudit>,
+    #[serde(default)]
+    notify: Vec<notify::RawNotify>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1131,9 +1137,15 @@ impl Config {
                 None => Duration::from_secs(3600),
             },
         };
+        let mut notify = Vec::new();
+        let mut sink_names = std::collections::BTreeSet::new();
+        for (i, n) in raw.notify.into_iter().enumerate() {
+            notify.push(notify::parse_notify(&src, i, n, &tiers, &mut sink_names)?);
+        }
         let mut config = Config {
             api,
             audit,
+            notify,
             scheduler,
             discovery,
             retention,
@@ -1351,6 +1363,35 @@ impl Config {
                 }
             }
             let _ = writeln!(out);
+        }
+        for n in &self.notify {
+            let url = match &n.url {
+                SinkUrl::Plain(u) => redact_sink_url(u),
+                SinkUrl::Secret(s) => s.describe(),
+            };
+            let events: Vec<String> = n.filter.events.iter().map(|k| q(k.as_str())).collect();
+            let list = |set: &Option<std::collections::BTreeSet<String>>| {
+                set.as_ref().map_or("# all".to_string(), |s| {
+                    format!(
+                        "[{}]",
+                        s.iter().map(|t| q(t)).collect::<Vec<_>>().join(", ")
+                    )
+                })
+            };
+            let _ = writeln!(
+                out,
+                "[[notify]]\nname = {}\nformat = {}\nurl = {}\nsecret = {}\nevents = [{}]\ntenants = {}\ntiers = {}\nallow-http = {}\ntimeout = {}\ndeadline = {}\n",
+                q(&n.name),
+                q(n.format.as_str()),
+                q(&url),
+                secret(&n.secret),
+                events.join(", "),
+                list(&n.filter.tenants),
+                list(&n.filter.tiers),
+                n.allow_http,
+                q(&fmt_duration(n.timeout)),
+                q(&fmt_duration(n.deadline))
+            );
         }
         let _ = writeln!(
             out,

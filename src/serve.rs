@@ -49,6 +49,8 @@ pub struct SchedulerState {
     pub succeeded: AtomicUsize,
     /// Planning passes since start: proof that the scheduler is alive and has looked again.
     pub passes: AtomicUsize,
+    /// Notification attempts by sink and outcome (`delivered`, `failed`, `given_up`).
+    pub notify_attempts: prometheus::IntCounterVec,
 }
 
 impl Default for SchedulerState {
@@ -80,7 +82,19 @@ impl Default for SchedulerState {
         registry
             .register(Box::new(bytes.clone()))
             .expect("registered once");
+        let notify_attempts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "lifeboat_notify_deliveries_total",
+                "Notification delivery attempts by this process, by sink and outcome (delivered, failed: retried later, given_up: past the sink's deadline).",
+            ),
+            &["sink", "outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(notify_attempts.clone()))
+            .expect("registered once");
         SchedulerState {
+            notify_attempts,
             registry,
             durations,
             bytes,
@@ -176,6 +190,19 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let state = Arc::new(SchedulerState::default());
     let stopping = tokio_util::sync::CancellationToken::new();
+    // A sink whose URL or key cannot be read stops `serve` before anything runs.
+    let sinks: Vec<Arc<executor::notify::Sink>> =
+        executor::notify::resolve_sinks(&ctx.config.notify)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+    for s in &sinks {
+        for outcome in ["delivered", "failed", "given_up"] {
+            state
+                .notify_attempts
+                .with_label_values(&[s.config.name.as_str(), outcome]);
+        }
+    }
     // The staff and customer API on its own listener; its errors (TLS files, link key, address)
     // stop `serve` before anything runs.
     let api = match ctx.config.api.clone() {
@@ -219,6 +246,13 @@ pub async fn serve(
     // What every tenant's backup needs of its server, checked once and logged; the daemon runs
     // anyway (a server may come back, a grant may follow), and does not wait for it.
     tokio::spawn(privilege_check(ctx.clone(), stopping.clone()));
+    let watcher = tokio::spawn(watch_loop(ctx.clone(), stopping.clone()));
+    let mut notifier = tokio::spawn(notify_loop(
+        ctx.clone(),
+        sinks,
+        state.clone(),
+        stopping.clone(),
+    ));
     let mut jobs: JoinSet<JobResult> = JoinSet::new();
     let mut fleet: Arc<TenantsById> = Arc::new(HashMap::new());
     let cfg = ctx.config.scheduler.clone();
@@ -273,6 +307,11 @@ pub async fn serve(
     // a purge resumes at the next run).
     let (mut drill_done, mut copy_done, mut retention_done, mut anchor_done) =
         (false, false, false, false);
+    // Deliveries stop at once: what was not sent is in the outbox for the next start.
+    notifier.abort();
+    let _ = (&mut notifier).await;
+    watcher.abort();
+    let _ = watcher.await;
     while !(drill_done && copy_done && retention_done && anchor_done) {
         tokio::select! {
             _ = &mut drills, if !drill_done => drill_done = true,
@@ -373,6 +412,80 @@ async fn catch_up_once(ctx: &Context) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Delivers notifications (`executor::notify`) every `TICK`, one worker of a shared catalog at
+/// a time. Rounds run in this task alone: a receiver that hangs holds up its own deliveries
+/// (each attempt bounded by the sink's timeout), never a backup, which only writes the outbox.
+async fn notify_loop(
+    ctx: Arc<Context>,
+    sinks: Vec<Arc<executor::notify::Sink>>,
+    state: Arc<SchedulerState>,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    if sinks.is_empty() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(executor::notify::TICK) => {}
+        }
+        let round = async {
+            let Some(_lock) = ctx.catalog.try_notify_lock().await? else {
+                return Ok(Default::default()); // another worker delivers
+            };
+            executor::notify::round(&ctx.catalog, &sinks, chrono::Utc::now()).await
+        };
+        match round.await {
+            Ok(r) => {
+                let r: executor::notify::Round = r;
+                for (sink, id, kind, outcome) in &r.attempts {
+                    state
+                        .notify_attempts
+                        .with_label_values(&[sink.as_str(), *outcome])
+                        .inc();
+                    match *outcome {
+                        "delivered" => {
+                            tracing::info!(sink = %sink, event = %id, kind = %kind, "notification delivered")
+                        }
+                        "failed" => {
+                            tracing::warn!(sink = %sink, event = %id, kind = %kind, "notification not delivered; retried with backoff")
+                        }
+                        _ => {
+                            tracing::error!(sink = %sink, event = %id, kind = %kind, "notification given up: past the sink's deadline")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let e: Error = e;
+                tracing::error!(error = %e, "notification round failed");
+            }
+        }
+    }
+}
+
+/// Every pass, writes the events of conditions that changed: a region unreachable or back, a
+/// tenant past its RPO (`executor::notify::watch_conditions`). Only with sinks configured.
+async fn watch_loop(ctx: Arc<Context>, stopping: tokio_util::sync::CancellationToken) {
+    if ctx.config.notify.is_empty() {
+        return;
+    }
+    loop {
+        match executor::notify::watch_conditions(&ctx, chrono::Utc::now()).await {
+            Ok(changes) => {
+                for c in changes {
+                    tracing::warn!(change = %c, "condition changed; notifying");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "watching regions and RPOs failed"),
+        }
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(ctx.config.scheduler.interval) => {}
+        }
+    }
 }
 
 /// Writes the audit log's head to every region at start and then every `[audit]
@@ -952,6 +1065,18 @@ async fn metrics(State((ctx, state)): State<AppState>) -> (StatusCode, String) {
                 let _ = writeln!(
                     text,
                     "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}"
+                );
+            }
+            if let Ok((pending, oldest)) = ctx.catalog.outbox_backlog().await {
+                let age = oldest.map_or(0, |o| (chrono::Utc::now() - o).num_seconds().max(0));
+                let _ = writeln!(
+                    text,
+                    "# HELP lifeboat_notify_pending_events Events in the outbox not yet delivered to (or given up by) every sink that wants them.\n\
+                     # TYPE lifeboat_notify_pending_events gauge\n\
+                     lifeboat_notify_pending_events {pending}\n\
+                     # HELP lifeboat_notify_oldest_pending_age_seconds Age of the oldest event not yet settled (0: none).\n\
+                     # TYPE lifeboat_notify_oldest_pending_age_seconds gauge\n\
+                     lifeboat_notify_oldest_pending_age_seconds {age}"
                 );
             }
             let _ = writeln!(

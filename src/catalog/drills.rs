@@ -34,6 +34,7 @@ impl Catalog {
         passed: bool,
         report: &str,
         results: &[DrillResultRow],
+        failed: Option<&super::NewEvent>,
     ) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -61,6 +62,9 @@ impl Catalog {
                 .bind(finished_at)
                 .execute(&mut *tx)
                 .await?;
+            }
+            if let Some(event) = failed {
+                outbox!(&mut *tx, event);
             }
             tx.commit().await?;
             Ok(())

@@ -54,6 +54,31 @@ macro_rules! refresh_history {
             })
             .collect();
         let s = $crate::domain::history::summarize(&attempts);
+        // A streak of failures reaching `FAILING_AFTER` is reported once, with the change that
+        // made it (the summary row is locked, so two workers cannot both see the crossing).
+        let before: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT h.failures, t.tier FROM tenant_history h LEFT JOIN tenants t ON t.id = h.tenant_id \
+             WHERE h.tenant_id = $1",
+        )
+        .bind($tenant)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let (was, tier) = before.unwrap_or((0, None));
+        let n = $crate::domain::notify::FAILING_AFTER;
+        if was < i64::from(n) && s.failures >= n {
+            let event = $crate::catalog::NewEvent::new(
+                $crate::domain::notify::EventKind::BackupFailing,
+                Some(AsRef::<str>::as_ref($tenant)),
+                tier.as_deref(),
+                s.last_failure.unwrap_or_else(chrono::Utc::now),
+                serde_json::json!({
+                    "failures": s.failures,
+                    "last_failure_at": s.last_failure,
+                    "newest_recovery_point": s.newest_recovery_point,
+                }),
+            );
+            outbox!(&mut *$tx, &event);
+        }
         sqlx::query(
             "UPDATE tenant_history SET newest_recovery_point = $2, expected_ms = $3, failures = $4, \
              last_failure = $5, running = $6 WHERE tenant_id = $1",

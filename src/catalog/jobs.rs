@@ -95,6 +95,12 @@ impl Catalog {
         self.try_advisory_lock(PLANNER_LOCK_KEY + 2).await
     }
 
+    /// The lock of `serve`'s notification delivery: one worker sends, so a tenant's events
+    /// go out in order and none twice at once.
+    pub async fn try_notify_lock(&self) -> Result<Option<PlannerLock>, CatalogError> {
+        self.try_advisory_lock(PLANNER_LOCK_KEY + 3).await
+    }
+
     pub(super) async fn try_advisory_lock(
         &self,
         key: i64,

@@ -102,6 +102,18 @@ impl Catalog {
         change: LifecycleChange<'_>,
         record: &RecordRow,
     ) -> Result<(), CatalogError> {
+        self.change_lifecycle_notifying(tenant, change, record, None)
+            .await
+    }
+
+    /// `change_lifecycle`, with `event` written to the outbox in the same transaction.
+    pub async fn change_lifecycle_notifying(
+        &self,
+        tenant: &str,
+        change: LifecycleChange<'_>,
+        record: &RecordRow,
+        event: Option<&super::NewEvent>,
+    ) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let q = match change {
@@ -119,6 +131,9 @@ impl Catalog {
             };
             q.bind(tenant).execute(&mut *tx).await?;
             insert_record!(&mut *tx, record);
+            if let Some(event) = event {
+                outbox!(&mut *tx, event);
+            }
             tx.commit().await?;
             Ok(())
         })

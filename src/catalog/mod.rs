@@ -6,6 +6,9 @@
 //! through `on_pool!`. Each database has its own migrations (`migrations/sqlite`,
 //! `migrations/postgres`) producing the same tables.
 
+// First: the other modules write events with its `outbox!`.
+#[macro_use]
+mod notify;
 mod approvals;
 mod audit;
 mod drills;
@@ -21,6 +24,7 @@ pub use audit::{
 pub use drills::{DrillResultRow, DrillRunRow};
 pub use history::KnownTenant;
 pub use jobs::{ClaimedJob, JobOutcome, NewJob};
+pub use notify::{DeliveryRow, EventRow, NewEvent};
 pub use restores::{NewRestore, RestoreRow};
 
 pub use crate::domain::retention::Origin;
@@ -601,6 +605,26 @@ impl Catalog {
             if r.rows_affected() != 1 {
                 return Err(not_running());
             }
+            // A backup a customer asked for is ready: the event names it, never its link.
+            let (origin, tier): (String, String) =
+                sqlx::query_as("SELECT origin, tier FROM backups WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if origin == Origin::Requested.as_str() {
+                let event = NewEvent::new(
+                    crate::domain::notify::EventKind::BackupReady,
+                    Some(tenant.as_str()),
+                    Some(tier.as_str()),
+                    c.finished_at,
+                    serde_json::json!({
+                        "backup_id": id,
+                        "recovery_point": c.recovery_point,
+                        "artifact_size": c.artifact_size,
+                    }),
+                );
+                outbox!(&mut *tx, &event);
+            }
             Ok(())
         }))
     }
@@ -972,6 +996,7 @@ impl Catalog {
             })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn record_retention_run(
         &self,
         at: DateTime<Utc>,
@@ -980,9 +1005,10 @@ impl Catalog {
         purged: usize,
         cap_hit: bool,
         confirmed: bool,
+        stopped: Option<&NewEvent>,
     ) -> Result<(), CatalogError> {
         on_pool!(self, pool => {
-
+        let mut tx = pool.begin_write().await?;
         sqlx::query("INSERT INTO retention_runs (at, kept, deleted, purged, cap_hit, confirmed) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(at)
             .bind(kept as i64)
@@ -990,8 +1016,13 @@ impl Catalog {
             .bind(purged as i64)
             .bind(cap_hit as i64)
             .bind(confirmed as i64)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+        // A run a cap stopped is reported with its record.
+        if let Some(event) = stopped {
+            outbox!(&mut *tx, event);
+        }
+        tx.commit().await?;
         Ok(())
             })
     }

@@ -1,7 +1,8 @@
 //! Staff restores: one row per `lifeboat restore`, on the side or over live, and the state of a
 //! restore over live until its previous data is finalized (dropped) or rolled back (live again).
 
-use super::{BeginWrite, Catalog, CatalogError, Pool, on_pool};
+use super::{BeginWrite, Catalog, CatalogError, NewEvent, Pool, on_pool};
+use crate::domain::notify::EventKind;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -154,6 +155,36 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            if done == 1 && let Some(kind) = restore_event(from, to) {
+                let r = sqlx::query(
+                    "SELECT r.tenant_id, r.mode, r.backup_id, r.region, r.actor, r.reason, r.started_at, t.tier \
+                     FROM restores r LEFT JOIN tenants t ON t.id = r.tenant_id WHERE r.id = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let tenant: String = r.get("tenant_id");
+                let tier: Option<String> = r.get("tier");
+                let started: DateTime<Utc> = r.get("started_at");
+                let event = NewEvent::new(
+                    kind,
+                    Some(tenant.as_str()),
+                    tier.as_deref(),
+                    at,
+                    serde_json::json!({
+                        "restore_id": id,
+                        "mode": r.get::<String, _>("mode"),
+                        "backup_id": r.get::<String, _>("backup_id"),
+                        "region": r.get::<String, _>("region"),
+                        "requested_by": r.get::<String, _>("actor"),
+                        "ticket": r.get::<String, _>("reason"),
+                        "state": to,
+                        "started_at": started,
+                        "finished_at": at,
+                    }),
+                );
+                outbox!(&mut *tx, &event);
+            }
             tx.commit().await?;
             Ok(done == 1)
         })
@@ -201,6 +232,17 @@ impl Catalog {
                 .await?;
             Ok(row.map(|r| restore_from!(r)))
         })
+    }
+}
+
+/// The event a restore reaching `state` makes: finished when its data is in place (on the side:
+/// restored; over live: swapped in), failed when it failed. Finalize and rollback make none.
+/// Only a running restore ends: a finalize or rollback undone moves back to swapped silently.
+fn restore_event(from: &str, to: &str) -> Option<EventKind> {
+    match (from, to) {
+        ("running", "restored" | "swapped") => Some(EventKind::RestoreFinished),
+        ("running", "failed") => Some(EventKind::RestoreFailed),
+        _ => None,
     }
 }
 

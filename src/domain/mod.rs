@@ -5,6 +5,7 @@ pub mod discovery;
 pub mod drill;
 pub mod history;
 pub mod lifecycle;
+pub mod notify;
 pub mod objectives;
 pub mod retention;
 pub mod schedule;

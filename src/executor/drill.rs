@@ -488,6 +488,39 @@ pub async fn run(
         })
         .collect();
     let report = serde_json::to_string(&run).map_err(|e| Error::Invalid(e.to_string()))?;
+    let failed_tiers: Vec<serde_json::Value> = run
+        .tiers
+        .iter()
+        .filter(|t| !t.passed())
+        .map(|t| {
+            serde_json::json!({
+                "tier": t.tier,
+                "drilled": t.drilled,
+                "failed": t.failed,
+                "rto_problem": t.rto_problem,
+                "rpo_problem": t.rpo_problem,
+            })
+        })
+        .collect();
+    // One event per run with a failed tier; a single failed tier names it for sink filters.
+    let failed_event = (!failed_tiers.is_empty()).then(|| {
+        let only = match failed_tiers.as_slice() {
+            [one] => one["tier"].as_str().map(str::to_string),
+            _ => None,
+        };
+        crate::catalog::NewEvent::new(
+            crate::domain::notify::EventKind::DrillFailed,
+            None,
+            only.as_deref(),
+            run.finished_at,
+            serde_json::json!({
+                "run_id": run.id,
+                "plan": run.plan,
+                "region": run.region,
+                "failed_tiers": failed_tiers,
+            }),
+        )
+    });
     ctx.catalog
         .record_drill(
             &run.id,
@@ -498,6 +531,7 @@ pub async fn run(
             run.passed(),
             &report,
             &results,
+            failed_event.as_ref(),
         )
         .await?;
     let failed = run.tenants.iter().filter(|t| !t.passed).count();

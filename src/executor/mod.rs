@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod keys;
 pub mod lifecycle;
 pub mod locate;
+pub mod notify;
 pub mod plan;
 pub mod privileges;
 pub mod rebuild;

@@ -9,8 +9,9 @@
 //! resumes on the next run.
 
 use super::{Context, Error, records};
-use crate::catalog::{AuditEntry, DeletionRow, LifecycleChange, PurgeStep, TenantRow};
+use crate::catalog::{AuditEntry, DeletionRow, LifecycleChange, NewEvent, PurgeStep, TenantRow};
 use crate::domain::lifecycle::Event;
+use crate::domain::notify::EventKind;
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, Origin, TenantFacts};
 use crate::storage::Region;
@@ -417,11 +418,23 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
     tombstone.key_shredded_at = row.key_shredded_at;
     tombstone.certificate_sha256 = Some(records::certificate_digest(&json));
     let tombstone = records::row(&tombstone);
+    let event = NewEvent::new(
+        EventKind::PurgeCompleted,
+        Some(t),
+        Some(row.tier.as_str()),
+        purged_at,
+        serde_json::json!({
+            "purged_at": purged_at,
+            "terminated_at": row.terminated_at,
+            "certificate_sha256": records::certificate_digest(&json),
+        }),
+    );
     ctx.catalog
-        .change_lifecycle(
+        .change_lifecycle_notifying(
             t,
             LifecycleChange::Purge(PurgeStep::Done, purged_at),
             &tombstone,
+            Some(&event),
         )
         .await?;
     ctx.catalog.store_certificate(t, purged_at, &json).await?;
@@ -474,8 +487,15 @@ pub async fn apply(
         .sum();
     if !caps.is_empty() && !confirm {
         let why = caps.join("; ");
+        let stopped = NewEvent::new(
+            EventKind::RetentionCapped,
+            None,
+            None,
+            now,
+            serde_json::json!({ "caps": caps, "kept": kept }),
+        );
         ctx.catalog
-            .record_retention_run(now, kept, 0, 0, true, false)
+            .record_retention_run(now, kept, 0, 0, true, false, Some(&stopped))
             .await?;
         ctx.catalog
             .audit_entry(&AuditEntry {
@@ -512,6 +532,7 @@ pub async fn apply(
             report.purged.len(),
             !caps.is_empty(),
             confirm,
+            None,
         )
         .await?;
     ctx.catalog
