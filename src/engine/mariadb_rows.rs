@@ -320,7 +320,7 @@ impl DumpFilter {
                     self.literal_byte(&mut l, b, b & 0xC0 != 0x80);
                 }
                 Lit::Hex if b.is_ascii_hexdigit() => {
-                    let even = self.chunk.len() % 2 == 0;
+                    let even = self.chunk.len().is_multiple_of(2);
                     self.literal_byte(&mut l, b, even);
                 }
                 Lit::Hex => {
