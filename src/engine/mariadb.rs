@@ -9,7 +9,7 @@
 
 pub mod privileges;
 
-use super::mariadb_rows::RowCounter;
+use super::mariadb_rows::DumpFilter;
 use super::process::Tool;
 use super::{Dump, DumpFinish, Engine, EngineError, Staged};
 use crate::secret::SecretSource;
@@ -195,31 +195,70 @@ async fn count_tables(conn: &mut MySqlConnection) -> Result<BTreeMap<String, u64
     Ok(counts)
 }
 
-/// Passes the dump through unchanged while counting its rows.
-struct Counting<R> {
+/// Passes the dump through `DumpFilter`: rows counted, the dump rewritten as it goes.
+struct Filtering<R> {
     inner: R,
-    counter: Arc<Mutex<RowCounter>>,
+    filter: Arc<Mutex<DumpFilter>>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    at: usize,
+    eof: bool,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+impl<R> Filtering<R> {
+    fn new(inner: R, filter: Arc<Mutex<DumpFilter>>) -> Self {
+        Filtering {
+            inner,
+            filter,
+            input: vec![0; 64 << 10],
+            output: Vec::new(),
+            at: 0,
+            eof: false,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Filtering<R> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll {
-            let new = &buf.filled()[before..];
-            self.counter.lock().expect("counter lock").feed(new);
+        let this = self.get_mut();
+        loop {
+            if this.at < this.output.len() {
+                let n = buf.remaining().min(this.output.len() - this.at);
+                buf.put_slice(&this.output[this.at..this.at + n]);
+                this.at += n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut this.input);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    let mut filter = this.filter.lock().expect("filter lock");
+                    if n == 0 {
+                        filter.end();
+                        this.eof = true;
+                    } else {
+                        filter.feed(&this.input[..n]);
+                    }
+                    this.output = filter.take_output();
+                    this.at = 0;
+                }
+            }
         }
-        poll
     }
 }
 
 struct MariadbDumpFinish {
     tool: Tool,
-    counter: Arc<Mutex<RowCounter>>,
+    counter: Arc<Mutex<DumpFilter>>,
     _options: OptionFile,
 }
 
@@ -228,7 +267,10 @@ impl DumpFinish for MariadbDumpFinish {
     async fn finish(self: Box<Self>) -> Result<Option<BTreeMap<String, u64>>, EngineError> {
         let tenant = self.tool.tenant.clone();
         self.tool.wait().await?;
-        let counter = std::mem::take(&mut *self.counter.lock().expect("counter lock"));
+        let counter = std::mem::replace(
+            &mut *self.counter.lock().expect("counter lock"),
+            DumpFilter::new("", ""),
+        );
         counter
             .finish()
             .map(Some)
@@ -313,30 +355,39 @@ impl MariadbEngine {
         Ok(conn)
     }
 
+    /// The default character set and collation of database `db`, checked to be plain names.
+    async fn default_collation(
+        &self,
+        conn: &mut MySqlConnection,
+        db: &str,
+    ) -> Result<(String, String), EngineError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT CAST(default_character_set_name AS CHAR), CAST(default_collation_name AS CHAR) \
+             FROM information_schema.schemata WHERE schema_name = ?",
+        )
+        .bind(db)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.other(format!("reading the character set of {db}: {e}")))?;
+        let (charset, collation) =
+            row.ok_or_else(|| self.other(format!("database {db} is gone")))?;
+        let plain =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain(&charset) || !plain(&collation) {
+            return Err(self.other(format!(
+                "unexpected character set {charset:?} / collation {collation:?} of {db}"
+            )));
+        }
+        Ok((charset, collation))
+    }
+
     /// Creates the empty database `name` with the live database's character set and collation.
     async fn create_like_live(
         &self,
         conn: &mut MySqlConnection,
         name: &str,
     ) -> Result<(), EngineError> {
-        let live = self.database();
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT CAST(default_character_set_name AS CHAR), CAST(default_collation_name AS CHAR) \
-             FROM information_schema.schemata WHERE schema_name = ?",
-        )
-        .bind(&live)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| self.other(e.to_string()))?;
-        let (charset, collation) =
-            row.ok_or_else(|| self.other(format!("live database {live} is gone")))?;
-        let plain =
-            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !plain(&charset) || !plain(&collation) {
-            return Err(self.other(format!(
-                "unexpected character set {charset:?} / collation {collation:?} of {live}"
-            )));
-        }
+        let (charset, collation) = self.default_collation(conn, &self.database()).await?;
         // Both are checked above, the name by valid_database_name and quoted.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE {} CHARACTER SET {charset} COLLATE {collation}",
@@ -533,7 +584,14 @@ impl Engine for MariadbEngine {
             .fetch_one(&mut conn)
             .await
             .map_err(|e| self.other(format!("reading the server version: {e}")))?;
+        let (charset, collation) = self.default_collation(&mut conn, &database).await?;
         let _ = conn.close().await;
+        // mariadb-dump of one database leaves out its defaults: the restored database would get
+        // the server's, and routines created in it another "Database Collation".
+        let head = format!(
+            "-- Lifeboat: the database's default character set and collation.\n\
+             ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};\n"
+        );
 
         let options = self.option_file()?;
         let mut cmd = self.command("mariadb-dump", &options);
@@ -541,12 +599,12 @@ impl Engine for MariadbEngine {
         cmd.arg("--").arg(&database);
         let mut tool = Tool::spawn(&self.tenant, "mariadb-dump", cmd)?;
         let stdout = tool.child.stdout.take().expect("stdout is piped");
-        let counter = Arc::new(Mutex::new(RowCounter::default()));
+        let counter = Arc::new(Mutex::new(DumpFilter::new(&database, &head)));
         Ok(Dump {
-            reader: crate::pipeline::Source::Async(Box::new(Counting {
-                inner: stdout,
-                counter: counter.clone(),
-            })),
+            reader: crate::pipeline::Source::Async(Box::new(Filtering::new(
+                stdout,
+                counter.clone(),
+            ))),
             recovery_point,
             server_version: Some(format!("MariaDB/MySQL {version}")),
             // Known once the stream has been read: see MariadbDumpFinish.
@@ -598,8 +656,14 @@ impl Engine for MariadbEngine {
         let loaded = async {
             let options = self.option_file()?;
             let mut cmd = self.command("mariadb", &options);
-            cmd.args(["--batch", "--default-character-set=utf8mb4"])
-                .arg(format!("--database={target}"));
+            // The client's own limit only (the server's stays): the dump's statements fit the
+            // server's, and a long line must not stop the client first.
+            cmd.args([
+                "--batch",
+                "--default-character-set=utf8mb4",
+                "--max-allowed-packet=1G",
+            ])
+            .arg(format!("--database={target}"));
             // The option file must outlive the client.
             let fed = Tool::feed(&self.tenant, "mariadb", cmd, plaintext).await;
             drop(options);

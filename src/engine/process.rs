@@ -6,7 +6,60 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 /// Keeps at most this much of a tool's stderr (its end, where the cause usually is).
-const STDERR_LIMIT: usize = 16 << 10;
+const STDERR_LIMIT: usize = 4 << 10;
+/// Keeps at most this much of each stderr line: the `mariadb` client echoes a failed
+/// statement, which may be megabytes of row data, before its error line.
+const LINE_LIMIT: usize = 300;
+
+/// The end of a tool's stderr, bounded, each long line cut, and saying what was cut: this is
+/// what errors (and the catalog) hold.
+#[derive(Default)]
+struct StderrTail {
+    kept: Vec<u8>,
+    line: usize,
+    cut_in_line: u64,
+    dropped: u64,
+}
+
+impl StderrTail {
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            if b == b'\n' {
+                self.end_line();
+                self.kept.push(b);
+                self.line = 0;
+            } else if self.line < LINE_LIMIT {
+                self.kept.push(b);
+                self.line += 1;
+            } else {
+                self.cut_in_line += 1;
+            }
+        }
+        if self.kept.len() > STDERR_LIMIT {
+            let drop = self.kept.len() - STDERR_LIMIT;
+            self.kept.drain(..drop);
+            self.dropped += drop as u64;
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.cut_in_line > 0 {
+            let note = format!("… [{} more bytes of this line cut]", self.cut_in_line);
+            self.kept.extend_from_slice(note.as_bytes());
+            self.cut_in_line = 0;
+        }
+    }
+
+    fn text(mut self) -> String {
+        self.end_line();
+        let text = String::from_utf8_lossy(&self.kept).trim().to_string();
+        if self.dropped > 0 {
+            format!("[{} earlier bytes cut] …{text}", self.dropped)
+        } else {
+            text
+        }
+    }
+}
 
 pub struct Tool {
     pub tenant: String,
@@ -27,18 +80,15 @@ impl Tool {
         })?;
         let mut err = child.stderr.take().expect("stderr is piped");
         let stderr = tokio::spawn(async move {
-            let mut kept: Vec<u8> = Vec::new();
+            let mut kept = StderrTail::default();
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf).await {
                 if n == 0 {
                     break;
                 }
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > STDERR_LIMIT {
-                    kept.drain(..kept.len() - STDERR_LIMIT);
-                }
+                kept.feed(&buf[..n]);
             }
-            String::from_utf8_lossy(&kept).trim().to_string()
+            kept.text()
         });
         Ok(Tool {
             tenant: tenant.to_string(),
@@ -88,5 +138,36 @@ impl Tool {
                 stderr,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_is_bounded_and_says_what_was_cut() {
+        let mut tail = StderrTail::default();
+        tail.feed(b"--------------\nINSERT INTO `big` VALUES (1,0x");
+        for _ in 0..3000 {
+            tail.feed(&[b'A'; 4096]);
+        }
+        tail.feed(b")\n--------------\n\nERROR 2006 (HY000) at line 47: Server has gone away\n");
+        let text = tail.text();
+        assert!(text.len() < 1000, "{text}");
+        assert!(text.contains("more bytes of this line cut]"), "{text}");
+        assert!(text.ends_with("ERROR 2006 (HY000) at line 47: Server has gone away"));
+
+        let mut tail = StderrTail::default();
+        for i in 0..2000 {
+            tail.feed(format!("warning {i}\n").as_bytes());
+        }
+        let text = tail.text();
+        assert!(text.len() <= STDERR_LIMIT + 40, "{}", text.len());
+        assert!(
+            text.starts_with('[') && text.contains("earlier bytes cut]"),
+            "{text}"
+        );
+        assert!(text.ends_with("warning 1999"));
     }
 }
