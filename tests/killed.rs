@@ -526,14 +526,6 @@ fn copy_states(inst: &Install, backup: &str) -> Vec<String> {
     ))
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name_and_labels} not found in:\n{text}"))
-}
-
 /// A backup killed (SIGKILL) while copying to the secondary is completed in the primary, its
 /// primary copy stored but never verified, its secondary copy missing. `replicate` verifies the
 /// primary copy where it is and copies it (issue 17: it said "every completed backup is

@@ -17,14 +17,6 @@ fn two_tenants(inst: &Install, a: &Garage, b: &Garage) {
     );
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("metric {name_and_labels} not found in:\n{text}"))
-}
-
 #[test]
 fn secondary_outage_queues_copies_and_catches_up_oldest_first() {
     let (a, mut b) = (Garage::start(), Garage::start());

@@ -465,7 +465,7 @@ fn concurrent_changes_keep_a_tenant_summary_true_on_postgresql() {
         .unwrap();
     rt.block_on(async {
         let cat = Catalog::open_with(&url, None).await.unwrap();
-        cat.upsert_tenant("acme", "postgres", "paid", t0)
+        cat.upsert_tenant("acme", "postgres", "paid", None, t0)
             .await
             .unwrap();
         for round in 0..5 {

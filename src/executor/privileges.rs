@@ -337,6 +337,7 @@ mod tests {
                 _ => Connection::Mariadb { url, password: pw },
             },
             retention: RetentionOverride::default(),
+            discovered: None,
         }
     }
 

@@ -1441,3 +1441,12 @@ pub fn tampered(url: &str, in_signature: bool) -> String {
         format!("{}.{sig}", flip(payload, payload.len() - 5))
     }
 }
+
+/// The value of the first line of a `/metrics` text that starts with `name_and_labels`.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name_and_labels} not found in:\n{text}"))
+}
