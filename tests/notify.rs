@@ -984,3 +984,79 @@ fn a_slack_sink_gets_text_and_nothing_secret() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("SLACKTOKENPART"), "{log}");
 }
+
+/// A customer's request that finds the schedule's job of its tenant queued takes that job (the
+/// backup serves both, of the schedule's class): the customer still asked for it, so it still
+/// makes one `backup.ready`. The job is held in the queue by a full host (`per-host = 1` and
+/// another tenant's job leased elsewhere), so no worker of `serve` takes it first.
+#[test]
+fn a_request_served_by_the_queued_scheduled_job_is_still_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::new(dir.path());
+    receiver.start();
+    let (port, api_port) = (free_port(), free_port());
+    let inst = setup(
+        &receiver,
+        port,
+        false,
+        &format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nlink-secret-file = \"link.key\"\n"),
+    );
+    let config = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(
+        &inst.config,
+        config.replace("interval = \"1s\"\n", "interval = \"1s\"\nper-host = 1\n"),
+    )
+    .unwrap();
+    write_private(&inst.path("link.key"), &"k".repeat(40));
+    for t in ["shop", "other", "gone"] {
+        inst.run(&["backup", "--tenant", t]).ok();
+    }
+    let now = chrono::Utc::now().to_rfc3339();
+    inst.catalog_query(&format!(
+        "INSERT INTO jobs (id, tenant_id, tier, host, start_by, priority, state, attempts, worker, \
+         lease_until, created_at, origin) VALUES \
+         ('held', 'gone', 'paid', 'local', '{now}', 0, 'leased', 1, 'elsewhere', '2099-01-01T00:00:00+00:00', '{now}', 'scheduled'), \
+         ('waiting', 'shop', 'paid', 'local', '{now}', 0, 'queued', 0, NULL, NULL, '{now}', 'scheduled')"
+    ));
+    let serve = Serve::start(&inst.config, &[port, api_port], &[]);
+    let mut api = api::LoopbackApi {
+        inst,
+        serve: Some(serve),
+    };
+    let shop = api.token("shop portal", "customer", &["--tenant", "shop"]);
+    let (code, v) = api.post("/api/v1/me/backups", &shop, "{}");
+    assert_eq!(code, 202, "{v}");
+    let backup_id = v["backup_id"].as_str().unwrap().to_string();
+    let status_url = v["status_url"].as_str().unwrap().to_string();
+    let mut status = serde_json::Value::Null;
+    until("the requested backup", Duration::from_secs(120), || {
+        status = api.get(&status_url, Some(&shop), &[]).1;
+        status["status"] != "running"
+    });
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(
+        api.inst.catalog_query(&format!(
+            "SELECT j.state, b.origin FROM jobs j JOIN backups b ON b.id = j.backup_id \
+             WHERE j.id = 'waiting' AND b.id = '{backup_id}'"
+        )),
+        [["done", "scheduled"]],
+        "the request took the queued job"
+    );
+    until("the event to be settled", Duration::from_secs(60), || {
+        unsettled(&api.inst) == 0
+    });
+    let written = events(&api.inst);
+    assert_eq!(
+        written
+            .iter()
+            .map(|(_, k, t)| (k.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        [("backup.ready", "shop")],
+        "{written:?}"
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0, "bad signature: {got:?}");
+    assert_eq!(got[0].1["data"]["backup_id"], backup_id.as_str());
+    api.stop();
+}
