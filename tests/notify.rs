@@ -34,13 +34,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         ts = self.headers.get("webhook-timestamp", "0")
         signed = ("%s.%s." % (msg_id, ts)).encode() + body
         expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        given = self.headers.get("webhook-signature", "").split(" ")
+        signature = self.headers.get("webhook-signature")
+        given = (signature or "").split(" ")
         fresh = abs(time.time() - int(ts)) < 300
         ok = fresh and any(hmac.compare_digest(g, expected) for g in given)
         event = json.loads(body)
         with open(log, "a") as f:
-            f.write(json.dumps({"ok": ok, "id": msg_id, "event": event, "raw": body.decode()}) + "\n")
-        self.send_response(200 if ok else 401)
+            f.write(json.dumps({"ok": ok, "signed": signature is not None, "path": self.path,
+                                "id": msg_id, "event": event, "raw": body.decode()}) + "\n")
+        # "unsigned": a Slack-style receiver, which takes requests that carry no signature.
+        accept = ok or (mode == "unsigned" and signature is None)
+        self.send_response(200 if accept else 401)
         self.end_headers()
 
     def log_message(self, *args):
@@ -118,6 +122,18 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Every request it answered, as logged: `ok` (signature valid), `signed` (a signature
+    /// header at all), `path`, `event` (the body as JSON) and `raw` (the body).
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop();
@@ -128,7 +144,22 @@ impl Drop for Receiver {
 /// `broken` a free tenant whose database file is missing, so every backup of it fails; serve on
 /// `port`, one webhook sink to the receiver.
 fn setup(receiver: &Receiver, port: u16, broken: bool, sink_extra: &str) -> Install {
+    setup_on(receiver, port, broken, sink_extra, None)
+}
+
+/// `setup`, with the catalog at `catalog_url` (a PostgreSQL database) when given.
+fn setup_on(
+    receiver: &Receiver,
+    port: u16,
+    broken: bool,
+    sink_extra: &str,
+    catalog_url: Option<&str>,
+) -> Install {
     let inst = Install::new();
+    let head = match catalog_url {
+        Some(url) => inst.head().replace("sqlite://catalog.db", url),
+        None => inst.head(),
+    };
     inst.quiet_schedules();
     make_sqlite_tenant(&inst.path("shop.db"), "shop-marker");
     make_sqlite_tenant(&inst.path("gone.db"), "gone-marker");
@@ -141,7 +172,7 @@ fn setup(receiver: &Receiver, port: u16, broken: bool, sink_extra: &str) -> Inst
          [[tenants]]\nid = \"other\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"other.db\"\n\n\
          {}\
          [[notify]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{}/hooks/lifeboat\"\nsecret-file = \"notify.secret\"\n{sink_extra}\n",
-        inst.head(),
+        head,
         if broken {
             "[[tenants]]\nid = \"broken\"\nengine = \"sqlite\"\ntier = \"free\"\npath = \"missing/broken.db\"\n\n"
         } else {
@@ -701,4 +732,331 @@ fn fleet_and_condition_events_are_delivered_once() {
     }
     let (code, log) = serve.stop();
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// A customer asks for a backup through the API: once it is complete, the receiver gets one
+/// signed `backup.ready` for that tenant naming the backup, and neither the link (its id, URL or
+/// token), the passphrase it is sealed with nor the customer's API token is in the payload.
+#[test]
+fn a_requested_backup_ready_is_delivered_once_without_its_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::new(dir.path());
+    receiver.start();
+    let (port, api_port) = (free_port(), free_port());
+    let inst = setup(
+        &receiver,
+        port,
+        false,
+        &format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nlink-secret-file = \"link.key\"\n"),
+    );
+    write_private(&inst.path("link.key"), &"k".repeat(40));
+    // Backed up once, so no tenant is due and the scheduler runs no backup of its own.
+    for t in ["shop", "other", "gone"] {
+        inst.run(&["backup", "--tenant", t]).ok();
+    }
+    let serve = Serve::start(&inst.config, &[port, api_port], &[]);
+    let mut api = api::LoopbackApi {
+        inst,
+        serve: Some(serve),
+    };
+    let shop = api.token("shop portal", "customer", &["--tenant", "shop"]);
+    const PASSPHRASE: &str = "a passphrase the notify test chose";
+    let (code, v) = api.post(
+        "/api/v1/me/backups",
+        &shop,
+        &format!("{{\"passphrase\": \"{PASSPHRASE}\"}}"),
+    );
+    assert_eq!(code, 202, "{v}");
+    let backup_id = v["backup_id"].as_str().unwrap().to_string();
+    let status_url = v["status_url"].as_str().unwrap().to_string();
+    let mut status = serde_json::Value::Null;
+    until("the requested backup", Duration::from_secs(120), || {
+        status = api.get(&status_url, Some(&shop), &[]).1;
+        status["status"] != "running"
+    });
+    assert_eq!(status["status"], "completed", "{status}");
+    let link = &status["link"];
+    let (link_id, link_url) = (
+        link["link_id"].as_str().unwrap(),
+        link["url"].as_str().unwrap(),
+    );
+    until("the event to be settled", Duration::from_secs(60), || {
+        unsettled(&api.inst) == 0
+    });
+    let written = events(&api.inst);
+    assert_eq!(
+        written
+            .iter()
+            .map(|(_, k, t)| (k.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        [("backup.ready", "shop")],
+        "{written:?}"
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (ok, event, raw) = &got[0];
+    assert!(ok, "bad signature: {raw}");
+    assert_eq!(event["id"], written[0].0.as_str());
+    assert_eq!(event["type"], "backup.ready");
+    assert_eq!(event["tenant"], "shop");
+    assert_eq!(event["tier"], "paid");
+    assert_eq!(event["data"]["backup_id"], backup_id.as_str());
+    let token = link_url.trim_start_matches("/dl/");
+    for secret in [
+        link_id,
+        link_url,
+        token,
+        PASSPHRASE,
+        shop.as_str(),
+        SECRET,
+        "k".repeat(40).as_str(),
+        "shop-marker",
+    ] {
+        assert!(!raw.contains(secret), "{secret} in {raw}");
+    }
+    assert!(
+        !raw.contains("/dl/") && !raw.contains("link"),
+        "a link in {raw}"
+    );
+    api.stop();
+}
+
+/// On a PostgreSQL catalog: the restore's event is written to the outbox there, `serve`
+/// delivers it once, signed, and `notify list` shows it delivered. A second restore's event is
+/// delivered after it, and the first is not sent again.
+#[test]
+fn a_postgresql_catalog_delivers_once() {
+    let pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE lifeboat");
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::new(dir.path());
+    receiver.start();
+    let port = free_port();
+    let inst = setup_on(&receiver, port, false, "", Some(&pg.url("lifeboat")));
+    assert!(
+        std::fs::read_to_string(&inst.config)
+            .unwrap()
+            .contains("postgres://")
+    );
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+    inst.restore("shop", &[], inst.path("side-1.db")).ok();
+    let written = pg.psql(
+        "lifeboat",
+        "SELECT string_agg(kind || ' ' || tenant_id, ',' ORDER BY seq) FROM notify_events",
+    );
+    assert_eq!(written, "restore.finished shop");
+    assert!(!inst.path("catalog.db").exists());
+
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    let settled = |n: usize| {
+        pg.psql(
+            "lifeboat",
+            "SELECT count(*) FROM notify_events WHERE settled_at IS NOT NULL",
+        ) == n.to_string()
+    };
+    until("the event to be settled", Duration::from_secs(60), || {
+        settled(1)
+    });
+    let list = inst.run(&["notify", "list"]).ok().stdout;
+    assert!(list.contains("restore.finished"), "{list}");
+    assert_eq!(
+        list.matches("ops: delivered after 1 attempt(s)").count(),
+        1,
+        "{list}"
+    );
+    inst.restore("shop", &[], inst.path("side-2.db")).ok();
+    until(
+        "the second event to be settled",
+        Duration::from_secs(60),
+        || settled(2),
+    );
+    let got = receiver.received();
+    assert!(got.iter().all(|(ok, _, _)| *ok), "bad signature: {got:?}");
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|(_, e, _)| e["id"].as_str().unwrap())
+        .collect();
+    let want = pg.psql(
+        "lifeboat",
+        "SELECT string_agg(id, ',' ORDER BY seq) FROM notify_events",
+    );
+    assert_eq!(ids.join(","), want, "each once, in order: {got:?}");
+    for (_, e, raw) in &got {
+        assert_eq!(e["type"], "restore.finished");
+        assert_eq!(e["tenant"], "shop");
+        assert_eq!(e["data"]["ticket"], "TEST-1");
+        assert!(
+            !raw.contains("shop-marker") && !raw.contains(SECRET),
+            "{raw}"
+        );
+    }
+    let list = inst.run(&["notify", "list"]).ok().stdout;
+    assert_eq!(
+        list.matches("ops: delivered after 1 attempt(s)").count(),
+        2,
+        "{list}"
+    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// A Slack sink (its URL, a credential, read from a file; no signing key) gets `{"text": …}`
+/// for an event: one line naming what happened and the tenant, then its fields; no signature
+/// header, and nothing secret: not the URL's token, the webhook sink's key, the master key or
+/// tenant data. The webhook sink beside it gets the same event as JSON, signed.
+#[test]
+fn a_slack_sink_gets_text_and_nothing_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::new(dir.path());
+    receiver.set_mode("unsigned");
+    receiver.start();
+    let port = free_port();
+    let inst = setup(
+        &receiver,
+        port,
+        false,
+        "\n[[notify]]\nname = \"chat\"\nformat = \"slack\"\nurl-file = \"slack.url\"\n\
+         events = [\"restore.finished\"]\n",
+    );
+    write_private(
+        &inst.path("slack.url"),
+        &format!(
+            "http://127.0.0.1:{}/services/T0/B0/SLACKTOKENPART",
+            receiver.port
+        ),
+    );
+    inst.run(&["backup", "--tenant", "shop"]).ok();
+    inst.restore("shop", &[], inst.path("side.db")).ok();
+    let serve = Serve::start(&inst.config, &[port], &[]);
+    until("the event to be settled", Duration::from_secs(60), || {
+        unsettled(&inst) == 0
+    });
+    let got = receiver.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let slack: Vec<&serde_json::Value> = got
+        .iter()
+        .filter(|r| r["path"] == "/services/T0/B0/SLACKTOKENPART")
+        .collect();
+    assert_eq!(slack.len(), 1, "{got:?}");
+    let body = &slack[0]["event"];
+    assert_eq!(slack[0]["signed"], false, "{got:?}");
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["text"], "{body}");
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Lifeboat: Restore finished — tenant `shop` (tier paid)\n"),
+        "{text}"
+    );
+    assert!(text.contains("ticket: TEST-1"), "{text}");
+    let restore_id = inst.column("SELECT id FROM restores");
+    assert!(text.contains(&restore_id[0]), "{text}");
+    let webhook: Vec<&serde_json::Value> = got
+        .iter()
+        .filter(|r| r["path"] == "/hooks/lifeboat")
+        .collect();
+    assert_eq!(webhook.len(), 1, "{got:?}");
+    assert_eq!(webhook[0]["ok"], true, "{got:?}");
+    assert_eq!(
+        webhook[0]["id"], slack[0]["id"],
+        "one event, one id: {got:?}"
+    );
+    let master = std::fs::read_to_string(&inst.master_key).unwrap();
+    let master_secret = master
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    let raw = slack[0]["raw"].as_str().unwrap();
+    for secret in [
+        "SLACKTOKENPART",
+        SECRET,
+        master_secret,
+        "shop-marker",
+        "u1@example.com",
+    ] {
+        assert!(!raw.contains(secret), "{secret} in {raw}");
+    }
+    let list = inst.run(&["notify", "list"]).ok().stdout;
+    assert!(
+        list.contains("chat: delivered") && list.contains("ops: delivered"),
+        "{list}"
+    );
+    let (code, log) = serve.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("SLACKTOKENPART"), "{log}");
+}
+
+/// A customer's request that finds the schedule's job of its tenant queued takes that job (the
+/// backup serves both, of the schedule's class): the customer still asked for it, so it still
+/// makes one `backup.ready`. The job is held in the queue by a full host (`per-host = 1` and
+/// another tenant's job leased elsewhere), so no worker of `serve` takes it first.
+#[test]
+fn a_request_served_by_the_queued_scheduled_job_is_still_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::new(dir.path());
+    receiver.start();
+    let (port, api_port) = (free_port(), free_port());
+    let inst = setup(
+        &receiver,
+        port,
+        false,
+        &format!("\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nlink-secret-file = \"link.key\"\n"),
+    );
+    let config = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(
+        &inst.config,
+        config.replace("interval = \"1s\"\n", "interval = \"1s\"\nper-host = 1\n"),
+    )
+    .unwrap();
+    write_private(&inst.path("link.key"), &"k".repeat(40));
+    for t in ["shop", "other", "gone"] {
+        inst.run(&["backup", "--tenant", t]).ok();
+    }
+    let now = chrono::Utc::now().to_rfc3339();
+    inst.catalog_query(&format!(
+        "INSERT INTO jobs (id, tenant_id, tier, host, start_by, priority, state, attempts, worker, \
+         lease_until, created_at, origin) VALUES \
+         ('held', 'gone', 'paid', 'local', '{now}', 0, 'leased', 1, 'elsewhere', '2099-01-01T00:00:00+00:00', '{now}', 'scheduled'), \
+         ('waiting', 'shop', 'paid', 'local', '{now}', 0, 'queued', 0, NULL, NULL, '{now}', 'scheduled')"
+    ));
+    let serve = Serve::start(&inst.config, &[port, api_port], &[]);
+    let mut api = api::LoopbackApi {
+        inst,
+        serve: Some(serve),
+    };
+    let shop = api.token("shop portal", "customer", &["--tenant", "shop"]);
+    let (code, v) = api.post("/api/v1/me/backups", &shop, "{}");
+    assert_eq!(code, 202, "{v}");
+    let backup_id = v["backup_id"].as_str().unwrap().to_string();
+    let status_url = v["status_url"].as_str().unwrap().to_string();
+    let mut status = serde_json::Value::Null;
+    until("the requested backup", Duration::from_secs(120), || {
+        status = api.get(&status_url, Some(&shop), &[]).1;
+        status["status"] != "running"
+    });
+    assert_eq!(status["status"], "completed", "{status}");
+    assert_eq!(
+        api.inst.catalog_query(&format!(
+            "SELECT j.state, b.origin FROM jobs j JOIN backups b ON b.id = j.backup_id \
+             WHERE j.id = 'waiting' AND b.id = '{backup_id}'"
+        )),
+        [["done", "scheduled"]],
+        "the request took the queued job"
+    );
+    until("the event to be settled", Duration::from_secs(60), || {
+        unsettled(&api.inst) == 0
+    });
+    let written = events(&api.inst);
+    assert_eq!(
+        written
+            .iter()
+            .map(|(_, k, t)| (k.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        [("backup.ready", "shop")],
+        "{written:?}"
+    );
+    let got = receiver.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0, "bad signature: {got:?}");
+    assert_eq!(got[0].1["data"]["backup_id"], backup_id.as_str());
+    api.stop();
 }

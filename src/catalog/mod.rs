@@ -605,13 +605,18 @@ impl Catalog {
             if r.rows_affected() != 1 {
                 return Err(not_running());
             }
-            // A backup a customer asked for is ready: the event names it, never its link.
-            let (origin, tier): (String, String) =
-                sqlx::query_as("SELECT origin, tier FROM backups WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if origin == Origin::Requested.as_str() {
+            // A backup a customer asked for is ready: the event names it, never its link. Asked
+            // for: of origin `requested`, or a request that took the schedule's queued job (of
+            // origin `scheduled`), which its requested-backup link names.
+            let (origin, tier, linked): (String, String, bool) = sqlx::query_as(
+                "SELECT origin, tier, EXISTS (SELECT 1 FROM download_links l \
+                 WHERE l.backup_id = b.id AND l.origin = 'requested-backup') \
+                 FROM backups b WHERE b.id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if origin == Origin::Requested.as_str() || linked {
                 let event = NewEvent::new(
                     crate::domain::notify::EventKind::BackupReady,
                     Some(tenant.as_str()),
