@@ -196,6 +196,26 @@ fn events(inst: &Install) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Waits until every event of the outbox is settled (delivered, or given up at its deadline).
+fn all_settled(inst: &Install, what: &str, limit: Duration) {
+    until(what, limit, || unsettled(inst) == 0);
+}
+
+/// The outbox's events once all are settled, which must be exactly `expected` (kind, tenant).
+fn settled_events(inst: &Install, expected: &[(&str, &str)]) -> Vec<(String, String, String)> {
+    all_settled(inst, "the event to be settled", Duration::from_secs(60));
+    let written = events(inst);
+    assert_eq!(
+        written
+            .iter()
+            .map(|(_, k, t)| (k.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        expected,
+        "{written:?}"
+    );
+    written
+}
+
 fn metric(port: u16, line_start: &str) -> Option<f64> {
     let text = http_get(port, "/metrics");
     text.lines()
@@ -270,9 +290,7 @@ fn each_event_is_delivered_once_signed_and_without_secrets() {
     assert_eq!(unsettled(&inst), 4);
 
     let serve = Serve::start(&inst.config, &[port], &[]);
-    until("every event to be settled", Duration::from_secs(60), || {
-        unsettled(&inst) == 0
-    });
+    all_settled(&inst, "every event to be settled", Duration::from_secs(60));
     let got = receiver.received();
     assert!(got.iter().all(|(ok, _, _)| *ok), "bad signature: {got:?}");
     let ids: Vec<&str> = got
@@ -419,11 +437,7 @@ fn delivery_survives_a_receiver_down_and_a_killed_daemon() {
             >= 2.0
     );
     receiver.start();
-    until(
-        "every event to be settled",
-        Duration::from_secs(120),
-        || unsettled(&inst) == 0,
-    );
+    all_settled(&inst, "every event to be settled", Duration::from_secs(120));
     for t in ["shop", "other"] {
         assert_eq!(arrived(&receiver, t), written_for(&inst, t), "order of {t}");
     }
@@ -442,11 +456,7 @@ fn delivery_survives_a_receiver_down_and_a_killed_daemon() {
     assert_eq!(unsettled(&inst), 4);
     receiver.start();
     let serve = Serve::start(&inst.config, &[port], &[]);
-    until(
-        "every event to be settled",
-        Duration::from_secs(120),
-        || unsettled(&inst) == 0,
-    );
+    all_settled(&inst, "every event to be settled", Duration::from_secs(120));
     let all: Vec<String> = receiver
         .received()
         .into_iter()
@@ -693,9 +703,7 @@ fn fleet_and_condition_events_are_delivered_once() {
     until("region.back", Duration::from_secs(60), || {
         has(&receiver, "region.back")
     });
-    until("every event to be settled", Duration::from_secs(60), || {
-        unsettled(&inst) == 0
-    });
+    all_settled(&inst, "every event to be settled", Duration::from_secs(60));
     let got = receiver.received();
     let mut seen: Vec<String> = types(&receiver);
     seen.sort();
@@ -780,18 +788,7 @@ fn a_requested_backup_ready_is_delivered_once_without_its_link() {
         link["link_id"].as_str().unwrap(),
         link["url"].as_str().unwrap(),
     );
-    until("the event to be settled", Duration::from_secs(60), || {
-        unsettled(&api.inst) == 0
-    });
-    let written = events(&api.inst);
-    assert_eq!(
-        written
-            .iter()
-            .map(|(_, k, t)| (k.as_str(), t.as_str()))
-            .collect::<Vec<_>>(),
-        [("backup.ready", "shop")],
-        "{written:?}"
-    );
+    let written = settled_events(&api.inst, &[("backup.ready", "shop")]);
     let got = receiver.received();
     assert_eq!(got.len(), 1, "{got:?}");
     let (ok, event, raw) = &got[0];
@@ -928,9 +925,7 @@ fn a_slack_sink_gets_text_and_nothing_secret() {
     inst.run(&["backup", "--tenant", "shop"]).ok();
     inst.restore("shop", &[], inst.path("side.db")).ok();
     let serve = Serve::start(&inst.config, &[port], &[]);
-    until("the event to be settled", Duration::from_secs(60), || {
-        unsettled(&inst) == 0
-    });
+    all_settled(&inst, "the event to be settled", Duration::from_secs(60));
     let got = receiver.requests();
     assert_eq!(got.len(), 2, "{got:?}");
     let slack: Vec<&serde_json::Value> = got
@@ -1042,18 +1037,7 @@ fn a_request_served_by_the_queued_scheduled_job_is_still_ready() {
         [["done", "scheduled"]],
         "the request took the queued job"
     );
-    until("the event to be settled", Duration::from_secs(60), || {
-        unsettled(&api.inst) == 0
-    });
-    let written = events(&api.inst);
-    assert_eq!(
-        written
-            .iter()
-            .map(|(_, k, t)| (k.as_str(), t.as_str()))
-            .collect::<Vec<_>>(),
-        [("backup.ready", "shop")],
-        "{written:?}"
-    );
+    settled_events(&api.inst, &[("backup.ready", "shop")]);
     let got = receiver.received();
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].0, "bad signature: {got:?}");

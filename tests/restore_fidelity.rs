@@ -132,20 +132,7 @@ fn postgres_row_level_security_restores_with_owner_and_over_live() {
         "DELETE FROM secrets WHERE id <= 20; REFRESH MATERIALIZED VIEW secret_summary",
     );
     assert_ne!(pg_state(&pg, "shop"), source);
-    lifeboat(
-        &inst.config,
-        &[
-            "restore",
-            "--tenant",
-            "shop",
-            "--over-live",
-            "--backup",
-            &backup,
-            "--reason",
-            "TEST-2",
-        ],
-    )
-    .ok();
+    restore_over_live(&inst.config, &backup);
     assert_eq!(pg_state(&pg, "shop"), source);
     assert_eq!(pg_owners(&pg, "shop"), "app / app");
 }
@@ -285,20 +272,25 @@ fn sqlite_file_settings_survive_restores_on_the_side_and_over_live() {
         &db,
         "DELETE FROM items WHERE id <= 100; PRAGMA user_version = 43;",
     );
+    restore_over_live(&inst.config, &backup);
+    assert_eq!(sqlite_settings(&db), source, "over live");
+    sqlite_equal(&db, &side);
+}
+
+/// `restore --over-live` of tenant `shop` from `backup`, which must succeed.
+fn restore_over_live(config: &std::path::Path, backup: &str) {
     lifeboat(
-        &inst.config,
+        config,
         &[
             "restore",
             "--tenant",
             "shop",
             "--over-live",
             "--backup",
-            &backup,
+            backup,
             "--reason",
             "TEST-2",
         ],
     )
     .ok();
-    assert_eq!(sqlite_settings(&db), source, "over live");
-    sqlite_equal(&db, &side);
 }
