@@ -26,7 +26,6 @@ mod tenant;
 mod token;
 
 use common::*;
-pub use retention::{DRY_RUN, print_retention_plan};
 
 #[derive(Parser)]
 #[command(
