@@ -1,6 +1,12 @@
 //! The audit trail: `audit verify`, `audit anchor`, `audit list`.
 
-use super::*;
+use super::AuditListArgs;
+use super::common::{load, no_audit_key_warning, open_catalog};
+use crate::executor::{self, Context};
+use crate::tenant::TenantId;
+use anyhow::{Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `audit verify`.
 pub(super) async fn verify(file: &Path, expect_head: Option<String>) -> Result<ExitCode> {

@@ -1,6 +1,14 @@
 //! Backups and their copies: `backup`, `backups`, `replicate`, `verify`.
 
-use super::*;
+use super::common::{
+    STOPPED, load, prepare_scratch, print_catch_up, print_record_catch_up, print_sweep,
+    watch_signals,
+};
+use crate::executor::{self, Context};
+use crate::tenant::TenantId;
+use anyhow::{Context as _, Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `backup`.
 pub(super) async fn backup(file: &Path, tenant: Option<String>, all: bool) -> Result<ExitCode> {

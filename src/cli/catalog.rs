@@ -1,6 +1,11 @@
 //! The catalog: `catalog rebuild`, `metrics`.
 
-use super::*;
+use super::common::load;
+use crate::executor::{self, Context};
+use anyhow::{Result, bail};
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// `catalog rebuild`.
 pub(super) async fn rebuild(file: &Path, from: String, force: bool) -> Result<ExitCode> {

@@ -1,7 +1,10 @@
 //! What several command groups share: loading the config, opening the catalog alone, signals,
 //! the scratch directory, and printing catch-up passes.
 
-use super::*;
+use crate::config::Config;
+use crate::executor;
+use anyhow::Result;
+use std::path::Path;
 
 pub(super) fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)

@@ -1,6 +1,10 @@
 //! Configuration: `config check`.
 
-use super::*;
+use super::common::{load, no_audit_key_warning};
+use crate::executor;
+use anyhow::Result;
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `config check`.
 pub(super) async fn check(file: &Path, connect: bool) -> Result<ExitCode> {

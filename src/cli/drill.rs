@@ -1,6 +1,11 @@
 //! Restore drills: `drill run`, `drill report`.
 
-use super::*;
+use super::common::{load, prepare_scratch, watch_signals};
+use crate::executor::{self, Context};
+use anyhow::{Context as _, Result};
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// `drill run`.
 pub(super) async fn run(file: &Path, plan: PathBuf, out: Option<PathBuf>) -> Result<ExitCode> {

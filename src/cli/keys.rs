@@ -1,6 +1,11 @@
 //! The master key: `keys init`, `keys rotate-master`.
 
-use super::*;
+use super::common::load;
+use crate::executor::{self, Context};
+use anyhow::Result;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// `keys init`.
 pub(super) async fn init(out: PathBuf) -> Result<ExitCode> {

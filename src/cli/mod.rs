@@ -1,14 +1,9 @@
 //! The command line: parses arguments, calls executors, prints results. `anyhow` lives here only.
 
-use crate::config::Config;
-use crate::domain::objectives::fmt_duration;
-use crate::executor::{self, Context};
-use crate::storage::BackupId;
 use crate::tenant::TenantId;
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod audit;
@@ -25,7 +20,7 @@ mod serve;
 mod tenant;
 mod token;
 
-use common::*;
+use common::prepare_scratch;
 
 #[derive(Parser)]
 #[command(

@@ -1,6 +1,10 @@
 //! Notifications: `notify list`, `notify test`.
 
-use super::*;
+use super::common::load;
+use crate::executor::{self, Context};
+use anyhow::Result;
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `notify list`.
 pub(super) async fn list(file: &Path, limit: u32) -> Result<ExitCode> {

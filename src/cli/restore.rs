@@ -1,6 +1,15 @@
 //! Restores: `restore` (on the side, over live), `restore finalize|rollback`, `restores`.
 
-use super::*;
+use super::common::{load, prepare_scratch, watch_signals};
+use super::{RestoreArgs, RestoreCommand};
+use crate::domain::objectives::fmt_duration;
+use crate::executor::{self, Context};
+use crate::storage::BackupId;
+use crate::tenant::TenantId;
+use anyhow::{Context as _, Result};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `restore --to-side|--over-live`.
 pub(super) async fn restore(file: &Path, args: RestoreArgs) -> Result<ExitCode> {

@@ -1,7 +1,11 @@
 //! Retention: `retention plan`, `retention apply`.
 
-use super::*;
+use super::common::load;
+use crate::executor::{self, Context};
 use crate::retention_report::{DRY_RUN, print_plan};
+use anyhow::Result;
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `retention apply`.
 pub(super) async fn apply(file: &Path, confirm: bool) -> Result<ExitCode> {

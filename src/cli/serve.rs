@@ -1,6 +1,11 @@
 //! The daemon: `serve`, its probe `health`, and the planner's dry run `plan`.
 
-use super::*;
+use super::common::{load, no_audit_key_warning, prepare_scratch};
+use crate::domain::objectives::fmt_duration;
+use crate::executor::{self, Context};
+use anyhow::{Context as _, Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `serve`.
 pub(super) async fn serve(file: &Path) -> Result<ExitCode> {

@@ -1,6 +1,12 @@
 //! Tenant lifecycle: `tenant terminate|reinstate|hold|unhold|erase`.
 
-use super::*;
+use super::TenantCommand;
+use super::common::load;
+use crate::executor::{self, Context};
+use crate::tenant::TenantId;
+use anyhow::{Context as _, Result};
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `tenant …`.
 pub(super) async fn run(file: &Path, command: TenantCommand) -> Result<ExitCode> {

@@ -1,6 +1,10 @@
 //! API tokens: `token create|list|revoke`.
 
-use super::*;
+use super::TokenCommand;
+use super::common::{load, open_catalog};
+use anyhow::{Context as _, Result, bail};
+use std::path::Path;
+use std::process::ExitCode;
 
 /// `lifeboat token …`: opens the catalog only (no region, no master key).
 pub(super) async fn run(config: &Path, command: TokenCommand) -> Result<ExitCode> {
