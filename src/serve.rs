@@ -10,7 +10,6 @@
 //! fails at once (an exclusive lock on `CATALOG.lock`). With `[api]`, the staff and customer API
 //! (`crate::api`) runs on a listener of its own and stops with the rest.
 
-use crate::catalog::NewJob;
 use crate::config::TenantConfig;
 use crate::executor::{self, Context, Error, runner};
 use axum::extract::State;
@@ -733,20 +732,7 @@ async fn plan_pass(
     }
     let tenants: Vec<TenantConfig> = fleet.values().cloned().collect();
     let due = executor::plan::plan(ctx, &tenants, now).await?;
-    let new: Vec<NewJob> = due
-        .iter()
-        .filter_map(|d| {
-            let t = fleet.get(&d.tenant)?;
-            Some(NewJob {
-                tenant: d.tenant.clone(),
-                tier: d.tier.clone(),
-                host: runner::host_of(t),
-                start_by: now + chrono::Duration::seconds(d.slack_secs),
-                priority: i64::from(d.priority),
-            })
-        })
-        .collect();
-    let enqueued = ctx.catalog.enqueue(&new, now, chrono::Utc::now()).await?;
+    let enqueued = runner::enqueue(ctx, &due, fleet, now).await?;
     if enqueued > 0 {
         tracing::info!(enqueued, due = due.len(), "planned");
     }

@@ -8,7 +8,10 @@ use super::backup::BackupReport;
 use super::{Context, Error, Stop};
 use crate::catalog::{CatalogError, ClaimedJob, JobOutcome, NewJob};
 use crate::config::{Connection, TenantConfig};
+use crate::domain::schedule::DueJob;
 use crate::storage::BackupId;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The database server a tenant's backup loads, for per-host limits.
@@ -35,6 +38,30 @@ pub fn worker_id() -> String {
 /// A job's lease (`scheduler.lease`, which the config bounds to an hour).
 fn lease(ctx: &Context) -> chrono::Duration {
     chrono::Duration::from_std(ctx.config.scheduler.lease).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Queues a backup job for each of `due` whose tenant is in `fleet` (by id), to be started
+/// within its slack from `now`, in its priority. Returns how many the queue took.
+pub async fn enqueue(
+    ctx: &Context,
+    due: &[DueJob],
+    fleet: &HashMap<String, TenantConfig>,
+    now: DateTime<Utc>,
+) -> Result<usize, Error> {
+    let new: Vec<NewJob> = due
+        .iter()
+        .filter_map(|d| {
+            let t = fleet.get(&d.tenant)?;
+            Some(NewJob {
+                tenant: d.tenant.clone(),
+                tier: d.tier.clone(),
+                host: host_of(t),
+                start_by: now + chrono::Duration::seconds(d.slack_secs),
+                priority: i64::from(d.priority),
+            })
+        })
+        .collect();
+    Ok(ctx.catalog.enqueue(&new, now, Utc::now()).await?)
 }
 
 /// Claims the next job `worker` may run now (oldest due first, within `scheduler.per-host`),
