@@ -4,7 +4,6 @@
 //! Every response goes through `request_context`, which gives it an `x-request-id`, writes the
 //! JSON error body `{"error": {"code", "message", "request_id"}}` and logs the detail.
 
-use super::params::ParamError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -127,6 +126,13 @@ impl ApiError {
         self.retry_after = Some(secs);
         self
     }
+}
+
+/// A refused value: a stable code for programs, a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl From<ParamError> for ApiError {

@@ -28,7 +28,7 @@ pub mod server;
 pub mod staff;
 pub mod tls;
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, ApiRole};
 use crate::executor::{Context, Error};
 use crate::secret::Secret;
 use axum::Router;
@@ -124,7 +124,22 @@ impl ApiState {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(work);
     }
+
+    /// Runs a restore in the background (shutdown waits for it); its record and audit entries
+    /// say how it went. Used by the staff endpoint and by an approval.
+    pub fn spawn_restore(&self, request: crate::executor::restore::RestoreRequest) {
+        let ctx = self.ctx.clone();
+        self.spawn(async move {
+            let progress = Arc::new(crate::executor::restore::Progress::default());
+            if let Err(e) = crate::executor::restore::restore(&ctx, &request, &progress).await {
+                tracing::warn!(tenant = %request.tenant, error = %e, "api: restore failed");
+            }
+        });
+    }
 }
+
+/// Who reads tenants, backups and restores (and the approvals of restores over live).
+pub const READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support, ApiRole::Auditor];
 
 type Routes = Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)>;
 

@@ -1,11 +1,11 @@
 //! Staff endpoints: tenants and their backups (admin, support, auditor), the audit log (admin,
 //! auditor), tokens (admin only). Reads only, except tokens; every token change is audited.
 
-use super::ApiState;
 use super::auth::{self, Caller, Changer, NewToken, TokenError};
 use super::error::{ApiError, json};
 use super::links::secs;
 use super::params::{self, LIMIT_MAX};
+use super::{ApiState, READERS};
 use crate::catalog::{AuditFilter, TokenRow};
 use crate::config::ApiRole;
 use axum::body::Body;
@@ -15,7 +15,6 @@ use axum::response::Response;
 use chrono::Utc;
 use std::sync::Arc;
 
-pub const READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support, ApiRole::Auditor];
 const AUDIT_READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Auditor];
 const TOKEN_ADMINS: &[ApiRole] = &[ApiRole::Admin];
 
@@ -431,7 +430,7 @@ pub async fn restore(
         actor: caller.as_actor(),
         id: None,
     };
-    spawn_restore(&state, request);
+    state.spawn_restore(request);
     Ok(json(
         StatusCode::ACCEPTED,
         serde_json::json!({
@@ -440,18 +439,6 @@ pub async fn restore(
             "status_url": format!("/api/v1/tenants/{tenant}/restores"),
         }),
     ))
-}
-
-/// Runs a restore in the background (shutdown waits for it); its record and audit entries say
-/// how it went.
-pub fn spawn_restore(state: &ApiState, request: crate::executor::restore::RestoreRequest) {
-    let ctx = state.ctx.clone();
-    state.spawn(async move {
-        let progress = Arc::new(crate::executor::restore::Progress::default());
-        if let Err(e) = crate::executor::restore::restore(&ctx, &request, &progress).await {
-            tracing::warn!(tenant = %request.tenant, error = %e, "api: restore failed");
-        }
-    });
 }
 
 #[derive(serde::Deserialize)]

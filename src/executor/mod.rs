@@ -17,6 +17,7 @@ pub mod records;
 pub mod replicate;
 pub mod restore;
 pub mod retention;
+pub mod runner;
 pub mod sweep;
 pub mod verify;
 
