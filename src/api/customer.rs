@@ -298,7 +298,7 @@ pub async fn request_backup(
     }
     let listed = crate::executor::fleet::listed(&state.ctx, &tenant)
         .await
-        .map_err(|e| ApiError::internal(format!("discovery: {e}")))?;
+        .map_err(ApiError::from)?;
     let Some(config) = listed else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

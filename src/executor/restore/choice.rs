@@ -21,9 +21,9 @@ async fn choose_backup(
             .backup(id.as_str())
             .await?
             .filter(|b| b.tenant_id == tenant)
-            .ok_or_else(|| Error::Invalid(format!("tenant {tenant} has no backup {id}")))?;
+            .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no backup {id}")))?;
         if b.status != "completed" {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "backup {id} is {}, not completed",
                 b.status
             )));
@@ -52,7 +52,7 @@ async fn choose_backup(
         }
     }
     let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Err(Error::Invalid(match req.before {
+    Err(Error::NotFound(match req.before {
         Some(before) => format!(
             "tenant {tenant} has no completed backup verified in region {} with a recovery point at or before {}{}",
             region.name,
@@ -78,7 +78,7 @@ async fn resolve(
     let postgres = tenant.engine == crate::config::EngineKind::Postgres;
     if let Some(ownership) = &req.ownership {
         if !postgres {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "--owner and --keep-owners apply to PostgreSQL tenants; {} is {}",
                 req.tenant,
                 tenant.engine.as_str()
@@ -87,7 +87,7 @@ async fn resolve(
         if let engine::Ownership::Role(role) = ownership
             && !engine::postgres::valid_database_name(role)
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "--owner {role:?}: expected an existing role name of a-z, 0-9 and '_'"
             )));
         }
@@ -188,7 +188,7 @@ async fn choose_readable<'c>(
                     .any(|c| c.region == region.name && c.state == "verified")
                 {
                     true => Ok(b),
-                    false => Err(Error::Invalid(format!(
+                    false => Err(Error::NotFound(format!(
                         "backup {} has no verified copy in region {}",
                         b.id, region.name
                     ))),
@@ -217,7 +217,7 @@ pub(super) async fn choose<'c>(
         }
         None => choose_readable(ctx, req).await?,
     };
-    let backup_id = BackupId::parse(&backup.id).map_err(Error::Invalid)?;
+    let backup_id = BackupId::parse(&backup.id).map_err(Error::Failed)?;
     Ok(Chosen {
         tenant,
         ownership,

@@ -35,7 +35,7 @@ pub(super) async fn restore_over_live(
     engine.check_swappable(&names.live).await?;
     for name in [&names.staging, &names.previous] {
         if engine.exists(name).await? {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "{name} exists already; a restore over live needs that name free"
             )));
         }
@@ -54,7 +54,7 @@ pub(super) async fn restore_over_live(
     if !inserted {
         let open = ctx.catalog.open_live_restore(req.tenant.as_str()).await?;
         return Err(open.map(|o| open_restore(&o)).unwrap_or_else(|| {
-            Error::Invalid(format!(
+            Error::Conflict(format!(
                 "another restore over live of tenant {} started meanwhile",
                 req.tenant
             ))
@@ -93,7 +93,7 @@ fn open_restore(open: &RestoreRow) -> Error {
         .swapped_at
         .unwrap_or(open.started_at)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Error::Invalid(match open.state.as_str() {
+    Error::Conflict(match open.state.as_str() {
         "swapped" => format!(
             "tenant {} has restore {} swapped in since {since}, its previous data kept as {}; finalize or roll it back first (`lifeboat restore finalize {}` or `lifeboat restore rollback {}`, with --reason)",
             open.tenant_id,
@@ -135,7 +135,7 @@ async fn swap_in_verified(
     let safety = crate::executor::backup::backup_tenant(ctx, tenant)
         .await
         .map_err(|e| {
-            Error::Invalid(format!(
+            Error::Failed(format!(
                 "the safety backup of the live data failed, nothing was changed: {e}"
             ))
         })?;
@@ -148,7 +148,7 @@ async fn swap_in_verified(
         match copied {
             Ok(()) => {}
             Err(e) if i == 0 => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Unavailable(format!(
                     "the safety backup {} could not be verified in the primary region {region}: {e}; nothing was changed",
                     safety.backup_id
                 )));
@@ -195,7 +195,7 @@ async fn swap_in_verified(
     progress.set_stage(Stage::Swapping);
     if let Err(e) = engine.swap_in(names).await {
         engine.remove_side(&names.staging).await;
-        return Err(Error::Invalid(format!(
+        return Err(Error::Failed(format!(
             "the swap failed and the live data is as it was: {e}"
         )));
     }
@@ -219,23 +219,22 @@ async fn swapped_restore(
         .catalog
         .restore_row(restore_id)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("no restore {restore_id} in the catalog")))?;
+        .ok_or_else(|| Error::NotFound(format!("no restore {restore_id} in the catalog")))?;
     if row.state == "running" {
         settle_interrupted(ctx, &row.tenant_id).await?;
-        row = ctx
-            .catalog
-            .restore_row(restore_id)
-            .await?
-            .ok_or_else(|| Error::Invalid(format!("no restore {restore_id} in the catalog")))?;
+        row =
+            ctx.catalog.restore_row(restore_id).await?.ok_or_else(|| {
+                Error::NotFound(format!("no restore {restore_id} in the catalog"))
+            })?;
     }
     if row.mode != "live" {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NotSwapped(format!(
             "restore {restore_id} was a restore on the side (to {}): there is nothing to {verb}",
             row.restored_target
         )));
     }
     if row.state != "swapped" {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NotSwapped(format!(
             "restore {restore_id} is {}, not swapped: only a restore over live whose previous data is still kept can be {}",
             row.state,
             if verb == "finalize" {
@@ -245,7 +244,7 @@ async fn swapped_restore(
             }
         )));
     }
-    let tenant_id = TenantId::parse(&row.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant_id = TenantId::parse(&row.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
     let tenant = crate::executor::fleet::tenant(ctx, &tenant_id).await?;
     let engine = engine::for_tenant(&tenant);
     let names = engine.swap_names(&restore_tag(&row.id))?;
@@ -254,7 +253,7 @@ async fn swapped_restore(
         || row.previous_target.as_deref() != Some(names.previous.as_str())
         || row.restored_target != names.staging
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "restore {restore_id} replaced {}, but tenant {} is now configured as {}; fix the config first",
             row.live_target.as_deref().unwrap_or("?"),
             row.tenant_id,
@@ -306,7 +305,7 @@ pub async fn rollback(
         check_reason(reason)?;
         let (row, engine, names) = swapped_restore(ctx, restore_id, "roll back").await?;
         if engine.exists(&names.staging).await? {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "{} exists; the restored data needs that name to move out of the way",
                 names.staging
             )));
@@ -316,12 +315,12 @@ pub async fn rollback(
             ctx.catalog
                 .move_restore(&row.id, "rolled_back", "swapped", None, Utc::now())
                 .await?;
-            return Err(Error::Invalid(format!(
+            return Err(Error::RollbackFailed(format!(
                 "the swap back failed; the restored data is still live and the previous data kept: {e}"
             )));
         }
         engine.drop_target(&names.staging).await.map_err(|e| {
-            Error::Invalid(format!(
+            Error::RestoredCopyKept(format!(
                 "rolled back, but the restored copy {} could not be dropped (drop it by hand): {e}",
                 names.staging
             ))
@@ -348,7 +347,7 @@ async fn claim_swapped(ctx: &Context, row: &RestoreRow, to: &str) -> Result<(), 
     {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
+        Err(Error::NotSwapped(format!(
             "restore {} was finalized or rolled back meanwhile",
             row.id
         )))
@@ -406,7 +405,7 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
     if row.state != "running" || crate::owner::tag_ended(row.process.as_deref()) != Some(true) {
         return Ok(());
     }
-    let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Failed(e.to_string()))?;
     // A tenant no longer found anywhere has nothing this process could settle.
     let Ok(config) = crate::executor::fleet::tenant(ctx, &tenant_id).await else {
         return Ok(());

@@ -39,7 +39,7 @@ async fn tenant_identity(
     let wrapped = match from_catalog {
         Some(row) if row.tenant_id == tenant.as_str() => row.wrapped,
         _ => {
-            let kid = KeyId::parse(key_id).map_err(Error::Invalid)?;
+            let kid = KeyId::parse(key_id).map_err(Error::Failed)?;
             region
                 .get_small(&region.layout.key(tenant, &kid), 64 << 10)
                 .await?

@@ -82,12 +82,12 @@ const MAX_REASON: usize = 500;
 pub fn check_reason(reason: &str) -> Result<(), Error> {
     let r = reason.trim();
     if r.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Refused(
             "--reason is empty: give the ticket and why (recorded in the audit log)".into(),
         ));
     }
     if r.len() > MAX_REASON || r.chars().any(char::is_control) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "--reason must be one line of at most {MAX_REASON} bytes"
         )));
     }
