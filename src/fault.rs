@@ -12,7 +12,8 @@
 //!   written its first chunk to the destination's upload), create `DIR/paused` and wait the
 //!   same way.
 //! - `fail-at:POINT` / `crash-at:POINT`: at the named `step` (`swap`: a restore over live is
-//!   halfway through swapping its restored data in), fail with an error, or exit 86 at once.
+//!   halfway through swapping its restored data in; `swap-back`: a rollback is halfway through
+//!   swapping the previous data back), fail with an error, or exit 86 at once.
 //! - `panic-at:POINT`: panic at the named `panic_point` (`api-request`: an API request, inside
 //!   the handler's panic guard).
 //!

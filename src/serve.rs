@@ -155,15 +155,15 @@ pub fn lock_catalog(url: &str) -> Result<Option<CatalogLock>, Error> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| Error::Invalid(format!("cannot open {lock_path}: {e}")))?;
+        .map_err(|e| Error::Failed(format!("cannot open {lock_path}: {e}")))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(CatalogLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Conflict(format!(
             "another `lifeboat serve` is running on the SQLite catalog {path} (it holds {lock_path}); \
              a SQLite catalog serves one process: stop the other one, or use a PostgreSQL catalog for several workers"
         ))),
         Err(std::fs::TryLockError::Error(e)) => {
-            Err(Error::Invalid(format!("cannot lock {lock_path}: {e}")))
+            Err(Error::Failed(format!("cannot lock {lock_path}: {e}")))
         }
     }
 }
@@ -570,7 +570,7 @@ async fn retention_if_due(
             .probe(&r.layout.tenants_prefix())
             .await
             .map_err(|e| {
-                Error::Invalid(format!(
+                Error::Unavailable(format!(
                     "region {} is unreachable, so retention waits for it: {e}",
                     r.name
                 ))

@@ -313,7 +313,7 @@ async fn backup_target(state: &ApiState, tenant: &TenantId) -> Result<TenantConf
     }
     let listed = crate::executor::fleet::listed(&state.ctx, tenant)
         .await
-        .map_err(|e| ApiError::internal(format!("discovery: {e}")))?;
+        .map_err(ApiError::from)?;
     listed.ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,

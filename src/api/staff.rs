@@ -219,7 +219,7 @@ pub async fn create_token(
     if let Some(t) = &tenant
         && !crate::executor::fleet::exists(&state.ctx, t)
             .await
-            .map_err(|e| ApiError::internal(format!("tenant {t}: {e}")))?
+            .map_err(ApiError::from)?
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -363,11 +363,7 @@ pub async fn restore(
         .as_deref()
         .map(|t| params::time(t, Utc::now()))
         .transpose()?;
-    let config = match crate::executor::fleet::tenant(&state.ctx, &tenant).await {
-        Ok(config) => config,
-        Err(crate::executor::Error::Invalid(_)) => return Err(ApiError::not_found()),
-        Err(e) => return Err(ApiError::internal(format!("tenant {tenant}: {e}"))),
-    };
+    let config = crate::executor::fleet::tenant(&state.ctx, &tenant).await?;
     let over_live = match req.mode.as_deref() {
         None | Some("side") => false,
         Some("live") => true,
@@ -491,13 +487,7 @@ async fn settle(
                 restore_json(now.as_ref().unwrap_or(&settled.restore)),
             ))
         }
-        // Not swapped (already settled, a side restore, running): a conflict, not a fault.
-        Err(crate::executor::Error::Invalid(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "restore_not_swapped",
-            "this restore is not over live and waiting for finalize or rollback",
-        )),
-        Err(e) => Err(ApiError::internal(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -495,7 +495,9 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // Executor errors exit as `Error::exit_code` says; any other failure exits 1.
+            e.downcast_ref::<executor::Error>()
+                .map_or(ExitCode::FAILURE, |e| ExitCode::from(e.exit_code()))
         }
     }
 }

@@ -526,7 +526,7 @@ impl Engine for MariadbEngine {
     }
 
     async fn swap_back(&self, n: &super::SwapNames) -> Result<(), EngineError> {
-        self.swap_tables(&n.live, &n.previous, &n.staging, None)
+        self.swap_tables(&n.live, &n.previous, &n.staging, Some("swap-back"))
             .await
     }
 

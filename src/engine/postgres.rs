@@ -438,7 +438,7 @@ impl Engine for PostgresEngine {
                 &mut admin,
                 (&n.live, &n.staging),
                 (&n.previous, &n.live),
-                None,
+                Some("swap-back"),
             )
             .await;
         let _ = admin.close().await;

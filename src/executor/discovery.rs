@@ -67,7 +67,7 @@ pub async fn discover_config(config: &Config) -> Result<Fleet, Error> {
         match tokio::time::timeout(SOURCE_TIMEOUT, read_source(config, source, &mut fleet)).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Unavailable(format!(
                     "{name}: no answer within {} s",
                     SOURCE_TIMEOUT.as_secs()
                 )));
@@ -226,7 +226,7 @@ fn resolve(name: &str, source: &Option<SecretSource>) -> Result<Option<Secret>, 
         .as_ref()
         .map(|s| s.resolve(&format!("{name}.password")))
         .transpose()
-        .map_err(|e| Error::Invalid(e.to_string()))
+        .map_err(|e| Error::Refused(e.to_string()))
 }
 
 pub(super) fn tenant(
@@ -369,7 +369,7 @@ fn mysql_options(url: &url::Url, password: Option<&Secret>) -> sqlx::mysql::MySq
 }
 
 fn source_err(name: &str, url: &url::Url, e: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("{name} ({url}): {e}"))
+    Error::Unavailable(format!("{name} ({url}): {e}"))
 }
 
 /// The database names of a server.

@@ -231,7 +231,7 @@ impl CatalogView {
                     });
                 }
                 if c.region == region {
-                    let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
+                    let id = BackupId::parse(&b.id).map_err(Error::Failed)?;
                     found.newest = Some((id, b.artifact_size.unwrap_or(0).max(0) as u64));
                 }
             }
@@ -260,7 +260,7 @@ impl CatalogView {
             .iter()
             .map(|r| {
                 let newest = self.newest_in(tenant, &r.name).cloned().ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::NotFound(format!(
                         "no backup verified in region {} to restore",
                         r.name
                     ))
@@ -487,7 +487,7 @@ pub async fn run(
             passed: t.passed,
         })
         .collect();
-    let report = serde_json::to_string(&run).map_err(|e| Error::Invalid(e.to_string()))?;
+    let report = serde_json::to_string(&run).map_err(|e| Error::Failed(e.to_string()))?;
     let failed_tiers: Vec<serde_json::Value> = run
         .tiers
         .iter()

@@ -43,7 +43,7 @@ pub async fn tenant(ctx: &Context, id: &TenantId) -> Result<TenantConfig, Error>
     {
         return recall(ctx, id, &row.tier, json);
     }
-    Err(Error::Invalid(format!(
+    Err(Error::NotFound(format!(
         "tenant {id} is not in {}, no discovery source lists it{unread}, and the catalog remembers no connection for it",
         ctx.config.file.display()
     )))
@@ -82,7 +82,7 @@ pub async fn exists(ctx: &Context, id: &TenantId) -> Result<bool, Error> {
     }
     match tenant(ctx, id).await {
         Ok(_) => Ok(true),
-        Err(Error::Invalid(_)) => Ok(false),
+        Err(Error::NotFound(_)) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -90,7 +90,7 @@ pub async fn exists(ctx: &Context, id: &TenantId) -> Result<bool, Error> {
 /// The tenant's configuration from what the catalog remembers, with the password source of the
 /// discovery source that found it (which must still be configured).
 fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<TenantConfig, Error> {
-    let bad = |why: String| Error::Invalid(format!("tenant {id}: {why}"));
+    let bad = |why: String| Error::Failed(format!("tenant {id}: {why}"));
     let r: Discovered = serde_json::from_str(json).map_err(|e| {
         bad(format!(
             "the catalog's remembered connection is unreadable: {e}"

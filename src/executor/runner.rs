@@ -110,11 +110,11 @@ pub async fn run_claimed(
         ctx.catalog
             .finish_job(job, JobOutcome::Failed { error: &why }, chrono::Utc::now())
             .await?;
-        return Err(Error::Invalid(why));
+        return Err(Error::NotFound(why));
     };
     let backup_id = BackupId::generate();
     if !ctx.catalog.set_job_backup(job, backup_id.as_str()).await? {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "job of {} was taken over before it started",
             job.tenant
         )));
