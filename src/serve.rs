@@ -11,7 +11,7 @@
 //! (`crate::api`) runs on a listener of its own and stops with the rest.
 
 use crate::catalog::{ClaimedJob, JobOutcome, NewJob};
-use crate::config::{Connection, TenantConfig};
+use crate::config::TenantConfig;
 use crate::executor::{self, Context, Error};
 use crate::storage::BackupId;
 use axum::extract::State;
@@ -119,14 +119,7 @@ type JobResult = (String, String, Result<Option<(f64, u64)>, Error>);
 
 /// The database server a tenant's backup loads, for per-host limits.
 pub fn host_of(t: &TenantConfig) -> String {
-    match &t.connection {
-        Connection::Sqlite { .. } => "local".into(),
-        Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port().unwrap_or_default()
-        ),
-    }
+    t.connection.host_key()
 }
 
 /// The failure causes `cause` names, exported from the start.
