@@ -308,19 +308,6 @@ struct RestoreBody {
     mode: Option<String>,
 }
 
-/// A new side target beside the tenant's live database: `{db}_side_{tag}`, or
-/// `{file}.side-{tag}` for SQLite. The caller never names a path or a database.
-fn side_target(t: &crate::config::TenantConfig, tag: &str) -> Option<String> {
-    use crate::config::Connection;
-    match &t.connection {
-        Connection::Sqlite { path } => Some(format!("{}.side-{tag}", path.display())),
-        Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => {
-            let db = url.path().trim_start_matches('/');
-            (!db.is_empty()).then(|| format!("{db}_side_{tag}"))
-        }
-    }
-}
-
 fn restore_json(r: &crate::catalog::RestoreRow) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
@@ -390,7 +377,9 @@ pub async fn restore(
     let target = if over_live {
         "live".to_string()
     } else {
-        side_target(&config, &hex::encode(tag))
+        config
+            .connection
+            .side_target(&hex::encode(tag))
             .ok_or_else(|| ApiError::internal(format!("tenant {tenant}: no database name")))?
     };
     caller

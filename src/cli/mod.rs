@@ -496,7 +496,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             // Executor errors exit as `Error::exit_code` says; any other failure exits 1.
-            e.downcast_ref::<executor::Error>()
+            e.downcast_ref::<crate::executor::Error>()
                 .map_or(ExitCode::FAILURE, |e| ExitCode::from(e.exit_code()))
         }
     }

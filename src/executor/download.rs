@@ -79,14 +79,10 @@ pub fn filename(
     recovery_point: chrono::DateTime<chrono::Utc>,
     encrypted: bool,
 ) -> String {
-    let ext = match engine {
-        EngineKind::Sqlite => "sqlite",
-        EngineKind::Postgres => "pgdump",
-        EngineKind::Mariadb => "sql",
-    };
     format!(
-        "{tenant}-{}.{ext}{}",
+        "{tenant}-{}.{}{}",
         recovery_point.format("%Y%m%dT%H%M%SZ"),
+        engine.download_extension(),
         if encrypted { ".age" } else { "" }
     )
 }

@@ -104,7 +104,7 @@ fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<Tenant
         .config
         .discovery
         .iter()
-        .find(|s| source_url(s) == r.source);
+        .find(|s| discovery::source_url(s) == r.source);
     let connection = match engine {
         EngineKind::Sqlite => Connection::Sqlite {
             path: r.location.clone().into(),
@@ -135,7 +135,9 @@ fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<Tenant
                     }),
                 ) => tenant_password.clone(),
             };
-            discovery::db_connection(engine, url, password)
+            engine
+                .server_connection(url, password)
+                .ok_or_else(|| bad(format!("engine {} has no server", engine.as_str())))?
         }
     };
     Ok(discovery::tenant(
@@ -145,11 +147,4 @@ fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<Tenant
         connection,
         Some(r),
     ))
-}
-
-/// A source's URL as remembered (never with a password: config refuses one there).
-pub fn source_url(s: &DiscoverySource) -> String {
-    match s {
-        DiscoverySource::Query { url, .. } | DiscoverySource::Server { url, .. } => url.to_string(),
-    }
 }

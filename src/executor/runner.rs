@@ -7,7 +7,7 @@
 use super::backup::BackupReport;
 use super::{Context, Error, Stop};
 use crate::catalog::{CatalogError, ClaimedJob, JobOutcome, NewJob};
-use crate::config::{Connection, TenantConfig};
+use crate::config::TenantConfig;
 use crate::domain::schedule::DueJob;
 use crate::storage::BackupId;
 use chrono::{DateTime, Utc};
@@ -16,14 +16,7 @@ use std::sync::Arc;
 
 /// The database server a tenant's backup loads, for per-host limits.
 pub fn host_of(t: &TenantConfig) -> String {
-    match &t.connection {
-        Connection::Sqlite { .. } => "local".into(),
-        Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port().unwrap_or_default()
-        ),
-    }
+    t.connection.host_key()
 }
 
 /// This process's name in the job table: host, pid and a random part (pids repeat).
