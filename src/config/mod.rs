@@ -10,6 +10,8 @@ mod echo;
 mod error;
 mod notify;
 mod raw;
+#[cfg(test)]
+mod readme_keys;
 mod regions;
 mod sections;
 mod source;
