@@ -81,6 +81,20 @@ pub struct ApiConfig {
     pub passphrase_links_per_tenant: u32,
 }
 
+/// `[api] link-lifetime` unless set.
+pub const LINK_LIFETIME: Duration = Duration::from_secs(3600);
+/// `[api] link-uses` unless set.
+pub const LINK_USES: u32 = 3;
+/// `[api] max-body` unless set.
+pub const MAX_BODY: usize = 64 << 10;
+/// `[api] client-timeout` unless set.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[api] max-connections` unless set.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// `[api] customer-retained-downloads` unless set: only backups customers ask for.
+pub const CUSTOMER_RETAINED_DOWNLOADS: bool = false;
+/// `[api] live-restore-approval` unless set: a second admin approves.
+pub const LIVE_RESTORE_APPROVAL: bool = true;
 /// `[api] requested-backups-per-day` unless set: as many as the busiest shipped tier's schedule
 /// makes (paid, every 4 hours). Each is a full dump from the tenant's server and is kept for its
 /// link's lifetime plus the grace.
@@ -180,11 +194,11 @@ pub(super) fn parse_api(
             Duration::from_secs(60)..=LINK_LIFETIME_MAX,
             "a duration from `1m` to `7d`",
         )?,
-        None => Duration::from_secs(3600),
+        None => LINK_LIFETIME,
     };
     let link_uses = match &a.link_uses {
         Some(u) => src.int_in(u, "api.link-uses", 1..=100, "an integer from 1 to 100")? as u32,
-        None => 3,
+        None => LINK_USES,
     };
     let max_body = match &a.max_body {
         Some(m) => parse_size(m.get_ref())
@@ -197,7 +211,7 @@ pub(super) fn parse_api(
                     "a size from `1KiB` to `1MiB`",
                 )
             })?,
-        None => 64 << 10,
+        None => MAX_BODY,
     };
     let client_timeout = match &a.client_timeout {
         Some(t) => src.duration_in(
@@ -206,7 +220,7 @@ pub(super) fn parse_api(
             Duration::from_secs(1)..=Duration::from_secs(600),
             "a duration from `1s` to `10m`",
         )?,
-        None => Duration::from_secs(30),
+        None => CLIENT_TIMEOUT,
     };
     let max_connections = match &a.max_connections {
         Some(n) => src.int_in(
@@ -215,7 +229,7 @@ pub(super) fn parse_api(
             1..=65536,
             "an integer from 1 to 65536",
         )? as usize,
-        None => 1024,
+        None => MAX_CONNECTIONS,
     };
     let requested_backups_per_day = match &a.requested_backups_per_day {
         Some(n) => src.int_in(
@@ -267,13 +281,15 @@ pub(super) fn parse_api(
         link_secret,
         link_lifetime,
         link_uses,
-        customer_retained_downloads: a.customer_retained_downloads.unwrap_or(false),
+        customer_retained_downloads: a
+            .customer_retained_downloads
+            .unwrap_or(CUSTOMER_RETAINED_DOWNLOADS),
         allow,
         max_body,
         client_timeout,
         max_connections,
         trusted_proxies,
-        live_restore_approval: a.live_restore_approval.unwrap_or(true),
+        live_restore_approval: a.live_restore_approval.unwrap_or(LIVE_RESTORE_APPROVAL),
         requested_backups_per_day,
         requested_backup_grace,
         passphrase_links_per_tenant,

@@ -5,6 +5,11 @@ use super::{ConfigError, Source, is_tier_name};
 use crate::secret::SecretSource;
 use std::path::PathBuf;
 
+/// `[[regions]] region` (S3 signing region) unless set.
+pub const S3_REGION: &str = "us-east-1";
+/// `[[regions]] path-style` unless set.
+pub const PATH_STYLE: bool = true;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RegionRole {
@@ -135,9 +140,9 @@ pub(super) fn parse_regions(
                 };
                 RegionBackend::S3 {
                     endpoint: endpoint.into_inner(),
-                    region: r.region.unwrap_or_else(|| "us-east-1".into()),
+                    region: r.region.unwrap_or_else(|| S3_REGION.into()),
                     bucket: bucket.into_inner(),
-                    path_style: r.path_style.unwrap_or(true),
+                    path_style: r.path_style.unwrap_or(PATH_STYLE),
                     access_key_id: secret(
                         "access-key-id",
                         r.access_key_id_env,
