@@ -1,5 +1,6 @@
 //! `[api]`: the staff and customer HTTP API's listener, TLS, link key, limits and networks.
 
+use super::echo::ser;
 use super::raw::RawApi;
 use super::{ConfigError, Source, parse_size};
 use crate::secret::SecretSource;
@@ -9,7 +10,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// A role an API token carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ApiRole {
     /// Everything staff can do, and managing tokens.
     Admin,
@@ -44,30 +46,38 @@ impl ApiRole {
 }
 
 /// `[api]`: the staff and customer HTTP API that `serve` runs on its own listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ApiConfig {
+    #[serde(serialize_with = "ser::display")]
     pub listen: std::net::SocketAddr,
     /// PEM certificate chain and private key; `None`: plain HTTP (loopback, or
     /// `allow-plain-http = true` behind a TLS-terminating proxy).
+    #[serde(flatten)]
     pub tls: Option<TlsFiles>,
     /// The HMAC-SHA256 key of download links (at least 32 bytes, checked when `serve` starts).
+    #[serde(serialize_with = "ser::secret")]
     pub link_secret: SecretSource,
+    #[serde(serialize_with = "ser::duration")]
     pub link_lifetime: Duration,
     pub link_uses: u32,
     /// Whether customers may list and download their tenant's retained backups, beside the
     /// ones they ask for.
     pub customer_retained_downloads: bool,
     /// Client networks allowed per role; a role not listed is allowed from any address.
+    #[serde(serialize_with = "ser::display_map")]
     pub allow: BTreeMap<ApiRole, Vec<ipnet::IpNet>>,
     /// Largest request body accepted.
     pub max_body: usize,
     /// How long a client may take to send a request's head (or, between requests, to start
     /// the next), to send its body, and to take the next bytes of a response.
+    #[serde(serialize_with = "ser::duration")]
     pub client_timeout: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Peers whose `Forwarded`/`X-Forwarded-For` is believed (a TLS proxy in front); from any
     /// other peer those headers are ignored.
+    #[serde(serialize_with = "ser::display_list")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Whether a restore over live asked through the API waits for a second person (an admin
     /// other than the one who asked) to approve it.
@@ -75,6 +85,7 @@ pub struct ApiConfig {
     /// Backups one tenant may ask for within any 24 hours (429 `quota_exceeded` beyond).
     pub requested_backups_per_day: u32,
     /// How long a requested backup outlives the link issued with its request.
+    #[serde(serialize_with = "ser::duration")]
     pub requested_backup_grace: Duration,
     /// Live (unexpired, not used up) passphrase links one tenant may hold (429
     /// `passphrase_links_exceeded` beyond): each costs scrypt work when made and when used.
@@ -105,9 +116,11 @@ pub const REQUESTED_BACKUP_GRACE: Duration = Duration::from_secs(86400);
 /// `[api] passphrase-links-per-tenant` unless set.
 pub const PASSPHRASE_LINKS_PER_TENANT: u32 = 10;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TlsFiles {
+    #[serde(rename = "tls-cert-file", serialize_with = "ser::path")]
     pub cert: PathBuf,
+    #[serde(rename = "tls-key-file", serialize_with = "ser::path")]
     pub key: PathBuf,
 }
 

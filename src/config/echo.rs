@@ -1,303 +1,223 @@
 //! `config check`'s echo: the resolved configuration as TOML, secrets as where they come from.
+//!
+//! The resolved structs serialise themselves: their field names are the keys of lifeboat.toml
+//! (a secret `X-env`/`X-file` shows as `X`), so a key is declared once and the echo cannot
+//! drift from it. Tiers and drill plans come from files of their own and are shown as comments.
 
-use super::{
-    ApiRole, Config, Connection, DiscoverySource, RegionBackend, RegionRole, SinkUrl,
-    redact_sink_url,
-};
-use crate::secret::SecretSource;
+use super::{ApiRole, Config, DrillPlan, Tier};
+use crate::domain::objectives::fmt_duration;
 
 impl Config {
     /// The resolved configuration as TOML, with every secret replaced by where it comes from.
     pub fn redacted(&self) -> String {
-        use crate::domain::objectives::fmt_duration;
-        use std::fmt::Write;
-        let mut out = String::new();
-        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-        let _ = writeln!(out, "# {}", self.file.display());
-        let _ = writeln!(out, "[catalog]\nurl = {}", q(&self.catalog.url));
-        if let Some(p) = &self.catalog.password {
-            let _ = writeln!(out, "password = {}", q(&p.describe()));
+        let mut out = format!("# {}\n", self.file.display());
+        out.push_str(&toml::to_string(self).expect("the resolved config serialises to TOML"));
+        for note in self.notes() {
+            out.push_str(&format!("# {note}\n"));
         }
-        let _ = writeln!(out);
-        let _ = writeln!(out, "[keys]");
-        let recips: Vec<String> = self.keys.master_recipients.iter().map(|r| q(r)).collect();
-        let _ = writeln!(out, "master-recipients = [{}]", recips.join(", "));
-        let ident = match &self.keys.master_identity {
-            Some(s) => s.describe(),
-            None => "<none: backup-only, restores are refused>".into(),
-        };
-        let _ = writeln!(out, "master-identity = {}\n", q(&ident));
-        let p = &self.pipeline;
-        let _ = writeln!(
-            out,
-            "[pipeline]\nzstd-level = {}\nzstd-workers = {}\npart-size = {}\nupload-concurrency = {}\njob-timeout = {}\n",
-            p.zstd_level,
-            p.zstd_workers,
-            p.part_size,
-            p.upload_concurrency,
-            q(&fmt_duration(p.job_timeout))
-        );
-        let _ = writeln!(
-            out,
-            "[server]\nlisten = {}\n",
-            q(&self.server.listen.to_string())
-        );
-        let sc = &self.scheduler;
-        let _ = writeln!(
-            out,
-            "[scheduler]\ninterval = {}\nconcurrency = {}\nper-host = {}\ndrain = {}\nlease = {}\nterminate-share = {}\n",
-            q(&fmt_duration(sc.interval)),
-            sc.concurrency,
-            sc.per_host,
-            q(&fmt_duration(sc.drain)),
-            q(&fmt_duration(sc.lease)),
-            sc.terminate_share
-        );
-        let secret =
-            |s: &Option<SecretSource>| q(&s.as_ref().map_or("<none>".into(), |s| s.describe()));
-        for d in &self.discovery {
-            match d {
-                DiscoverySource::Query {
-                    url,
-                    password,
-                    query,
-                    tenant_password,
-                    ..
-                } => {
-                    let _ = writeln!(
-                        out,
-                        "[[discovery]]\nkind = \"query\"\nurl = {}\npassword = {}\nquery = {}\ntenant-password = {}\n",
-                        q(url.as_str()),
-                        secret(password),
-                        q(query),
-                        secret(tenant_password)
-                    );
-                }
-                DiscoverySource::Server {
-                    engine,
-                    url,
-                    password,
-                    pattern,
-                    tier,
-                    ..
-                } => {
-                    let _ = writeln!(
-                        out,
-                        "[[discovery]]\nkind = \"server\"\nengine = {}\nurl = {}\npassword = {}\npattern = {}\ntier = {}\n",
-                        q(engine.as_str()),
-                        q(url.as_str()),
-                        secret(password),
-                        q(pattern),
-                        q(tier)
-                    );
-                }
-            }
-        }
+        out.push('\n');
         for p in &self.drills {
-            let _ = writeln!(
-                out,
-                "# drill plan {} from {}\n# schedule = {}, tiers = {}, region = {}, catalog = {}, {}, time limit {}\n",
-                p.name,
-                p.file.display(),
-                q(&p.schedule_text),
-                if p.tiers.is_empty() {
-                    "all".to_string()
-                } else {
-                    p.tiers.join(" ")
-                },
-                p.region
-                    .as_deref()
-                    .unwrap_or("the first holding a verified copy"),
-                p.use_catalog,
-                p.every_tenant_within
-                    .map_or("every tenant each run".into(), |d| {
-                        format!("every tenant within {}", fmt_duration(d))
-                    }),
-                fmt_duration(p.time_limit)
-            );
-        }
-        if let Some(api) = &self.api {
-            let _ = writeln!(out, "[api]\nlisten = {}", q(&api.listen.to_string()));
-            match &api.tls {
-                Some(t) => {
-                    let _ = writeln!(
-                        out,
-                        "tls-cert-file = {}\ntls-key-file = {}",
-                        q(&t.cert.display().to_string()),
-                        q(&t.key.display().to_string())
-                    );
-                }
-                None => {
-                    let _ = writeln!(out, "# plain HTTP: no tls-cert-file");
-                }
-            }
-            let _ = writeln!(
-                out,
-                "link-secret = {}\nlink-lifetime = {}\nlink-uses = {}\ncustomer-retained-downloads = {}\nmax-body = {}\nclient-timeout = {}\nmax-connections = {}\n\
-                 requested-backups-per-day = {}\nrequested-backup-grace = {}\npassphrase-links-per-tenant = {}",
-                q(&api.link_secret.describe()),
-                q(&fmt_duration(api.link_lifetime)),
-                api.link_uses,
-                api.customer_retained_downloads,
-                api.max_body,
-                q(&fmt_duration(api.client_timeout)),
-                api.max_connections,
-                api.requested_backups_per_day,
-                q(&fmt_duration(api.requested_backup_grace)),
-                api.passphrase_links_per_tenant
-            );
-            let proxies: Vec<String> = api
-                .trusted_proxies
-                .iter()
-                .map(|n| q(&n.to_string()))
-                .collect();
-            let _ = writeln!(
-                out,
-                "trusted-proxies = [{}]\nlive-restore-approval = {}",
-                proxies.join(", "),
-                api.live_restore_approval
-            );
-            let _ = writeln!(out, "[api.allow]");
-            for role in ApiRole::ALL {
-                match api.allow.get(&role) {
-                    Some(nets) => {
-                        let nets: Vec<String> = nets.iter().map(|n| q(&n.to_string())).collect();
-                        let _ = writeln!(out, "{} = [{}]", role.as_str(), nets.join(", "));
-                    }
-                    None => {
-                        let _ = writeln!(out, "# {}: any address", role.as_str());
-                    }
-                }
-            }
-            let _ = writeln!(out);
-        }
-        for n in &self.notify {
-            let url = match &n.url {
-                SinkUrl::Plain(u) => redact_sink_url(u),
-                SinkUrl::Secret(s) => s.describe(),
-            };
-            let events: Vec<String> = n.filter.events.iter().map(|k| q(k.as_str())).collect();
-            let list = |set: &Option<std::collections::BTreeSet<String>>| {
-                set.as_ref().map_or("# all".to_string(), |s| {
-                    format!(
-                        "[{}]",
-                        s.iter().map(|t| q(t)).collect::<Vec<_>>().join(", ")
-                    )
-                })
-            };
-            let _ = writeln!(
-                out,
-                "[[notify]]\nname = {}\nformat = {}\nurl = {}\nsecret = {}\nevents = [{}]\ntenants = {}\ntiers = {}\nallow-http = {}\ntimeout = {}\ndeadline = {}\n",
-                q(&n.name),
-                q(n.format.as_str()),
-                q(&url),
-                secret(&n.secret),
-                events.join(", "),
-                list(&n.filter.tenants),
-                list(&n.filter.tiers),
-                n.allow_http,
-                q(&fmt_duration(n.timeout)),
-                q(&fmt_duration(n.deadline))
-            );
-        }
-        let _ = writeln!(
-            out,
-            "[audit]\n{}\nanchor-interval = {}\n",
-            match &self.audit.key {
-                Some(k) => format!("key = {}", q(&k.describe())),
-                None => "# no key: entries are hashed with plain SHA-256".into(),
-            },
-            q(&fmt_duration(self.audit.anchor_interval))
-        );
-        let _ = writeln!(
-            out,
-            "[retention]\n{}\nmax-deletes = {}\nmax-delete-share = {}\ncertificates-dir = {}\n",
-            self.retention.schedule.as_ref().map_or(
-                "# no schedule: `serve` never applies retention; run `retention apply` yourself"
-                    .into(),
-                |(t, _)| format!("schedule = {}", q(t))
-            ),
-            self.retention.max_deletes,
-            self.retention.max_delete_share,
-            q(&self.retention.certificates_dir.display().to_string())
-        );
-        for r in &self.regions {
-            let role = match r.role {
-                RegionRole::Primary => "primary",
-                RegionRole::Secondary => "secondary",
-            };
-            let _ = writeln!(
-                out,
-                "[[regions]]\nname = {}\nrole = {}\nprefix = {}",
-                q(&r.name),
-                q(role),
-                q(&r.prefix)
-            );
-            match &r.backend {
-                RegionBackend::Dir { path } => {
-                    let _ = writeln!(
-                        out,
-                        "kind = \"dir\"\npath = {}\n",
-                        q(&path.display().to_string())
-                    );
-                }
-                RegionBackend::S3 {
-                    endpoint,
-                    region,
-                    bucket,
-                    path_style,
-                    access_key_id,
-                    secret_access_key,
-                } => {
-                    let _ = writeln!(
-                        out,
-                        "kind = \"s3\"\nendpoint = {}\nregion = {}\nbucket = {}\npath-style = {}\naccess-key-id = {}\nsecret-access-key = {}\n",
-                        q(endpoint),
-                        q(region),
-                        q(bucket),
-                        path_style,
-                        q(&access_key_id.describe()),
-                        q(&secret_access_key.describe())
-                    );
-                }
-            }
-        }
-        for t in &self.tenants {
-            let _ = writeln!(
-                out,
-                "[[tenants]]\nid = {}\nengine = {}\ntier = {}",
-                q(t.id.as_str()),
-                q(t.engine.as_str()),
-                q(&t.tier)
-            );
-            match &t.connection {
-                Connection::Sqlite { path } => {
-                    let _ = writeln!(out, "path = {}\n", q(&path.display().to_string()));
-                }
-                Connection::Postgres { url, password } | Connection::Mariadb { url, password } => {
-                    let pw = password
-                        .as_ref()
-                        .map(|s| s.describe())
-                        .unwrap_or_else(|| "<none>".into());
-                    let _ = writeln!(out, "url = {}\npassword = {}\n", q(url.as_str()), q(&pw));
-                }
-            }
+            out.push_str(&drill_comment(p));
         }
         for t in self.tiers.values() {
-            let _ = writeln!(
-                out,
-                "# tier {} from {}\n# cron = {}, priority = {}, rpo = {}, rto = {}, keep-last = {}, max-age = {}, deletion window = {}\n",
-                t.name,
-                t.file.display(),
-                q(&t.cron_text),
-                t.priority,
-                fmt_duration(t.rpo),
-                fmt_duration(t.rto),
-                t.retention.keep_last,
-                fmt_duration(t.retention.max_age),
-                fmt_duration(t.deletion_window),
-            );
+            out.push_str(&tier_comment(t));
         }
         out
+    }
+
+    /// What an absent optional key means, where that is worth saying.
+    fn notes(&self) -> Vec<&'static str> {
+        let mut notes = Vec::new();
+        if self.keys.master_identity.is_none() {
+            notes.push("[keys] no master identity: backup-only, restores are refused");
+        }
+        if self.api.as_ref().is_some_and(|a| a.tls.is_none()) {
+            notes.push("[api] plain HTTP: no tls-cert-file");
+        }
+        if self
+            .api
+            .as_ref()
+            .is_some_and(|a| a.allow.len() < ApiRole::ALL.len())
+        {
+            notes.push("[api.allow] a role not listed may use its tokens from any address");
+        }
+        if self.audit.key.is_none() {
+            notes.push("[audit] no key: entries are hashed with plain SHA-256");
+        }
+        if self.retention.schedule.is_none() {
+            notes.push(
+                "[retention] no schedule: `serve` never applies retention; run `retention apply` yourself",
+            );
+        }
+        notes
+    }
+}
+
+fn drill_comment(p: &DrillPlan) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    format!(
+        "# drill plan {} from {}\n# schedule = {}, tiers = {}, region = {}, catalog = {}, {}, time limit {}\n\n",
+        p.name,
+        p.file.display(),
+        q(&p.schedule_text),
+        if p.tiers.is_empty() {
+            "all".to_string()
+        } else {
+            p.tiers.join(" ")
+        },
+        p.region
+            .as_deref()
+            .unwrap_or("the first holding a verified copy"),
+        p.use_catalog,
+        p.every_tenant_within
+            .map_or("every tenant each run".into(), |d| {
+                format!("every tenant within {}", fmt_duration(d))
+            }),
+        fmt_duration(p.time_limit)
+    )
+}
+
+fn tier_comment(t: &Tier) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    format!(
+        "# tier {} from {}\n# cron = {}, priority = {}, rpo = {}, rto = {}, keep-last = {}, max-age = {}, deletion window = {}\n\n",
+        t.name,
+        t.file.display(),
+        q(&t.cron_text),
+        t.priority,
+        fmt_duration(t.rpo),
+        fmt_duration(t.rto),
+        t.retention.keep_last,
+        fmt_duration(t.retention.max_age),
+        fmt_duration(t.deletion_window),
+    )
+}
+
+/// How the resolved structs' values are written (`#[serde(serialize_with = …)]`).
+pub(super) mod ser {
+    use crate::domain::objectives::fmt_duration;
+    use crate::secret::SecretSource;
+    use serde::{Serialize, Serializer};
+    use std::collections::BTreeMap;
+    use std::fmt::Display;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fmt_duration(*d))
+    }
+
+    pub fn duration_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Where the secret comes from, never its value.
+    pub fn secret<S: Serializer>(v: &SecretSource, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.describe())
+    }
+
+    /// An optional secret: left out when unset.
+    pub fn secret_opt<S: Serializer>(v: &Option<SecretSource>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => secret(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// An optional secret shown as `<none>` when unset.
+    pub fn secret_or_none<S: Serializer>(
+        v: &Option<SecretSource>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => secret(v, s),
+            None => s.serialize_str("<none>"),
+        }
+    }
+
+    pub fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&p.display())
+    }
+
+    /// A schedule as it was written; left out when unset.
+    pub fn cron_opt<S: Serializer>(
+        v: &Option<(String, cron::Schedule)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some((text, _)) => s.serialize_str(text),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A table of lists, each item as it displays.
+    pub fn display_map<K: Serialize, T: Display, S: Serializer>(
+        m: &BTreeMap<K, Vec<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            m.iter()
+                .map(|(k, v)| (k, v.iter().map(T::to_string).collect::<Vec<_>>())),
+        )
+    }
+
+    pub fn display<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn display_list<T: Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::raw::RawConfig;
+    use super::super::readme_keys::defined;
+    use super::*;
+    use std::path::Path;
+
+    /// Each key's path in `table` (array elements under their array's name).
+    fn paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => paths(t, &path, out),
+                toml::Value::Array(a) if a.iter().all(|e| e.is_table()) && !a.is_empty() => {
+                    for e in a {
+                        paths(e.as_table().expect("a table"), &path, out);
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+
+    /// The echo is TOML holding exactly the resolved config, and each of its keys is one that
+    /// lifeboat.toml defines (a secret's `X-env`/`X-file` shown as `X`, where it comes from).
+    #[test]
+    fn the_echo_is_the_resolved_config_under_lifeboat_toml_keys() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/lifeboat.example.toml");
+        let config = Config::load(&file).expect("the shipped example loads");
+        let echo = config.redacted();
+        let table: toml::Table = toml::from_str(&echo).expect("the echo is TOML");
+        assert_eq!(table, toml::Table::try_from(&config).unwrap(), "{echo}");
+        let keys = defined::<RawConfig>();
+        let mut echoed = Vec::new();
+        paths(&table, "", &mut echoed);
+        assert!(echoed.len() > 30, "{echoed:?}");
+        for k in echoed {
+            assert!(
+                keys.contains(&k) || keys.contains(&format!("{k}-env")),
+                "the echo shows `{k}`, which lifeboat.toml does not define"
+            );
+        }
     }
 }

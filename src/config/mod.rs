@@ -57,14 +57,16 @@ use std::time::Duration;
 pub const SCHEDULES_DIR: &str = "schedules";
 
 /// The whole resolved configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Config {
+    #[serde(skip)]
     pub file: PathBuf,
     pub catalog: CatalogConfig,
     pub keys: KeysConfig,
     pub pipeline: PipelineConfig,
     pub regions: Vec<RegionConfig>,
     pub tenants: Vec<TenantConfig>,
+    #[serde(skip)]
     pub tiers: BTreeMap<String, Tier>,
     pub server: ServerConfig,
     pub retention: RetentionRunConfig,
@@ -72,6 +74,7 @@ pub struct Config {
     /// Where tenants are found besides `[[tenants]]`, reconciled on every planning pass.
     pub discovery: Vec<DiscoverySource>,
     /// Drill plans `serve` runs on their schedules (`[drills] plans`).
+    #[serde(skip)]
     pub drills: Vec<DrillPlan>,
     /// The staff and customer HTTP API (`[api]`); `None`: not served.
     pub api: Option<ApiConfig>,

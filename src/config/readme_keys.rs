@@ -56,7 +56,7 @@ fn walk<T: DeserializeOwned>(text: &str, path: &str, out: &mut BTreeSet<String>)
     }
 }
 
-fn defined<T: DeserializeOwned>() -> BTreeSet<String> {
+pub(super) fn defined<T: DeserializeOwned>() -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     walk::<T>("", "", &mut keys);
     keys

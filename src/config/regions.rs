@@ -1,5 +1,6 @@
 //! `[[regions]]`: where backups are stored (a directory or an S3 bucket), one primary.
 
+use super::echo::ser;
 use super::raw::RawRegion;
 use super::{ConfigError, Source, is_tier_name};
 use crate::secret::SecretSource;
@@ -17,25 +18,31 @@ pub enum RegionRole {
     Secondary,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RegionConfig {
     pub name: String,
     pub role: RegionRole,
     pub prefix: String,
+    #[serde(flatten)]
     pub backend: RegionBackend,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum RegionBackend {
     Dir {
+        #[serde(serialize_with = "ser::path")]
         path: PathBuf,
     },
+    #[serde(rename_all = "kebab-case")]
     S3 {
         endpoint: String,
         region: String,
         bucket: String,
         path_style: bool,
+        #[serde(serialize_with = "ser::secret")]
         access_key_id: SecretSource,
+        #[serde(serialize_with = "ser::secret")]
         secret_access_key: SecretSource,
     },
 }

@@ -1,6 +1,7 @@
 //! The small sections of `lifeboat.toml`: `[catalog]`, `[keys]`, `[pipeline]`, `[server]`,
 //! `[scheduler]`, `[retention]` and `[audit]`.
 
+use super::echo::ser;
 use super::raw::{
     RawAudit, RawCatalog, RawKeys, RawPipeline, RawRetentionRun, RawScheduler, RawServer,
 };
@@ -11,12 +12,15 @@ use std::time::Duration;
 
 /// `[audit]`: the key that HMACs audit entries, and how often `serve` anchors the log's head in
 /// every region.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct AuditConfig {
     /// `key-env`/`key-file`: at least 32 bytes, kept outside the catalog. `None`: entries are
     /// hashed with plain SHA-256 (a warning in `config check` and `serve`).
+    #[serde(serialize_with = "ser::secret_opt")]
     pub key: Option<SecretSource>,
     /// How often `serve` writes the log's head to every region (default 1h).
+    #[serde(serialize_with = "ser::duration")]
     pub anchor_interval: Duration,
 }
 
@@ -26,18 +30,22 @@ pub const ANCHOR_INTERVAL: Duration = Duration::from_secs(3600);
 pub const ANCHOR_INTERVAL_MAX: Duration = Duration::from_secs(86400);
 
 /// How `lifeboat serve` runs the planner's jobs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct SchedulerConfig {
     /// Time between planning passes.
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
     /// Backups running at once, in all.
     pub concurrency: usize,
     /// Backups running at once against one database server (host:port; SQLite: this machine).
     pub per_host: usize,
     /// On SIGTERM, how long running backups may go on before they are stopped and cleaned up.
+    #[serde(serialize_with = "ser::duration")]
     pub drain: Duration,
     /// A claimed job's lease; renewed every third of it while the backup runs. A worker that
     /// dies loses its jobs to the others after this long.
+    #[serde(serialize_with = "ser::duration")]
     pub lease: Duration,
     /// Discovery refuses to mark more than this share of the active tenants terminated in one
     /// pass (a broken control-plane query must not terminate the fleet).
@@ -57,30 +65,35 @@ impl Default for SchedulerConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct CatalogConfig {
     /// `sqlite://PATH` (the embedded default) or `postgres://USER@HOST:PORT/DATABASE` (shared by
     /// several workers), without a password.
     pub url: String,
+    #[serde(serialize_with = "ser::secret_opt")]
     pub password: Option<SecretSource>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct KeysConfig {
     /// Master recipients (`age1…`): every tenant identity is wrapped to all of them.
     pub master_recipients: Vec<String>,
     /// Master identity, needed only by restore paths; backup-only workers have none.
+    #[serde(serialize_with = "ser::secret_opt")]
     pub master_identity: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct PipelineConfig {
     pub zstd_level: i32,
     pub zstd_workers: u32,
     pub part_size: usize,
     pub upload_concurrency: usize,
     /// A backup or copy still running after this long is stopped and cleaned up.
-    #[serde(skip)]
+    #[serde(serialize_with = "ser::duration")]
     pub job_timeout: std::time::Duration,
 }
 
@@ -96,8 +109,10 @@ impl Default for PipelineConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServerConfig {
+    #[serde(serialize_with = "ser::display")]
     pub listen: std::net::SocketAddr,
 }
 
@@ -118,17 +133,20 @@ pub const MAX_DELETE_SHARE: f64 = 0.5;
 pub const CERTIFICATES_DIR: &str = "deletion-certificates";
 
 /// Safety rails of a retention run, from `[retention]` in lifeboat.toml.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RetentionRunConfig {
+    /// When `serve` runs `retention apply` (caps honoured, never `--confirm`); `None`: only
+    /// by hand or from a timer.
+    #[serde(serialize_with = "ser::cron_opt")]
+    pub schedule: Option<(String, cron::Schedule)>,
     /// A run stops before deleting more backups than this, unless confirmed.
     pub max_deletes: usize,
     /// …or more than this share of one active tenant's backups.
     pub max_delete_share: f64,
     /// Where deletion certificates are written.
+    #[serde(serialize_with = "ser::path")]
     pub certificates_dir: PathBuf,
-    /// When `serve` runs `retention apply` (caps honoured, never `--confirm`); `None`: only
-    /// by hand or from a timer.
-    pub schedule: Option<(String, cron::Schedule)>,
 }
 
 /// `[catalog]`: SQLite, or PostgreSQL with its password from a secret.

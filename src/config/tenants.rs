@@ -1,5 +1,6 @@
 //! `[[tenants]]` and `[[discovery]]`: the engines, connections and sources of tenants.
 
+use super::echo::ser;
 use super::raw::{RawDiscovery, RawTenant};
 use super::{ConfigError, RetentionOverride, Source, Tier};
 use crate::secret::SecretSource;
@@ -10,26 +11,36 @@ use std::str::FromStr;
 use toml::Spanned;
 
 /// A source of tenants that `serve` reads on every planning pass.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DiscoverySource {
     /// The operator's control-plane database: `query` returns rows of `id, engine, connection,
     /// tier, state` (connection: a SQLite path, or a PostgreSQL/MariaDB URL whose password, if
     /// any, is kept in memory only).
+    #[serde(rename_all = "kebab-case")]
     Query {
         /// `discovery[N]`, for errors and logs.
+        #[serde(skip)]
         name: String,
+        #[serde(serialize_with = "ser::display")]
         url: url::Url,
+        #[serde(serialize_with = "ser::secret_or_none")]
         password: Option<SecretSource>,
         query: String,
         /// Password for discovered database URLs that carry none.
+        #[serde(serialize_with = "ser::secret_or_none")]
         tenant_password: Option<SecretSource>,
     },
     /// Every database of a PostgreSQL/MariaDB server whose name matches `pattern` (`*`, `?`);
     /// the database name is the tenant id.
+    #[serde(rename_all = "kebab-case")]
     Server {
+        #[serde(skip)]
         name: String,
         engine: EngineKind,
+        #[serde(serialize_with = "ser::display")]
         url: url::Url,
+        #[serde(serialize_with = "ser::secret_or_none")]
         password: Option<SecretSource>,
         pattern: String,
         tier: String,
@@ -69,32 +80,42 @@ impl FromStr for EngineKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
 pub enum Connection {
     Sqlite {
+        #[serde(serialize_with = "ser::path")]
         path: PathBuf,
     },
     /// A URL without a password; the password comes from `password-env`/`password-file`.
     Postgres {
+        #[serde(serialize_with = "ser::display")]
         url: url::Url,
+        #[serde(serialize_with = "ser::secret_or_none")]
         password: Option<SecretSource>,
     },
     /// `mariadb://USER@HOST:PORT/DATABASE` (or `mysql://`), without a password.
     Mariadb {
+        #[serde(serialize_with = "ser::display")]
         url: url::Url,
+        #[serde(serialize_with = "ser::secret_or_none")]
         password: Option<SecretSource>,
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantConfig {
+    #[serde(serialize_with = "ser::display")]
     pub id: TenantId,
     pub engine: EngineKind,
     pub tier: String,
+    #[serde(flatten)]
     pub connection: Connection,
+    #[serde(skip_serializing_if = "RetentionOverride::is_unset")]
     pub retention: RetentionOverride,
     /// How discovery found it (`None` for `[[tenants]]`): remembered in the catalog so that the
     /// tenant stays restorable after discovery stops listing it.
+    #[serde(skip)]
     pub discovered: Option<Discovered>,
 }
 

@@ -1,5 +1,6 @@
 //! Tier files (`schedules/NAME.toml`): schedule, objectives, retention, deletion window.
 
+use super::echo::ser;
 use super::raw::RawTier;
 use super::{ConfigError, Source, is_tier_name, parse_cron, read};
 use std::collections::BTreeMap;
@@ -38,9 +39,11 @@ pub struct RetentionPolicy {
 }
 
 /// A tenant's overrides of its tier's retention policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct RetentionOverride {
     pub keep_last: Option<u32>,
+    #[serde(serialize_with = "ser::duration_opt")]
     pub max_age: Option<Duration>,
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
@@ -50,6 +53,11 @@ pub struct RetentionOverride {
 }
 
 impl RetentionOverride {
+    /// Nothing overridden (the echo leaves `[tenants.retention]` out).
+    pub fn is_unset(&self) -> bool {
+        *self == RetentionOverride::default()
+    }
+
     pub fn apply(&self, p: RetentionPolicy) -> RetentionPolicy {
         RetentionPolicy {
             keep_last: self.keep_last.unwrap_or(p.keep_last),
