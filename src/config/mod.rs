@@ -72,6 +72,7 @@ pub struct Config {
     pub retention: RetentionRunConfig,
     pub scheduler: SchedulerConfig,
     /// Where tenants are found besides `[[tenants]]`, reconciled on every planning pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub discovery: Vec<DiscoverySource>,
     /// Drill plans `serve` runs on their schedules (`[drills] plans`).
     #[serde(skip)]
@@ -81,6 +82,7 @@ pub struct Config {
     /// The audit log's key and anchors (`[audit]`).
     pub audit: AuditConfig,
     /// Where `serve` sends events (`[[notify]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySink>,
 }
 
