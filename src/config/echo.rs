@@ -205,10 +205,28 @@ mod tests {
     #[test]
     fn the_echo_is_the_resolved_config_under_lifeboat_toml_keys() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/lifeboat.example.toml");
-        let config = Config::load(&file).expect("the shipped example loads");
+        let example = Config::load(&file).expect("the shipped example loads");
+        // What the example lacks: discovery of both kinds and notify sinks.
+        let extra = format!(
+            "{}\n[[discovery]]\nkind = \"server\"\nengine = \"postgres\"\n\
+             url = \"postgres://lb@db3.internal:5432/postgres\"\npassword-env = \"PW\"\n\
+             pattern = \"t_*\"\ntier = \"paid\"\n\n[[discovery]]\nkind = \"query\"\n\
+             url = \"postgres://cp@control.internal:5432/cp\"\nquery = \"SELECT 1\"\n\n\
+             [[notify]]\nname = \"ops\"\nurl = \"https://hooks.example.net/x\"\n\
+             secret-env = \"WH\"\nevents = [\"backup.failing\"]\ntiers = [\"paid\"]\n\n\
+             [[notify]]\nname = \"chat\"\nformat = \"slack\"\nurl-env = \"SLACK\"\n",
+            std::fs::read_to_string(&file).unwrap()
+        );
+        let more = Config::parse(&file, &extra).expect("the example with more loads");
+        for config in [example, more] {
+            check(&config);
+        }
+    }
+
+    fn check(config: &Config) {
         let echo = config.redacted();
         let table: toml::Table = toml::from_str(&echo).expect("the echo is TOML");
-        assert_eq!(table, toml::Table::try_from(&config).unwrap(), "{echo}");
+        assert_eq!(table, toml::Table::try_from(config).unwrap(), "{echo}");
         let keys = defined::<RawConfig>();
         let mut echoed = Vec::new();
         paths(&table, "", &mut echoed);
