@@ -25,7 +25,9 @@ pub use api::{
 };
 pub use drill::{Check, DrillPlan, Scratch, load_drill_plan};
 pub use error::ConfigError;
-pub use notify::{NotifyFormat, NotifySink, SinkUrl, check_sink_url, redact_sink_url};
+pub use notify::{
+    NotifyFormat, NotifySink, SINK_DEADLINE, SINK_TIMEOUT, SinkUrl, check_sink_url, redact_sink_url,
+};
 pub use regions::{PATH_STYLE, RegionBackend, RegionConfig, RegionRole, S3_REGION};
 pub use sections::{
     ANCHOR_INTERVAL, ANCHOR_INTERVAL_MAX, AuditConfig, CERTIFICATES_DIR, CatalogConfig, KeysConfig,
@@ -36,7 +38,9 @@ pub use source::{parse_cron, parse_duration, parse_size};
 pub use tenants::{
     Connection, Discovered, DiscoverySource, EngineKind, TenantConfig, parse_db_url, redact_url,
 };
-pub use tiers::{RetentionOverride, RetentionPolicy, Tier, load_tier, load_tiers};
+pub use tiers::{
+    MIN_KEEP, RetentionOverride, RetentionPolicy, SPREAD, Tier, load_tier, load_tiers,
+};
 
 use api::parse_api;
 use raw::RawConfig;

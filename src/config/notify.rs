@@ -29,6 +29,11 @@ pub(super) struct RawNotify {
     deadline: Option<Spanned<String>>,
 }
 
+/// `[[notify]] timeout` unless set.
+pub const SINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[[notify]] deadline` unless set.
+pub const SINK_DEADLINE: Duration = Duration::from_secs(86400);
+
 /// What a sink receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -258,7 +263,7 @@ pub(super) fn parse_notify(
             Duration::from_secs(1)..=Duration::from_secs(120),
             "a duration from `1s` to `2m`",
         )?,
-        None => Duration::from_secs(10),
+        None => SINK_TIMEOUT,
     };
     let deadline = match &n.deadline {
         Some(d) => src.duration_in(
@@ -267,7 +272,7 @@ pub(super) fn parse_notify(
             Duration::from_secs(1)..=Duration::from_secs(30 * 86400),
             "a duration from `1s` to `30d`, such as `24h`",
         )?,
-        None => Duration::from_secs(86400),
+        None => SINK_DEADLINE,
     };
     Ok(NotifySink {
         name,

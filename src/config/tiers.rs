@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// A tier file's `spread` unless set: every tenant starts at the cron time.
+pub const SPREAD: Duration = Duration::ZERO;
+/// A tier file's `[retention] min-keep` unless set.
+pub const MIN_KEEP: u32 = 1;
+
 /// A tier: a named service level from `schedules/NAME.toml`.
 #[derive(Debug, Clone)]
 pub struct Tier {
@@ -139,7 +144,7 @@ pub fn load_tier(file: &Path) -> Result<Tier, ConfigError> {
         cron,
         spread: match &raw.spread {
             Some(s) => src.duration("spread", s)?,
-            None => Duration::ZERO,
+            None => SPREAD,
         },
         priority: raw.priority,
         rpo: src.duration("objectives.rpo", &raw.objectives.rpo)?,
@@ -152,7 +157,7 @@ pub fn load_tier(file: &Path) -> Result<Tier, ConfigError> {
             keep_monthly: raw.retention.keep_monthly,
             keep_yearly: raw.retention.keep_yearly,
             min_keep: match &raw.retention.min_keep {
-                None => 1,
+                None => MIN_KEEP,
                 Some(m) if *m.get_ref() == 0 => {
                     return Err(src.invalid(m.span(), "retention.min-keep", 0, "at least 1"));
                 }
