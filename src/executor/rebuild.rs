@@ -113,7 +113,7 @@ fn parse_key<'a>(tenants_prefix: &str, key: &'a str) -> Option<(TenantId, &'a st
 pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, Error> {
     let region = ctx.region(region_name)?;
     if !ctx.catalog.completed_backups().await?.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "the catalog {} already holds backups; rebuild into an empty catalog",
             ctx.config.catalog.url
         )));

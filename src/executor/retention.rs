@@ -41,7 +41,7 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
     let mut plans = Vec::new();
     for t in ctx.catalog.live_tenants().await? {
         let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Refused(format!(
                 "tenant {} is in tier {:?}, which has no file under schedules/; retention cannot plan it",
                 t.id, t.tier
             ))
@@ -283,7 +283,7 @@ async fn tenant_row(ctx: &Context, t: &str) -> Result<TenantRow, Error> {
     ctx.catalog
         .tenant(t)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("tenant {t} vanished")))
+        .ok_or_else(|| Error::NotFound(format!("tenant {t} vanished")))
 }
 
 /// Purges one tenant for `reason` (recorded with every deletion and as the certificate's
@@ -293,7 +293,7 @@ async fn tenant_row(ctx: &Context, t: &str) -> Result<TenantRow, Error> {
 /// recorded in every region, so a rebuilt catalog resumes or remembers it.
 pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Result<Purged, Error> {
     let tenant =
-        crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Failed(e.to_string()))?;
     let t = plan.tenant.as_str();
     let reason = reason.to_string();
     let mut warnings = Vec::new();
@@ -446,9 +446,8 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
         std::fs::write(dir.join(format!("{stem}.md")), cert.markdown())?;
         Ok(dir.join(format!("{stem}.json")))
     };
-    let path = write().map_err(|e| {
-        Error::Invalid(format!("writing the certificate to {}: {e}", dir.display()))
-    })?;
+    let path = write()
+        .map_err(|e| Error::Failed(format!("writing the certificate to {}: {e}", dir.display())))?;
     ctx.catalog
         .audit_entry(&AuditEntry {
             tenant: Some(t),
