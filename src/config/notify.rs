@@ -1,6 +1,7 @@
 //! `[[notify]]` sinks: where events go, in which format, signed with which secret, and which
 //! events each wants. A sink URL must be https unless it is loopback or `allow-http = true`.
 
+use super::echo::ser;
 use super::{ConfigError, Source, Tier};
 use crate::domain::notify::{EventKind, SinkFilter};
 use crate::secret::SecretSource;
@@ -28,8 +29,14 @@ pub(super) struct RawNotify {
     deadline: Option<Spanned<String>>,
 }
 
+/// `[[notify]] timeout` unless set.
+pub const SINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `[[notify]] deadline` unless set.
+pub const SINK_DEADLINE: Duration = Duration::from_secs(86400);
+
 /// What a sink receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NotifyFormat {
     /// The event as JSON, signed Standard Webhooks style.
     Webhook,
@@ -55,21 +62,50 @@ pub enum SinkUrl {
 }
 
 /// One `[[notify]]` sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct NotifySink {
     pub name: String,
     pub format: NotifyFormat,
+    #[serde(serialize_with = "sink_url")]
     pub url: SinkUrl,
     /// The HMAC-SHA256 key of the `webhook-signature` header (`whsec_` + base64, or raw bytes);
     /// required for `webhook`, optional for `slack`.
+    #[serde(serialize_with = "ser::secret_or_none")]
     pub secret: Option<SecretSource>,
+    #[serde(flatten, serialize_with = "filter")]
     pub filter: SinkFilter,
     /// Plain `http://` to a host that is not loopback.
     pub allow_http: bool,
     /// One attempt's limit (connect, send, answer).
+    #[serde(serialize_with = "ser::duration")]
     pub timeout: Duration,
     /// How long after an event it is still retried; then given up.
+    #[serde(serialize_with = "ser::duration")]
     pub deadline: Duration,
+}
+
+/// A sink's URL as the echo shows it: without its credentials, or where the secret one comes from.
+fn sink_url<S: serde::Serializer>(url: &SinkUrl, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        SinkUrl::Plain(u) => s.serialize_str(&redact_sink_url(u)),
+        SinkUrl::Secret(v) => ser::secret(v, s),
+    }
+}
+
+/// A sink's filter as its three keys; `tenants` and `tiers` left out when every one is wanted.
+fn filter<S: serde::Serializer>(f: &SinkFilter, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(None)?;
+    let events: Vec<&str> = f.events.iter().map(|k| k.as_str()).collect();
+    map.serialize_entry("events", &events)?;
+    if let Some(t) = &f.tenants {
+        map.serialize_entry("tenants", t)?;
+    }
+    if let Some(t) = &f.tiers {
+        map.serialize_entry("tiers", t)?;
+    }
+    map.end()
 }
 
 /// `url` if it may receive events: https, or http to a loopback host or with `allow-http`.
@@ -227,7 +263,7 @@ pub(super) fn parse_notify(
             Duration::from_secs(1)..=Duration::from_secs(120),
             "a duration from `1s` to `2m`",
         )?,
-        None => Duration::from_secs(10),
+        None => SINK_TIMEOUT,
     };
     let deadline = match &n.deadline {
         Some(d) => src.duration_in(
@@ -236,7 +272,7 @@ pub(super) fn parse_notify(
             Duration::from_secs(1)..=Duration::from_secs(30 * 86400),
             "a duration from `1s` to `30d`, such as `24h`",
         )?,
-        None => Duration::from_secs(86400),
+        None => SINK_DEADLINE,
     };
     Ok(NotifySink {
         name,
