@@ -648,7 +648,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 "{:<36}  {:<9}  {:<9}  {:<25}  {:>12}  copies",
                 "backup", "status", "origin", "recovery point", "bytes"
             );
-            for b in ctx.catalog.backups(id.as_str()).await? {
+            for b in ctx.catalog.backups(&id).await? {
                 let copies: Vec<String> = ctx
                     .catalog
                     .copies(&b.id)
@@ -808,7 +808,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             for r in rows {
                 let targets = match (&r.live_target, &r.previous_target) {
-                    (Some(live), Some(prev)) if r.state == "swapped" => {
+                    (Some(live), Some(prev))
+                        if r.state == crate::catalog::RestoreState::Swapped =>
+                    {
                         format!("{live} (previous kept as {prev})")
                     }
                     (Some(live), _) => live.clone(),
@@ -1274,7 +1276,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         .find(|d| d.event_id == e.id && d.sink == sink.name)
                     {
                         None => println!("    {}: waiting (not tried yet)", sink.name),
-                        Some(d) if d.state == "pending" => println!(
+                        Some(d) if d.state == crate::catalog::DeliveryState::Pending => println!(
                             "    {}: pending after {} attempt(s), next at {}{}",
                             sink.name,
                             d.attempts,
@@ -1497,7 +1499,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
     let actor = crate::audit::Actor::cli();
     let by = auth::Changer {
         actor: &actor.name,
-        role: &actor.role,
+        role: actor.role.as_str(),
         source_ip: None,
     };
     match command {
@@ -1517,7 +1519,7 @@ async fn token_command(config: &std::path::Path, command: TokenCommand) -> Resul
                 .map_err(|e| anyhow::anyhow!("--reason {reason:?}: {}", e.message))?;
             let catalog = open_catalog(&config, true).await?;
             if let Some(t) = &tenant
-                && catalog.tenant(t.as_str()).await?.is_none()
+                && catalog.tenant(t).await?.is_none()
                 && config.tenant(t).is_none()
             {
                 bail!(

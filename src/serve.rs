@@ -835,9 +835,9 @@ async fn run_job(
     if let Some(prev) = &job.previous_backup
         && let Some(b) = ctx.catalog.backup(prev).await?
     {
-        match b.status.as_str() {
+        match b.status {
             // The previous holder finished the backup but died before closing the job.
-            "completed" => {
+            crate::catalog::BackupStatus::Completed => {
                 ctx.catalog
                     .finish_job(
                         job,
@@ -847,7 +847,7 @@ async fn run_job(
                     .await?;
                 return Ok(None);
             }
-            "running" => settle_lost_backup(ctx, &b).await?,
+            crate::catalog::BackupStatus::Running => settle_lost_backup(ctx, &b).await?,
             _ => {}
         }
     }

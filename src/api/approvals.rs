@@ -11,7 +11,7 @@ use super::error::{ApiError, json};
 use super::links::secs;
 use super::params::{self, LIMIT_MAX};
 use super::staff::{READERS, spawn_restore};
-use crate::catalog::ApprovalRow;
+use crate::catalog::{ApprovalRow, ApprovalState};
 use crate::config::ApiRole;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
@@ -69,7 +69,7 @@ pub async fn ask(state: &ApiState, caller: &Caller, ask: &Ask<'_>) -> Result<Res
         requested_ip: Some(caller.ip.to_string()),
         requested_at: now,
         expires_at: now + APPROVAL_LIFETIME,
-        state: "pending".into(),
+        state: crate::catalog::ApprovalState::Pending,
         decided_by: None,
         decided_reason: None,
         decided_at: None,
@@ -107,10 +107,10 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(&state, READERS, "approvals.list").await?;
     let q = params::query(q.as_deref(), &["state", "limit"])?;
-    let wanted = match q.get("state").map(String::as_str) {
+    let wanted = match q.get("state").map(|s| s.parse::<ApprovalState>()) {
         None => None,
-        Some(s @ ("pending" | "approved" | "rejected" | "expired")) => Some(s),
-        Some(_) => {
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
@@ -175,7 +175,11 @@ async fn decide(
         None
     };
     let now = Utc::now();
-    let to = if approve { "approved" } else { "rejected" };
+    let to = if approve {
+        ApprovalState::Approved
+    } else {
+        ApprovalState::Rejected
+    };
     let tenant = asked.tenant_id.as_str();
     if !state
         .ctx
@@ -244,7 +248,8 @@ fn started(
         reason: a.reason.clone(),
         actor: crate::audit::Actor {
             name: a.requested_by.clone(),
-            role: a.requested_role.clone(),
+            role: crate::audit::Role::parse(&a.requested_role)
+                .ok_or_else(|| bad(format!("unknown role {:?}", a.requested_role)))?,
             source_ip: a.requested_ip.clone(),
         },
         id: Some(restore_id.to_string()),

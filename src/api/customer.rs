@@ -14,7 +14,7 @@ use super::auth::{self, Caller};
 use super::error::{ApiError, json};
 use super::links::{LinkOptions, Wanted, link_json, secs};
 use super::params::{self, LIMIT_MAX};
-use crate::catalog::{AuditEntry, BackupRow, JobOutcome, LinkRow, NewJob};
+use crate::catalog::{AuditEntry, BackupRow, BackupStatus, JobOutcome, LinkRow, NewJob};
 use crate::config::ApiRole;
 use crate::serve::OnShutdown;
 use crate::storage::BackupId;
@@ -106,7 +106,7 @@ async fn reserve_passphrase(
         let (live, first) = state
             .ctx
             .catalog
-            .live_passphrase_links(tenant.as_str(), Utc::now())
+            .live_passphrase_links(tenant, Utc::now())
             .await?;
         let mut pending = state
             .passphrase_pending
@@ -160,7 +160,10 @@ async fn store_link(state: &ApiState, link: &LinkRow) -> Result<(), ApiError> {
     let (_, first) = state
         .ctx
         .catalog
-        .live_passphrase_links(&link.tenant, now)
+        .live_passphrase_links(
+            &TenantId::parse(&link.tenant).map_err(ApiError::internal)?,
+            now,
+        )
         .await?;
     Err(passphrase_cap(state, first))
 }
@@ -237,7 +240,7 @@ pub async fn list(
     let rows = state
         .ctx
         .catalog
-        .recent_backups(tenant.as_str(), limit, true)
+        .recent_backups(&tenant, limit, true)
         .await?;
     let list: Vec<_> = rows.iter().map(backup_json).collect();
     Ok(json(StatusCode::OK, serde_json::json!({ "backups": list })))
@@ -287,8 +290,8 @@ pub async fn request_backup(
         recipient: req.recipient,
         passphrase: req.passphrase,
     })?;
-    if let Some(t) = state.ctx.catalog.tenant(tenant.as_str()).await?
-        && t.state != "active"
+    if let Some(t) = state.ctx.catalog.tenant(&tenant).await?
+        && t.state != crate::catalog::TenantState::Active
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -337,7 +340,7 @@ pub async fn request_backup(
     let (asked, first) = state
         .ctx
         .catalog
-        .requests_since(tenant.as_str(), now - chrono::Duration::hours(24))
+        .requests_since(&tenant, now - chrono::Duration::hours(24))
         .await?;
     if asked >= quota {
         let wait = first.map_or(3600, |t| {
@@ -366,7 +369,7 @@ pub async fn request_backup(
         .with_retry_after(wait));
     }
     // Another worker's backup of the tenant (the schedule's, or a request on another replica).
-    if state.ctx.catalog.tenant_job_leased(tenant.as_str()).await? {
+    if state.ctx.catalog.tenant_job_leased(&tenant).await? {
         return Err(in_progress());
     }
     // Only now the passphrase's work, if any: its place under the tenant's cap, then scrypt.
@@ -521,7 +524,7 @@ pub async fn status(
         .get(tenant.as_str())
         .is_some_and(|b| b == id.as_str());
     let cat = &state.ctx.catalog;
-    let link = cat.requested_link(tenant.as_str(), id.as_str()).await?;
+    let link = cat.requested_link(&tenant, id.as_str()).await?;
     let backup = mine(&state, &caller, &tenant, cat.backup(id.as_str()).await?).await;
     // A backup is shown if the customer asked for it, or if retained ones may be downloaded.
     if link.is_none() && !(state.cfg.customer_retained_downloads && backup.is_some()) {
@@ -543,7 +546,9 @@ pub async fn status(
     }
     if let Some(l) = &link
         && l.ready
-        && backup.as_ref().is_some_and(|b| b.status == "completed")
+        && backup
+            .as_ref()
+            .is_some_and(|b| b.status == BackupStatus::Completed)
     {
         let usable = l.expires_at > Utc::now() && l.uses_left > 0;
         body["link"] = if usable {
@@ -568,7 +573,7 @@ pub async fn issue_link(
     let id = params::backup_id(&id)?;
     let opts: LinkOptions = super::read_json(&state, body).await?.unwrap_or_default();
     let backup = own_backup(&state, &caller, &tenant, &id).await?;
-    if backup.status != "completed" {
+    if backup.status != BackupStatus::Completed {
         return Err(ApiError::not_found());
     }
     let wanted = Wanted::of(&opts)?;

@@ -8,7 +8,7 @@
 
 use super::{Context, Error, locate};
 use crate::audit::Actor;
-use crate::catalog::{BackupRow, NewRestore, RestoreRow};
+use crate::catalog::{BackupRow, BackupStatus, NewRestore, RestoreMode, RestoreRow, RestoreState};
 use crate::crypto;
 use crate::engine::{self, SwapNames};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest};
@@ -177,7 +177,7 @@ async fn choose_backup(
             .await?
             .filter(|b| b.tenant_id == tenant)
             .ok_or_else(|| Error::Invalid(format!("tenant {tenant} has no backup {id}")))?;
-        if b.status != "completed" {
+        if b.status != BackupStatus::Completed {
             return Err(Error::Invalid(format!(
                 "backup {id} is {}, not completed",
                 b.status
@@ -185,12 +185,12 @@ async fn choose_backup(
         }
         return Ok(b);
     }
-    let backups = ctx.catalog.backups(tenant).await?;
+    let backups = ctx.catalog.backups(&req.tenant).await?;
     let mut oldest: Option<DateTime<Utc>> = None;
     for b in backups
         .into_iter()
         .rev()
-        .filter(|b| b.status == "completed")
+        .filter(|b| b.status == BackupStatus::Completed)
     {
         if let (Some(before), Some(rp)) = (req.before, b.recovery_point)
             && rp > before
@@ -199,10 +199,7 @@ async fn choose_backup(
             continue;
         }
         let copies = ctx.catalog.copies(&b.id).await?;
-        if copies
-            .iter()
-            .any(|c| c.region == region.name && c.state == "verified")
-        {
+        if crate::catalog::verified_in(&copies, &region.name) {
             return Ok(b);
         }
     }
@@ -599,7 +596,7 @@ impl Chosen<'_> {
     fn record<'a>(
         &'a self,
         req: &'a RestoreRequest,
-        mode: &'a str,
+        mode: RestoreMode,
         restored_target: &'a str,
         swap: Option<&'a SwapNames>,
         process: Option<&'a str>,
@@ -664,10 +661,7 @@ async fn choose_readable<'c>(
             Ok(b) if req.backup.is_some() && region.name != ctx.primary().name => {
                 // A named backup: from the primary as always; elsewhere only where it is verified.
                 let copies = ctx.catalog.copies(&b.id).await?;
-                match copies
-                    .iter()
-                    .any(|c| c.region == region.name && c.state == "verified")
-                {
+                match crate::catalog::verified_in(&copies, &region.name) {
                     true => Ok(b),
                     false => Err(Error::Invalid(format!(
                         "backup {} has no verified copy in region {}",
@@ -721,7 +715,7 @@ async fn restore_side(
     let chosen = choose(ctx, req).await?;
     let process = crate::owner::this_tag();
     ctx.catalog
-        .insert_restore(&chosen.record(req, "side", target, None, process.as_deref()))
+        .insert_restore(&chosen.record(req, RestoreMode::Side, target, None, process.as_deref()))
         .await?;
     let restore_id = chosen.restore_id.clone();
     *recorded = Some(restore_id.clone());
@@ -753,7 +747,13 @@ async fn restore_side(
         }
     };
     ctx.catalog
-        .move_restore(&restore_id, "running", "restored", None, Utc::now())
+        .move_restore(
+            &restore_id,
+            RestoreState::Running,
+            RestoreState::Restored,
+            None,
+            Utc::now(),
+        )
         .await?;
     Ok(chosen.report(clock, restored_to, &manifest, &tables, None))
 }
@@ -763,7 +763,13 @@ async fn fail(ctx: &Context, restore_id: &str, e: &Error) {
     let cause = e.to_string();
     if let Err(c) = ctx
         .catalog
-        .move_restore(restore_id, "running", "failed", Some(&cause), Utc::now())
+        .move_restore(
+            restore_id,
+            RestoreState::Running,
+            RestoreState::Failed,
+            Some(&cause),
+            Utc::now(),
+        )
         .await
     {
         tracing::warn!(restore = %restore_id, error = %c, "could not record the failed restore");
@@ -782,8 +788,8 @@ async fn restore_over_live(
     let restore_id = chosen.restore_id.clone();
     let engine = engine::for_tenant(&chosen.tenant);
     let names = engine.swap_names(&restore_tag(&restore_id))?;
-    settle_interrupted(ctx, req.tenant.as_str()).await?;
-    if let Some(open) = ctx.catalog.open_live_restore(req.tenant.as_str()).await? {
+    settle_interrupted(ctx, &req.tenant).await?;
+    if let Some(open) = ctx.catalog.open_live_restore(&req.tenant).await? {
         return Err(open_restore(&open));
     }
     engine.check_swappable(&names.live).await?;
@@ -799,14 +805,14 @@ async fn restore_over_live(
         .catalog
         .insert_restore(&chosen.record(
             req,
-            "live",
+            RestoreMode::Live,
             &names.staging,
             Some(&names),
             process.as_deref(),
         ))
         .await?;
     if !inserted {
-        let open = ctx.catalog.open_live_restore(req.tenant.as_str()).await?;
+        let open = ctx.catalog.open_live_restore(&req.tenant).await?;
         return Err(open.map(|o| open_restore(&o)).unwrap_or_else(|| {
             Error::Invalid(format!(
                 "another restore over live of tenant {} started meanwhile",
@@ -830,7 +836,13 @@ async fn restore_over_live(
     {
         Ok((manifest, tables, safety, pending_copies)) => {
             ctx.catalog
-                .move_restore(&restore_id, "running", "swapped", None, Utc::now())
+                .move_restore(
+                    &restore_id,
+                    RestoreState::Running,
+                    RestoreState::Swapped,
+                    None,
+                    Utc::now(),
+                )
                 .await?;
             let kept = (safety, names.previous.clone(), pending_copies);
             Ok(chosen.report(clock, names.live.clone(), &manifest, &tables, Some(kept)))
@@ -847,8 +859,8 @@ fn open_restore(open: &RestoreRow) -> Error {
         .swapped_at
         .unwrap_or(open.started_at)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Error::Invalid(match open.state.as_str() {
-        "swapped" => format!(
+    Error::Invalid(match open.state {
+        RestoreState::Swapped => format!(
             "tenant {} has restore {} swapped in since {since}, its previous data kept as {}; finalize or roll it back first (`lifeboat restore finalize {}` or `lifeboat restore rollback {}`, with --reason)",
             open.tenant_id,
             open.id,
@@ -974,21 +986,22 @@ async fn swapped_restore(
         .restore_row(restore_id)
         .await?
         .ok_or_else(|| Error::Invalid(format!("no restore {restore_id} in the catalog")))?;
-    if row.state == "running" {
-        settle_interrupted(ctx, &row.tenant_id).await?;
+    if row.state == RestoreState::Running {
+        let tenant = TenantId::parse(&row.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
+        settle_interrupted(ctx, &tenant).await?;
         row = ctx
             .catalog
             .restore_row(restore_id)
             .await?
             .ok_or_else(|| Error::Invalid(format!("no restore {restore_id} in the catalog")))?;
     }
-    if row.mode != "live" {
+    if row.mode != RestoreMode::Live {
         return Err(Error::Invalid(format!(
             "restore {restore_id} was a restore on the side (to {}): there is nothing to {verb}",
             row.restored_target
         )));
     }
-    if row.state != "swapped" {
+    if row.state != RestoreState::Swapped {
         return Err(Error::Invalid(format!(
             "restore {restore_id} is {}, not swapped: only a restore over live whose previous data is still kept can be {}",
             row.state,
@@ -1029,10 +1042,10 @@ pub async fn finalize(
         check_reason(reason)?;
         let (row, engine, names) = swapped_restore(ctx, restore_id, "finalize").await?;
         // Claimed first, so a concurrent rollback cannot swap back what is being dropped.
-        claim_swapped(ctx, &row, "finalized").await?;
+        claim_swapped(ctx, &row, RestoreState::Finalized).await?;
         if let Err(e) = engine.drop_target(&names.previous).await {
             ctx.catalog
-                .move_restore(&row.id, "finalized", "swapped", None, Utc::now())
+                .move_restore(&row.id, RestoreState::Finalized, RestoreState::Swapped, None, Utc::now())
                 .await?;
             return Err(e.into());
         }
@@ -1065,10 +1078,10 @@ pub async fn rollback(
                 names.staging
             )));
         }
-        claim_swapped(ctx, &row, "rolled_back").await?;
+        claim_swapped(ctx, &row, RestoreState::RolledBack).await?;
         if let Err(e) = engine.swap_back(&names).await {
             ctx.catalog
-                .move_restore(&row.id, "rolled_back", "swapped", None, Utc::now())
+                .move_restore(&row.id, RestoreState::RolledBack, RestoreState::Swapped, None, Utc::now())
                 .await?;
             return Err(Error::Invalid(format!(
                 "the swap back failed; the restored data is still live and the previous data kept: {e}"
@@ -1094,10 +1107,10 @@ pub async fn rollback(
 }
 
 /// Moves a swapped restore to `to`, or refuses if another command settled it meanwhile.
-async fn claim_swapped(ctx: &Context, row: &RestoreRow, to: &str) -> Result<(), Error> {
+async fn claim_swapped(ctx: &Context, row: &RestoreRow, to: RestoreState) -> Result<(), Error> {
     if ctx
         .catalog
-        .move_restore(&row.id, "swapped", to, None, Utc::now())
+        .move_restore(&row.id, RestoreState::Swapped, to, None, Utc::now())
         .await?
     {
         Ok(())
@@ -1153,16 +1166,18 @@ async fn audit_settle(
 /// Settles the tenant's restore over live left `running` by a process that died (a crash, a
 /// kill): swapped if its swap had happened, else failed after removing what it left beside the
 /// untouched live data.
-pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error> {
+pub async fn settle_interrupted(ctx: &Context, tenant: &TenantId) -> Result<(), Error> {
     let Some(row) = ctx.catalog.open_live_restore(tenant).await? else {
         return Ok(());
     };
-    if row.state != "running" || crate::owner::tag_ended(row.process.as_deref()) != Some(true) {
+    if row.state != RestoreState::Running
+        || crate::owner::tag_ended(row.process.as_deref()) != Some(true)
+    {
         return Ok(());
     }
-    let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant_id = tenant;
     // A tenant no longer found anywhere has nothing this process could settle.
-    let Ok(config) = super::fleet::tenant(ctx, &tenant_id).await else {
+    let Ok(config) = super::fleet::tenant(ctx, tenant_id).await else {
         return Ok(());
     };
     let engine = engine::for_tenant(&config);
@@ -1178,8 +1193,8 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
         ctx.catalog
             .move_restore(
                 &row.id,
-                "running",
-                "swapped",
+                RestoreState::Running,
+                RestoreState::Swapped,
                 Some(&format!(
                     "its process {process} ended after the swap; settled as swapped"
                 )),
@@ -1191,8 +1206,8 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
         ctx.catalog
             .move_restore(
                 &row.id,
-                "running",
-                "failed",
+                RestoreState::Running,
+                RestoreState::Failed,
                 Some(&format!(
                     "its process {process} ended before the swap; the live data was untouched, the staging target removed"
                 )),
@@ -1202,16 +1217,16 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
     }
     ctx.catalog
         .audit(
-            &ctx.actor.name,
+            &ctx.actor,
             "restore.settle",
-            Some(tenant),
+            Some(tenant.as_str()),
             &format!(
                 "restore {}: process {process} had ended; settled as {}",
                 row.id,
                 ctx.catalog
                     .restore_row(&row.id)
                     .await?
-                    .map(|r| r.state)
+                    .map(|r| r.state.as_str())
                     .unwrap_or_default()
             ),
             "ok",

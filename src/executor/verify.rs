@@ -388,7 +388,7 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
         }
         ctx.catalog
             .audit(
-                "cli",
+                &ctx.actor,
                 "verify.repair",
                 None,
                 &format!(
