@@ -109,6 +109,13 @@ pub enum CatalogError {
         column: &'static str,
         value: String,
     },
+    /// A tenant id column holds a text that is not a valid tenant id (written by hand).
+    #[error("catalog: {table}.{column}: {source}")]
+    InvalidTenantId {
+        table: &'static str,
+        column: &'static str,
+        source: crate::tenant::InvalidTenantId,
+    },
 }
 
 #[derive(Clone)]

@@ -159,10 +159,10 @@ pub(crate) fn decode_tenant(
     column: &'static str,
     value: String,
 ) -> Result<crate::tenant::TenantId, CatalogError> {
-    crate::tenant::TenantId::parse(&value).map_err(|_| CatalogError::UnknownState {
+    crate::tenant::TenantId::parse(&value).map_err(|source| CatalogError::InvalidTenantId {
         table,
         column,
-        value,
+        source,
     })
 }
 
@@ -191,6 +191,37 @@ mod tests {
         round_trip(DeliveryState::ALL, DeliveryState::as_str);
         assert_eq!(RestoreState::RolledBack.to_string(), "rolled_back");
         assert_eq!(format!("{:?}", BackupStatus::Completed), "\"completed\"");
+    }
+
+    /// A state no variant has, written behind the catalog's back (CHECKs off), is an error
+    /// when read, not a default.
+    #[tokio::test]
+    async fn a_stored_unknown_state_is_an_error_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let cat = super::super::Catalog::open_with(&url, None).await.unwrap();
+        let acme = crate::tenant::TenantId::parse("acme").unwrap();
+        cat.upsert_tenant(&acme, "sqlite", "paid", None, chrono::Utc::now())
+            .await
+            .unwrap();
+        let super::super::Pool::Sqlite(pool) = &cat.pool else {
+            unreachable!()
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA ignore_check_constraints = ON")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE tenants SET state = 'frozen' WHERE id = 'acme'")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        let e = cat.tenant(&acme).await.unwrap_err();
+        assert!(
+            matches!(&e, CatalogError::UnknownState { table: "tenants", column: "state", value } if value == "frozen"),
+            "{e}"
+        );
     }
 
     #[test]
