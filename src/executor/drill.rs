@@ -4,7 +4,6 @@
 
 use super::restore::{self, KeysFrom, Load, LoadTimes};
 use super::{Context, Error};
-use crate::catalog::TenantState;
 use crate::config::{Connection, DrillPlan, EngineKind, TenantConfig};
 use crate::domain::drill::{self as plan, Candidate, Measured, Point, RegionRpo};
 use crate::domain::objectives::fmt_duration;
@@ -342,7 +341,7 @@ pub async fn run(
         .filter(|t| {
             states
                 .get(t.id.as_str())
-                .is_none_or(|s| *s == TenantState::Active)
+                .is_none_or(|s| *s == crate::catalog::TenantState::Active)
         })
         .collect();
     let candidates: Vec<Candidate> = in_plan
@@ -422,14 +421,19 @@ async fn tenant_states(
     ctx: &Context,
     plan: &DrillPlan,
     fixed: Option<&Region>,
-) -> Result<std::collections::HashMap<String, TenantState>, Error> {
+) -> Result<std::collections::HashMap<String, crate::catalog::TenantState>, Error> {
     Ok(match (plan.use_catalog, fixed) {
         (true, _) | (false, None) => ctx.catalog.tenant_states().await?,
         (false, Some(region)) => match super::records::read_region(region).await {
             Ok(found) => found
                 .states()
                 .into_iter()
-                .map(|(t, s)| (t.to_string(), TenantState::from(&s.lifecycle)))
+                .map(|(t, s)| {
+                    (
+                        t.to_string(),
+                        crate::catalog::TenantState::from(&s.lifecycle),
+                    )
+                })
                 .collect(),
             Err(e) => {
                 // Its backups cannot be listed either: every drill fails, saying so.
