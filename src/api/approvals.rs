@@ -11,7 +11,7 @@ use super::error::{ApiError, json};
 use super::links::secs;
 use super::params::{self, LIMIT_MAX};
 use super::staff::{READERS, spawn_restore};
-use crate::catalog::{ApprovalRow, ApprovalState};
+use crate::catalog::ApprovalRow;
 use crate::config::ApiRole;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
@@ -107,7 +107,10 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(&state, READERS, "approvals.list").await?;
     let q = params::query(q.as_deref(), &["state", "limit"])?;
-    let wanted = match q.get("state").map(|s| s.parse::<ApprovalState>()) {
+    let wanted = match q
+        .get("state")
+        .map(|s| s.parse::<crate::catalog::ApprovalState>())
+    {
         None => None,
         Some(Ok(s)) => Some(s),
         Some(Err(_)) => {
@@ -176,9 +179,9 @@ async fn decide(
     };
     let now = Utc::now();
     let to = if approve {
-        ApprovalState::Approved
+        crate::catalog::ApprovalState::Approved
     } else {
-        ApprovalState::Rejected
+        crate::catalog::ApprovalState::Rejected
     };
     let tenant = asked.tenant_id.as_str();
     if !state

@@ -14,7 +14,7 @@ use super::auth::{self, Caller};
 use super::error::{ApiError, json};
 use super::links::{LinkOptions, Wanted, link_json, secs};
 use super::params::{self, LIMIT_MAX};
-use crate::catalog::{AuditEntry, BackupRow, BackupStatus, JobOutcome, LinkRow, NewJob};
+use crate::catalog::{AuditEntry, BackupRow, JobOutcome, LinkRow, NewJob};
 use crate::config::ApiRole;
 use crate::serve::OnShutdown;
 use crate::storage::BackupId;
@@ -548,7 +548,7 @@ pub async fn status(
         && l.ready
         && backup
             .as_ref()
-            .is_some_and(|b| b.status == BackupStatus::Completed)
+            .is_some_and(|b| b.status == crate::catalog::BackupStatus::Completed)
     {
         let usable = l.expires_at > Utc::now() && l.uses_left > 0;
         body["link"] = if usable {
@@ -573,7 +573,7 @@ pub async fn issue_link(
     let id = params::backup_id(&id)?;
     let opts: LinkOptions = super::read_json(&state, body).await?.unwrap_or_default();
     let backup = own_backup(&state, &caller, &tenant, &id).await?;
-    if backup.status != BackupStatus::Completed {
+    if backup.status != crate::catalog::BackupStatus::Completed {
         return Err(ApiError::not_found());
     }
     let wanted = Wanted::of(&opts)?;

@@ -6,7 +6,7 @@ use super::auth::{self, Caller, Changer, NewToken, TokenError};
 use super::error::{ApiError, json};
 use super::links::secs;
 use super::params::{self, LIMIT_MAX};
-use crate::catalog::{AuditFilter, BackupStatus, TokenRow};
+use crate::catalog::{AuditFilter, TokenRow};
 use crate::config::ApiRole;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -73,7 +73,7 @@ pub async fn backups(
                 })
             })
             .collect();
-        let verification = if b.status != BackupStatus::Completed {
+        let verification = if b.status != crate::catalog::BackupStatus::Completed {
             "none"
         } else if regions
             .iter()
