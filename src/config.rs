@@ -1884,10 +1884,7 @@ fn parse_tenant(
             ),
         },
         EngineKind::Postgres | EngineKind::Mariadb => {
-            let example = match engine {
-                EngineKind::Postgres => "`postgres://USER@HOST:PORT/DATABASE`",
-                _ => "`mariadb://USER@HOST:PORT/DATABASE` (or `mysql://…`)",
-            };
+            let example = engine.url_example();
             let needed = format!("for engine = \"{}\"", engine.as_str());
             let raw_url = t.url.ok_or_else(|| src.missing(&field("url"), &needed))?;
             let url = db_url(src, &raw_url, &field("url"), engine, example)?;
@@ -1900,11 +1897,9 @@ fn parse_tenant(
                 file: src.file.to_path_buf(),
                 source,
             })?;
-            if engine == EngineKind::Postgres {
-                Connection::Postgres { url, password }
-            } else {
-                Connection::Mariadb { url, password }
-            }
+            engine
+                .server_connection(url, password)
+                .expect("a server engine")
         }
     };
     let retention = match t.retention {
@@ -1942,14 +1937,9 @@ fn parse_tenant(
 /// `s` as a URL of `engine`'s schemes (`postgres://`, or `mariadb://`/`mysql://`) naming a host
 /// and a database; `None` otherwise.
 pub fn parse_db_url(s: &str, engine: EngineKind) -> Option<url::Url> {
-    let schemes = match engine {
-        EngineKind::Postgres => &["postgres", "postgresql"][..],
-        EngineKind::Mariadb => &["mariadb", "mysql"][..],
-        EngineKind::Sqlite => &["sqlite"][..],
-    };
-    url::Url::parse(s)
-        .ok()
-        .filter(|u| schemes.contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1)
+    url::Url::parse(s).ok().filter(|u| {
+        engine.url_schemes().contains(&u.scheme()) && u.host().is_some() && u.path().len() > 1
+    })
 }
 
 /// A database URL of `engine` (`postgres://` or `mariadb://`/`mysql://`) naming a host and a
@@ -1998,10 +1988,11 @@ fn parse_discovery(
     let password = secret("password", d.password_env, d.password_file)?;
     match d.kind.get_ref().as_str() {
         "query" => {
-            let engine = match d.url.get_ref().split("://").next() {
-                Some("mariadb" | "mysql") => EngineKind::Mariadb,
-                _ => EngineKind::Postgres,
-            };
+            // The URL names the engine; one of no server engine fails as not PostgreSQL's.
+            let scheme = d.url.get_ref().split("://").next().unwrap_or_default();
+            let engine = EngineKind::of_scheme(scheme)
+                .filter(|e| *e != EngineKind::Sqlite)
+                .unwrap_or(EngineKind::Postgres);
             let url = db_url(
                 src,
                 &d.url,

@@ -158,12 +158,67 @@ fn write_if_missing(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Restore time and region of each sampled tenant.
+type Restores = BTreeMap<String, (Duration, String)>;
+
+/// Runs the demo in `dir`: sets it up (or adds activity to it), backs every tenant up, shows
+/// the retention plan, restores a sample and prints a verdict per tenant.
 pub async fn run(dir: &Path) -> Result<()> {
+    let second_run = dir.join("lifeboat.toml").exists();
+    let config = set_up(dir)?;
+    println!(
+        "{} tenant databases in {} …",
+        if second_run {
+            "Adding activity to"
+        } else {
+            "Creating"
+        },
+        dir.join("tenants").display()
+    );
+    for (id, _, factor) in TENANTS {
+        seed_tenant(&dir.join("tenants").join(format!("{id}.db")), *factor).await?;
+    }
+
+    let ctx = Context::open(config).await?;
+    back_up_all(&ctx).await?;
+    println!();
+    let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
+    crate::retention_report::print_plan(&plans, false, crate::retention_report::DRY_RUN);
+
+    let restores = restore_sample(&ctx, dir).await?;
+    let all_ok = print_verdicts(&ctx, &restores).await?;
+    ctx.catalog.close().await;
+
+    let cfg = dir.join("lifeboat.toml");
+    println!(
+        "\n{}\n\nTry the other commands on this demo:\n  \
+         lifeboat --config {c} config check\n  \
+         lifeboat --config {c} backups --tenant acme\n  \
+         lifeboat --config {c} restore --tenant acme --region us-east --to-side /tmp/acme-restored.db\n  \
+         lifeboat --config {c} retention plan\n\n\
+         To run it for real: write a lifeboat.toml with your tenants (sqlite, postgres or mariadb) and two S3 regions\n\
+         (see README.md), create the master key with `lifeboat keys init --out master.key`, check it with\n\
+         `lifeboat config check`, and run `lifeboat serve` (or `lifeboat backup --all` from a systemd timer or cron job).",
+        if all_ok {
+            "Every tenant meets its objectives."
+        } else {
+            "Some tenants miss their objectives (see above)."
+        },
+        c = cfg.display()
+    );
+    if !all_ok {
+        bail!("some tenants miss their objectives");
+    }
+    Ok(())
+}
+
+/// Creates the demo's directories, schedules, master key and `lifeboat.toml` (each only when
+/// missing, so a second run keeps them) and loads the config.
+fn set_up(dir: &Path) -> Result<Config> {
     std::fs::create_dir_all(dir.join("tenants"))
         .with_context(|| format!("creating {}", dir.display()))?;
     std::fs::create_dir_all(dir.join("schedules"))?;
     std::fs::create_dir_all(dir.join("scratch"))?;
-    let second_run = dir.join("lifeboat.toml").exists();
 
     for (name, text) in [
         ("paid.toml", include_str!("../schedules/paid.toml")),
@@ -194,28 +249,17 @@ pub async fn run(dir: &Path) -> Result<()> {
         ));
     }
     write_if_missing(&dir.join("lifeboat.toml"), &toml)?;
-    let config = Config::load(&dir.join("lifeboat.toml"))?;
+    Ok(Config::load(&dir.join("lifeboat.toml"))?)
+}
 
-    println!(
-        "{} tenant databases in {} …",
-        if second_run {
-            "Adding activity to"
-        } else {
-            "Creating"
-        },
-        dir.join("tenants").display()
-    );
-    for (id, _, factor) in TENANTS {
-        seed_tenant(&dir.join("tenants").join(format!("{id}.db")), *factor).await?;
-    }
-
-    let ctx = Context::open(config).await?;
+/// Backs every configured tenant up, one line each.
+async fn back_up_all(ctx: &Context) -> Result<()> {
     println!(
         "Backing up {} tenants (dump → zstd → age → eu-west, then copy to us-east and verify):",
         TENANTS.len()
     );
     for t in &ctx.config.tenants {
-        let r = executor::backup::backup_tenant(&ctx, t)
+        let r = executor::backup::backup_tenant(ctx, t)
             .await
             .with_context(|| format!("backing up tenant {}", t.id))?;
         let pending: Vec<&str> = r
@@ -238,15 +282,17 @@ pub async fn run(dir: &Path) -> Result<()> {
         );
     }
 
-    println!();
-    let plans = executor::retention::plan_all(&ctx, chrono::Utc::now()).await?;
-    crate::cli::print_retention_plan(&plans, false, crate::cli::DRY_RUN);
+    Ok(())
+}
 
+/// Restores `SAMPLE` on the side and compares each with its original: restore time and region
+/// by tenant.
+async fn restore_sample(ctx: &Context, dir: &Path) -> Result<Restores> {
     println!(
         "\nRestoring a sample into {} and comparing row by row with the originals:",
         dir.join("scratch").display()
     );
-    let mut restores: BTreeMap<String, (Duration, String)> = BTreeMap::new();
+    let mut restores = Restores::new();
     for (id, region) in SAMPLE {
         let target = dir
             .join("scratch")
@@ -262,7 +308,7 @@ pub async fn run(dir: &Path) -> Result<()> {
             actor: ctx.actor.clone(),
             id: None,
         };
-        let r = executor::restore::restore(&ctx, &req, &Default::default())
+        let r = executor::restore::restore(ctx, &req, &Default::default())
             .await
             .with_context(|| format!("restoring tenant {id} from {region}"))?;
         let (tables, rows) =
@@ -279,6 +325,12 @@ pub async fn run(dir: &Path) -> Result<()> {
         std::fs::remove_file(&target).ok();
     }
 
+    Ok(restores)
+}
+
+/// Prints each tenant's backups per region, RPO and restore time against its tier's objectives;
+/// true when every tenant meets them.
+async fn print_verdicts(ctx: &Context, restores: &Restores) -> Result<bool> {
     println!();
     let now = chrono::Utc::now();
     let region_names: Vec<String> = ctx.regions.iter().map(|r| r.name.clone()).collect();
@@ -293,7 +345,7 @@ pub async fn run(dir: &Path) -> Result<()> {
         "restore / RTO target"
     );
     let mut all_ok = true;
-    let replication = crate::metrics::replication_state(&ctx).await?;
+    let replication = crate::metrics::replication_state(ctx).await?;
     for t in &ctx.config.tenants {
         let tier = &ctx.config.tiers[&t.tier];
         let state = replication.get(t.id.as_str()).cloned().unwrap_or_default();
@@ -339,27 +391,5 @@ pub async fn run(dir: &Path) -> Result<()> {
             }
         );
     }
-    ctx.catalog.close().await;
-
-    let cfg = dir.join("lifeboat.toml");
-    println!(
-        "\n{}\n\nTry the other commands on this demo:\n  \
-         lifeboat --config {c} config check\n  \
-         lifeboat --config {c} backups --tenant acme\n  \
-         lifeboat --config {c} restore --tenant acme --region us-east --to-side /tmp/acme-restored.db\n  \
-         lifeboat --config {c} retention plan\n\n\
-         To run it for real: write a lifeboat.toml with your tenants (sqlite, postgres or mariadb) and two S3 regions\n\
-         (see README.md), create the master key with `lifeboat keys init --out master.key`, check it with\n\
-         `lifeboat config check`, and run `lifeboat serve` (or `lifeboat backup --all` from a systemd timer or cron job).",
-        if all_ok {
-            "Every tenant meets its objectives."
-        } else {
-            "Some tenants miss their objectives (see above)."
-        },
-        c = cfg.display()
-    );
-    if !all_ok {
-        bail!("some tenants miss their objectives");
-    }
-    Ok(())
+    Ok(all_ok)
 }

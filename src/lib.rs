@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod owner;
 pub mod pipeline;
+pub mod retention_report;
 pub mod scratch;
 pub mod secret;
 pub mod serve;

@@ -120,10 +120,18 @@ fn hide_from_children(var: &str) {
         .insert(var.to_string());
 }
 
-/// Removes every secret-holding variable the configuration named from a child's environment.
+/// Removes every secret-holding variable the configuration named from a child's environment,
+/// except one `cmd` sets itself (the tool's own password). Called by `engine::process::start`,
+/// where every child tool starts.
 pub fn scrub(cmd: &mut tokio::process::Command) {
+    let own: Vec<std::ffi::OsString> = (cmd.as_std().get_envs())
+        .filter(|(_, value)| value.is_some())
+        .map(|(name, _)| name.to_os_string())
+        .collect();
     for var in SECRET_VARS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        cmd.env_remove(var);
+        if !own.iter().any(|o| o == var.as_str()) {
+            cmd.env_remove(var);
+        }
     }
 }
 

@@ -10,10 +10,8 @@
 //! fails at once (an exclusive lock on `CATALOG.lock`). With `[api]`, the staff and customer API
 //! (`crate::api`) runs on a listener of its own and stops with the rest.
 
-use crate::catalog::{ClaimedJob, JobOutcome, NewJob};
-use crate::config::{Connection, TenantConfig};
-use crate::executor::{self, Context, Error};
-use crate::storage::BackupId;
+use crate::config::TenantConfig;
+use crate::executor::{self, Context, Error, runner};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -117,18 +115,6 @@ impl Default for SchedulerState {
 /// What a finished job reports back to the loop: tenant, tier, (seconds, bytes) if it ran.
 type JobResult = (String, String, Result<Option<(f64, u64)>, Error>);
 
-/// The database server a tenant's backup loads, for per-host limits.
-pub fn host_of(t: &TenantConfig) -> String {
-    match &t.connection {
-        Connection::Sqlite { .. } => "local".into(),
-        Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => format!(
-            "{}:{}",
-            url.host_str().unwrap_or_default(),
-            url.port().unwrap_or_default()
-        ),
-    }
-}
-
 /// The failure causes `cause` names, exported from the start.
 const CAUSES: [&str; 7] = [
     "engine",
@@ -169,15 +155,15 @@ pub fn lock_catalog(url: &str) -> Result<Option<CatalogLock>, Error> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| Error::Invalid(format!("cannot open {lock_path}: {e}")))?;
+        .map_err(|e| Error::Failed(format!("cannot open {lock_path}: {e}")))?;
     match file.try_lock() {
         Ok(()) => Ok(Some(CatalogLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Conflict(format!(
             "another `lifeboat serve` is running on the SQLite catalog {path} (it holds {lock_path}); \
              a SQLite catalog serves one process: stop the other one, or use a PostgreSQL catalog for several workers"
         ))),
         Err(std::fs::TryLockError::Error(e)) => {
-            Err(Error::Invalid(format!("cannot lock {lock_path}: {e}")))
+            Err(Error::Failed(format!("cannot lock {lock_path}: {e}")))
         }
     }
 }
@@ -229,7 +215,7 @@ pub async fn serve(
         stop.cancel();
     });
 
-    let worker = worker_id();
+    let worker = runner::worker_id();
     tracing::info!(worker = %worker, shared = ctx.catalog.is_shared(), "scheduler started");
     let mut drills = tokio::spawn(drill_loop(
         ctx.clone(),
@@ -584,7 +570,7 @@ async fn retention_if_due(
             .probe(&r.layout.tenants_prefix())
             .await
             .map_err(|e| {
-                Error::Invalid(format!(
+                Error::Unavailable(format!(
                     "region {} is unreachable, so retention waits for it: {e}",
                     r.name
                 ))
@@ -676,15 +662,6 @@ async fn drill_if_due(
 /// The fleet as last discovered (`executor::discovery::Fleet`), by tenant id.
 type TenantsById = HashMap<String, TenantConfig>;
 
-/// This process's name in the job table: host, pid and a random part (pids repeat).
-pub fn worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "host".into());
-    let nonce = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}/{}/{}", std::process::id(), &nonce[..8])
-}
-
 fn finished(state: &SchedulerState, done: Result<JobResult, tokio::task::JoinError>) {
     state.running.fetch_sub(1, Ordering::SeqCst);
     let Ok((tenant, tier, result)) = done else {
@@ -755,20 +732,7 @@ async fn plan_pass(
     }
     let tenants: Vec<TenantConfig> = fleet.values().cloned().collect();
     let due = executor::plan::plan(ctx, &tenants, now).await?;
-    let new: Vec<NewJob> = due
-        .iter()
-        .filter_map(|d| {
-            let t = fleet.get(&d.tenant)?;
-            Some(NewJob {
-                tenant: d.tenant.clone(),
-                tier: d.tier.clone(),
-                host: host_of(t),
-                start_by: now + chrono::Duration::seconds(d.slack_secs),
-                priority: i64::from(d.priority),
-            })
-        })
-        .collect();
-    let enqueued = ctx.catalog.enqueue(&new, now, chrono::Utc::now()).await?;
+    let enqueued = runner::enqueue(ctx, &due, fleet, now).await?;
     if enqueued > 0 {
         tracing::info!(enqueued, due = due.len(), "planned");
     }
@@ -791,22 +755,17 @@ async fn claim(
     fleet: &Arc<TenantsById>,
     jobs: &mut JoinSet<JobResult>,
 ) -> Result<(), Error> {
-    let cfg = &ctx.config.scheduler;
-    let lease = chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::MAX);
-    while jobs.len() < cfg.concurrency && !ctx.stop.is_stopped() {
-        let now = chrono::Utc::now();
-        let Some(job) = ctx
-            .catalog
-            .claim(worker, now, now + lease, cfg.per_host)
-            .await?
-        else {
+    let concurrency = ctx.config.scheduler.concurrency;
+    while jobs.len() < concurrency && !ctx.stop.is_stopped() {
+        let Some(job) = runner::claim(ctx, worker).await? else {
             break;
         };
         state.running.fetch_add(1, Ordering::SeqCst);
         let (ctx, tenant) = (ctx.clone(), fleet.get(&job.tenant).cloned());
         jobs.spawn(async move {
-            let result = run_job(&ctx, &job, tenant).await;
-            (job.tenant.clone(), job.tier.clone(), result)
+            let result = runner::run_claimed(&ctx, &job, tenant).await;
+            let done = result.map(|r| r.map(|r| (r.duration.as_secs_f64(), r.artifact_size)));
+            (job.tenant.clone(), job.tier.clone(), done)
         });
     }
     Ok(())
@@ -822,157 +781,6 @@ async fn refresh_queue_gauges(ctx: &Context, state: &SchedulerState) -> Result<(
         oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0),
         Ordering::SeqCst,
     );
-    Ok(())
-}
-
-/// Runs one claimed job: settles what a previous holder left, backs up under a renewed lease,
-/// records the outcome. `Ok(None)`: nothing to run (the previous holder had finished).
-async fn run_job(
-    ctx: &Arc<Context>,
-    job: &ClaimedJob,
-    tenant: Option<TenantConfig>,
-) -> Result<Option<(f64, u64)>, Error> {
-    if let Some(prev) = &job.previous_backup
-        && let Some(b) = ctx.catalog.backup(prev).await?
-    {
-        match b.status {
-            // The previous holder finished the backup but died before closing the job.
-            crate::catalog::BackupStatus::Completed => {
-                ctx.catalog
-                    .finish_job(
-                        job,
-                        JobOutcome::Done { backup_id: prev },
-                        chrono::Utc::now(),
-                    )
-                    .await?;
-                return Ok(None);
-            }
-            crate::catalog::BackupStatus::Running => settle_lost_backup(ctx, &b).await?,
-            _ => {}
-        }
-    }
-    let Some(tenant) = tenant else {
-        let why = format!(
-            "tenant {} is not in the fleet any more (configuration or discovery changed)",
-            job.tenant
-        );
-        ctx.catalog
-            .finish_job(job, JobOutcome::Failed { error: &why }, chrono::Utc::now())
-            .await?;
-        return Err(Error::Invalid(why));
-    };
-    let backup_id = BackupId::generate();
-    if !ctx.catalog.set_job_backup(job, backup_id.as_str()).await? {
-        return Err(Error::Invalid(format!(
-            "job of {} was taken over before it started",
-            job.tenant
-        )));
-    }
-    let report = run_held(ctx, job, &tenant, backup_id, OnShutdown::Requeue).await?;
-    Ok(Some((report.duration.as_secs_f64(), report.artifact_size)))
-}
-
-/// What becomes of a held job whose backup this process's shutdown stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnShutdown {
-    /// Back to the queue, for another worker (a scheduled backup is still due).
-    Requeue,
-    /// Failed (a backup someone asked for, who is told it failed).
-    Fail,
-}
-
-/// Backs `tenant` up as `backup_id` under `job`, renewing its lease, and records the outcome
-/// in the job: done, failed, or (stopped by shutdown) as `on_shutdown` says.
-pub async fn run_held(
-    ctx: &Arc<Context>,
-    job: &ClaimedJob,
-    tenant: &TenantConfig,
-    backup_id: BackupId,
-    on_shutdown: OnShutdown,
-) -> Result<executor::backup::BackupReport, Error> {
-    let stop = executor::Stop::default();
-    let heartbeat = tokio::spawn(keep_lease(ctx.clone(), job.clone(), stop.clone()));
-    let result = executor::with_job_stop(
-        stop.clone(),
-        executor::backup::backup_tenant_as(ctx, tenant, backup_id.clone(), job.origin),
-    )
-    .await;
-    heartbeat.abort();
-    let now = chrono::Utc::now();
-    match result {
-        Ok(report) => {
-            ctx.catalog
-                .finish_job(
-                    job,
-                    JobOutcome::Done {
-                        backup_id: backup_id.as_str(),
-                    },
-                    now,
-                )
-                .await?;
-            Ok(report)
-        }
-        Err(e @ Error::Cancelled(_))
-            if ctx.stop.is_stopped() && on_shutdown == OnShutdown::Requeue =>
-        {
-            ctx.catalog.release_job(job).await?;
-            Err(e)
-        }
-        Err(e) => {
-            let error = e.to_string();
-            ctx.catalog
-                .finish_job(job, JobOutcome::Failed { error: &error }, now)
-                .await?;
-            Err(e)
-        }
-    }
-}
-
-/// Renews the job's lease every third of it; if the lease is lost (another worker took the
-/// job after this one could not renew), stops the backup, which cleans up after itself.
-async fn keep_lease(ctx: Arc<Context>, job: ClaimedJob, stop: executor::Stop) {
-    let lease = ctx.config.scheduler.lease;
-    let chrono_lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-    let mut held_until = tokio::time::Instant::now() + lease;
-    loop {
-        tokio::time::sleep(lease / 3).await;
-        let renewed = ctx
-            .catalog
-            .renew_lease(&job, chrono::Utc::now() + chrono_lease)
-            .await;
-        match renewed {
-            Ok(true) => held_until = tokio::time::Instant::now() + lease,
-            Ok(false) => {
-                tracing::error!(tenant = %job.tenant, "lost the job's lease: stopping its backup");
-                stop.stop("the job's lease was lost to another worker");
-                return;
-            }
-            Err(e) if tokio::time::Instant::now() >= held_until => {
-                tracing::error!(tenant = %job.tenant, error = %e, "could not renew the job's lease before it expired: stopping its backup");
-                stop.stop("the job's lease expired (catalog unreachable)");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %job.tenant, error = %e, "lease renewal failed; retrying")
-            }
-        }
-    }
-}
-
-/// A backup whose worker died mid-way (its lease expired): settled like the sweep settles a
-/// backup whose process ended (`sweep::settle_lost_backup`).
-async fn settle_lost_backup(ctx: &Context, b: &crate::catalog::BackupRow) -> Result<(), Error> {
-    let settled = executor::sweep::settle_lost_backup(
-        ctx,
-        &b.id,
-        &b.tenant_id,
-        "abandoned: its worker stopped renewing the job's lease (it died or lost the catalog)",
-        chrono::Utc::now(),
-    )
-    .await?;
-    if settled {
-        tracing::warn!(tenant = %b.tenant_id, backup = %b.id, "settled a backup abandoned by a dead worker");
-    }
     Ok(())
 }
 

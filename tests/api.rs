@@ -2057,3 +2057,78 @@ fn requested_backups_share_the_tenant_job_with_the_schedule() {
             .is_empty()
     );
 }
+
+/// A rollback whose swap back fails is not a conflict: it answers 500 `restore_rollback_failed`,
+/// and the catalog still says what is true (swapped: the restored data live, the previous kept),
+/// so a second rollback, once the fault is gone, brings the previous data back.
+#[test]
+fn a_rollback_whose_swap_back_fails_answers_500_with_its_own_code() {
+    let mut api = PlainApi::new();
+    let live_db = api.inst.path("acme.db");
+    sqlite_exec(
+        &live_db,
+        "CREATE TABLE after_backup (x INTEGER); INSERT INTO after_backup VALUES (42);",
+    );
+    let has_after = || sqlite_tables(&live_db).contains(&"after_backup".to_string());
+    api.inst
+        .run(&[
+            "restore",
+            "--tenant",
+            "acme",
+            "--over-live",
+            "--reason",
+            "INC-16 bad migration",
+        ])
+        .ok();
+    assert!(!has_after(), "the backup's data is live");
+    let id = api
+        .inst
+        .column("SELECT id FROM restores WHERE state = 'swapped'")
+        .pop()
+        .expect("a swapped restore");
+    let support = api
+        .inst
+        .run(&[
+            "token", "create", "--name", "desk", "--role", "support", "--reason", "TEST-16",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let rollback = |api: &PlainApi| {
+        api.curl(
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &format!("Authorization: Bearer {support}"),
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                r#"{"reason": "INC-16 roll back"}"#,
+            ],
+            &format!("/api/v1/restores/{id}/rollback"),
+        )
+    };
+
+    api.start(Some("fail-at:swap-back"));
+    let (status, head, body) = rollback(&api);
+    assert_eq!(status, "500", "{head}{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "restore_rollback_failed", "{v}");
+    assert!(v["error"]["request_id"].is_string(), "{v}");
+    let state = |api: &PlainApi| {
+        api.inst
+            .column(&format!("SELECT state FROM restores WHERE id = '{id}'"))
+            .pop()
+            .unwrap()
+    };
+    assert_eq!(state(&api), "swapped", "the restored data is still live");
+    assert!(!has_after(), "the restored data is still live");
+
+    api.start(None);
+    let (status, head, body) = rollback(&api);
+    assert_eq!(status, "200", "{head}{}", String::from_utf8_lossy(&body));
+    assert_eq!(state(&api), "rolled_back");
+    assert!(has_after(), "the previous data is live again");
+}

@@ -5,12 +5,11 @@
 //! `APPROVAL_LIFETIME` expires. The CLI on the host is not affected: whoever runs it already
 //! holds the host.
 
-use super::ApiState;
 use super::auth::Caller;
 use super::error::{ApiError, json};
 use super::links::secs;
 use super::params::{self, LIMIT_MAX};
-use super::staff::{READERS, spawn_restore};
+use super::{ApiState, READERS};
 use crate::catalog::ApprovalRow;
 use crate::config::ApiRole;
 use crate::storage::BackupId;
@@ -221,7 +220,7 @@ async fn decide(
             .catalog
             .set_approval_restore(id.as_str(), &restore_id)
             .await?;
-        spawn_restore(&state, request);
+        state.spawn_restore(request);
     }
     let now = state.ctx.catalog.approval(id.as_str()).await?;
     Ok(json(

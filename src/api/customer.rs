@@ -14,9 +14,10 @@ use super::auth::{self, Caller};
 use super::error::{ApiError, json};
 use super::links::{LinkOptions, Wanted, link_json, secs};
 use super::params::{self, LIMIT_MAX};
-use crate::catalog::{AuditEntry, BackupRow, JobOutcome, LinkRow, NewJob};
+use crate::catalog::{AuditEntry, BackupRow, LinkRow};
 use crate::config::ApiRole;
-use crate::serve::OnShutdown;
+use crate::config::TenantConfig;
+use crate::executor::runner::Requested;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
 use axum::body::Body;
@@ -262,10 +263,34 @@ fn in_progress() -> ApiError {
     )
 }
 
-/// Removes a tenant from the running set when the requested backup ends, however it ends.
+/// A tenant in the running set while the backup it asked for runs; removed when that ends,
+/// however it ends.
 struct Running {
     state: Arc<ApiState>,
     tenant: String,
+}
+
+impl Running {
+    /// Enters `tenant` as running `backup_id`, or 409 while a backup it asked for still runs.
+    fn enter(
+        state: &Arc<ApiState>,
+        tenant: &TenantId,
+        backup_id: &BackupId,
+    ) -> Result<Running, ApiError> {
+        let mut running = state.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.contains_key(tenant.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "backup_in_progress",
+                "a backup you asked for is still running; follow its status URL",
+            ));
+        }
+        running.insert(tenant.to_string(), backup_id.to_string());
+        Ok(Running {
+            state: state.clone(),
+            tenant: tenant.to_string(),
+        })
+    }
 }
 
 impl Drop for Running {
@@ -278,6 +303,72 @@ impl Drop for Running {
     }
 }
 
+/// The tenant as the fleet has it, or 409 `tenant_not_active` when it cannot be backed up.
+async fn backup_target(state: &ApiState, tenant: &TenantId) -> Result<TenantConfig, ApiError> {
+    if let Some(t) = state.ctx.catalog.tenant(tenant).await?
+        && t.state != crate::catalog::TenantState::Active
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_not_active",
+            "this tenant is not active: it cannot be backed up",
+        ));
+    }
+    let listed = crate::executor::fleet::listed(&state.ctx, tenant)
+        .await
+        .map_err(ApiError::from)?;
+    listed.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_not_active",
+            "this tenant is not in the fleet: it cannot be backed up",
+        )
+    })
+}
+
+/// 429 `quota_exceeded` (audited) when the tenant asked for `requested-backups-per-day` backups
+/// in the last 24 hours. Counted with the tenant's running slot held: two requests cannot both
+/// take its last place (in this process; replicas sharing the catalog may overshoot by their
+/// number).
+async fn check_quota(state: &ApiState, caller: &Caller, tenant: &TenantId) -> Result<(), ApiError> {
+    let now = Utc::now();
+    let quota = state.cfg.requested_backups_per_day;
+    let (asked, first) = state
+        .ctx
+        .catalog
+        .requests_since(tenant, now - chrono::Duration::hours(24))
+        .await?;
+    if asked < quota {
+        return Ok(());
+    }
+    let wait = first.map_or(3600, |t| {
+        (t + chrono::Duration::hours(24) - now).num_seconds().max(1) as u64
+    });
+    let detail = format!(
+        "{asked} backups asked for in the last 24 h, api.requested-backups-per-day = {quota}"
+    );
+    caller
+        .audit_refused(
+            state,
+            "backup.request",
+            Some(tenant.as_str()),
+            "quota_exceeded",
+            &detail,
+        )
+        .await;
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exceeded",
+        format!(
+            "this tenant asked for {asked} backups in the last 24 hours, the most allowed; \
+             retry after the first of them is a day old"
+        ),
+    )
+    .with_retry_after(wait))
+}
+
+/// Validates the request, takes the tenant's job (`executor::runner`), records the link and
+/// the request, and starts the backup; 202 with its status URL.
 pub async fn request_backup(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -290,25 +381,7 @@ pub async fn request_backup(
         recipient: req.recipient,
         passphrase: req.passphrase,
     })?;
-    if let Some(t) = state.ctx.catalog.tenant(&tenant).await?
-        && t.state != crate::catalog::TenantState::Active
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "tenant_not_active",
-            "this tenant is not active: it cannot be backed up",
-        ));
-    }
-    let listed = crate::executor::fleet::listed(&state.ctx, &tenant)
-        .await
-        .map_err(|e| ApiError::internal(format!("discovery: {e}")))?;
-    let Some(config) = listed else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "tenant_not_active",
-            "this tenant is not in the fleet: it cannot be backed up",
-        ));
-    };
+    let config = backup_target(&state, &tenant).await?;
     let Ok(permit) = state.backups.clone().try_acquire_owned() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -318,56 +391,8 @@ pub async fn request_backup(
         .with_retry_after(60));
     };
     let backup_id = BackupId::generate();
-    {
-        let mut running = state.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains_key(tenant.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "backup_in_progress",
-                "a backup you asked for is still running; follow its status URL",
-            ));
-        }
-        running.insert(tenant.to_string(), backup_id.to_string());
-    }
-    let running = Running {
-        state: state.clone(),
-        tenant: tenant.to_string(),
-    };
-    // The quota, counted with this tenant's slot held: two requests cannot both take its last
-    // place (in this process; replicas sharing the catalog may overshoot by their number).
-    let now = Utc::now();
-    let quota = state.cfg.requested_backups_per_day;
-    let (asked, first) = state
-        .ctx
-        .catalog
-        .requests_since(&tenant, now - chrono::Duration::hours(24))
-        .await?;
-    if asked >= quota {
-        let wait = first.map_or(3600, |t| {
-            (t + chrono::Duration::hours(24) - now).num_seconds().max(1) as u64
-        });
-        let detail = format!(
-            "{asked} backups asked for in the last 24 h, api.requested-backups-per-day = {quota}"
-        );
-        caller
-            .audit_refused(
-                &state,
-                "backup.request",
-                Some(tenant.as_str()),
-                "quota_exceeded",
-                &detail,
-            )
-            .await;
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "quota_exceeded",
-            format!(
-                "this tenant asked for {asked} backups in the last 24 hours, the most allowed; \
-                 retry after the first of them is a day old"
-            ),
-        )
-        .with_retry_after(wait));
-    }
+    let running = Running::enter(&state, &tenant, &backup_id)?;
+    check_quota(&state, &caller, &tenant).await?;
     // Another worker's backup of the tenant (the schedule's, or a request on another replica).
     if state.ctx.catalog.tenant_job_leased(&tenant).await? {
         return Err(in_progress());
@@ -381,26 +406,9 @@ pub async fn request_backup(
     let sealed = wanted.seal(&state).await?;
     let lifetime =
         chrono::Duration::from_std(state.cfg.link_lifetime).map_err(ApiError::internal)?;
-    // The tenant's one open job, shared with the schedule (and with other replicas): a backup
-    // of it that is running refuses the request; a queued one is taken, and served by this one
-    // (so that backup is of the schedule's class: it is the one the schedule was waiting for).
-    let lease =
-        chrono::Duration::from_std(state.ctx.config.scheduler.lease).map_err(ApiError::internal)?;
-    let now = Utc::now();
-    let job_wanted = NewJob {
-        tenant: tenant.to_string(),
-        tier: config.tier.clone(),
-        host: crate::serve::host_of(&config),
-        start_by: now,
-        priority: 0,
-    };
-    let worker = format!("api:{}", crate::serve::worker_id());
-    let Some(job) = state
-        .ctx
-        .catalog
-        .take_tenant_job(&job_wanted, &worker, backup_id.as_str(), now, now + lease)
-        .await?
-    else {
+    // The tenant's one open job, shared with the schedule and other replicas: a running backup
+    // of it refuses the request; a queued one is taken over.
+    let Some(held) = Requested::take(&state.ctx, config, backup_id.clone()).await? else {
         return Err(in_progress());
     };
     // Not ready, and its expiry set again from the backup's end, when it becomes usable.
@@ -413,25 +421,24 @@ pub async fn request_backup(
         sealed,
         false,
     );
+    let detail = format!(
+        "backup {backup_id} ({}), link {} ({})",
+        held.origin().as_str(),
+        link.id,
+        link.mode
+    );
     let recorded = async {
         store_link(&state, &link).await?;
         drop(slot);
-        caller
-            .audit(
-                &state,
-                "backup.request",
-                Some(tenant.as_str()),
-                reason.as_deref(),
-                &format!(
-                    "backup {backup_id} ({}), link {} ({})",
-                    job.origin.as_str(),
-                    link.id,
-                    link.mode
-                ),
-                "ok",
-            )
-            .await
-            .map_err(ApiError::from)
+        let audited = caller.audit(
+            &state,
+            "backup.request",
+            Some(tenant.as_str()),
+            reason.as_deref(),
+            &detail,
+            "ok",
+        );
+        audited.await.map_err(ApiError::from)
     }
     .await;
     if let Err(e) = recorded {
@@ -440,57 +447,20 @@ pub async fn request_backup(
             "the request could not be recorded: {}",
             e.internal.as_deref().unwrap_or(e.code)
         );
-        let _ = state
-            .ctx
-            .catalog
-            .finish_job(&job, JobOutcome::Failed { error: &why }, Utc::now())
-            .await;
+        let _ = held.abandon(&state.ctx, &why).await;
         return Err(e);
     }
     // The backup's end is audited from its task, naming the same caller.
-    let (actor, ip) = (caller.actor(), caller.ip.to_string());
-    let st = state.clone();
-    let id = backup_id.clone();
+    let ended = RequestEnd {
+        state: state.clone(),
+        link: link.id,
+        lifetime,
+        actor: caller.actor(),
+        ip: caller.ip.to_string(),
+    };
     state.spawn(async move {
-        let _permit = permit;
-        let _running = running;
-        let result =
-            crate::serve::run_held(&st.ctx, &job, &config, id.clone(), OnShutdown::Fail).await;
-        let (outcome, detail) = match result {
-            Ok(r) => {
-                let expires = Utc::now() + lifetime;
-                match st.ctx.catalog.ready_link(&link.id, expires).await {
-                    Ok(()) => (
-                        "ok",
-                        format!(
-                            "backup {id} completed ({} bytes); link {} usable until {}",
-                            r.artifact_size,
-                            link.id,
-                            secs(expires)
-                        ),
-                    ),
-                    Err(e) => ("failed", format!("backup {id} completed; issuing link {}: {e}", link.id)),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(tenant = %config.id, backup = %id, error = %e, "requested backup failed");
-                ("failed", format!("backup {id}: {e}"))
-            }
-        };
-        let entry = AuditEntry {
-            actor: &actor,
-            role: "customer",
-            action: "link.issue",
-            tenant: Some(config.id.as_str()),
-            reason: None,
-            source_ip: Some(&ip),
-            detail: &detail,
-            outcome,
-            at: Utc::now(),
-        };
-        if let Err(e) = st.ctx.catalog.audit_entry(&entry).await {
-            tracing::error!(error = %e, "api: could not audit a requested backup's end");
-        }
+        let (_permit, _running) = (permit, running);
+        ended.run(held).await;
     });
     let url = format!("/api/v1/me/backups/{backup_id}");
     let mut resp = json(
@@ -505,6 +475,63 @@ pub async fn request_backup(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// What a requested backup's task needs once the backup ends: its link to make usable, and
+/// who asked, to audit the end in their name.
+struct RequestEnd {
+    state: Arc<ApiState>,
+    link: String,
+    lifetime: chrono::Duration,
+    actor: String,
+    ip: String,
+}
+
+impl RequestEnd {
+    /// Runs the backup; on success makes the link usable for `lifetime` from now; audits the end.
+    async fn run(self, held: Requested) {
+        let st = &self.state;
+        let tenant = held.tenant().id.clone();
+        let id = held.backup_id().clone();
+        let (outcome, detail) = match held.run(&st.ctx).await {
+            Ok(r) => {
+                let expires = Utc::now() + self.lifetime;
+                match st.ctx.catalog.ready_link(&self.link, expires).await {
+                    Ok(()) => (
+                        "ok",
+                        format!(
+                            "backup {id} completed ({} bytes); link {} usable until {}",
+                            r.artifact_size,
+                            self.link,
+                            secs(expires)
+                        ),
+                    ),
+                    Err(e) => (
+                        "failed",
+                        format!("backup {id} completed; issuing link {}: {e}", self.link),
+                    ),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, backup = %id, error = %e, "requested backup failed");
+                ("failed", format!("backup {id}: {e}"))
+            }
+        };
+        let entry = AuditEntry {
+            actor: &self.actor,
+            role: "customer",
+            action: "link.issue",
+            tenant: Some(tenant.as_str()),
+            reason: None,
+            source_ip: Some(&self.ip),
+            detail: &detail,
+            outcome,
+            at: Utc::now(),
+        };
+        if let Err(e) = st.ctx.catalog.audit_entry(&entry).await {
+            tracing::error!(error = %e, "api: could not audit a requested backup's end");
+        }
+    }
 }
 
 pub async fn status(

@@ -4,7 +4,6 @@
 //! Every response goes through `request_context`, which gives it an `x-request-id`, writes the
 //! JSON error body `{"error": {"code", "message", "request_id"}}` and logs the detail.
 
-use super::params::ParamError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -18,6 +17,7 @@ pub const CODES: &[&str] = &[
     "bad_forwarded_header",
     "body_too_large",
     "busy",
+    "conflict",
     "download_unavailable",
     "forbidden",
     "internal_error",
@@ -49,14 +49,18 @@ pub const CODES: &[&str] = &[
     "passphrase_required",
     "quota_exceeded",
     "rate_limited",
+    "refused",
     "request_timeout",
+    "restore_copy_not_dropped",
     "restore_not_swapped",
+    "restore_rollback_failed",
     "retained_downloads_disabled",
     "tenant_not_active",
     "token_expired",
     "token_revoked",
     "too_many_downloads",
     "unauthenticated",
+    "unavailable",
 ];
 
 #[derive(Debug, Clone)]
@@ -129,6 +133,13 @@ impl ApiError {
     }
 }
 
+/// A refused value: a stable code for programs, a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    pub code: &'static str,
+    pub message: String,
+}
+
 impl From<ParamError> for ApiError {
     fn from(e: ParamError) -> Self {
         let status = if e.code == "unauthenticated" {
@@ -143,6 +154,50 @@ impl From<ParamError> for ApiError {
 impl From<crate::catalog::CatalogError> for ApiError {
     fn from(e: crate::catalog::CatalogError) -> Self {
         ApiError::internal(format!("catalog: {e}"))
+    }
+}
+
+impl From<crate::executor::Error> for ApiError {
+    /// The one answer of the API to each kind of executor error; the full text is logged.
+    fn from(e: crate::executor::Error) -> Self {
+        use crate::executor::Error as E;
+        let detail = e.to_string();
+        let answer = match e {
+            E::NotFound(_) => ApiError::not_found(),
+            E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            E::Refused(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", m),
+            E::NotActive { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "tenant_not_active",
+                "this tenant is not active",
+            ),
+            E::NotSwapped(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "restore_not_swapped",
+                "this restore is not over live and waiting for finalize or rollback",
+            ),
+            // Live data is not where it was asked to be: a fault for the operator, not a conflict.
+            E::RollbackFailed(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "restore_rollback_failed",
+                "the swap back failed: the restored data is still live and the previous data kept; \
+                 quote the request id to the operator",
+            ),
+            E::RestoredCopyKept(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "restore_copy_not_dropped",
+                "rolled back: the previous data is live again, but the restored copy could not be \
+                 dropped; quote the request id to the operator",
+            ),
+            E::Unavailable(_) | E::Cancelled(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "a region or server this needs did not answer, or the server is stopping; retry later",
+            )
+            .with_retry_after(60),
+            _ => ApiError::internal(&detail),
+        };
+        answer.with_internal(detail)
     }
 }
 

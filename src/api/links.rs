@@ -345,35 +345,8 @@ pub async fn download(
         caller: None,
         claims: None,
     };
-    let invalid = || {
-        ApiError::forbidden(
-            "link_invalid",
-            "this download link is not valid (damaged or altered)",
-        )
-    };
     // 1. The signature, before anything in the token is believed.
-    let verified = params::link_token(&token)
-        .ok()
-        .filter(|(payload, sig)| verify(state.link_key(), payload, sig))
-        .and_then(|(payload, _)| LinkClaims::decode(&payload).ok());
-    // A link whose signature checks out cannot have been guessed: it goes on whatever others
-    // did from this address. A bad one counts against the address, audited as a refusal.
-    let Some(claims) = verified else {
-        let blocked = state
-            .limiter()
-            .fail_all(&[auth::Source::addr(ip)], Instant::now());
-        let e = blocked.map_or_else(invalid, ApiError::rate_limited);
-        let kind = crate::api::refusals::Kind {
-            ip,
-            actor: "anonymous".into(),
-            role: "link",
-            action: "download.link",
-            code: e.code,
-        };
-        let detail = format!("a link with a bad signature: {}", e.code);
-        auth::audit_refused(&state, kind, None, &detail).await;
-        return Err(e);
-    };
+    let claims = signed_claims(&state, ip, &token).await?;
     attempt.claims = Some(&claims);
     // 2. A token sent along must be valid, and a customer's for this tenant.
     let caller = match auth::authenticate(&state, &parts).await {
@@ -401,7 +374,7 @@ pub async fn download(
     let link = match state.ctx.catalog.link(&claims.link_id).await? {
         Some(l) if claims_match(&l, &claims) => l,
         Some(l) => {
-            let e = invalid().with_internal(format!("link {} differs from its row", l.id));
+            let e = link_invalid().with_internal(format!("link {} differs from its row", l.id));
             return Err(attempt.refuse(e).await);
         }
         None => {
@@ -411,62 +384,7 @@ pub async fn download(
         }
     };
     // 4. The passphrase, before a use is taken: a wrong one costs no use.
-    let encrypt = match claims.mode {
-        LinkMode::Plain => Encrypt::None,
-        LinkMode::Recipient => {
-            let r = link
-                .recipient
-                .as_deref()
-                .and_then(|r| r.parse().ok())
-                .ok_or_else(|| ApiError::internal(format!("link {}: no recipient", link.id)))?;
-            Encrypt::Recipient(r)
-        }
-        LinkMode::Passphrase => {
-            let Some(p) = parts
-                .headers
-                .get(PASSPHRASE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-            else {
-                return Err(attempt
-                    .refuse(ApiError::unauthenticated(
-                        "passphrase_required",
-                        "this link needs the passphrase it was made with, in X-Lifeboat-Passphrase",
-                    ))
-                    .await);
-            };
-            // Guesses are counted per link, wherever they come from, and per address.
-            let sources = [auth::Source::Link(link.id.clone()), auth::Source::addr(ip)];
-            let blocked = {
-                let l = state.limiter();
-                sources
-                    .iter()
-                    .filter_map(|s| l.blocked(s, Instant::now()))
-                    .max()
-            };
-            if let Some(wait) = blocked {
-                return Err(attempt.refuse(ApiError::rate_limited(wait)).await);
-            }
-            let check = link.passphrase_check.clone().unwrap_or_default();
-            let secret = SecretString::from(p.clone());
-            let ok = match scrypt(&state, move || passphrase_matches(&check, secret)).await {
-                Ok(ok) => ok,
-                Err(e) => return Err(attempt.refuse(e).await),
-            };
-            if !ok {
-                state.limiter().fail_all(&sources, Instant::now());
-                return Err(attempt
-                    .refuse(ApiError::forbidden(
-                        "passphrase_mismatch",
-                        "this is not the passphrase the link was made with",
-                    ))
-                    .await);
-            }
-            // The download's own scrypt work waits for the same gate (on its encrypting
-            // thread: at most `DOWNLOADS_AT_ONCE` of them wait there).
-            Encrypt::Passphrase(SecretString::from(p), Some(state.scrypt.permits()))
-        }
-    };
+    let encrypt = encryption(&state, &attempt, &parts, &link, claims.mode).await?;
     // A slot before the use: a download refused for load costs no use either.
     let Ok(permit) = state.downloads.clone().try_acquire_owned() else {
         return Err(attempt
@@ -532,7 +450,130 @@ pub async fn download(
             ),
         )
         .await;
-    // The outcome of the stream, audited when it ends.
+    audit_end(&state, &attempt, &claims, permit, done);
+    let mut resp = Body::from_stream(dl.body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", dl.filename)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+fn link_invalid() -> ApiError {
+    ApiError::forbidden(
+        "link_invalid",
+        "this download link is not valid (damaged or altered)",
+    )
+}
+
+/// The claims of a link whose signature checks out. A link that does cannot have been guessed:
+/// it goes on whatever others did from this address. A bad one counts against the address,
+/// audited as a refusal.
+async fn signed_claims(state: &ApiState, ip: IpAddr, token: &str) -> Result<LinkClaims, ApiError> {
+    let verified = params::link_token(token)
+        .ok()
+        .filter(|(payload, sig)| verify(state.link_key(), payload, sig))
+        .and_then(|(payload, _)| LinkClaims::decode(&payload).ok());
+    if let Some(claims) = verified {
+        return Ok(claims);
+    }
+    let blocked = state
+        .limiter()
+        .fail_all(&[auth::Source::addr(ip)], Instant::now());
+    let e = blocked.map_or_else(link_invalid, ApiError::rate_limited);
+    let kind = crate::api::refusals::Kind {
+        ip,
+        actor: "anonymous".into(),
+        role: "link",
+        action: "download.link",
+        code: e.code,
+    };
+    let detail = format!("a link with a bad signature: {}", e.code);
+    auth::audit_refused(state, kind, None, &detail).await;
+    Err(e)
+}
+
+/// How the download is encrypted: a passphrase link's passphrase must open its check file (a
+/// wrong one counts against the link and the address).
+async fn encryption(
+    state: &ApiState,
+    attempt: &Attempt<'_>,
+    parts: &axum::http::request::Parts,
+    link: &LinkRow,
+    mode: LinkMode,
+) -> Result<Encrypt, ApiError> {
+    let ip = attempt.ip;
+    Ok(match mode {
+        LinkMode::Plain => Encrypt::None,
+        LinkMode::Recipient => {
+            let r = link
+                .recipient
+                .as_deref()
+                .and_then(|r| r.parse().ok())
+                .ok_or_else(|| ApiError::internal(format!("link {}: no recipient", link.id)))?;
+            Encrypt::Recipient(r)
+        }
+        LinkMode::Passphrase => {
+            let Some(p) = parts
+                .headers
+                .get(PASSPHRASE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+            else {
+                return Err(attempt
+                    .refuse(ApiError::unauthenticated(
+                        "passphrase_required",
+                        "this link needs the passphrase it was made with, in X-Lifeboat-Passphrase",
+                    ))
+                    .await);
+            };
+            // Guesses are counted per link, wherever they come from, and per address.
+            let sources = [auth::Source::Link(link.id.clone()), auth::Source::addr(ip)];
+            let blocked = {
+                let l = state.limiter();
+                sources
+                    .iter()
+                    .filter_map(|s| l.blocked(s, Instant::now()))
+                    .max()
+            };
+            if let Some(wait) = blocked {
+                return Err(attempt.refuse(ApiError::rate_limited(wait)).await);
+            }
+            let check = link.passphrase_check.clone().unwrap_or_default();
+            let secret = SecretString::from(p.clone());
+            let ok = match scrypt(state, move || passphrase_matches(&check, secret)).await {
+                Ok(ok) => ok,
+                Err(e) => return Err(attempt.refuse(e).await),
+            };
+            if !ok {
+                state.limiter().fail_all(&sources, Instant::now());
+                return Err(attempt
+                    .refuse(ApiError::forbidden(
+                        "passphrase_mismatch",
+                        "this is not the passphrase the link was made with",
+                    ))
+                    .await);
+            }
+            // The download's own scrypt work waits for the same gate (on its encrypting
+            // thread: at most `DOWNLOADS_AT_ONCE` of them wait there).
+            Encrypt::Passphrase(SecretString::from(p), Some(state.scrypt.permits()))
+        }
+    })
+}
+
+/// Audits the outcome of the stream when it ends, holding the download's slot until then.
+fn audit_end(
+    state: &Arc<ApiState>,
+    attempt: &Attempt<'_>,
+    claims: &LinkClaims,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    done: tokio::task::JoinHandle<Result<download::Outcome, crate::executor::Error>>,
+) {
+    let ip = attempt.ip;
     let (st, actor, role) = (
         state.clone(),
         attempt
@@ -582,16 +623,6 @@ pub async fn download(
             tracing::error!(error = %e, "api: could not audit a download's end");
         }
     });
-    let mut resp = Body::from_stream(dl.body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", dl.filename)) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
 }
 
 fn claims_match(l: &LinkRow, c: &LinkClaims) -> bool {

@@ -28,7 +28,7 @@ pub mod server;
 pub mod staff;
 pub mod tls;
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, ApiRole};
 use crate::executor::{Context, Error};
 use crate::secret::Secret;
 use axum::Router;
@@ -79,9 +79,9 @@ impl ApiState {
         let key = cfg
             .link_secret
             .resolve("api.link-secret")
-            .map_err(|e| Error::Invalid(format!("{}: {e}", ctx.config.file.display())))?;
+            .map_err(|e| Error::Refused(format!("{}: {e}", ctx.config.file.display())))?;
         if key.expose().len() < 32 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "{}: api.link-secret ({}) holds {} bytes; the HMAC key of download links must have \
                  at least 32 (e.g. `openssl rand -base64 48`)",
                 ctx.config.file.display(),
@@ -124,7 +124,22 @@ impl ApiState {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(work);
     }
+
+    /// Runs a restore in the background (shutdown waits for it); its record and audit entries
+    /// say how it went. Used by the staff endpoint and by an approval.
+    pub fn spawn_restore(&self, request: crate::executor::restore::RestoreRequest) {
+        let ctx = self.ctx.clone();
+        self.spawn(async move {
+            let progress = Arc::new(crate::executor::restore::Progress::default());
+            if let Err(e) = crate::executor::restore::restore(&ctx, &request, &progress).await {
+                tracing::warn!(tenant = %request.tenant, error = %e, "api: restore failed");
+            }
+        });
+    }
 }
+
+/// Who reads tenants, backups and restores (and the approvals of restores over live).
+pub const READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support, ApiRole::Auditor];
 
 type Routes = Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)>;
 
@@ -419,7 +434,7 @@ pub async fn start(
     let tls = match &cfg.tls {
         Some(files) => Some(
             tls::server_config(files)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", ctx.config.file.display())))?,
+                .map_err(|e| Error::Refused(format!("{}: {e}", ctx.config.file.display())))?,
         ),
         None => None,
     };
@@ -427,11 +442,11 @@ pub async fn start(
     let state = Arc::new(ApiState::new(ctx.clone(), cfg)?);
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Error::Invalid(format!("api.listen = {listen}: cannot bind: {e}")))?;
+        .map_err(|e| Error::Failed(format!("api.listen = {listen}: cannot bind: {e}")))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let local = tcp
         .local_addr()
-        .map_err(|e| Error::Invalid(format!("api.listen = {listen}: {e}")))?;
+        .map_err(|e| Error::Failed(format!("api.listen = {listen}: {e}")))?;
     let listener = tls::ApiListener::new(tcp, tls, state.cfg.max_connections);
     tracing::info!(address = %local, scheme, "api listening");
     let app = router(state.clone());

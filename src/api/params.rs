@@ -3,21 +3,18 @@
 //! Each refusal carries a stable code and a message that repeats nothing secret. These are the
 //! functions the property tests feed with arbitrary input.
 
+use super::error::CODES;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
-/// A refused value: a stable code for programs, a message for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParamError {
-    pub code: &'static str,
-    pub message: String,
-}
+// Beside `ApiError`, whose codes it uses: the error module sits below the parsers.
+pub use super::error::ParamError;
 
 fn bad(code: &'static str, message: impl Into<String>) -> ParamError {
-    debug_assert!(super::error::CODES.contains(&code), "error code {code}");
+    debug_assert!(CODES.contains(&code), "error code {code}");
     ParamError {
         code,
         message: message.into(),

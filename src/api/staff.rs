@@ -1,11 +1,11 @@
 //! Staff endpoints: tenants and their backups (admin, support, auditor), the audit log (admin,
 //! auditor), tokens (admin only). Reads only, except tokens; every token change is audited.
 
-use super::ApiState;
 use super::auth::{self, Caller, Changer, NewToken, TokenError};
 use super::error::{ApiError, json};
 use super::links::secs;
 use super::params::{self, LIMIT_MAX};
+use super::{ApiState, READERS};
 use crate::catalog::{AuditFilter, TokenRow};
 use crate::config::ApiRole;
 use axum::body::Body;
@@ -15,7 +15,6 @@ use axum::response::Response;
 use chrono::Utc;
 use std::sync::Arc;
 
-pub const READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Support, ApiRole::Auditor];
 const AUDIT_READERS: &[ApiRole] = &[ApiRole::Admin, ApiRole::Auditor];
 const TOKEN_ADMINS: &[ApiRole] = &[ApiRole::Admin];
 
@@ -219,7 +218,7 @@ pub async fn create_token(
     if let Some(t) = &tenant
         && !crate::executor::fleet::exists(&state.ctx, t)
             .await
-            .map_err(|e| ApiError::internal(format!("tenant {t}: {e}")))?
+            .map_err(ApiError::from)?
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -308,19 +307,6 @@ struct RestoreBody {
     mode: Option<String>,
 }
 
-/// A new side target beside the tenant's live database: `{db}_side_{tag}`, or
-/// `{file}.side-{tag}` for SQLite. The caller never names a path or a database.
-fn side_target(t: &crate::config::TenantConfig, tag: &str) -> Option<String> {
-    use crate::config::Connection;
-    match &t.connection {
-        Connection::Sqlite { path } => Some(format!("{}.side-{tag}", path.display())),
-        Connection::Postgres { url, .. } | Connection::Mariadb { url, .. } => {
-            let db = url.path().trim_start_matches('/');
-            (!db.is_empty()).then(|| format!("{db}_side_{tag}"))
-        }
-    }
-}
-
 fn restore_json(r: &crate::catalog::RestoreRow) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
@@ -363,11 +349,7 @@ pub async fn restore(
         .as_deref()
         .map(|t| params::time(t, Utc::now()))
         .transpose()?;
-    let config = match crate::executor::fleet::tenant(&state.ctx, &tenant).await {
-        Ok(config) => config,
-        Err(crate::executor::Error::Invalid(_)) => return Err(ApiError::not_found()),
-        Err(e) => return Err(ApiError::internal(format!("tenant {tenant}: {e}"))),
-    };
+    let config = crate::executor::fleet::tenant(&state.ctx, &tenant).await?;
     let over_live = match req.mode.as_deref() {
         None | Some("side") => false,
         Some("live") => true,
@@ -394,7 +376,9 @@ pub async fn restore(
     let target = if over_live {
         "live".to_string()
     } else {
-        side_target(&config, &hex::encode(tag))
+        config
+            .connection
+            .side_target(&hex::encode(tag))
             .ok_or_else(|| ApiError::internal(format!("tenant {tenant}: no database name")))?
     };
     caller
@@ -430,7 +414,7 @@ pub async fn restore(
         actor: caller.as_actor(),
         id: None,
     };
-    spawn_restore(&state, request);
+    state.spawn_restore(request);
     Ok(json(
         StatusCode::ACCEPTED,
         serde_json::json!({
@@ -439,18 +423,6 @@ pub async fn restore(
             "status_url": format!("/api/v1/tenants/{tenant}/restores"),
         }),
     ))
-}
-
-/// Runs a restore in the background (shutdown waits for it); its record and audit entries say
-/// how it went.
-pub fn spawn_restore(state: &ApiState, request: crate::executor::restore::RestoreRequest) {
-    let ctx = state.ctx.clone();
-    state.spawn(async move {
-        let progress = Arc::new(crate::executor::restore::Progress::default());
-        if let Err(e) = crate::executor::restore::restore(&ctx, &request, &progress).await {
-            tracing::warn!(tenant = %request.tenant, error = %e, "api: restore failed");
-        }
-    });
 }
 
 #[derive(serde::Deserialize)]
@@ -503,13 +475,7 @@ async fn settle(
                 restore_json(now.as_ref().unwrap_or(&settled.restore)),
             ))
         }
-        // Not swapped (already settled, a side restore, running): a conflict, not a fault.
-        Err(crate::executor::Error::Invalid(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "restore_not_swapped",
-            "this restore is not over live and waiting for finalize or rollback",
-        )),
-        Err(e) => Err(ApiError::internal(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -46,6 +46,20 @@ pub struct Scratch {
     pub sqlite_dir: Option<PathBuf>,
 }
 
+impl Scratch {
+    /// Where `engine`'s scratch targets are made, if the plan names it.
+    pub fn server(&self, engine: EngineKind) -> Option<Connection> {
+        match engine {
+            EngineKind::Postgres => self.postgres.clone(),
+            EngineKind::Mariadb => self.mariadb.clone(),
+            EngineKind::Sqlite => self
+                .sqlite_dir
+                .clone()
+                .map(|path| Connection::Sqlite { path }),
+        }
+    }
+}
+
 /// An SQL assertion on a restored database: `sql` returns one integer, at least `at_least`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
@@ -282,15 +296,12 @@ fn parse_scratch(src: &Source, raw: RawScratch) -> Result<Scratch, ConfigError> 
             file: src.file.to_path_buf(),
             source,
         })?;
-        Ok(Some(match engine {
-            EngineKind::Postgres => Connection::Postgres { url, password },
-            _ => Connection::Mariadb { url, password },
-        }))
+        Ok(engine.server_connection(url, password))
     };
     Ok(Scratch {
         postgres: server(
             EngineKind::Postgres,
-            "scratch.postgres",
+            EngineKind::Postgres.scratch_key(),
             raw.postgres,
             raw.postgres_password_env,
             raw.postgres_password_file,
@@ -298,7 +309,7 @@ fn parse_scratch(src: &Source, raw: RawScratch) -> Result<Scratch, ConfigError> 
         )?,
         mariadb: server(
             EngineKind::Mariadb,
-            "scratch.mariadb",
+            EngineKind::Mariadb.scratch_key(),
             raw.mariadb,
             raw.mariadb_password_env,
             raw.mariadb_password_file,

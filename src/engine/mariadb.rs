@@ -12,7 +12,7 @@ pub mod privileges;
 use super::mariadb_rows::DumpFilter;
 use super::process::Tool;
 use super::{Dump, DumpFinish, Engine, EngineError, Staged};
-use crate::secret::SecretSource;
+use crate::secret::{Secret, SecretSource};
 use crate::storage::ObjectReader;
 use async_trait::async_trait;
 use sqlx::mysql::MySqlConnectOptions;
@@ -55,6 +55,41 @@ pub fn quote_ident(name: &str) -> String {
 /// Option-file values are quoted; backslash and quote are escaped.
 fn option_value(v: &str) -> String {
     format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Options for a connection to database `url` with `password`, for what is not a tenant's
+/// engine (discovery's sources).
+pub fn server_options(url: &url::Url, password: Option<&Secret>) -> MySqlConnectOptions {
+    let mut o = MySqlConnectOptions::new()
+        .host(url.host_str().unwrap_or("localhost"))
+        .port(url.port().unwrap_or(3306))
+        .username(url.username())
+        .database(url.path().trim_start_matches('/'))
+        .disable_statement_logging();
+    if let Some(p) = password {
+        o = o.password(p.expose());
+    }
+    o
+}
+
+/// The databases of the server `url` names, system schemas left out.
+pub async fn list_databases(
+    url: &url::Url,
+    password: Option<&Secret>,
+) -> Result<Vec<String>, String> {
+    let mut c = server_options(url, password)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = sqlx::query_scalar(
+        "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
+         WHERE schema_name NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys') ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .map_err(|e| e.to_string());
+    let _ = c.close().await;
+    r
 }
 
 impl MariadbEngine {
@@ -159,7 +194,6 @@ impl MariadbEngine {
 
     fn command(&self, program: &str, options: &OptionFile) -> Command {
         let mut cmd = Command::new(program);
-        crate::secret::scrub(&mut cmd);
         // Must be the first argument.
         cmd.arg(format!("--defaults-extra-file={}", options.path.display()));
         cmd
@@ -526,7 +560,7 @@ impl Engine for MariadbEngine {
     }
 
     async fn swap_back(&self, n: &super::SwapNames) -> Result<(), EngineError> {
-        self.swap_tables(&n.live, &n.previous, &n.staging, None)
+        self.swap_tables(&n.live, &n.previous, &n.staging, Some("swap-back"))
             .await
     }
 

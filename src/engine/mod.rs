@@ -1,5 +1,6 @@
 //! Engines: how a tenant's database is dumped and restored. One trait, one module per engine.
 
+mod kind;
 pub mod mariadb;
 mod mariadb_rows;
 pub mod postgres;

@@ -9,7 +9,7 @@ pub mod privileges;
 
 use super::process::Tool;
 use super::{Dump, DumpFinish, Engine, EngineError, Staged};
-use crate::secret::SecretSource;
+use crate::secret::{Secret, SecretSource};
 use crate::storage::ObjectReader;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -158,6 +158,40 @@ pub fn rls_advice(role: &str, blocked: &[RlsBlocked]) -> String {
     )
 }
 
+/// Options for a connection to database `url` with `password`, for what is not a tenant's
+/// engine (discovery's sources).
+pub fn server_options(url: &url::Url, password: Option<&Secret>) -> PgConnectOptions {
+    let mut o = PgConnectOptions::new()
+        .host(url.host_str().unwrap_or("localhost"))
+        .port(url.port().unwrap_or(5432))
+        .username(url.username())
+        .database(url.path().trim_start_matches('/'))
+        .disable_statement_logging();
+    if let Some(p) = password {
+        o = o.password(p.expose());
+    }
+    o
+}
+
+/// The databases of the server `url` names that accept connections, templates left out.
+pub async fn list_databases(
+    url: &url::Url,
+    password: Option<&Secret>,
+) -> Result<Vec<String>, String> {
+    let mut c = server_options(url, password)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .map_err(|e| e.to_string());
+    let _ = c.close().await;
+    r
+}
+
 impl PostgresEngine {
     fn password(&self) -> Result<Option<String>, EngineError> {
         match &self.password {
@@ -213,7 +247,6 @@ impl PostgresEngine {
 
     fn command(&self, program: &str) -> Result<Command, EngineError> {
         let mut cmd = Command::new(program);
-        crate::secret::scrub(&mut cmd);
         cmd.env("PGCONNECT_TIMEOUT", "15");
         if let Some(pw) = self.password()? {
             cmd.env("PGPASSWORD", pw);
@@ -438,7 +471,7 @@ impl Engine for PostgresEngine {
                 &mut admin,
                 (&n.live, &n.staging),
                 (&n.previous, &n.live),
-                None,
+                Some("swap-back"),
             )
             .await;
         let _ = admin.close().await;

@@ -1,6 +1,9 @@
 //! Child processes of dump and restore tools: killed when dropped, stderr kept for errors.
+//! Every tool Lifeboat runs starts in [`start`], which removes the secrets the configuration
+//! names from its environment (see `secret::scrub`); engines only say what to run.
 
 use super::EngineError;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -61,6 +64,31 @@ impl StderrTail {
     }
 }
 
+/// The one place a child tool is started: killed if its handle is dropped, and without any
+/// environment variable the configuration names as a secret, except those the caller set on
+/// `cmd` itself (the tool's own password, as `PGPASSWORD`).
+#[allow(clippy::disallowed_methods)] // the spawn every other module is kept from
+fn start(mut cmd: Command) -> std::io::Result<Child> {
+    crate::secret::scrub(&mut cmd);
+    cmd.kill_on_drop(true).spawn()
+}
+
+/// Runs `program --version` and returns what it printed, for comparing the tool's version
+/// with a server's.
+pub async fn version(program: &str) -> Result<String, String> {
+    let mut cmd = Command::new(program);
+    cmd.arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let child = start(cmd).map_err(|e| format!("`{program} --version`: {e}"))?;
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .map_err(|_| format!("`{program} --version` did not answer within 15 s"))?
+        .map_err(|e| format!("`{program} --version`: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 pub struct Tool {
     pub tenant: String,
     pub name: String,
@@ -72,9 +100,8 @@ impl Tool {
     /// Spawns `cmd` with piped stdio; the process is killed if this value is dropped.
     pub fn spawn(tenant: &str, name: &str, mut cmd: Command) -> Result<Tool, EngineError> {
         cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| EngineError::Other {
+            .stderr(std::process::Stdio::piped());
+        let mut child = start(cmd).map_err(|e| EngineError::Other {
             tenant: tenant.to_string(),
             detail: format!("cannot start {name}: {e} (is it installed and on PATH?)"),
         })?;
@@ -144,6 +171,30 @@ impl Tool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn tools_see_no_configured_secret_but_their_own() {
+        // An inherited variable the configuration names as a secret source (cargo sets this
+        // one for every test run; a test cannot set one for itself without `unsafe`).
+        let inherited = "CARGO_PKG_NAME";
+        assert!(std::env::var(inherited).is_ok(), "run by cargo test");
+        crate::secret::SecretSource::from_pair("password", Some(inherited.into()), None).unwrap();
+        // A secret variable the engine sets for the tool itself, as PGPASSWORD is.
+        let own = "LIFEBOAT_TEST_TOOL_PASSWORD";
+        crate::secret::SecretSource::from_pair("own-password", Some(own.into()), None).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("echo \"${{{inherited}-unset}} ${{{own}-unset}}\""),
+        ])
+        .env(own, "its-own");
+        let mut tool = Tool::spawn("t", "sh", cmd).unwrap();
+        let mut out = String::new();
+        let mut stdout = tool.child.stdout.take().unwrap();
+        stdout.read_to_string(&mut out).await.unwrap();
+        tool.wait().await.unwrap();
+        assert_eq!(out.trim(), "unset its-own");
+    }
 
     #[test]
     fn stderr_is_bounded_and_says_what_was_cut() {

@@ -436,7 +436,8 @@ impl Engine for SqliteEngine {
 
     async fn swap_back(&self, n: &super::SwapNames) -> Result<(), EngineError> {
         let (live, staging, previous) = self.names_of(n);
-        self.swap_files(live, previous, staging, None).await
+        self.swap_files(live, previous, staging, Some("swap-back"))
+            .await
     }
 
     async fn swap_done(&self, n: &super::SwapNames) -> Result<bool, EngineError> {

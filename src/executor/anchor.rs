@@ -345,7 +345,7 @@ async fn write_head(
 pub async fn restart(ctx: &Context, reason: &str) -> Result<AnchorRun, Error> {
     let report = check(ctx).await?;
     if let Some(r) = report.unreachable().next() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Unavailable(format!(
             "{r}; a new anchor epoch must be written to every region, so it waits for it"
         )));
     }
@@ -365,7 +365,7 @@ pub async fn restart(ctx: &Context, reason: &str) -> Result<AnchorRun, Error> {
         .iter()
         .find(|(_, w)| matches!(w, Written::Failed(_)))
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Unavailable(format!(
             "region {region}: the anchor of epoch {epoch} was not written: {e}; run `lifeboat audit \
              anchor` once it answers"
         )));

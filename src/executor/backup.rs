@@ -82,7 +82,7 @@ async fn store_new_key(
     tenant: &TenantConfig,
     row: &TenantKeyRow,
 ) -> Result<(), Error> {
-    let kid = KeyId::parse(&row.key_id).map_err(Error::Invalid)?;
+    let kid = KeyId::parse(&row.key_id).map_err(Error::Failed)?;
     let primary = ctx.primary();
     let key = primary.layout.key(&tenant.id, &kid);
     primary
@@ -255,7 +255,7 @@ async fn store_in_primary(
         .await?;
     let (key, new_key) = tenant_key(ctx, tenant).await?;
     let recipient: age::x25519::Recipient = key.recipient.parse().map_err(|_| {
-        Error::Invalid(format!(
+        Error::Failed(format!(
             "catalog holds an invalid recipient for key {}",
             key.key_id
         ))

@@ -67,7 +67,7 @@ pub async fn discover_config(config: &Config) -> Result<Fleet, Error> {
         match tokio::time::timeout(SOURCE_TIMEOUT, read_source(config, source, &mut fleet)).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Unavailable(format!(
                     "{name}: no answer within {} s",
                     SOURCE_TIMEOUT.as_secs()
                 )));
@@ -111,7 +111,7 @@ pub async fn reconcile(
             Some(FoundState::Terminated) => "a discovery source reports it terminated",
             _ => "no discovery source returns it any more",
         };
-        let id = &TenantId::parse(id).map_err(|e| Error::Invalid(e.to_string()))?;
+        let id = &TenantId::parse(id).map_err(|e| Error::Failed(e.to_string()))?;
         let Some(t) = ctx.catalog.tenant(id).await? else {
             continue;
         };
@@ -184,7 +184,11 @@ async fn read_source(
                 };
                 let mut u = url.clone();
                 u.set_path(&format!("/{db}"));
-                let connection = db_connection(*engine, u, password.clone());
+                // Config refuses a server source of an engine without servers; failing the
+                // read keeps its tenants from being terminated all the same.
+                let Some(connection) = engine.server_connection(u, password.clone()) else {
+                    return Err(source_err(name, url, "this engine has no servers"));
+                };
                 let found = found_by(source, &connection);
                 fleet.add(
                     name,
@@ -233,7 +237,7 @@ fn resolve(name: &str, source: &Option<SecretSource>) -> Result<Option<Secret>, 
         .as_ref()
         .map(|s| s.resolve(&format!("{name}.password")))
         .transpose()
-        .map_err(|e| Error::Invalid(e.to_string()))
+        .map_err(|e| Error::Refused(e.to_string()))
 }
 
 pub(super) fn tenant(
@@ -255,37 +259,23 @@ pub(super) fn tenant(
 
 /// What the catalog remembers of a tenant `source` found (see `executor::fleet`).
 fn found_by(source: &DiscoverySource, connection: &Connection) -> Discovered {
-    let (engine, location, password) = match connection {
-        Connection::Sqlite { path } => (EngineKind::Sqlite, path.display().to_string(), "none"),
-        Connection::Postgres { url, password } | Connection::Mariadb { url, password } => {
-            let engine = match connection {
-                Connection::Postgres { .. } => EngineKind::Postgres,
-                _ => EngineKind::Mariadb,
-            };
-            let from = match password {
-                Some(SecretSource::Discovered(_)) => "url",
-                Some(_) => "source",
-                None => "none",
-            };
-            (engine, url.to_string(), from)
-        }
+    let password = match connection.password() {
+        Some(SecretSource::Discovered(_)) => "url",
+        Some(_) => "source",
+        None => "none",
     };
     Discovered {
-        source: super::fleet::source_url(source),
-        engine: engine.as_str().to_string(),
-        location,
+        source: source_url(source),
+        engine: connection.kind().as_str().to_string(),
+        location: connection.location(),
         password: password.to_string(),
     }
 }
 
-pub(super) fn db_connection(
-    engine: EngineKind,
-    url: url::Url,
-    password: Option<SecretSource>,
-) -> Connection {
-    match engine {
-        EngineKind::Postgres => Connection::Postgres { url, password },
-        _ => Connection::Mariadb { url, password },
+/// A source's URL as remembered (never with a password: config refuses one there).
+pub fn source_url(s: &DiscoverySource) -> String {
+    match s {
+        DiscoverySource::Query { url, .. } | DiscoverySource::Server { url, .. } => url.to_string(),
     }
 }
 
@@ -336,7 +326,9 @@ fn parse_row(
                 }
                 None => tenant_password.clone(),
             };
-            db_connection(engine, url, password)
+            engine
+                .server_connection(url, password)
+                .ok_or_else(|| format!("engine {} has no server", engine.as_str()))?
         }
     };
     Ok((tenant(id, engine, tier.clone(), connection, None), state))
@@ -349,34 +341,8 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
-fn pg_options(url: &url::Url, password: Option<&Secret>) -> sqlx::postgres::PgConnectOptions {
-    let mut o = sqlx::postgres::PgConnectOptions::new()
-        .host(url.host_str().unwrap_or("localhost"))
-        .port(url.port().unwrap_or(5432))
-        .username(url.username())
-        .database(url.path().trim_start_matches('/'))
-        .disable_statement_logging();
-    if let Some(p) = password {
-        o = o.password(p.expose());
-    }
-    o
-}
-
-fn mysql_options(url: &url::Url, password: Option<&Secret>) -> sqlx::mysql::MySqlConnectOptions {
-    let mut o = sqlx::mysql::MySqlConnectOptions::new()
-        .host(url.host_str().unwrap_or("localhost"))
-        .port(url.port().unwrap_or(3306))
-        .username(url.username())
-        .database(url.path().trim_start_matches('/'))
-        .disable_statement_logging();
-    if let Some(p) = password {
-        o = o.password(p.expose());
-    }
-    o
-}
-
 fn source_err(name: &str, url: &url::Url, e: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("{name} ({url}): {e}"))
+    Error::Unavailable(format!("{name} ({url}): {e}"))
 }
 
 /// The database names of a server.
@@ -386,29 +352,10 @@ async fn list_databases(
     url: &url::Url,
     password: Option<&Secret>,
 ) -> Result<Vec<String>, Error> {
-    let err = |e: sqlx::Error| source_err(name, url, e);
-    let names: Vec<String> = if engine == EngineKind::Postgres {
-        let mut c = pg_options(url, password).connect().await.map_err(err)?;
-        let r = sqlx::query_scalar(
-            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
-        )
-        .fetch_all(&mut c)
+    let names = engine
+        .list_databases(url, password)
         .await
-        .map_err(err)?;
-        let _ = c.close().await;
-        r
-    } else {
-        let mut c = mysql_options(url, password).connect().await.map_err(err)?;
-        let r = sqlx::query_scalar(
-            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
-             WHERE schema_name NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys') ORDER BY 1",
-        )
-        .fetch_all(&mut c)
-        .await
-        .map_err(err)?;
-        let _ = c.close().await;
-        r
-    };
+        .map_err(|e| source_err(name, url, e))?;
     if names.len() > MAX_ROWS {
         return Err(source_err(
             name,
@@ -460,14 +407,19 @@ async fn control_plane_rows(
             out
         }};
     }
-    let rows: Vec<[String; 5]> = match url.scheme() {
-        "mariadb" | "mysql" => {
-            let mut c = mysql_options(url, password).connect().await.map_err(err)?;
+    let rows: Vec<[String; 5]> = match EngineKind::of_scheme(url.scheme()) {
+        Some(EngineKind::Mariadb) => {
+            let options = crate::engine::mariadb::server_options(url, password);
+            let mut c = options.connect().await.map_err(err)?;
             read!(c, "CHAR")
         }
-        _ => {
-            let mut c = pg_options(url, password).connect().await.map_err(err)?;
+        Some(EngineKind::Postgres) => {
+            let options = crate::engine::postgres::server_options(url, password);
+            let mut c = options.connect().await.map_err(err)?;
             read!(c, "TEXT")
+        }
+        Some(EngineKind::Sqlite) | None => {
+            return Err(source_err(name, url, "not a PostgreSQL or MariaDB server"));
         }
     };
     if rows.len() > MAX_ROWS {

@@ -79,14 +79,10 @@ pub fn filename(
     recovery_point: chrono::DateTime<chrono::Utc>,
     encrypted: bool,
 ) -> String {
-    let ext = match engine {
-        EngineKind::Sqlite => "sqlite",
-        EngineKind::Postgres => "pgdump",
-        EngineKind::Mariadb => "sql",
-    };
     format!(
-        "{tenant}-{}.{ext}{}",
+        "{tenant}-{}.{}{}",
         recovery_point.format("%Y%m%dT%H%M%SZ"),
+        engine.download_extension(),
         if encrypted { ".age" } else { "" }
     )
 }
@@ -121,7 +117,7 @@ async fn open_in(
     let wrapped = match ctx.catalog.key_by_id(&manifest.key_id).await? {
         Some(row) if row.tenant_id == tenant.as_str() => row.wrapped,
         _ => {
-            let kid = KeyId::parse(&manifest.key_id).map_err(Error::Invalid)?;
+            let kid = KeyId::parse(&manifest.key_id).map_err(Error::Failed)?;
             region
                 .get_small(&region.layout.key(tenant, &kid), 64 << 10)
                 .await?
@@ -149,7 +145,7 @@ pub async fn open(
     b: &BackupRow,
     encrypt: Encrypt,
 ) -> Result<(Download, tokio::task::JoinHandle<Result<Outcome, Error>>), Error> {
-    let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
+    let id = BackupId::parse(&b.id).map_err(Error::Failed)?;
     let expected_sha = b
         .artifact_sha256
         .clone()
@@ -163,7 +159,7 @@ pub async fn open(
             let verified = crate::catalog::verified_in(&copies, &region.name);
             let backup = match verified {
                 true => Ok(b.clone()),
-                false => Err(Error::Invalid(format!(
+                false => Err(Error::NotFound(format!(
                     "backup {id} is not verified in region {}",
                     region.name
                 ))),
@@ -339,7 +335,7 @@ async fn stream(
     encrypt: Encrypt,
     tx: Sender,
 ) -> Result<Outcome, Error> {
-    let gone = || Error::Invalid("the client went away or stopped reading".into());
+    let gone = || Error::Failed("the client went away or stopped reading".into());
     let encrypting = !matches!(encrypt, Encrypt::None);
     let (piece_tx, encryptor) = if encrypting {
         let (ptx, prx) = mpsc::channel::<Piece>(QUEUE);
@@ -405,8 +401,8 @@ async fn stream(
             drop(p);
             let bytes = h
                 .await
-                .map_err(|e| Error::Invalid(format!("encryption task: {e}")))?
-                .map_err(|e| Error::Invalid(format!("encrypting the download: {e}")))?;
+                .map_err(|e| Error::Failed(format!("encryption task: {e}")))?
+                .map_err(|e| Error::Failed(format!("encrypting the download: {e}")))?;
             Ok(Outcome { bytes })
         }
         _ => {

@@ -4,7 +4,7 @@
 
 use super::restore::{self, KeysFrom, Load, LoadTimes};
 use super::{Context, Error};
-use crate::config::{Connection, DrillPlan, EngineKind, TenantConfig};
+use crate::config::{DrillPlan, TenantConfig};
 use crate::domain::drill::{self as plan, Candidate, Measured, Point, RegionRpo};
 use crate::domain::objectives::fmt_duration;
 use crate::engine;
@@ -151,21 +151,11 @@ fn ms(d: Duration) -> u64 {
 /// The scratch connection for `tenant`'s engine, from the plan.
 fn scratch_tenant(plan: &DrillPlan, tenant: &TenantConfig) -> Result<TenantConfig, String> {
     let mut t = tenant.clone();
-    let (conn, field) = match tenant.engine {
-        EngineKind::Postgres => (plan.scratch.postgres.clone(), "scratch.postgres"),
-        EngineKind::Mariadb => (plan.scratch.mariadb.clone(), "scratch.mariadb"),
-        EngineKind::Sqlite => (
-            plan.scratch
-                .sqlite_dir
-                .clone()
-                .map(|path| Connection::Sqlite { path }),
-            "scratch.sqlite-dir",
-        ),
-    };
-    t.connection = conn.ok_or_else(|| {
+    t.connection = plan.scratch.server(tenant.engine).ok_or_else(|| {
         format!(
-            "{} sets no {field} for {} tenants",
+            "{} sets no {} for {} tenants",
             plan.file.display(),
+            tenant.engine.scratch_key(),
             tenant.engine.as_str()
         )
     })?;
@@ -231,7 +221,7 @@ impl CatalogView {
                     });
                 }
                 if c.region == region {
-                    let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
+                    let id = BackupId::parse(&b.id).map_err(Error::Failed)?;
                     found.newest = Some((id, b.artifact_size.unwrap_or(0).max(0) as u64));
                 }
             }
@@ -259,7 +249,7 @@ impl CatalogView {
             .iter()
             .map(|r| {
                 let newest = self.newest_in(tenant, &r.name).cloned().ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::NotFound(format!(
                         "no backup verified in region {} to restore",
                         r.name
                     ))
@@ -540,7 +530,7 @@ async fn record(ctx: &Context, run: &DrillRun) -> Result<(), Error> {
             passed: t.passed,
         })
         .collect();
-    let report = serde_json::to_string(run).map_err(|e| Error::Invalid(e.to_string()))?;
+    let report = serde_json::to_string(run).map_err(|e| Error::Failed(e.to_string()))?;
     let failed_tiers: Vec<serde_json::Value> = run
         .tiers
         .iter()
@@ -652,21 +642,14 @@ async fn drill_one(
     let engine = engine::for_tenant(scratch);
     let name = scratch_name(&d.tenant, run_id);
     // A SQLite scratch gets a directory of its own, removed with whatever a load left in it.
-    let (target, dir) = match &scratch.connection {
-        Connection::Sqlite { path } => {
-            let dir = path.join(&name);
-            if let Err(e) = std::fs::create_dir_all(&dir) {
-                d.problems
-                    .push(format!("scratch directory {}: {e}", dir.display()));
-                return;
-            }
-            (
-                dir.join(format!("{}.db", d.tenant)).display().to_string(),
-                Some(dir),
-            )
-        }
-        _ => (name, None),
-    };
+    let (target, dir) = scratch.connection.scratch_target(&name, &d.tenant);
+    if let Some(dir) = &dir
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        d.problems
+            .push(format!("scratch directory {}: {e}", dir.display()));
+        return;
+    }
     let ownership = engine::Ownership::Connecting;
     let work = async {
         let v = restore::load_verified(

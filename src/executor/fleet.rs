@@ -43,7 +43,7 @@ pub async fn tenant(ctx: &Context, id: &TenantId) -> Result<TenantConfig, Error>
     {
         return recall(ctx, id, &row.tier, json);
     }
-    Err(Error::Invalid(format!(
+    Err(Error::NotFound(format!(
         "tenant {id} is not in {}, no discovery source lists it{unread}, and the catalog remembers no connection for it",
         ctx.config.file.display()
     )))
@@ -82,7 +82,7 @@ pub async fn exists(ctx: &Context, id: &TenantId) -> Result<bool, Error> {
     }
     match tenant(ctx, id).await {
         Ok(_) => Ok(true),
-        Err(Error::Invalid(_)) => Ok(false),
+        Err(Error::NotFound(_)) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -90,7 +90,7 @@ pub async fn exists(ctx: &Context, id: &TenantId) -> Result<bool, Error> {
 /// The tenant's configuration from what the catalog remembers, with the password source of the
 /// discovery source that found it (which must still be configured).
 fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<TenantConfig, Error> {
-    let bad = |why: String| Error::Invalid(format!("tenant {id}: {why}"));
+    let bad = |why: String| Error::Failed(format!("tenant {id}: {why}"));
     let r: Discovered = serde_json::from_str(json).map_err(|e| {
         bad(format!(
             "the catalog's remembered connection is unreadable: {e}"
@@ -104,7 +104,7 @@ fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<Tenant
         .config
         .discovery
         .iter()
-        .find(|s| source_url(s) == r.source);
+        .find(|s| discovery::source_url(s) == r.source);
     let connection = match engine {
         EngineKind::Sqlite => Connection::Sqlite {
             path: r.location.clone().into(),
@@ -135,7 +135,9 @@ fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<Tenant
                     }),
                 ) => tenant_password.clone(),
             };
-            discovery::db_connection(engine, url, password)
+            engine
+                .server_connection(url, password)
+                .ok_or_else(|| bad(format!("engine {} has no server", engine.as_str())))?
         }
     };
     Ok(discovery::tenant(
@@ -145,11 +147,4 @@ fn recall(ctx: &Context, id: &TenantId, tier: &str, json: &str) -> Result<Tenant
         connection,
         Some(r),
     ))
-}
-
-/// A source's URL as remembered (never with a password: config refuses one there).
-pub fn source_url(s: &DiscoverySource) -> String {
-    match s {
-        DiscoverySource::Query { url, .. } | DiscoverySource::Server { url, .. } => url.to_string(),
-    }
 }

@@ -33,8 +33,8 @@ pub async fn rotate_master(
     let keys = ctx.catalog.all_tenant_keys().await?;
     for k in &keys {
         let what = format!("key {} of tenant {}", k.key_id, k.tenant_id);
-        let tenant = TenantId::parse(&k.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
-        let kid = KeyId::parse(&k.key_id).map_err(Error::Invalid)?;
+        let tenant = TenantId::parse(&k.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
+        let kid = KeyId::parse(&k.key_id).map_err(Error::Failed)?;
         // Already rotated (an earlier run stopped midway)? Then the new identity opens it.
         let identity = match crypto::unwrap_identity(&k.wrapped, old, &what) {
             Ok(i) => i,
@@ -61,8 +61,8 @@ pub async fn rotate_master(
     }
     // Proof, from what is stored now: the new identity opens every copy, the old one none.
     for k in ctx.catalog.all_tenant_keys().await? {
-        let tenant = TenantId::parse(&k.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
-        let kid = KeyId::parse(&k.key_id).map_err(Error::Invalid)?;
+        let tenant = TenantId::parse(&k.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
+        let kid = KeyId::parse(&k.key_id).map_err(Error::Failed)?;
         let mut copies = vec![("catalog".to_string(), k.wrapped.clone())];
         for region in &ctx.regions {
             copies.push((

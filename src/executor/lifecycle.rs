@@ -57,7 +57,7 @@ async fn row(ctx: &Context, id: &TenantId) -> Result<TenantRow, Error> {
 
 fn window(ctx: &Context, t: &TenantRow) -> Result<chrono::Duration, Error> {
     let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Refused(format!(
             "tenant {} is in tier {:?}, which has no file under schedules/",
             t.id, t.tier
         ))
@@ -74,12 +74,12 @@ pub async fn terminate(
     let t = row(ctx, id).await?;
     let now = Utc::now();
     if at > now {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "--at {at} is in the future; a termination is recorded when it happened"
         )));
     }
     if t.state != TenantState::Active {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "tenant {id} is already {}",
             t.state
         )));
@@ -119,14 +119,14 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Out
     let t = row(ctx, id).await?;
     let now = Utc::now();
     let (Some(at), TenantState::Terminated) = (t.terminated_at, t.state) else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "tenant {id} is {}, not terminated",
             t.state
         )));
     };
     let ends = at + window(ctx, &t)?;
     if now >= ends || t.purge_started_at.is_some() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "tenant {id}'s deletion window ended at {} ({} after termination); it can no longer be reinstated",
             ends.to_rfc3339(),
             fmt_duration(window(ctx, &t)?.to_std().unwrap_or_default())
@@ -161,7 +161,7 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Out
 pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Result<Outcome, Error> {
     let t = row(ctx, id).await?;
     if t.state == TenantState::Purged {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "tenant {id} was purged; nothing is left to hold"
         )));
     }
@@ -211,46 +211,46 @@ pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Resul
 /// purged or held tenant. Returns the message for the operator.
 pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome, Error> {
     if reason.trim().is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "tenant {id}: --reason is empty; say why, with the erasure request's ticket"
         )));
     }
     let Some(t) = ctx.catalog.tenant(id).await? else {
-        return Err(Error::Invalid(match ctx.config.tenant(id) {
-            Some(_) => format!(
+        return Err(match ctx.config.tenant(id) {
+            Some(_) => Error::Conflict(format!(
                 "tenant {id} cannot be erased: it is not terminated (it is in {} but was never backed up, so nothing of it is stored)",
                 ctx.config.file.display()
-            ),
-            None => format!(
+            )),
+            None => Error::NotFound(format!(
                 "tenant {id} cannot be erased: it is unknown (neither in the catalog nor in {})",
                 ctx.config.file.display()
-            ),
-        }));
+            )),
+        });
     };
     let at = match (t.state, t.terminated_at) {
         (TenantState::Terminated, Some(at)) => at,
         (TenantState::Purged, _) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "tenant {id} cannot be erased: it was already purged at {}; its deletion certificate is in the catalog",
                 t.purged_at.map(|p| p.to_rfc3339()).unwrap_or_default()
             )));
         }
         (state, _) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "tenant {id} cannot be erased: it is {state}, not terminated; record the termination first \
                  (`lifeboat tenant terminate {id} --reason …`), then erase it"
             )));
         }
     };
     if t.legal_hold {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "tenant {id} cannot be erased: it is under legal hold ({}); an erasure request does not lift a hold. \
              Nothing was deleted",
             t.hold_reason.as_deref().unwrap_or("no reason recorded")
         )));
     }
     let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Refused(format!(
             "tenant {id} is in tier {:?}, which has no file under schedules/",
             t.tier
         ))
@@ -309,7 +309,7 @@ pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome
                     ..AuditEntry::by(&ctx.actor, "tenant.erase", Utc::now())
                 })
                 .await;
-            Err(Error::Invalid(format!(
+            Err(Error::Failed(format!(
                 "erasing tenant {id} stopped: {e}; run `lifeboat tenant erase {id} --reason …` again to finish (the purge resumes where it stopped)"
             )))
         }

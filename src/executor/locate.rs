@@ -77,19 +77,26 @@ pub async fn first_held<'c>(
             backup.id,
             missing.join(" and ")
         ));
-        first_err.get_or_insert(Error::Invalid(format!(
+        first_err.get_or_insert(Error::NotFound(format!(
             "region {} does not hold {} of backup {}",
             region.name,
             missing.join(" and "),
             backup.id
         )));
     }
-    let e = first_err.unwrap_or_else(|| Error::Invalid("no region is configured".into()));
+    let e = first_err.unwrap_or_else(|| Error::NotFound("no region is configured".into()));
     Err(match (fallbacks.is_empty(), e) {
         (true, e) => e,
-        (false, e) => Error::Invalid(format!(
-            "no region holds a readable verified copy of tenant {tenant}: {}; first: {e}",
-            fallbacks.join("; ")
-        )),
+        (false, e) => {
+            let why = format!(
+                "no region holds a readable verified copy of tenant {tenant}: {}; first: {e}",
+                fallbacks.join("; ")
+            );
+            // A region that could not be asked may still hold it: that is an outage.
+            match e {
+                Error::Storage(_) => Error::Unavailable(why),
+                _ => Error::NotFound(why),
+            }
+        }
     })
 }

@@ -17,6 +17,7 @@ pub mod records;
 pub mod replicate;
 pub mod restore;
 pub mod retention;
+pub mod runner;
 pub mod sweep;
 pub mod verify;
 
@@ -46,9 +47,34 @@ pub enum Error {
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    /// The request itself is wrong (unknown tenant, unknown backup, …).
+    // The kinds below say what went wrong, not where: each surface maps a kind to one answer
+    // (`api::error`'s `From<Error>` for HTTP, `Error::exit_code` for the command line).
+    /// What the request names does not exist (tenant, backup, restore, region, sink, …).
     #[error("{0}")]
-    Invalid(String),
+    NotFound(String),
+    /// The state does not allow it now (already running or settled, a name taken, …); nothing
+    /// was changed.
+    #[error("{0}")]
+    Conflict(String),
+    /// Refused by validation or policy (bad input, a legal hold, a key too short, …); nothing
+    /// was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A region, server or source did not answer; retrying later may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// It failed inside (a corrupt catalog row, a task that died, a file not written).
+    #[error("{0}")]
+    Failed(String),
+    /// A finalize or rollback of a restore that is not swapped in (on the side, settled, running).
+    #[error("{0}")]
+    NotSwapped(String),
+    /// A rollback whose swap back failed: the restored data is still live, the previous kept.
+    #[error("{0}")]
+    RollbackFailed(String),
+    /// A rollback that put the previous data back but could not drop the restored copy.
+    #[error("{0}")]
+    RestoredCopyKept(String),
     /// Data did not match what was recorded (checksum, row counts).
     #[error("verification failed: {0}")]
     Verify(String),
@@ -72,6 +98,17 @@ pub enum Error {
         state: String,
         since: String,
     },
+}
+
+impl Error {
+    /// The command line's exit status for this error (README, "Exit status"): 130 when a
+    /// signal stopped the work, as for a stopped backup; 1 for every other failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Cancelled(_) => 130,
+            _ => 1,
+        }
+    }
 }
 
 /// Asks running jobs to stop, with the reason (the signal's name).
@@ -130,7 +167,7 @@ pub fn audit_key(config: &Config) -> Result<Option<crate::catalog::AuditKey>, Er
             source,
         })?;
     if key.expose().len() < AuditKey::MIN_LEN {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "{}: audit.key ({}) holds {} bytes; the audit key must have at least {} \
              (e.g. `openssl rand -base64 48`)",
             config.file.display(),
@@ -209,7 +246,7 @@ impl Context {
     pub fn region(&self, name: &str) -> Result<&Region, Error> {
         self.regions.iter().find(|r| r.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
-            Error::Invalid(format!(
+            Error::NotFound(format!(
                 "unknown region {name:?}; configured regions: {}",
                 names.join(", ")
             ))

@@ -40,22 +40,22 @@ fn resolve(s: &NotifySink) -> Result<Sink, Error> {
         SinkUrl::Secret(src) => {
             let v = src
                 .resolve(&field("url"))
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+                .map_err(|e| Error::Refused(e.to_string()))?;
             // The value is a credential: the error names the setting, not the URL.
             check_sink_url(v.expose(), s.allow_http)
-                .map_err(|why| Error::Invalid(format!("{} is not valid: {why}", field("url"))))?
+                .map_err(|why| Error::Refused(format!("{} is not valid: {why}", field("url"))))?
         }
     };
     let key = match &s.secret {
         Some(src) => {
             let v = src
                 .resolve(&field("secret"))
-                .map_err(|e| Error::Invalid(e.to_string()))?;
+                .map_err(|e| Error::Refused(e.to_string()))?;
             Some(match v.expose().strip_prefix("whsec_") {
                 Some(b64) => base64::engine::general_purpose::STANDARD
                     .decode(b64)
                     .map_err(|_| {
-                        Error::Invalid(format!(
+                        Error::Refused(format!(
                             "{}: a `whsec_` secret must be base64 after the prefix",
                             field("secret")
                         ))
@@ -66,7 +66,7 @@ fn resolve(s: &NotifySink) -> Result<Sink, Error> {
         None => None,
     };
     if key.as_ref().is_some_and(|k| k.len() < 16) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "{}: at least 16 bytes (24 or more recommended)",
             field("secret")
         )));
@@ -339,7 +339,7 @@ pub async fn send_test(ctx: &Context, name: &str) -> Result<u16, Error> {
         .iter()
         .find(|s| s.name == name)
         .ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::NotFound(format!(
                 "no [[notify]] sink is named {name:?}; configured: {}",
                 ctx.config
                     .notify
@@ -363,7 +363,7 @@ pub async fn send_test(ctx: &Context, name: &str) -> Result<u16, Error> {
     };
     send(&sink, &e, now)
         .await
-        .map_err(|why| Error::Invalid(format!("notify {name:?}: {why}")))
+        .map_err(|why| Error::Unavailable(format!("notify {name:?}: {why}")))
 }
 
 /// How often `serve` looks for due deliveries.

@@ -332,10 +332,7 @@ mod tests {
             id: TenantId::parse(id).unwrap(),
             engine,
             tier: "paid".into(),
-            connection: match engine {
-                EngineKind::Postgres => Connection::Postgres { url, password: pw },
-                _ => Connection::Mariadb { url, password: pw },
-            },
+            connection: engine.server_connection(url, pw).unwrap(),
             retention: RetentionOverride::default(),
             discovered: None,
         }

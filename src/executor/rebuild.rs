@@ -115,7 +115,7 @@ fn parse_key<'a>(tenants_prefix: &str, key: &'a str) -> Option<(TenantId, &'a st
 pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, Error> {
     let region = ctx.region(region_name)?;
     if !ctx.catalog.completed_backups().await?.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "the catalog {} already holds backups; rebuild into an empty catalog",
             ctx.config.catalog.url
         )));
@@ -430,7 +430,7 @@ async fn restore_state(
     tenants_seen: &mut BTreeSet<String>,
     report: &mut RebuildReport,
 ) -> Result<(), Error> {
-    let tenant = &TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant = &TenantId::parse(tenant).map_err(|e| Error::Failed(e.to_string()))?;
     if tenants_seen.insert(tenant.to_string()) {
         ctx.catalog
             .upsert_tenant(tenant, &state.engine, &state.tier, None, Utc::now())

@@ -82,7 +82,7 @@ pub fn certificate_digest(json: &str) -> String {
 
 /// Writes one record to `region` and reads it back.
 pub(super) async fn write(region: &Region, row: &RecordRow) -> Result<(), Error> {
-    let tenant = TenantId::parse(&row.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant = TenantId::parse(&row.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
     let key = region.layout.lifecycle_record(&tenant, &row.name);
     region
         .store

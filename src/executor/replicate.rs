@@ -126,13 +126,13 @@ pub(crate) async fn ensure_key_in(
     tenant: &TenantId,
     key_id: &str,
 ) -> Result<bool, Error> {
-    let kid = KeyId::parse(key_id).map_err(Error::Invalid)?;
+    let kid = KeyId::parse(key_id).map_err(Error::Failed)?;
     let key = to.layout.key(tenant, &kid);
     if to.store.head(&key).await?.is_some() {
         return Ok(false);
     }
     let row = ctx.catalog.key_by_id(key_id).await?.ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Failed(format!(
             "key {key_id} of tenant {tenant} is not in the catalog"
         ))
     })?;
@@ -147,8 +147,8 @@ pub fn backup_keys(
     tenant: &str,
     backup_id: &str,
 ) -> Result<(String, String), Error> {
-    let tenant = TenantId::parse(tenant).map_err(|e| Error::Invalid(e.to_string()))?;
-    let id = crate::storage::BackupId::parse(backup_id).map_err(Error::Invalid)?;
+    let tenant = TenantId::parse(tenant).map_err(|e| Error::Failed(e.to_string()))?;
+    let id = crate::storage::BackupId::parse(backup_id).map_err(Error::Failed)?;
     Ok((
         region.layout.artifact(&tenant, &id),
         region.layout.manifest(&tenant, &id),
@@ -162,14 +162,14 @@ pub async fn copy_between(
     from: &Region,
     to: &Region,
 ) -> Result<(), Error> {
-    let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
     let (Some(sha), Some(size), Some(key_id), BackupStatus::Completed) = (
         b.artifact_sha256.as_deref(),
         b.artifact_size,
         b.key_id.as_deref(),
         b.status,
     ) else {
-        return Err(Error::Invalid(format!("backup {} is not complete", b.id)));
+        return Err(Error::Conflict(format!("backup {} is not complete", b.id)));
     };
     let (from_artifact, from_manifest) = backup_keys(from, &b.tenant_id, &b.id)?;
     let (to_artifact, to_manifest) = backup_keys(to, &b.tenant_id, &b.id)?;
@@ -215,7 +215,7 @@ pub async fn replicate_new_backup(
         .catalog
         .backup(backup_id)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("unknown backup {backup_id}")))?;
+        .ok_or_else(|| Error::NotFound(format!("unknown backup {backup_id}")))?;
     let size = b.artifact_size.map(|s| s as u64);
     let sha = b.artifact_sha256.clone();
     let mut outcomes = Vec::new();

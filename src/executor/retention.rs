@@ -45,7 +45,7 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
     let mut plans = Vec::new();
     for t in ctx.catalog.live_tenants().await? {
         let tier = ctx.config.tiers.get(&t.tier).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Refused(format!(
                 "tenant {} is in tier {:?}, which has no file under schedules/; retention cannot plan it",
                 t.id, t.tier
             ))
@@ -287,7 +287,7 @@ async fn tenant_row(ctx: &Context, t: &TenantId) -> Result<TenantRow, Error> {
     ctx.catalog
         .tenant(t)
         .await?
-        .ok_or_else(|| Error::Invalid(format!("tenant {t} vanished")))
+        .ok_or_else(|| Error::NotFound(format!("tenant {t} vanished")))
 }
 
 /// Purges one tenant for `reason` (recorded with every deletion and as the certificate's
@@ -296,7 +296,7 @@ async fn tenant_row(ctx: &Context, t: &TenantId) -> Result<TenantRow, Error> {
 /// tombstone, which the purge does not delete: it lives outside the tenant's prefix) are
 /// recorded in every region, so a rebuilt catalog resumes or remembers it.
 pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Result<Purged, Error> {
-    let tenant = TenantId::parse(&plan.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+    let tenant = TenantId::parse(&plan.tenant).map_err(|e| Error::Failed(e.to_string()))?;
     let (id, t) = (&tenant, plan.tenant.as_str());
     let reason = reason.to_string();
     let mut warnings = Vec::new();
@@ -449,9 +449,8 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
         std::fs::write(dir.join(format!("{stem}.md")), cert.markdown())?;
         Ok(dir.join(format!("{stem}.json")))
     };
-    let path = write().map_err(|e| {
-        Error::Invalid(format!("writing the certificate to {}: {e}", dir.display()))
-    })?;
+    let path = write()
+        .map_err(|e| Error::Failed(format!("writing the certificate to {}: {e}", dir.display())))?;
     ctx.catalog
         .audit_entry(&AuditEntry {
             tenant: Some(t),
@@ -521,7 +520,7 @@ pub async fn apply(
             report.purged.push(p.tenant.clone());
             continue;
         }
-        let tenant = TenantId::parse(&p.tenant).map_err(|e| Error::Invalid(e.to_string()))?;
+        let tenant = TenantId::parse(&p.tenant).map_err(|e| Error::Failed(e.to_string()))?;
         for d in p.decisions.iter().filter(|d| !d.keep) {
             delete_backup(ctx, &tenant, d).await?;
             report.deleted += 1;

@@ -201,9 +201,9 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
     let backups = ctx.catalog.completed_backups().await?;
     let mut expected = Vec::new();
     for b in &backups {
-        let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Invalid(e.to_string()))?;
-        let id = BackupId::parse(&b.id).map_err(Error::Invalid)?;
-        let kid = KeyId::parse(b.key_id.as_deref().unwrap_or_default()).map_err(Error::Invalid)?;
+        let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
+        let id = BackupId::parse(&b.id).map_err(Error::Failed)?;
+        let kid = KeyId::parse(b.key_id.as_deref().unwrap_or_default()).map_err(Error::Failed)?;
         expected.push((tenant, id, kid, b));
     }
     let mut report = VerifyReport {
@@ -355,51 +355,64 @@ pub async fn verify(ctx: &Context, opts: VerifyOptions) -> Result<VerifyReport, 
         check_records(ctx, region, &catalog_records, opts.repair, &mut report).await?;
     }
     if opts.repair {
-        for ((region_name, backup_id), indexes) in to_repair {
-            let to = ctx.region(&region_name)?;
-            let Some(b) = backups.iter().find(|b| b.id == backup_id) else {
-                continue;
-            };
-            let source = ctx.regions.iter().find(|r| {
-                r.name != region_name && good.get(&(r.name.clone(), b.id.clone())) == Some(&true)
-            });
-            let Some(from) = source else {
-                for i in indexes {
-                    report.findings[i].detail += "; no healthy copy to repair from";
-                }
-                continue;
-            };
-            // copy_between puts the key, the artifact and the manifest, and re-verifies the artifact.
-            let outcome = replicate::copy_between(ctx, b, from, to).await;
-            if outcome.is_ok() {
-                let size = b.artifact_size.map(|s| s as u64);
-                let update = CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now());
-                ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
-            }
-            for i in indexes {
-                match &outcome {
-                    Ok(()) => {
-                        report.findings[i].repaired = true;
-                        report.findings[i].detail += &format!("; repaired from {}", from.name);
-                    }
-                    Err(e) => report.findings[i].detail += &format!("; repair failed: {e}"),
-                }
-            }
-        }
-        ctx.catalog
-            .audit(
-                &ctx.actor,
-                "verify.repair",
-                None,
-                &format!(
-                    "{} findings, {} repaired",
-                    report.findings.len(),
-                    report.findings.iter().filter(|f| f.repaired).count()
-                ),
-                "ok",
-                Utc::now(),
-            )
-            .await?;
+        repair(ctx, &backups, &good, to_repair, &mut report).await?;
     }
     Ok(report)
+}
+
+/// Replaces each bad or missing copy from a region whose copy is good, re-verifies it and notes
+/// the outcome on its findings; audited.
+async fn repair(
+    ctx: &Context,
+    backups: &[BackupRow],
+    good: &BTreeMap<(String, String), bool>,
+    to_repair: BTreeMap<(String, String), Vec<usize>>,
+    report: &mut VerifyReport,
+) -> Result<(), Error> {
+    for ((region_name, backup_id), indexes) in to_repair {
+        let to = ctx.region(&region_name)?;
+        let Some(b) = backups.iter().find(|b| b.id == backup_id) else {
+            continue;
+        };
+        let source = ctx.regions.iter().find(|r| {
+            r.name != region_name && good.get(&(r.name.clone(), b.id.clone())) == Some(&true)
+        });
+        let Some(from) = source else {
+            for i in indexes {
+                report.findings[i].detail += "; no healthy copy to repair from";
+            }
+            continue;
+        };
+        // copy_between puts the key, the artifact and the manifest, and re-verifies the artifact.
+        let outcome = replicate::copy_between(ctx, b, from, to).await;
+        if outcome.is_ok() {
+            let size = b.artifact_size.map(|s| s as u64);
+            let update = CopyUpdate::verified(size, b.artifact_sha256.as_deref(), Utc::now());
+            ctx.catalog.set_copy(&b.id, &to.name, &update).await?;
+        }
+        for i in indexes {
+            match &outcome {
+                Ok(()) => {
+                    report.findings[i].repaired = true;
+                    report.findings[i].detail += &format!("; repaired from {}", from.name);
+                }
+                Err(e) => report.findings[i].detail += &format!("; repair failed: {e}"),
+            }
+        }
+    }
+    ctx.catalog
+        .audit(
+            &ctx.actor,
+            "verify.repair",
+            None,
+            &format!(
+                "{} findings, {} repaired",
+                report.findings.len(),
+                report.findings.iter().filter(|f| f.repaired).count()
+            ),
+            "ok",
+            Utc::now(),
+        )
+        .await?;
+    Ok(())
 }

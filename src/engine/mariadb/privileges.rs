@@ -12,7 +12,6 @@ use super::MariadbEngine;
 use crate::engine::privileges::{Finding, major_minor, version_after};
 use sqlx::{Connection, Row};
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// What the dump needs: privileges on the tenant database, and whether it reads routine bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,17 +276,7 @@ pub fn findings(
 
 /// The major.minor of the `mariadb-dump` backups run (the first on PATH).
 pub async fn tool_version() -> Result<(u32, u32), String> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(15),
-        tokio::process::Command::new("mariadb-dump")
-            .arg("--version")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| "`mariadb-dump --version` did not answer within 15 s".to_string())?
-    .map_err(|e| format!("`mariadb-dump --version`: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = crate::engine::process::version("mariadb-dump").await?;
     version_after(&text, "Distrib ")
         .or_else(|| version_after(&text, " from "))
         .ok_or_else(|| {

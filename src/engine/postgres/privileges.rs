@@ -153,17 +153,7 @@ pub fn no_connect(database: &str, role: &str) -> Finding {
 
 /// The major.minor of the `pg_dump` backups run (the first on PATH).
 pub async fn pg_dump_version() -> Result<(u32, u32), String> {
-    let out = tokio::time::timeout(
-        Duration::from_secs(15),
-        tokio::process::Command::new("pg_dump")
-            .arg("--version")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| "`pg_dump --version` did not answer within 15 s".to_string())?
-    .map_err(|e| format!("`pg_dump --version`: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = crate::engine::process::version("pg_dump").await?;
     version_after(&text, "(PostgreSQL) ")
         .or_else(|| major_minor(text.rsplit(' ').next().unwrap_or_default()))
         .ok_or_else(|| format!("unexpected `pg_dump --version` output {:?}", text.trim()))
