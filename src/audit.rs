@@ -1,6 +1,7 @@
 //! Who is acting, for the audit trail, and the audit commands' time bounds. The log itself (the
 //! hash chain, its verification and listing) is `catalog::audit`.
 
+use crate::config::ApiRole;
 use chrono::{DateTime, Utc};
 
 /// The role of a person at the command line (who can read the config and its secrets).
@@ -8,12 +9,50 @@ pub const OPERATOR: &str = "operator";
 /// The role of the daemon acting on its own (schedules, discovery).
 pub const SERVICE: &str = "service";
 
-/// Who an audit entry names: `cli:alice` (role `operator`), `serve` (role `service`), and later
-/// API tokens with their roles.
+/// The role an actor acts in, as the audit log records it. Carried by the `Actor`, so the role
+/// is said where the actor is made, never guessed from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A person at the command line.
+    Operator,
+    /// The daemon or a job acting on its own.
+    Service,
+    /// An API token's role.
+    Api(ApiRole),
+}
+
+impl Role {
+    /// The text stored in the audit log (and hashed): `operator`, `service`, or the token's role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => OPERATOR,
+            Role::Service => SERVICE,
+            Role::Api(r) => r.as_str(),
+        }
+    }
+
+    /// The role of a stored text (`as_str` read back).
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            OPERATOR => Some(Role::Operator),
+            SERVICE => Some(Role::Service),
+            _ => ApiRole::parse(s).map(Role::Api),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Who an audit entry names: `cli:alice` (role `operator`), `serve` (role `service`), API
+/// tokens with their roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     pub name: String,
-    pub role: String,
+    pub role: Role,
     /// Where an API caller connected from; `None` on the command line and for the daemon.
     pub source_ip: Option<String>,
 }
@@ -37,7 +76,7 @@ impl Actor {
         };
         Actor {
             name,
-            role: OPERATOR.to_string(),
+            role: Role::Operator,
             source_ip: None,
         }
     }
@@ -46,9 +85,15 @@ impl Actor {
     pub fn service(name: &str) -> Actor {
         Actor {
             name: name.to_string(),
-            role: SERVICE.to_string(),
+            role: Role::Service,
             source_ip: None,
         }
+    }
+
+    /// A backup job's own steps (its tenant key, its record): the service's, whoever started
+    /// the job, under the name these entries always had.
+    pub fn backup_job() -> Actor {
+        Actor::service("lifeboat")
     }
 }
 
@@ -118,8 +163,8 @@ mod tests {
         for (sudo, user, want) in cases {
             let a = Actor::cli_from(*sudo, *user);
             assert_eq!(
-                (a.name.as_str(), a.role.as_str()),
-                (*want, OPERATOR),
+                (a.name.as_str(), a.role),
+                (*want, Role::Operator),
                 "{sudo:?} {user:?}"
             );
         }

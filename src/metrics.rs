@@ -72,9 +72,7 @@ pub async fn replication_state(
         let backup_copies = copies.get(&b.id).map(Vec::as_slice).unwrap_or_default();
         let mut everywhere = true;
         for s in &mut t.regions {
-            let verified = backup_copies
-                .iter()
-                .any(|c| c.region == s.region && c.state == "verified");
+            let verified = crate::catalog::verified_in(backup_copies, &s.region);
             everywhere &= verified;
             if verified {
                 s.verified += 1;
@@ -163,8 +161,8 @@ pub async fn render(ctx: &Context, now: DateTime<Utc>) -> Result<String, Error> 
     // (the configured tier wins).
     let mut fleet: BTreeMap<String, String> = live
         .iter()
-        .filter(|t| t.state == "active")
-        .map(|t| (t.id.clone(), t.tier.clone()))
+        .filter(|t| t.state == crate::catalog::TenantState::Active)
+        .map(|t| (t.id.to_string(), t.tier.clone()))
         .collect();
     for t in &ctx.config.tenants {
         fleet.insert(t.id.to_string(), t.tier.clone());
@@ -275,7 +273,7 @@ fn purge_metrics(
     let mut n = 0;
     for t in live
         .iter()
-        .filter(|t| t.state == "terminated" && !t.legal_hold)
+        .filter(|t| t.state == crate::catalog::TenantState::Terminated && !t.legal_hold)
     {
         let Some(tier) = ctx.config.tiers.get(&t.tier) else {
             continue;

@@ -1531,7 +1531,8 @@ fn plain_http_off_loopback_is_refused_when_the_config_loads() {
 /// taken atomically (twenty concurrent downloads of a 3-use link get 3).
 #[test]
 fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
-    use lifeboat::catalog::{Catalog, LinkRow, LinkUse, TokenRow};
+    use lifeboat::catalog::{ApprovalState, Catalog, LinkRow, LinkUse, TokenRow};
+    let tenant = |id: &str| lifeboat::tenant::TenantId::parse(id).unwrap();
     let pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE catalog");
     let dir = tempfile::tempdir().unwrap();
@@ -1604,7 +1605,7 @@ fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
             let expires = now + chrono::Duration::hours(2);
             cat.ready_link(&link.id, expires).await.unwrap();
             let back = cat
-                .requested_link("acme", &link.backup_id)
+                .requested_link(&tenant("acme"), &link.backup_id)
                 .await
                 .unwrap()
                 .unwrap();
@@ -1612,7 +1613,7 @@ fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
             assert_eq!(back.expires_at.timestamp(), expires.timestamp());
             assert_eq!(back.passphrase_check.as_deref(), Some(&[1u8, 2, 3][..]));
             assert!(
-                cat.requested_link("globex", &link.backup_id)
+                cat.requested_link(&tenant("globex"), &link.backup_id)
                     .await
                     .unwrap()
                     .is_none()
@@ -1644,7 +1645,7 @@ fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
                 requested_ip: Some("10.0.0.1".into()),
                 requested_at: now,
                 expires_at: now + chrono::Duration::hours(24),
-                state: "pending".into(),
+                state: lifeboat::catalog::ApprovalState::Pending,
                 decided_by: None,
                 decided_reason: None,
                 decided_at: None,
@@ -1660,7 +1661,10 @@ fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
                 let by = format!("token:b{i}:ops");
                 let cat = &cat;
                 let id = asked.id.clone();
-                async move { cat.decide_approval(&id, "approved", &by, "ok", now).await }
+                async move {
+                    cat.decide_approval(&id, ApprovalState::Approved, &by, "ok", now)
+                        .await
+                }
             }))
             .await;
             let taken = decisions.iter().filter(|d| matches!(d, Ok(true))).count();
@@ -1671,9 +1675,15 @@ fn tokens_and_links_on_sqlite_and_postgresql_catalogs() {
             assert!(cat.insert_approval(&again).await.unwrap());
             let late = now + chrono::Duration::hours(25);
             assert!(
-                !cat.decide_approval(&again.id, "approved", "token:bb:ops", "ok", late)
-                    .await
-                    .unwrap()
+                !cat.decide_approval(
+                    &again.id,
+                    ApprovalState::Approved,
+                    "token:bb:ops",
+                    "ok",
+                    late
+                )
+                .await
+                .unwrap()
             );
             assert_eq!(cat.expire_approvals(late).await.unwrap(), 1);
             assert_eq!(cat.approvals(None, 10).await.unwrap().len(), 2);

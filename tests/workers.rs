@@ -465,7 +465,8 @@ fn concurrent_changes_keep_a_tenant_summary_true_on_postgresql() {
         .unwrap();
     rt.block_on(async {
         let cat = Catalog::open_with(&url, None).await.unwrap();
-        cat.upsert_tenant("acme", "postgres", "paid", None, t0)
+        let acme = &lifeboat::tenant::TenantId::parse("acme").unwrap();
+        cat.upsert_tenant(acme, "postgres", "paid", None, t0)
             .await
             .unwrap();
         for round in 0..5 {
@@ -475,7 +476,7 @@ fn concurrent_changes_keep_a_tenant_summary_true_on_postgresql() {
                 let id = uuid::Uuid::now_v7().to_string();
                 cat.insert_backup(
                     &id,
-                    "acme",
+                    acme,
                     "paid",
                     "postgres",
                     None,

@@ -68,7 +68,7 @@ pub async fn ask(state: &ApiState, caller: &Caller, ask: &Ask<'_>) -> Result<Res
         requested_ip: Some(caller.ip.to_string()),
         requested_at: now,
         expires_at: now + APPROVAL_LIFETIME,
-        state: "pending".into(),
+        state: crate::catalog::ApprovalState::Pending,
         decided_by: None,
         decided_reason: None,
         decided_at: None,
@@ -106,10 +106,13 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.require(&state, READERS, "approvals.list").await?;
     let q = params::query(q.as_deref(), &["state", "limit"])?;
-    let wanted = match q.get("state").map(String::as_str) {
+    let wanted = match q
+        .get("state")
+        .map(|s| s.parse::<crate::catalog::ApprovalState>())
+    {
         None => None,
-        Some(s @ ("pending" | "approved" | "rejected" | "expired")) => Some(s),
-        Some(_) => {
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
@@ -174,7 +177,11 @@ async fn decide(
         None
     };
     let now = Utc::now();
-    let to = if approve { "approved" } else { "rejected" };
+    let to = if approve {
+        crate::catalog::ApprovalState::Approved
+    } else {
+        crate::catalog::ApprovalState::Rejected
+    };
     let tenant = asked.tenant_id.as_str();
     if !state
         .ctx
@@ -243,7 +250,8 @@ fn started(
         reason: a.reason.clone(),
         actor: crate::audit::Actor {
             name: a.requested_by.clone(),
-            role: a.requested_role.clone(),
+            role: crate::audit::Role::parse(&a.requested_role)
+                .ok_or_else(|| bad(format!("unknown role {:?}", a.requested_role)))?,
             source_ip: a.requested_ip.clone(),
         },
         id: Some(restore_id.to_string()),

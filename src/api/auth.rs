@@ -306,7 +306,7 @@ impl Caller {
     pub fn as_actor(&self) -> crate::audit::Actor {
         crate::audit::Actor {
             name: self.actor(),
-            role: self.role.as_str().to_string(),
+            role: crate::audit::Role::Api(self.role),
             source_ip: Some(self.ip.to_string()),
         }
     }

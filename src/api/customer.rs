@@ -107,7 +107,7 @@ async fn reserve_passphrase(
         let (live, first) = state
             .ctx
             .catalog
-            .live_passphrase_links(tenant.as_str(), Utc::now())
+            .live_passphrase_links(tenant, Utc::now())
             .await?;
         let mut pending = state
             .passphrase_pending
@@ -161,7 +161,10 @@ async fn store_link(state: &ApiState, link: &LinkRow) -> Result<(), ApiError> {
     let (_, first) = state
         .ctx
         .catalog
-        .live_passphrase_links(&link.tenant, now)
+        .live_passphrase_links(
+            &TenantId::parse(&link.tenant).map_err(ApiError::internal)?,
+            now,
+        )
         .await?;
     Err(passphrase_cap(state, first))
 }
@@ -238,7 +241,7 @@ pub async fn list(
     let rows = state
         .ctx
         .catalog
-        .recent_backups(tenant.as_str(), limit, true)
+        .recent_backups(&tenant, limit, true)
         .await?;
     let list: Vec<_> = rows.iter().map(backup_json).collect();
     Ok(json(StatusCode::OK, serde_json::json!({ "backups": list })))
@@ -302,8 +305,8 @@ impl Drop for Running {
 
 /// The tenant as the fleet has it, or 409 `tenant_not_active` when it cannot be backed up.
 async fn backup_target(state: &ApiState, tenant: &TenantId) -> Result<TenantConfig, ApiError> {
-    if let Some(t) = state.ctx.catalog.tenant(tenant.as_str()).await?
-        && t.state != "active"
+    if let Some(t) = state.ctx.catalog.tenant(tenant).await?
+        && t.state != crate::catalog::TenantState::Active
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -333,7 +336,7 @@ async fn check_quota(state: &ApiState, caller: &Caller, tenant: &TenantId) -> Re
     let (asked, first) = state
         .ctx
         .catalog
-        .requests_since(tenant.as_str(), now - chrono::Duration::hours(24))
+        .requests_since(tenant, now - chrono::Duration::hours(24))
         .await?;
     if asked < quota {
         return Ok(());
@@ -391,7 +394,7 @@ pub async fn request_backup(
     let running = Running::enter(&state, &tenant, &backup_id)?;
     check_quota(&state, &caller, &tenant).await?;
     // Another worker's backup of the tenant (the schedule's, or a request on another replica).
-    if state.ctx.catalog.tenant_job_leased(tenant.as_str()).await? {
+    if state.ctx.catalog.tenant_job_leased(&tenant).await? {
         return Err(in_progress());
     }
     // Only now the passphrase's work, if any: its place under the tenant's cap, then scrypt.
@@ -548,7 +551,7 @@ pub async fn status(
         .get(tenant.as_str())
         .is_some_and(|b| b == id.as_str());
     let cat = &state.ctx.catalog;
-    let link = cat.requested_link(tenant.as_str(), id.as_str()).await?;
+    let link = cat.requested_link(&tenant, id.as_str()).await?;
     let backup = mine(&state, &caller, &tenant, cat.backup(id.as_str()).await?).await;
     // A backup is shown if the customer asked for it, or if retained ones may be downloaded.
     if link.is_none() && !(state.cfg.customer_retained_downloads && backup.is_some()) {
@@ -570,7 +573,9 @@ pub async fn status(
     }
     if let Some(l) = &link
         && l.ready
-        && backup.as_ref().is_some_and(|b| b.status == "completed")
+        && backup
+            .as_ref()
+            .is_some_and(|b| b.status == crate::catalog::BackupStatus::Completed)
     {
         let usable = l.expires_at > Utc::now() && l.uses_left > 0;
         body["link"] = if usable {
@@ -595,7 +600,7 @@ pub async fn issue_link(
     let id = params::backup_id(&id)?;
     let opts: LinkOptions = super::read_json(&state, body).await?.unwrap_or_default();
     let backup = own_backup(&state, &caller, &tenant, &id).await?;
-    if backup.status != "completed" {
+    if backup.status != crate::catalog::BackupStatus::Completed {
         return Err(ApiError::not_found());
     }
     let wanted = Wanted::of(&opts)?;

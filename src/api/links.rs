@@ -636,16 +636,15 @@ fn claims_match(l: &LinkRow, c: &LinkClaims) -> bool {
 /// The link's backup, if its tenant is not purged and the backup is still completed there.
 async fn still_there(state: &ApiState, c: &LinkClaims) -> Result<Option<BackupRow>, ApiError> {
     let cat = &state.ctx.catalog;
-    let Some(t) = cat.tenant(c.tenant.as_str()).await? else {
+    let Some(t) = cat.tenant(&c.tenant).await? else {
         return Ok(None);
     };
-    if t.state == "purged" {
+    if t.state == crate::catalog::TenantState::Purged {
         return Ok(None);
     }
-    Ok(cat
-        .backup(c.backup.as_str())
-        .await?
-        .filter(|b| b.tenant_id == c.tenant.as_str() && b.status == "completed"))
+    Ok(cat.backup(c.backup.as_str()).await?.filter(|b| {
+        b.tenant_id == c.tenant.as_str() && b.status == crate::catalog::BackupStatus::Completed
+    }))
 }
 
 #[cfg(test)]

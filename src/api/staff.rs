@@ -54,14 +54,14 @@ pub async fn backups(
     let q = params::query(q.as_deref(), &["limit"])?;
     let limit = params::limit(q.get("limit").map(String::as_str), 100, LIMIT_MAX)?;
     let cat = &state.ctx.catalog;
-    if cat.tenant(tenant.as_str()).await?.is_none() {
+    if cat.tenant(&tenant).await?.is_none() {
         return Err(ApiError::not_found());
     }
     let regions: Vec<&str> = state.ctx.regions.iter().map(|r| r.name.as_str()).collect();
     let mut list = Vec::new();
-    for b in cat.recent_backups(tenant.as_str(), limit, false).await? {
+    for b in cat.recent_backups(&tenant, limit, false).await? {
         let copies = cat.copies(&b.id).await?;
-        let verified_in = copies.iter().filter(|c| c.state == "verified").count();
+        let verified_in = copies.iter().filter(|c| c.is_verified()).count();
         let per_region: Vec<serde_json::Value> = copies
             .iter()
             .map(|c| {
@@ -72,13 +72,12 @@ pub async fn backups(
                 })
             })
             .collect();
-        let verification = if b.status != "completed" {
+        let verification = if b.status != crate::catalog::BackupStatus::Completed {
             "none"
-        } else if regions.iter().all(|r| {
-            copies
-                .iter()
-                .any(|c| c.region == *r && c.state == "verified")
-        }) {
+        } else if regions
+            .iter()
+            .all(|r| crate::catalog::verified_in(&copies, r))
+        {
             "verified"
         } else if verified_in > 0 {
             "partial"
@@ -505,7 +504,7 @@ pub async fn restores(
 ) -> Result<Response, ApiError> {
     caller.require(&state, READERS, "restores.list").await?;
     let tenant = params::tenant_id(&id)?;
-    if state.ctx.catalog.tenant(tenant.as_str()).await?.is_none() {
+    if state.ctx.catalog.tenant(&tenant).await?.is_none() {
         return Err(ApiError::not_found());
     }
     let rows = state.ctx.catalog.restores(Some(tenant.as_str())).await?;

@@ -2,6 +2,7 @@
 //! Token secrets are stored as their SHA-256 only; link passphrases not at all.
 
 use super::{BackupRow, Catalog, CatalogError, Pool, TenantRow};
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -221,9 +222,10 @@ impl Catalog {
     /// the first of them expires.
     pub async fn live_passphrase_links(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         now: DateTime<Utc>,
     ) -> Result<(u32, Option<DateTime<Utc>>), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             let expiries: Vec<DateTime<Utc>> = sqlx::query_scalar(
                 "SELECT expires_at FROM download_links WHERE tenant_id = $1 AND mode = 'passphrase' \
@@ -241,9 +243,10 @@ impl Catalog {
     /// whatever became of the backup): how many, and when the first of them was asked for.
     pub async fn requests_since(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         since: DateTime<Utc>,
     ) -> Result<(u32, Option<DateTime<Utc>>), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             let times: Vec<DateTime<Utc>> = sqlx::query_scalar(
                 "SELECT created_at FROM download_links WHERE tenant_id = $1 \
@@ -308,9 +311,10 @@ impl Catalog {
     /// The link issued with the backup a customer asked for, if any.
     pub async fn requested_link(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         backup_id: &str,
     ) -> Result<Option<LinkRow>, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             let row = sqlx::query(
                 "SELECT * FROM download_links WHERE tenant_id = $1 AND backup_id = $2 \
@@ -367,10 +371,11 @@ impl Catalog {
     /// `completed_only`.
     pub async fn recent_backups(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         limit: u32,
         completed_only: bool,
     ) -> Result<Vec<BackupRow>, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT * FROM backups WHERE tenant_id = $1 AND ($2 = 0 OR status = 'completed') \
@@ -381,7 +386,7 @@ impl Catalog {
             .bind(i64::from(limit.clamp(1, 10_000)))
             .fetch_all(pool)
             .await?;
-            Ok(rows.iter().map(|r| backup_from!(r)).collect())
+            rows.iter().map(|r| backup_from!(r)).collect()
         })
     }
 
@@ -391,7 +396,7 @@ impl Catalog {
             let rows = sqlx::query("SELECT * FROM tenants ORDER BY id")
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(|r| tenant_from!(r)).collect())
+            rows.iter().map(|r| tenant_from!(r)).collect()
         })
     }
 }

@@ -2,7 +2,7 @@
 //! by a different admin token. A decision is a guarded move from `pending`, so two approvers
 //! racing take one decision, and a request past its expiry can no longer be approved.
 
-use super::{BeginWrite, Catalog, CatalogError, Pool, on_pool};
+use super::{ApprovalState, BeginWrite, Catalog, CatalogError, Pool, on_pool};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -21,7 +21,7 @@ pub struct ApprovalRow {
     pub requested_ip: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-    pub state: String,
+    pub state: ApprovalState,
     pub decided_by: Option<String>,
     pub decided_reason: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -32,24 +32,31 @@ pub struct ApprovalRow {
 macro_rules! approval_from {
     ($row:expr) => {{
         let r = $row;
-        ApprovalRow {
-            id: r.get("id"),
-            tenant_id: r.get("tenant_id"),
-            backup_id: r.get("backup_id"),
-            before: r.get("before"),
-            reason: r.get("reason"),
-            requested_by: r.get("requested_by"),
-            requested_token: r.get("requested_token"),
-            requested_role: r.get("requested_role"),
-            requested_ip: r.get("requested_ip"),
-            requested_at: r.get("requested_at"),
-            expires_at: r.get("expires_at"),
-            state: r.get("state"),
-            decided_by: r.get("decided_by"),
-            decided_reason: r.get("decided_reason"),
-            decided_at: r.get("decided_at"),
-            restore_id: r.get("restore_id"),
-        }
+        // A closure, so that an unknown state is returned, not propagated by the caller.
+        (|| -> Result<ApprovalRow, $crate::catalog::CatalogError> {
+            Ok(ApprovalRow {
+                id: r.get("id"),
+                tenant_id: r.get("tenant_id"),
+                backup_id: r.get("backup_id"),
+                before: r.get("before"),
+                reason: r.get("reason"),
+                requested_by: r.get("requested_by"),
+                requested_token: r.get("requested_token"),
+                requested_role: r.get("requested_role"),
+                requested_ip: r.get("requested_ip"),
+                requested_at: r.get("requested_at"),
+                expires_at: r.get("expires_at"),
+                state: $crate::catalog::states::decode(
+                    "restore_approvals",
+                    "state",
+                    r.get("state"),
+                )?,
+                decided_by: r.get("decided_by"),
+                decided_reason: r.get("decided_reason"),
+                decided_at: r.get("decided_at"),
+                restore_id: r.get("restore_id"),
+            })
+        })()
     }};
 }
 
@@ -111,7 +118,7 @@ impl Catalog {
     pub async fn decide_approval(
         &self,
         id: &str,
-        state: &str,
+        state: ApprovalState,
         by: &str,
         reason: &str,
         now: DateTime<Utc>,
@@ -122,7 +129,7 @@ impl Catalog {
                 "UPDATE restore_approvals SET state = $1, decided_by = $2, decided_reason = $3, \
                  decided_at = $4 WHERE id = $5 AND state = 'pending' AND expires_at > $4",
             )
-            .bind(state)
+            .bind(state.as_str())
             .bind(by)
             .bind(reason)
             .bind(now)
@@ -154,14 +161,14 @@ impl Catalog {
                 .bind(id)
                 .fetch_optional(pool)
                 .await?;
-            Ok(row.map(|r| approval_from!(r)))
+            row.map(|r| approval_from!(r)).transpose()
         })
     }
 
     /// Requests in `state` (all when `None`), newest first, at most `limit`.
     pub async fn approvals(
         &self,
-        state: Option<&str>,
+        state: Option<ApprovalState>,
         limit: u32,
     ) -> Result<Vec<ApprovalRow>, CatalogError> {
         self.expire_approvals(Utc::now()).await?;
@@ -171,11 +178,11 @@ impl Catalog {
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(state)
+                .bind(state.map(ApprovalState::as_str))
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(|r| approval_from!(r)).collect())
+            rows.iter().map(|r| approval_from!(r)).collect()
         })
     }
 }
@@ -197,7 +204,7 @@ mod tests {
             requested_ip: Some("10.0.0.1".into()),
             requested_at: at,
             expires_at: at + chrono::Duration::hours(1),
-            state: "pending".into(),
+            state: ApprovalState::Pending,
             decided_by: None,
             decided_reason: None,
             decided_at: None,
@@ -228,12 +235,12 @@ mod tests {
         );
         // One decision: the second approver finds it decided.
         assert!(
-            cat.decide_approval("a1", "approved", "token:bb:ops", "ok", t0)
+            cat.decide_approval("a1", ApprovalState::Approved, "token:bb:ops", "ok", t0)
                 .await
                 .unwrap()
         );
         assert!(
-            !cat.decide_approval("a1", "rejected", "token:cc:x", "no", t0)
+            !cat.decide_approval("a1", ApprovalState::Rejected, "token:cc:x", "no", t0)
                 .await
                 .unwrap()
         );
@@ -251,7 +258,7 @@ mod tests {
         // Past its expiry a request cannot be approved, and no longer blocks a new one.
         let late = t0 + chrono::Duration::hours(2);
         assert!(
-            !cat.decide_approval("a3", "approved", "token:bb:ops", "ok", late)
+            !cat.decide_approval("a3", ApprovalState::Approved, "token:bb:ops", "ok", late)
                 .await
                 .unwrap()
         );
@@ -272,7 +279,13 @@ mod tests {
             Some("r1")
         );
         // a2 expired too when a4 was asked for, later.
-        assert_eq!(cat.approvals(Some("pending"), 10).await.unwrap().len(), 1);
+        assert_eq!(
+            cat.approvals(Some(ApprovalState::Pending), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(cat.approvals(None, 10).await.unwrap().len(), 4);
     }
 }

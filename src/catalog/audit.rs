@@ -100,7 +100,7 @@ impl<'a> AuditEntry<'a> {
     pub fn by(actor: &'a Actor, action: &'a str, at: DateTime<Utc>) -> Self {
         AuditEntry {
             actor: &actor.name,
-            role: &actor.role,
+            role: actor.role.as_str(),
             action,
             tenant: None,
             reason: None,
@@ -402,25 +402,19 @@ impl Catalog {
         })
     }
 
-    /// Appends an entry with no reason or source IP; the role is `operator` for the command
-    /// line's actors (`cli`, `cli:…`) and `service` for the others (`serve`, `lifeboat`).
+    /// Appends an entry by `actor`, in the role it carries, with no reason or source IP.
     pub async fn audit(
         &self,
-        actor: &str,
+        actor: &Actor,
         action: &str,
         tenant: Option<&str>,
         detail: &str,
         outcome: &str,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
-        let role = if actor == "cli" || actor.starts_with("cli:") {
-            crate::audit::OPERATOR
-        } else {
-            crate::audit::SERVICE
-        };
         self.audit_entry(&AuditEntry {
-            actor,
-            role,
+            actor: &actor.name,
+            role: actor.role.as_str(),
             action,
             tenant,
             reason: None,
@@ -681,7 +675,7 @@ mod tests {
             let cat = cat.clone();
             tasks.spawn(async move {
                 cat.audit(
-                    "serve",
+                    &Actor::service("serve"),
                     "backup",
                     Some("t"),
                     &format!("n={i}"),

@@ -111,7 +111,7 @@ macro_rules! changing_history {
 /// A tenant the catalog knows, as the planner needs it.
 #[derive(Debug, Clone)]
 pub struct KnownTenant {
-    pub state: String,
+    pub state: super::TenantState,
     pub history: Summary,
 }
 
@@ -127,7 +127,7 @@ impl Catalog {
             )
             .fetch_all(pool)
             .await?;
-            Ok(rows
+            rows
                 .iter()
                 .map(|r| {
                     let history = Summary {
@@ -139,9 +139,10 @@ impl Catalog {
                         last_failure: r.get("last_failure"),
                         running: r.get::<Option<i64>, _>("running").unwrap_or(0) != 0,
                     };
-                    (r.get("id"), KnownTenant { state: r.get("state"), history })
+                    let state = super::states::decode("tenants", "state", r.get("state"))?;
+                    Ok((r.get("id"), KnownTenant { state, history }))
                 })
-                .collect())
+                .collect()
         })
     }
 

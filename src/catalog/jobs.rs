@@ -7,7 +7,8 @@
 //! `FOR UPDATE SKIP LOCKED`, so workers never wait on each other or take the same job; on SQLite
 //! the IMMEDIATE transaction serialises the (single) process's claims.
 
-use super::{BeginWrite, Catalog, CatalogError, Origin, Pool, on_pool, origin_of};
+use super::{BeginWrite, Catalog, CatalogError, JobState, Origin, Pool, on_pool, origin_of};
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -322,9 +323,10 @@ impl Catalog {
         now: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
         let (state, backup_id, error) = match outcome {
-            JobOutcome::Done { backup_id } => ("done", Some(backup_id), None),
-            JobOutcome::Failed { error } => ("failed", None, Some(error)),
+            JobOutcome::Done { backup_id } => (JobState::Done, Some(backup_id), None),
+            JobOutcome::Failed { error } => (JobState::Failed, None, Some(error)),
         };
+        let state = state.as_str();
         update_held!(
             self,
             job,
@@ -348,7 +350,8 @@ impl Catalog {
     /// Whether the tenant's job is leased: a backup of it is running on some worker (or its
     /// worker died and the job waits to be claimed again). A read only, for refusing a request
     /// before any work; `take_tenant_job` decides.
-    pub async fn tenant_job_leased(&self, tenant: &str) -> Result<bool, CatalogError> {
+    pub async fn tenant_job_leased(&self, tenant: &TenantId) -> Result<bool, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             let n: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND state = 'leased'",

@@ -2,7 +2,8 @@
 //! lifecycle is made together with its record, in one transaction, so a change is never without
 //! its record; `lifecycle_record_copies` says which regions hold each record.
 
-use super::{BeginWrite, Catalog, CatalogError, Pool, PurgeStep, TenantRow};
+use super::{BeginWrite, Catalog, CatalogError, Pool, PurgeStep, TenantRow, TenantState};
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
@@ -24,16 +25,16 @@ pub enum LifecycleChange<'a> {
         reason: Option<&'a str>,
     },
     State {
-        state: &'a str,
+        state: TenantState,
         terminated_at: Option<DateTime<Utc>>,
     },
     Purge(PurgeStep, DateTime<Utc>),
 }
 
 /// A tenant row's lifecycle fields, as `restore_lifecycle` sets them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LifecycleFields<'a> {
-    pub state: &'a str,
+    pub state: TenantState,
     pub terminated_at: Option<DateTime<Utc>>,
     pub purged_at: Option<DateTime<Utc>>,
     pub legal_hold: bool,
@@ -72,7 +73,7 @@ macro_rules! insert_record {
 }
 
 type Snapshot = (
-    String,
+    TenantState,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
     bool,
@@ -84,7 +85,7 @@ type Snapshot = (
 /// The row's fields a state record snapshots: the row is still the one snapshotted when they match.
 fn snapshot_of(t: &TenantRow) -> Snapshot {
     (
-        t.state.clone(),
+        t.state,
         t.terminated_at,
         t.purged_at,
         t.legal_hold,
@@ -98,7 +99,7 @@ impl Catalog {
     /// Applies `change` to the tenant's row and inserts `record`, in one transaction.
     pub async fn change_lifecycle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         change: LifecycleChange<'_>,
         record: &RecordRow,
     ) -> Result<(), CatalogError> {
@@ -109,11 +110,12 @@ impl Catalog {
     /// `change_lifecycle`, with `event` written to the outbox in the same transaction.
     pub async fn change_lifecycle_notifying(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         change: LifecycleChange<'_>,
         record: &RecordRow,
         event: Option<&super::NewEvent>,
     ) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let q = match change {
@@ -124,7 +126,7 @@ impl Catalog {
                 }
                 LifecycleChange::State { state, terminated_at } => {
                     sqlx::query("UPDATE tenants SET state = $1, terminated_at = $2 WHERE id = $3")
-                        .bind(state)
+                        .bind(state.as_str())
                         .bind(terminated_at)
                 }
                 LifecycleChange::Purge(step, at) => sqlx::query(super::purge_sql(step)).bind(at),
@@ -149,7 +151,7 @@ impl Catalog {
             )
             .fetch_all(pool)
             .await?;
-            Ok(rows.iter().map(|r| tenant_from!(r)).collect())
+            rows.iter().map(|r| tenant_from!(r)).collect()
         })
     }
 
@@ -165,16 +167,19 @@ impl Catalog {
             let mut tx = pool.begin_write().await?;
             // A no-op write: PostgreSQL locks the row, SQLite holds the write lock already.
             sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
-                .bind(&expected.id)
+                .bind(expected.id.as_str())
                 .execute(&mut *tx)
                 .await?;
             let row = sqlx::query("SELECT * FROM tenants WHERE id = $1")
-                .bind(&expected.id)
+                .bind(expected.id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-            let still = row.is_some_and(|r| snapshot_of(&tenant_from!(r)) == snapshot_of(expected));
+            let still = match row {
+                Some(r) => snapshot_of(&tenant_from!(r)?) == snapshot_of(expected),
+                None => false,
+            };
             let none: i64 = sqlx::query_scalar("SELECT count(*) FROM lifecycle_records WHERE tenant_id = $1")
-                .bind(&expected.id)
+                .bind(expected.id.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
             if !still || none != 0 {
@@ -266,15 +271,16 @@ impl Catalog {
     /// Sets a tenant's lifecycle fields as its records say (catalog rebuild).
     pub async fn restore_lifecycle(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         f: &LifecycleFields<'_>,
     ) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE tenants SET state = $1, terminated_at = $2, purged_at = $3, legal_hold = $4, \
                  hold_reason = $5, purge_started_at = $6, key_shredded_at = $7 WHERE id = $8",
             )
-            .bind(f.state)
+            .bind(f.state.as_str())
             .bind(f.terminated_at)
             .bind(f.purged_at)
             .bind(f.legal_hold as i64)
@@ -289,17 +295,20 @@ impl Catalog {
     }
 
     /// The state of every tenant the catalog knows, purged ones included.
-    pub async fn tenant_states(&self) -> Result<HashMap<String, String>, CatalogError> {
+    pub async fn tenant_states(&self) -> Result<HashMap<String, TenantState>, CatalogError> {
         on_pool!(self, pool => {
             let rows = sqlx::query("SELECT id, state FROM tenants")
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(|r| (r.get("id"), r.get("state"))).collect())
+            rows.iter()
+                .map(|r| Ok((r.get("id"), super::states::decode("tenants", "state", r.get("state"))?)))
+                .collect()
         })
     }
 
     /// The stored deletion certificate of a purged tenant (its JSON).
-    pub async fn certificate(&self, tenant: &str) -> Result<Option<String>, CatalogError> {
+    pub async fn certificate(&self, tenant: &TenantId) -> Result<Option<String>, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
             Ok(sqlx::query_scalar("SELECT json FROM deletion_certificates WHERE tenant_id = $1")
                 .bind(tenant)

@@ -16,6 +16,7 @@ mod drills;
 mod history;
 mod jobs;
 mod restores;
+mod states;
 pub use approvals::ApprovalRow;
 pub use audit::{
     AuditEntry, AuditFilter, AuditKey, AuditProblem, AuditRow, AuditVerification, GENESIS,
@@ -26,9 +27,14 @@ pub use history::KnownTenant;
 pub use jobs::{ClaimedJob, JobOutcome, NewJob};
 pub use notify::{DeliveryRow, EventRow, NewEvent};
 pub use restores::{NewRestore, RestoreRow};
+pub use states::{
+    ApprovalState, BackupStatus, CopyState, DeliveryState, JobState, RestoreMode, RestoreState,
+    TenantState, UnknownState,
+};
 
 pub use crate::domain::retention::Origin;
 use crate::secret::Secret;
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -96,6 +102,20 @@ pub enum CatalogError {
     /// The backup was settled by another worker (this one lost its job's lease).
     #[error("catalog: backup {0} is no longer running (another worker took its job over)")]
     NotRunning(String),
+    /// A state column holds a text no enum variant has (a newer version wrote it, or a person).
+    #[error("catalog: {table}.{column} holds {value:?}, which this version does not know")]
+    UnknownState {
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+    /// A tenant id column holds a text that is not a valid tenant id (written by hand).
+    #[error("catalog: {table}.{column}: {source}")]
+    InvalidTenantId {
+        table: &'static str,
+        column: &'static str,
+        source: crate::tenant::InvalidTenantId,
+    },
 }
 
 #[derive(Clone)]
@@ -121,7 +141,7 @@ pub struct BackupRow {
     pub tier: String,
     pub engine: String,
     pub key_id: Option<String>,
-    pub status: String,
+    pub status: BackupStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub recovery_point: Option<DateTime<Utc>>,
@@ -139,16 +159,28 @@ pub struct BackupRow {
 pub struct CopyRow {
     pub backup_id: String,
     pub region: String,
-    pub state: String,
+    pub state: CopyState,
     pub size: Option<i64>,
     pub sha256: Option<String>,
     pub verified_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
 }
 
+impl CopyRow {
+    pub fn is_verified(&self) -> bool {
+        self.state == CopyState::Verified
+    }
+}
+
+/// Whether one backup's `copies` hold a verified copy in `region`: the one test of "this backup
+/// can be read from there".
+pub fn verified_in(copies: &[CopyRow], region: &str) -> bool {
+    copies.iter().any(|c| c.region == region && c.is_verified())
+}
+
 /// A copy's new state: `pending` (stored or queued, not yet verified), `verified` or `failed`.
 pub struct CopyUpdate<'a> {
-    pub state: &'a str,
+    pub state: CopyState,
     pub size: Option<u64>,
     pub sha256: Option<&'a str>,
     pub verified_at: Option<DateTime<Utc>>,
@@ -158,7 +190,7 @@ pub struct CopyUpdate<'a> {
 impl<'a> CopyUpdate<'a> {
     pub fn verified(size: Option<u64>, sha256: Option<&'a str>, at: DateTime<Utc>) -> Self {
         CopyUpdate {
-            state: "verified",
+            state: CopyState::Verified,
             size,
             sha256,
             verified_at: Some(at),
@@ -167,7 +199,7 @@ impl<'a> CopyUpdate<'a> {
     }
     pub fn pending(size: Option<u64>, sha256: Option<&'a str>, error: Option<&'a str>) -> Self {
         CopyUpdate {
-            state: "pending",
+            state: CopyState::Pending,
             size,
             sha256,
             verified_at: None,
@@ -176,7 +208,7 @@ impl<'a> CopyUpdate<'a> {
     }
     pub fn failed(size: Option<u64>, sha256: Option<&'a str>, error: &'a str) -> Self {
         CopyUpdate {
-            state: "failed",
+            state: CopyState::Failed,
             size,
             sha256,
             verified_at: None,
@@ -214,24 +246,27 @@ macro_rules! key_from {
 macro_rules! backup_from {
     ($row:expr) => {{
         let row = $row;
-        BackupRow {
-            id: row.get("id"),
-            tenant_id: row.get("tenant_id"),
-            tier: row.get("tier"),
-            engine: row.get("engine"),
-            key_id: row.get("key_id"),
-            status: row.get("status"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
-            recovery_point: row.get("recovery_point"),
-            artifact_key: row.get("artifact_key"),
-            manifest_key: row.get("manifest_key"),
-            artifact_size: row.get("artifact_size"),
-            artifact_sha256: row.get("artifact_sha256"),
-            dump_size: row.get("dump_size"),
-            error: row.get("error"),
-            origin: $crate::catalog::origin_of(&row.get::<String, _>("origin")),
-        }
+        // A closure, so that an unknown state is returned, not propagated by the caller.
+        (|| -> Result<BackupRow, $crate::catalog::CatalogError> {
+            Ok(BackupRow {
+                id: row.get("id"),
+                tenant_id: row.get("tenant_id"),
+                tier: row.get("tier"),
+                engine: row.get("engine"),
+                key_id: row.get("key_id"),
+                status: $crate::catalog::states::decode("backups", "status", row.get("status"))?,
+                started_at: row.get("started_at"),
+                finished_at: row.get("finished_at"),
+                recovery_point: row.get("recovery_point"),
+                artifact_key: row.get("artifact_key"),
+                manifest_key: row.get("manifest_key"),
+                artifact_size: row.get("artifact_size"),
+                artifact_sha256: row.get("artifact_sha256"),
+                dump_size: row.get("dump_size"),
+                error: row.get("error"),
+                origin: $crate::catalog::origin_of(&row.get::<String, _>("origin")),
+            })
+        })()
     }};
 }
 
@@ -263,10 +298,10 @@ pub enum PurgeStep {
 
 #[derive(Debug, Clone)]
 pub struct TenantRow {
-    pub id: String,
+    pub id: TenantId,
     pub engine: String,
     pub tier: String,
-    pub state: String,
+    pub state: TenantState,
     pub terminated_at: Option<DateTime<Utc>>,
     pub purged_at: Option<DateTime<Utc>>,
     pub legal_hold: bool,
@@ -291,34 +326,40 @@ pub struct DeletionRow {
 macro_rules! tenant_from {
     ($row:expr) => {{
         let r = $row;
-        TenantRow {
-            id: r.get("id"),
-            engine: r.get("engine"),
-            tier: r.get("tier"),
-            state: r.get("state"),
-            terminated_at: r.get("terminated_at"),
-            purged_at: r.get("purged_at"),
-            legal_hold: r.get::<i64, _>("legal_hold") != 0,
-            hold_reason: r.get("hold_reason"),
-            purge_started_at: r.get("purge_started_at"),
-            key_shredded_at: r.get("key_shredded_at"),
-            connection: r.get("connection"),
-        }
+        // A closure, so that an unknown state is returned, not propagated by the caller.
+        (|| -> Result<TenantRow, $crate::catalog::CatalogError> {
+            Ok(TenantRow {
+                id: $crate::catalog::states::decode_tenant("tenants", "id", r.get("id"))?,
+                engine: r.get("engine"),
+                tier: r.get("tier"),
+                state: $crate::catalog::states::decode("tenants", "state", r.get("state"))?,
+                terminated_at: r.get("terminated_at"),
+                purged_at: r.get("purged_at"),
+                legal_hold: r.get::<i64, _>("legal_hold") != 0,
+                hold_reason: r.get("hold_reason"),
+                purge_started_at: r.get("purge_started_at"),
+                key_shredded_at: r.get("key_shredded_at"),
+                connection: r.get("connection"),
+            })
+        })()
     }};
 }
 
 macro_rules! copy_from {
     ($row:expr) => {{
         let r = $row;
-        CopyRow {
-            backup_id: r.get("backup_id"),
-            region: r.get("region"),
-            state: r.get("state"),
-            size: r.get("size"),
-            sha256: r.get("sha256"),
-            verified_at: r.get("verified_at"),
-            error: r.get("error"),
-        }
+        // A closure, so that an unknown state is returned, not propagated by the caller.
+        (|| -> Result<CopyRow, $crate::catalog::CatalogError> {
+            Ok(CopyRow {
+                backup_id: r.get("backup_id"),
+                region: r.get("region"),
+                state: $crate::catalog::states::decode("copies", "state", r.get("state"))?,
+                size: r.get("size"),
+                sha256: r.get("sha256"),
+                verified_at: r.get("verified_at"),
+                error: r.get("error"),
+            })
+        })()
     }};
 }
 
@@ -424,12 +465,13 @@ impl Catalog {
 
     pub async fn upsert_tenant(
         &self,
-        id: &str,
+        id: &TenantId,
         engine: &str,
         tier: &str,
         connection: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        let id = id.as_str();
         on_pool!(self, pool => {
 
         // A connection is only ever replaced by a newer one: a caller without one (the config,
@@ -450,7 +492,11 @@ impl Catalog {
             })
     }
 
-    pub async fn tenant_key(&self, tenant: &str) -> Result<Option<TenantKeyRow>, CatalogError> {
+    pub async fn tenant_key(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<TenantKeyRow>, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         let row = sqlx::query(
@@ -553,7 +599,7 @@ impl Catalog {
     pub async fn insert_backup(
         &self,
         id: &str,
-        tenant: &str,
+        tenant: &TenantId,
         tier: &str,
         engine: &str,
         key_id: Option<&str>,
@@ -561,6 +607,7 @@ impl Catalog {
         origin: Origin,
         process: Option<&str>,
     ) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => changing_history!(pool, tenant, tx => {
             sqlx::query(
                 "INSERT INTO backups (id, tenant_id, tier, engine, key_id, status, started_at, origin, process) \
@@ -738,7 +785,7 @@ impl Catalog {
         )
         .bind(backup_id)
         .bind(region)
-        .bind(copy.state)
+        .bind(copy.state.as_str())
         .bind(copy.size.map(|s| s as i64))
         .bind(copy.sha256)
         .bind(copy.verified_at)
@@ -751,14 +798,15 @@ impl Catalog {
     }
 
     /// Every backup of a tenant, oldest first.
-    pub async fn backups(&self, tenant: &str) -> Result<Vec<BackupRow>, CatalogError> {
+    pub async fn backups(&self, tenant: &TenantId) -> Result<Vec<BackupRow>, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         let rows = sqlx::query("SELECT * FROM backups WHERE tenant_id = $1 ORDER BY id")
             .bind(tenant)
             .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(|r| backup_from!(r)).collect())
+        rows.iter().map(|r| backup_from!(r)).collect()
             })
     }
 
@@ -773,7 +821,7 @@ impl Catalog {
         .bind(region)
         .fetch_all(pool)
         .await?;
-        Ok(rows.iter().map(|r| backup_from!(r)).collect())
+        rows.iter().map(|r| backup_from!(r)).collect()
             })
     }
 
@@ -784,7 +832,7 @@ impl Catalog {
         let rows = sqlx::query("SELECT * FROM backups WHERE status = 'completed' ORDER BY id")
             .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(|r| backup_from!(r)).collect())
+        rows.iter().map(|r| backup_from!(r)).collect()
             })
     }
 
@@ -797,6 +845,7 @@ impl Catalog {
             .await?;
         let mut out: HashMap<String, Vec<CopyRow>> = HashMap::new();
         for c in rows.iter().map(|r| copy_from!(r)) {
+            let c = c?;
             out.entry(c.backup_id.clone()).or_default().push(c);
         }
         Ok(out)
@@ -810,7 +859,7 @@ impl Catalog {
             .bind(id)
             .fetch_optional(pool)
             .await?;
-        Ok(row.as_ref().map(|r| backup_from!(r)))
+        row.as_ref().map(|r| backup_from!(r)).transpose()
             })
     }
 
@@ -821,7 +870,7 @@ impl Catalog {
             .bind(backup_id)
             .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(|r| copy_from!(r)).collect())
+        rows.iter().map(|r| copy_from!(r)).collect()
             })
     }
 
@@ -841,18 +890,19 @@ impl Catalog {
         let rows = sqlx::query("SELECT * FROM tenants WHERE state != 'purged' ORDER BY id")
             .fetch_all(pool)
             .await?;
-        Ok(rows.iter().map(|r| tenant_from!(r)).collect())
+        rows.iter().map(|r| tenant_from!(r)).collect()
             })
     }
 
-    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>, CatalogError> {
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>, CatalogError> {
+        let id = id.as_str();
         on_pool!(self, pool => {
 
         let row = sqlx::query("SELECT * FROM tenants WHERE id = $1")
             .bind(id)
             .fetch_optional(pool)
             .await?;
-        Ok(row.as_ref().map(|r| tenant_from!(r)))
+        row.as_ref().map(|r| tenant_from!(r)).transpose()
             })
     }
 
@@ -860,10 +910,11 @@ impl Catalog {
     /// purge reports when each step really began.
     pub async fn mark_purge(
         &self,
-        id: &str,
+        id: &TenantId,
         step: PurgeStep,
         at: DateTime<Utc>,
     ) -> Result<(), CatalogError> {
+        let id = id.as_str();
         on_pool!(self, pool => {
 
         sqlx::query(purge_sql(step))
@@ -875,7 +926,12 @@ impl Catalog {
             })
     }
 
-    pub async fn record_deletion(&self, tenant: &str, d: &DeletionRow) -> Result<(), CatalogError> {
+    pub async fn record_deletion(
+        &self,
+        tenant: &TenantId,
+        d: &DeletionRow,
+    ) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         sqlx::query(
@@ -894,7 +950,8 @@ impl Catalog {
             })
     }
 
-    pub async fn deletions(&self, tenant: &str) -> Result<Vec<DeletionRow>, CatalogError> {
+    pub async fn deletions(&self, tenant: &TenantId) -> Result<Vec<DeletionRow>, CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         let rows = sqlx::query(
@@ -947,7 +1004,8 @@ impl Catalog {
             })
     }
 
-    pub async fn forget_tenant_keys(&self, tenant: &str) -> Result<(), CatalogError> {
+    pub async fn forget_tenant_keys(&self, tenant: &TenantId) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         sqlx::query("DELETE FROM tenant_keys WHERE tenant_id = $1")
@@ -959,7 +1017,8 @@ impl Catalog {
     }
 
     /// Removes every backup row of a tenant, failed ones included.
-    pub async fn forget_tenant_backups(&self, tenant: &str) -> Result<(), CatalogError> {
+    pub async fn forget_tenant_backups(&self, tenant: &TenantId) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         let mut tx = pool.begin_write().await?;
@@ -984,10 +1043,11 @@ impl Catalog {
 
     pub async fn store_certificate(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         at: DateTime<Utc>,
         json: &str,
     ) -> Result<(), CatalogError> {
+        let tenant = tenant.as_str();
         on_pool!(self, pool => {
 
         sqlx::query("INSERT INTO deletion_certificates (tenant_id, issued_at, json) VALUES ($1, $2, $3) \
@@ -1096,6 +1156,10 @@ fn private_catalog_files(path: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn tid(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
     impl Catalog {
         fn sqlite(&self) -> &SqlitePool {
             match &self.pool {
@@ -1124,7 +1188,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("c.db").display());
         let cat = Catalog::open_with(&url, None).await.unwrap();
         let t0 = Utc::now() - chrono::Duration::days(3);
-        cat.upsert_tenant("acme", "sqlite", "paid", None, t0)
+        cat.upsert_tenant(&tid("acme"), "sqlite", "paid", None, t0)
             .await
             .unwrap();
         let mut ids = Vec::new();
@@ -1133,7 +1197,7 @@ mod tests {
             let at = t0 + chrono::Duration::hours(i);
             cat.insert_backup(
                 &id,
-                "acme",
+                &tid("acme"),
                 "paid",
                 "sqlite",
                 None,
@@ -1177,7 +1241,7 @@ mod tests {
             let at = t0 + chrono::Duration::hours(i);
             cat.insert_backup(
                 &id,
-                "acme",
+                &tid("acme"),
                 "paid",
                 "sqlite",
                 None,
@@ -1203,7 +1267,7 @@ mod tests {
         cat.forget_backup(&ids[1]).await.unwrap();
         let h = &cat.known_tenants().await.unwrap()["acme"].history;
         assert_eq!((h.newest_recovery_point, h.failures), (None, 8));
-        cat.forget_tenant_backups("acme").await.unwrap();
+        cat.forget_tenant_backups(&tid("acme")).await.unwrap();
         assert_eq!(
             cat.known_tenants().await.unwrap()["acme"].history,
             crate::domain::history::Summary::default()
@@ -1218,7 +1282,7 @@ mod tests {
         let t0 = Utc::now() - chrono::Duration::days(1);
         // Rows written behind the catalog's back (as by a version before summaries).
         for (tenant, status) in [("a", "completed"), ("b", "failed"), ("c", "running")] {
-            cat.upsert_tenant(tenant, "sqlite", "paid", None, t0)
+            cat.upsert_tenant(&tid(tenant), "sqlite", "paid", None, t0)
                 .await
                 .unwrap();
             sqlx::query(
@@ -1235,7 +1299,7 @@ mod tests {
             .await
             .unwrap();
         }
-        cat.upsert_tenant("d", "sqlite", "paid", None, t0)
+        cat.upsert_tenant(&tid("d"), "sqlite", "paid", None, t0)
             .await
             .unwrap();
         assert_eq!(cat.backfill_history().await.unwrap(), 3);

@@ -74,7 +74,7 @@ impl EventRow {
 pub struct DeliveryRow {
     pub event_id: String,
     pub sink: String,
-    pub state: String,
+    pub state: super::DeliveryState,
     pub attempts: i64,
     pub next_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -200,17 +200,18 @@ impl Catalog {
             .bind(min_seq)
             .fetch_all(pool)
             .await?;
-            Ok(rows
-                .iter()
-                .map(|r| DeliveryRow {
-                    event_id: r.get("event_id"),
-                    sink: r.get("sink"),
-                    state: r.get("state"),
-                    attempts: r.get("attempts"),
-                    next_at: r.get("next_at"),
-                    last_error: r.get("last_error"),
+            rows.iter()
+                .map(|r| {
+                    Ok(DeliveryRow {
+                        event_id: r.get("event_id"),
+                        sink: r.get("sink"),
+                        state: super::states::decode("notify_deliveries", "state", r.get("state"))?,
+                        attempts: r.get("attempts"),
+                        next_at: r.get("next_at"),
+                        last_error: r.get("last_error"),
+                    })
                 })
-                .collect())
+                .collect()
         })
     }
 

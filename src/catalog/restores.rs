@@ -1,8 +1,11 @@
 //! Staff restores: one row per `lifeboat restore`, on the side or over live, and the state of a
 //! restore over live until its previous data is finalized (dropped) or rolled back (live again).
 
-use super::{BeginWrite, Catalog, CatalogError, NewEvent, Pool, on_pool};
+use super::{
+    BeginWrite, Catalog, CatalogError, NewEvent, Pool, RestoreMode, RestoreState, on_pool,
+};
 use crate::domain::notify::EventKind;
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -12,8 +15,8 @@ use sqlx::Row;
 pub struct RestoreRow {
     pub id: String,
     pub tenant_id: String,
-    pub mode: String,
-    pub state: String,
+    pub mode: RestoreMode,
+    pub state: RestoreState,
     pub backup_id: String,
     pub region: String,
     pub safety_backup_id: Option<String>,
@@ -37,7 +40,7 @@ pub struct RestoreRow {
 pub struct NewRestore<'a> {
     pub id: &'a str,
     pub tenant: &'a str,
-    pub mode: &'a str,
+    pub mode: RestoreMode,
     pub backup_id: &'a str,
     pub region: &'a str,
     pub live_target: Option<&'a str>,
@@ -53,25 +56,28 @@ pub struct NewRestore<'a> {
 macro_rules! restore_from {
     ($row:expr) => {{
         let r = $row;
-        RestoreRow {
-            id: r.get("id"),
-            tenant_id: r.get("tenant_id"),
-            mode: r.get("mode"),
-            state: r.get("state"),
-            backup_id: r.get("backup_id"),
-            region: r.get("region"),
-            safety_backup_id: r.get("safety_backup_id"),
-            live_target: r.get("live_target"),
-            previous_target: r.get("previous_target"),
-            restored_target: r.get("restored_target"),
-            reason: r.get("reason"),
-            actor: r.get("actor"),
-            process: r.get("process"),
-            error: r.get("error"),
-            started_at: r.get("started_at"),
-            swapped_at: r.get("swapped_at"),
-            finished_at: r.get("finished_at"),
-        }
+        // A closure, so that an unknown state is returned, not propagated by the caller.
+        (|| -> Result<RestoreRow, $crate::catalog::CatalogError> {
+            Ok(RestoreRow {
+                id: r.get("id"),
+                tenant_id: r.get("tenant_id"),
+                mode: $crate::catalog::states::decode("restores", "mode", r.get("mode"))?,
+                state: $crate::catalog::states::decode("restores", "state", r.get("state"))?,
+                backup_id: r.get("backup_id"),
+                region: r.get("region"),
+                safety_backup_id: r.get("safety_backup_id"),
+                live_target: r.get("live_target"),
+                previous_target: r.get("previous_target"),
+                restored_target: r.get("restored_target"),
+                reason: r.get("reason"),
+                actor: r.get("actor"),
+                process: r.get("process"),
+                error: r.get("error"),
+                started_at: r.get("started_at"),
+                swapped_at: r.get("swapped_at"),
+                finished_at: r.get("finished_at"),
+            })
+        })()
     }};
 }
 
@@ -91,7 +97,7 @@ impl Catalog {
             )
             .bind(r.id)
             .bind(r.tenant)
-            .bind(r.mode)
+            .bind(r.mode.as_str())
             .bind(r.backup_id)
             .bind(r.region)
             .bind(r.live_target)
@@ -129,12 +135,12 @@ impl Catalog {
     pub async fn move_restore(
         &self,
         id: &str,
-        from: &str,
-        to: &str,
+        from: RestoreState,
+        to: RestoreState,
         error: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<bool, CatalogError> {
-        let column = if to == "swapped" {
+        let column = if to == RestoreState::Swapped {
             "swapped_at"
         } else {
             "finished_at"
@@ -147,11 +153,11 @@ impl Catalog {
             let mut tx = pool.begin_write().await?;
             // `column` is one of two constants above.
             let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(to)
+                .bind(to.as_str())
                 .bind(error)
                 .bind(at)
                 .bind(id)
-                .bind(from)
+                .bind(from.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -197,7 +203,7 @@ impl Catalog {
                 .bind(id)
                 .fetch_optional(pool)
                 .await?;
-            Ok(row.map(|r| restore_from!(r)))
+            row.map(|r| restore_from!(r)).transpose()
         })
     }
 
@@ -212,15 +218,16 @@ impl Catalog {
                 .bind(tenant)
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(|r| restore_from!(r)).collect())
+            rows.iter().map(|r| restore_from!(r)).collect()
         })
     }
 
     /// The tenant's restore over live that is running or swapped, if any.
     pub async fn open_live_restore(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
     ) -> Result<Option<RestoreRow>, CatalogError> {
+        let tenant = tenant.as_str();
         let sql = format!(
             "SELECT {COLUMNS} FROM restores WHERE tenant_id = $1 AND mode = 'live' \
              AND state IN ('running', 'swapped')"
@@ -230,7 +237,7 @@ impl Catalog {
                 .bind(tenant)
                 .fetch_optional(pool)
                 .await?;
-            Ok(row.map(|r| restore_from!(r)))
+            row.map(|r| restore_from!(r)).transpose()
         })
     }
 }
@@ -238,10 +245,11 @@ impl Catalog {
 /// The event a restore reaching `state` makes: finished when its data is in place (on the side:
 /// restored; over live: swapped in), failed when it failed. Finalize and rollback make none.
 /// Only a running restore ends: a finalize or rollback undone moves back to swapped silently.
-fn restore_event(from: &str, to: &str) -> Option<EventKind> {
+fn restore_event(from: RestoreState, to: RestoreState) -> Option<EventKind> {
+    use RestoreState::*;
     match (from, to) {
-        ("running", "restored" | "swapped") => Some(EventKind::RestoreFinished),
-        ("running", "failed") => Some(EventKind::RestoreFailed),
+        (Running, Restored | Swapped) => Some(EventKind::RestoreFinished),
+        (Running, Failed) => Some(EventKind::RestoreFailed),
         _ => None,
     }
 }
@@ -254,7 +262,7 @@ mod tests {
         NewRestore {
             id,
             tenant,
-            mode,
+            mode: mode.parse().unwrap(),
             backup_id: "b1",
             region: "eu",
             live_target: Some("shop"),
@@ -295,9 +303,15 @@ mod tests {
         );
         let now = Utc::now();
         assert!(
-            cat.move_restore("r1", "running", "swapped", None, now)
-                .await
-                .unwrap()
+            cat.move_restore(
+                "r1",
+                RestoreState::Running,
+                RestoreState::Swapped,
+                None,
+                now
+            )
+            .await
+            .unwrap()
         );
         assert!(
             !cat.insert_restore(&new("r2", "shop", "live"))
@@ -306,14 +320,26 @@ mod tests {
         );
         // Only from the expected state.
         assert!(
-            !cat.move_restore("r1", "running", "failed", Some("x"), now)
-                .await
-                .unwrap()
+            !cat.move_restore(
+                "r1",
+                RestoreState::Running,
+                RestoreState::Failed,
+                Some("x"),
+                now
+            )
+            .await
+            .unwrap()
         );
         assert!(
-            cat.move_restore("r1", "swapped", "finalized", None, now)
-                .await
-                .unwrap()
+            cat.move_restore(
+                "r1",
+                RestoreState::Swapped,
+                RestoreState::Finalized,
+                None,
+                now
+            )
+            .await
+            .unwrap()
         );
         assert!(
             cat.insert_restore(&new("r2", "shop", "live"))
@@ -324,7 +350,11 @@ mod tests {
         assert_eq!(r1.state, "finalized");
         assert!(r1.swapped_at.is_some() && r1.finished_at.is_some());
         assert_eq!(
-            cat.open_live_restore("shop").await.unwrap().unwrap().id,
+            cat.open_live_restore(&TenantId::parse("shop").unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             "r2"
         );
         assert_eq!(cat.restores(Some("shop")).await.unwrap().len(), 3);

@@ -98,7 +98,7 @@ pub(super) async fn list(file: &Path, tenant: String) -> Result<ExitCode> {
         "{:<36}  {:<9}  {:<9}  {:<25}  {:>12}  copies",
         "backup", "status", "origin", "recovery point", "bytes"
     );
-    for b in ctx.catalog.backups(id.as_str()).await? {
+    for b in ctx.catalog.backups(&id).await? {
         let copies: Vec<String> = ctx
             .catalog
             .copies(&b.id)

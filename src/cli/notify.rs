@@ -44,7 +44,7 @@ pub(super) async fn list(file: &Path, limit: u32) -> Result<ExitCode> {
                 .find(|d| d.event_id == e.id && d.sink == sink.name)
             {
                 None => println!("    {}: waiting (not tried yet)", sink.name),
-                Some(d) if d.state == "pending" => println!(
+                Some(d) if d.state == crate::catalog::DeliveryState::Pending => println!(
                     "    {}: pending after {} attempt(s), next at {}{}",
                     sink.name,
                     d.attempts,

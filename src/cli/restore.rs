@@ -145,7 +145,7 @@ pub(super) async fn list(file: &Path, tenant: Option<String>) -> Result<ExitCode
     );
     for r in rows {
         let targets = match (&r.live_target, &r.previous_target) {
-            (Some(live), Some(prev)) if r.state == "swapped" => {
+            (Some(live), Some(prev)) if r.state == crate::catalog::RestoreState::Swapped => {
                 format!("{live} (previous kept as {prev})")
             }
             (Some(live), _) => live.clone(),

@@ -13,7 +13,7 @@ pub(super) async fn run(config: &Path, command: TokenCommand) -> Result<ExitCode
     let actor = crate::audit::Actor::cli();
     let by = auth::Changer {
         actor: &actor.name,
-        role: &actor.role,
+        role: actor.role.as_str(),
         source_ip: None,
     };
     match command {
@@ -33,7 +33,7 @@ pub(super) async fn run(config: &Path, command: TokenCommand) -> Result<ExitCode
                 .map_err(|e| anyhow::anyhow!("--reason {reason:?}: {}", e.message))?;
             let catalog = open_catalog(&config, true).await?;
             if let Some(t) = &tenant
-                && catalog.tenant(t.as_str()).await?.is_none()
+                && catalog.tenant(t).await?.is_none()
                 && config.tenant(t).is_none()
             {
                 bail!(

@@ -5,7 +5,8 @@
 //! succeeded; the catalog marks the backup completed only after the manifest exists.
 
 use super::{Context, Error, replicate};
-use crate::catalog::{Completed, CopyUpdate, Origin, TenantKeyRow};
+use crate::audit::Actor;
+use crate::catalog::{Completed, CopyUpdate, Origin, TenantKeyRow, TenantState};
 use crate::config::TenantConfig;
 use crate::crypto;
 use crate::engine;
@@ -42,14 +43,14 @@ pub async fn tenant_key(
     ctx: &Context,
     tenant: &TenantConfig,
 ) -> Result<(TenantKeyRow, bool), Error> {
-    if let Some(key) = ctx.catalog.tenant_key(tenant.id.as_str()).await? {
+    if let Some(key) = ctx.catalog.tenant_key(&tenant.id).await? {
         let primary = ctx.primary();
         if replicate::ensure_key_in(ctx, primary, &tenant.id, &key.key_id).await? {
             tracing::warn!(tenant = %tenant.id, key = %key.key_id, region = %primary.name,
                 "the tenant's key object was missing in the region; stored again from the catalog's wrapped copy");
             ctx.catalog
                 .audit(
-                    "lifeboat",
+                    &Actor::backup_job(),
                     "key.restore-object",
                     Some(tenant.id.as_str()),
                     &format!(
@@ -95,7 +96,7 @@ async fn store_new_key(
     }
     ctx.catalog
         .audit(
-            "lifeboat",
+            &Actor::backup_job(),
             "key.create",
             Some(tenant.id.as_str()),
             &row.key_id,
@@ -137,12 +138,12 @@ pub async fn backup_tenant_as(
     backup_id: BackupId,
     origin: Origin,
 ) -> Result<BackupReport, Error> {
-    if let Some(row) = ctx.catalog.tenant(tenant.id.as_str()).await?
-        && row.state != "active"
+    if let Some(row) = ctx.catalog.tenant(&tenant.id).await?
+        && row.state != TenantState::Active
     {
         return Err(Error::NotActive {
             tenant: tenant.id.to_string(),
-            state: row.state,
+            state: row.state.to_string(),
             since: row
                 .terminated_at
                 .or(row.purged_at)
@@ -160,7 +161,7 @@ pub async fn backup_tenant_as(
         .await?;
     ctx.catalog
         .upsert_tenant(
-            tenant.id.as_str(),
+            &tenant.id,
             tenant.engine.as_str(),
             &tenant.tier,
             tenant
@@ -174,7 +175,7 @@ pub async fn backup_tenant_as(
     ctx.catalog
         .insert_backup(
             backup_id.as_str(),
-            tenant.id.as_str(),
+            &tenant.id,
             &tenant.tier,
             tenant.engine.as_str(),
             None,
@@ -195,7 +196,7 @@ pub async fn backup_tenant_as(
             }
             ctx.catalog
                 .audit(
-                    "lifeboat",
+                    &Actor::backup_job(),
                     "backup",
                     Some(tenant.id.as_str()),
                     &format!("backup {backup_id}, {} bytes", stored.artifact_size),
@@ -221,7 +222,7 @@ pub async fn backup_tenant_as(
                 .await?;
             ctx.catalog
                 .audit(
-                    "lifeboat",
+                    &Actor::backup_job(),
                     "backup",
                     Some(tenant.id.as_str()),
                     &cause,

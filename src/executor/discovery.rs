@@ -88,14 +88,20 @@ pub async fn reconcile(
         .live_tenants()
         .await?
         .into_iter()
-        .map(|t| (t.id, t.state))
+        .map(|t| (t.id.to_string(), t.state.to_string()))
         .collect();
     let plan = discovery::reconcile(&known, &fleet.found, ctx.config.scheduler.terminate_share);
     for id in &plan.onboard {
         if let Some(t) = fleet.tenants.iter().find(|t| t.id.as_str() == id) {
             let connection = t.discovered.as_ref().map(Discovered::to_json);
             ctx.catalog
-                .upsert_tenant(id, t.engine.as_str(), &t.tier, connection.as_deref(), now)
+                .upsert_tenant(
+                    &t.id,
+                    t.engine.as_str(),
+                    &t.tier,
+                    connection.as_deref(),
+                    now,
+                )
                 .await?;
             tracing::info!(tenant = %id, tier = %t.tier, "discovered a new tenant");
         }
@@ -105,6 +111,7 @@ pub async fn reconcile(
             Some(FoundState::Terminated) => "a discovery source reports it terminated",
             _ => "no discovery source returns it any more",
         };
+        let id = &TenantId::parse(id).map_err(|e| Error::Failed(e.to_string()))?;
         let Some(t) = ctx.catalog.tenant(id).await? else {
             continue;
         };
@@ -119,7 +126,7 @@ pub async fn reconcile(
             .change_lifecycle(
                 id,
                 crate::catalog::LifecycleChange::State {
-                    state: "terminated",
+                    state: crate::catalog::TenantState::Terminated,
                     terminated_at: Some(now),
                 },
                 &record,
@@ -127,9 +134,9 @@ pub async fn reconcile(
             .await?;
         ctx.catalog
             .audit(
-                "serve",
+                &ctx.actor,
                 "tenant.terminate",
-                Some(id),
+                Some(id.as_str()),
                 &format!("terminated at {now}: {why}"),
                 "ok",
                 now,

@@ -156,9 +156,7 @@ pub async fn open(
         .regions
         .iter()
         .map(|region| {
-            let verified = copies
-                .iter()
-                .any(|c| c.region == region.name && c.state == "verified");
+            let verified = crate::catalog::verified_in(&copies, &region.name);
             let backup = match verified {
                 true => Ok(b.clone()),
                 false => Err(Error::NotFound(format!(

@@ -213,7 +213,7 @@ impl CatalogView {
         };
         for b in self.completed.get(tenant).into_iter().flatten() {
             let copies = self.copies.get(&b.id).into_iter().flatten();
-            for c in copies.filter(|c| c.state == "verified") {
+            for c in copies.filter(|c| c.is_verified()) {
                 if let Some(at) = b.recovery_point {
                     found.points.push(Point {
                         region: c.region.clone(),
@@ -232,10 +232,9 @@ impl CatalogView {
     /// The tenant's newest completed backup verified in `region`.
     fn newest_in(&self, tenant: &str, region: &str) -> Option<&crate::catalog::BackupRow> {
         self.completed.get(tenant)?.iter().rev().find(|b| {
-            self.copies.get(&b.id).is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.region == region && c.state == "verified")
-            })
+            self.copies
+                .get(&b.id)
+                .is_some_and(|c| crate::catalog::verified_in(c, region))
         })
     }
 
@@ -320,31 +319,7 @@ pub async fn run(
     } else {
         None
     };
-    // Tenants of the plan's tiers that are active: terminated and purged ones are never drilled.
-    // The catalog says which (purged ones included); a region-loss drill asks the region's
-    // lifecycle records instead, which outlive a purge.
-    let states: std::collections::HashMap<String, String> = match (plan.use_catalog, fixed) {
-        (true, _) | (false, None) => ctx.catalog.tenant_states().await?,
-        (false, Some(region)) => match super::records::read_region(region).await {
-            Ok(found) => found
-                .states()
-                .into_iter()
-                .map(|(t, s)| {
-                    let state = match s.lifecycle {
-                        crate::domain::lifecycle::Lifecycle::Active => "active",
-                        crate::domain::lifecycle::Lifecycle::Terminated { .. } => "terminated",
-                        crate::domain::lifecycle::Lifecycle::Purged { .. } => "purged",
-                    };
-                    (t.to_string(), state.to_string())
-                })
-                .collect(),
-            Err(e) => {
-                // Its backups cannot be listed either: every drill fails, saying so.
-                tracing::warn!(region = %region.name, error = %e, "lifecycle records cannot be read");
-                Default::default()
-            }
-        },
-    };
+    let states = tenant_states(ctx, plan, fixed).await?;
     let last = if plan.use_catalog {
         ctx.catalog.last_drilled().await?
     } else {
@@ -353,7 +328,11 @@ pub async fn run(
     let in_plan: Vec<&TenantConfig> = fleet
         .iter()
         .filter(|t| plan.tiers.is_empty() || plan.tiers.contains(&t.tier))
-        .filter(|t| states.get(t.id.as_str()).is_none_or(|s| s == "active"))
+        .filter(|t| {
+            states
+                .get(t.id.as_str())
+                .is_none_or(|s| *s == crate::catalog::TenantState::Active)
+        })
         .collect();
     let candidates: Vec<Candidate> = in_plan
         .iter()
@@ -369,79 +348,18 @@ pub async fn run(
         in_plan.iter().map(|t| (t.id.as_str(), *t)).collect();
 
     let mut drills = Vec::new();
+    let job = Job {
+        plan,
+        fixed,
+        view: view.as_ref(),
+        keys,
+        run_id: &run_id,
+        deadline,
+        rpo_regions: &rpo_regions,
+    };
     for s in &selected {
         let t = by_id[s.tenant.as_str()];
-        let tier = &ctx.config.tiers[&t.tier];
-        let mut d = TenantDrill::selected(s, t, tier);
-        let region = match (fixed, &view) {
-            (Some(region), _) => region,
-            (None, Some(v)) => match v.locate(ctx, t.id.as_str()).await {
-                Ok(found) => {
-                    d.fallbacks = found.fallbacks;
-                    found.region
-                }
-                Err(e) => {
-                    d.problems.push(e.to_string());
-                    drills.push(d);
-                    continue;
-                }
-            },
-            (None, None) => {
-                // The plan loader refuses this: a region-loss drill names its region.
-                d.problems
-                    .push("a plan with `catalog = false` must name its source-region".into());
-                drills.push(d);
-                continue;
-            }
-        };
-        d.region = Some(region.name.clone());
-        let found = match &view {
-            Some(v) => v.found(t.id.as_str(), &region.name),
-            None => from_region(region, &t.id).await,
-        };
-        let found = match found {
-            Ok(f) => f,
-            Err(e) => {
-                d.problems.push(format!("listing backups: {e}"));
-                drills.push(d);
-                continue;
-            }
-        };
-        let now = Utc::now();
-        let rpo = plan::rpo_by_region(&found.points, &rpo_regions, plan.rpo_window, now);
-        if let Err(why) = plan::rpo_verdict(&rpo, tier.rpo) {
-            d.problems.push(format!("RPO: {why}"));
-        }
-        d.rpo = rpo.iter().map(rpo_ms).collect();
-        match found.newest {
-            None => d
-                .problems
-                .push(format!("no backup in region {} to restore", region.name)),
-            Some((backup, size)) => {
-                d.backup_id = Some(backup.to_string());
-                d.artifact_bytes = size;
-                match scratch_tenant(plan, t) {
-                    Err(why) => d.problems.push(why),
-                    Ok(scratch) => {
-                        drill_one(
-                            ctx, plan, &scratch, region, &backup, keys, &run_id, deadline, &mut d,
-                        )
-                        .await
-                    }
-                }
-            }
-        }
-        if let Some(rto) = d.rto_ms
-            && rto > d.rto_objective_ms
-        {
-            d.problems.push(format!(
-                "RTO: restore took {}, objective {}",
-                fmt_duration(Duration::from_millis(rto)),
-                fmt_duration(tier.rto)
-            ));
-        }
-        d.passed = d.problems.is_empty();
-        drills.push(d);
+        drills.push(drill_tenant(ctx, &job, s, t).await);
         if tokio::time::Instant::now() >= deadline {
             break;
         }
@@ -469,6 +387,141 @@ pub async fn run(
         tenants: drills,
         tiers,
     };
+    record(ctx, &run).await?;
+    Ok(run)
+}
+
+/// What every tenant's drill of one run shares.
+struct Job<'a> {
+    plan: &'a DrillPlan,
+    /// `None`: each tenant's region is chosen as a restore without `--region` chooses it.
+    fixed: Option<&'a Region>,
+    /// `None` for a region-loss drill, which cannot ask the catalog.
+    view: Option<&'a CatalogView>,
+    keys: KeysFrom,
+    run_id: &'a str,
+    deadline: tokio::time::Instant,
+    rpo_regions: &'a [String],
+}
+
+/// Every known tenant's state: only active ones are drilled, never terminated or purged ones.
+/// The catalog says which (purged ones included); a region-loss drill asks the region's
+/// lifecycle records instead, which outlive a purge.
+async fn tenant_states(
+    ctx: &Context,
+    plan: &DrillPlan,
+    fixed: Option<&Region>,
+) -> Result<std::collections::HashMap<String, crate::catalog::TenantState>, Error> {
+    Ok(match (plan.use_catalog, fixed) {
+        (true, _) | (false, None) => ctx.catalog.tenant_states().await?,
+        (false, Some(region)) => match super::records::read_region(region).await {
+            Ok(found) => found
+                .states()
+                .into_iter()
+                .map(|(t, s)| {
+                    (
+                        t.to_string(),
+                        crate::catalog::TenantState::from(&s.lifecycle),
+                    )
+                })
+                .collect(),
+            Err(e) => {
+                // Its backups cannot be listed either: every drill fails, saying so.
+                tracing::warn!(region = %region.name, error = %e, "lifecycle records cannot be read");
+                Default::default()
+            }
+        },
+    })
+}
+
+/// Drills one selected tenant: locates its newest backup, checks the RPO, restores it into a
+/// scratch target and checks the RTO. Every problem is in the result, none is an error.
+async fn drill_tenant(
+    ctx: &Context,
+    job: &Job<'_>,
+    s: &plan::Selected,
+    t: &TenantConfig,
+) -> TenantDrill {
+    let tier = &ctx.config.tiers[&t.tier];
+    let mut d = TenantDrill::selected(s, t, tier);
+    let region = match (job.fixed, job.view) {
+        (Some(region), _) => region,
+        (None, Some(v)) => match v.locate(ctx, t.id.as_str()).await {
+            Ok(found) => {
+                d.fallbacks = found.fallbacks;
+                found.region
+            }
+            Err(e) => {
+                d.problems.push(e.to_string());
+                return d;
+            }
+        },
+        (None, None) => {
+            // The plan loader refuses this: a region-loss drill names its region.
+            d.problems
+                .push("a plan with `catalog = false` must name its source-region".into());
+            return d;
+        }
+    };
+    d.region = Some(region.name.clone());
+    let found = match job.view {
+        Some(v) => v.found(t.id.as_str(), &region.name),
+        None => from_region(region, &t.id).await,
+    };
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => {
+            d.problems.push(format!("listing backups: {e}"));
+            return d;
+        }
+    };
+    let now = Utc::now();
+    let rpo = plan::rpo_by_region(&found.points, job.rpo_regions, job.plan.rpo_window, now);
+    if let Err(why) = plan::rpo_verdict(&rpo, tier.rpo) {
+        d.problems.push(format!("RPO: {why}"));
+    }
+    d.rpo = rpo.iter().map(rpo_ms).collect();
+    match found.newest {
+        None => d
+            .problems
+            .push(format!("no backup in region {} to restore", region.name)),
+        Some((backup, size)) => {
+            d.backup_id = Some(backup.to_string());
+            d.artifact_bytes = size;
+            match scratch_tenant(job.plan, t) {
+                Err(why) => d.problems.push(why),
+                Ok(scratch) => {
+                    drill_one(
+                        ctx,
+                        job.plan,
+                        &scratch,
+                        region,
+                        &backup,
+                        job.keys,
+                        job.run_id,
+                        job.deadline,
+                        &mut d,
+                    )
+                    .await
+                }
+            }
+        }
+    }
+    if let Some(rto) = d.rto_ms
+        && rto > d.rto_objective_ms
+    {
+        d.problems.push(format!(
+            "RTO: restore took {}, objective {}",
+            fmt_duration(Duration::from_millis(rto)),
+            fmt_duration(tier.rto)
+        ));
+    }
+    d.passed = d.problems.is_empty();
+    d
+}
+
+/// Records a run (its report, its tenants' results, an event for a failed tier) and audits it.
+async fn record(ctx: &Context, run: &DrillRun) -> Result<(), Error> {
     let results: Vec<crate::catalog::DrillResultRow> = run
         .tenants
         .iter()
@@ -477,7 +530,7 @@ pub async fn run(
             passed: t.passed,
         })
         .collect();
-    let report = serde_json::to_string(&run).map_err(|e| Error::Failed(e.to_string()))?;
+    let report = serde_json::to_string(run).map_err(|e| Error::Failed(e.to_string()))?;
     let failed_tiers: Vec<serde_json::Value> = run
         .tiers
         .iter()
@@ -525,7 +578,7 @@ pub async fn run(
         )
         .await?;
     let failed = run.tenants.iter().filter(|t| !t.passed).count();
-    let reason = if ctx.actor.role == crate::audit::SERVICE {
+    let reason = if ctx.actor.role == crate::audit::Role::Service {
         format!("drill plan {} on its schedule", run.plan)
     } else {
         format!("drill plan {} run by hand", run.plan)
@@ -541,10 +594,10 @@ pub async fn run(
                 run.tenants.len()
             ),
             outcome: if run.passed() { "ok" } else { "failed" },
-            ..crate::catalog::AuditEntry::by(&ctx.actor, "drill.run", finished_at)
+            ..crate::catalog::AuditEntry::by(&ctx.actor, "drill.run", run.finished_at)
         })
         .await?;
-    Ok(run)
+    Ok(())
 }
 
 /// The runs recorded since `since`, oldest first; apart, the ids of the runs whose report this

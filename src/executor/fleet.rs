@@ -38,7 +38,7 @@ pub async fn tenant(ctx: &Context, id: &TenantId) -> Result<TenantConfig, Error>
             Err(e) => unread = format!(" (discovery could not be read: {e})"),
         }
     }
-    if let Some(row) = ctx.catalog.tenant(id.as_str()).await?
+    if let Some(row) = ctx.catalog.tenant(id).await?
         && let Some(json) = &row.connection
     {
         return recall(ctx, id, &row.tier, json);
@@ -77,7 +77,7 @@ pub async fn current(ctx: &Context) -> Current {
 
 /// Whether `id` names a tenant of this installation (configured, discovered or in the catalog).
 pub async fn exists(ctx: &Context, id: &TenantId) -> Result<bool, Error> {
-    if ctx.catalog.tenant(id.as_str()).await?.is_some() {
+    if ctx.catalog.tenant(id).await?.is_some() {
         return Ok(true);
     }
     match tenant(ctx, id).await {

@@ -4,7 +4,7 @@
 
 use super::retention::{TenantPlan, purge};
 use super::{Context, Error, records};
-use crate::catalog::{AuditEntry, LifecycleChange, TenantRow};
+use crate::catalog::{AuditEntry, LifecycleChange, TenantRow, TenantState};
 use crate::domain::lifecycle::Event;
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{Lifecycle, TenantFacts};
@@ -36,7 +36,7 @@ async fn change(
 
 /// The tenant's catalog row, creating it from the config for a tenant never backed up.
 async fn row(ctx: &Context, id: &TenantId) -> Result<TenantRow, Error> {
-    if ctx.catalog.tenant(id.as_str()).await?.is_none() {
+    if ctx.catalog.tenant(id).await?.is_none() {
         let t = super::fleet::tenant(ctx, id).await?;
         let connection = t
             .discovered
@@ -44,7 +44,7 @@ async fn row(ctx: &Context, id: &TenantId) -> Result<TenantRow, Error> {
             .map(crate::config::Discovered::to_json);
         ctx.catalog
             .upsert_tenant(
-                id.as_str(),
+                id,
                 t.engine.as_str(),
                 &t.tier,
                 connection.as_deref(),
@@ -52,11 +52,7 @@ async fn row(ctx: &Context, id: &TenantId) -> Result<TenantRow, Error> {
             )
             .await?;
     }
-    Ok(ctx
-        .catalog
-        .tenant(id.as_str())
-        .await?
-        .expect("just created"))
+    Ok(ctx.catalog.tenant(id).await?.expect("just created"))
 }
 
 fn window(ctx: &Context, t: &TenantRow) -> Result<chrono::Duration, Error> {
@@ -82,7 +78,7 @@ pub async fn terminate(
             "--at {at} is in the future; a termination is recorded when it happened"
         )));
     }
-    if t.state != "active" {
+    if t.state != TenantState::Active {
         return Err(Error::Conflict(format!(
             "tenant {id} is already {}",
             t.state
@@ -93,7 +89,7 @@ pub async fn terminate(
         ctx,
         &t,
         LifecycleChange::State {
-            state: "terminated",
+            state: TenantState::Terminated,
             terminated_at: Some(at),
         },
         Event::Terminate,
@@ -122,7 +118,7 @@ pub async fn terminate(
 pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome, Error> {
     let t = row(ctx, id).await?;
     let now = Utc::now();
-    let (Some(at), "terminated") = (t.terminated_at, t.state.as_str()) else {
+    let (Some(at), TenantState::Terminated) = (t.terminated_at, t.state) else {
         return Err(Error::Conflict(format!(
             "tenant {id} is {}, not terminated",
             t.state
@@ -140,7 +136,7 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Out
         ctx,
         &t,
         LifecycleChange::State {
-            state: "active",
+            state: TenantState::Active,
             terminated_at: None,
         },
         Event::Reinstate,
@@ -164,7 +160,7 @@ pub async fn reinstate(ctx: &Context, id: &TenantId, reason: &str) -> Result<Out
 
 pub async fn hold(ctx: &Context, id: &TenantId, on: bool, reason: &str) -> Result<Outcome, Error> {
     let t = row(ctx, id).await?;
-    if t.state == "purged" {
+    if t.state == TenantState::Purged {
         return Err(Error::Conflict(format!(
             "tenant {id} was purged; nothing is left to hold"
         )));
@@ -219,7 +215,7 @@ pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome
             "tenant {id}: --reason is empty; say why, with the erasure request's ticket"
         )));
     }
-    let Some(t) = ctx.catalog.tenant(id.as_str()).await? else {
+    let Some(t) = ctx.catalog.tenant(id).await? else {
         return Err(match ctx.config.tenant(id) {
             Some(_) => Error::Conflict(format!(
                 "tenant {id} cannot be erased: it is not terminated (it is in {} but was never backed up, so nothing of it is stored)",
@@ -231,9 +227,9 @@ pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome
             )),
         });
     };
-    let at = match (t.state.as_str(), t.terminated_at) {
-        ("terminated", Some(at)) => at,
-        ("purged", _) => {
+    let at = match (t.state, t.terminated_at) {
+        (TenantState::Terminated, Some(at)) => at,
+        (TenantState::Purged, _) => {
             return Err(Error::Conflict(format!(
                 "tenant {id} cannot be erased: it was already purged at {}; its deletion certificate is in the catalog",
                 t.purged_at.map(|p| p.to_rfc3339()).unwrap_or_default()
@@ -276,7 +272,7 @@ pub async fn erase(ctx: &Context, id: &TenantId, reason: &str) -> Result<Outcome
     match purge(ctx, &plan, &policy).await {
         Ok(purged) => {
             let certificate = purged.certificate;
-            let deleted = ctx.catalog.deletions(id.as_str()).await?.len();
+            let deleted = ctx.catalog.deletions(id).await?.len();
             ctx.catalog
                 .audit_entry(&AuditEntry {
                     tenant: Some(id.as_str()),

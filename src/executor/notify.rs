@@ -302,9 +302,10 @@ pub async fn watch_conditions(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<S
             continue;
         };
         let newest = known
-            .get(&t.id)
+            .get(t.id.as_str())
             .and_then(|k| k.history.newest_recovery_point);
-        let breached = t.state == "active" && notify::rpo_breached(newest, tier.rpo, now);
+        let breached = t.state == crate::catalog::TenantState::Active
+            && notify::rpo_breached(newest, tier.rpo, now);
         let event = breached.then(|| {
             crate::catalog::NewEvent::new(
                 EventKind::RpoBreached,

@@ -42,7 +42,7 @@ pub async fn plan(
     let mut facts = Vec::new();
     for t in tenants {
         let k = known.get(t.id.as_str());
-        if k.is_some_and(|k| k.state != "active") {
+        if k.is_some_and(|k| k.state != crate::catalog::TenantState::Active) {
             continue;
         }
         let Some(tier) = ctx.config.tiers.get(&t.tier) else {

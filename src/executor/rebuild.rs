@@ -10,7 +10,9 @@
 //! a region still holds are not restored.
 
 use super::{Context, Error, records, replicate};
-use crate::catalog::{BackupRow, CopyUpdate, LifecycleFields, RecordRow, TenantKeyRow};
+use crate::catalog::{
+    BackupRow, BackupStatus, CopyUpdate, LifecycleFields, RecordRow, TenantKeyRow, TenantState,
+};
 use crate::domain::lifecycle::{self, Lifecycle};
 use crate::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use crate::storage::{BackupId, KeyId};
@@ -128,21 +130,93 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
         .iter()
         .map(|(t, list)| (*t, lifecycle::replay(list.iter().copied())))
         .collect();
-    let purged = |tenant: &str| states.get(tenant).is_some_and(lifecycle::State::is_purged);
 
+    let objects = region.store.list(&region.layout.tenants_prefix()).await?;
+    let mut found = Found::default();
+    restore_backups(ctx, region, &objects, &states, &mut found, &mut report).await?;
+    restore_keys(ctx, region, &objects, &states, &mut found, &mut report).await?;
+    report_unreadable(region, &found, &mut report);
+    let mut tenants_seen = found.tenants_seen;
+
+    // Then the lifecycle state, from the records.
+    for (tenant, state) in &states {
+        restore_state(ctx, tenant, state, &mut tenants_seen, &mut report).await?;
+    }
+    let now = Utc::now();
+    for ((tenant, name), (record, body, regions)) in &merged {
+        let row = RecordRow {
+            tenant_id: tenant.clone(),
+            name: name.clone(),
+            recorded_at: record.recorded,
+            body: body.clone(),
+        };
+        ctx.catalog.import_record(&row, regions, now).await?;
+    }
+
+    report.tombstones = tenants_seen
+        .iter()
+        .filter(|t| is_purged(&states, t))
+        .count();
+    report.tenants = tenants_seen.len() - report.tombstones;
+    ctx.catalog
+        .audit(
+            &ctx.actor,
+            "catalog.rebuild",
+            None,
+            &format!(
+                "from region {}: {} tenants, {} tombstones, {} keys, {} backups, {} objects skipped; lifecycle from {} records: {}; {} warnings",
+                region.name,
+                report.tenants,
+                report.tombstones,
+                report.keys,
+                report.backups,
+                report.skipped.len(),
+                merged.len(),
+                if report.restored.is_empty() {
+                    "nothing to restore".to_string()
+                } else {
+                    report.restored.join("; ")
+                },
+                report.warnings.len()
+            ),
+            "ok",
+            Utc::now(),
+        )
+        .await?;
+    Ok(report)
+}
+
+/// What the passes over a region's objects collect for the passes after them.
+#[derive(Default)]
+struct Found {
+    /// Key id → its recipient, as the manifests name it.
+    recipients: BTreeMap<String, String>,
+    tenants_seen: BTreeSet<String>,
+    /// Manifests and keys of purged tenants, left in the region, per tenant.
+    left_of_purged: BTreeMap<String, usize>,
+    /// (tenant, key id) → how many recovered backups use it; the keys recovered.
+    used_keys: BTreeMap<(String, String), usize>,
+    keys_found: BTreeSet<(String, String)>,
+    /// Configured and discovered tenants, read once and only if a key without a backup needs it.
+    fleet: Option<super::fleet::Current>,
+}
+
+fn is_purged(states: &BTreeMap<&str, lifecycle::State>, tenant: &str) -> bool {
+    states.get(tenant).is_some_and(lifecycle::State::is_purged)
+}
+
+/// Manifests first: they name tenants, engines, tiers and key recipients. Each backup whose
+/// artifact checks out is recorded with a verified copy in `region`.
+async fn restore_backups(
+    ctx: &Context,
+    region: &crate::storage::Region,
+    objects: &[crate::storage::ObjectInfo],
+    states: &BTreeMap<&str, lifecycle::State>,
+    found: &mut Found,
+    report: &mut RebuildReport,
+) -> Result<(), Error> {
     let prefix = region.layout.tenants_prefix();
-    let objects = region.store.list(&prefix).await?;
     let sizes: BTreeMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-    let mut recipients: BTreeMap<String, String> = BTreeMap::new();
-    let mut tenants_seen = BTreeSet::new();
-    // Configured and discovered tenants, read once and only if a key without a backup needs it.
-    let mut fleet: Option<super::fleet::Current> = None;
-    let mut left_of_purged: BTreeMap<String, usize> = BTreeMap::new();
-    // (tenant, key id) → how many recovered backups use it; the keys recovered.
-    let mut used_keys: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut keys_found: BTreeSet<(String, String)> = BTreeSet::new();
-
-    // Manifests first: they name tenants, engines, tiers and key recipients.
     for o in objects.iter().filter(|o| o.key.ends_with(".manifest.json")) {
         let Some((tenant, "backups", name)) = parse_key(&prefix, &o.key) else {
             report
@@ -150,8 +224,8 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 .push(format!("{}: not a manifest key of the layout", o.key));
             continue;
         };
-        if purged(tenant.as_str()) {
-            *left_of_purged.entry(tenant.to_string()).or_default() += 1;
+        if is_purged(states, tenant.as_str()) {
+            *found.left_of_purged.entry(tenant.to_string()).or_default() += 1;
             continue;
         }
         let bytes = region.get_small(&o.key, MAX_MANIFEST_BYTES).await?;
@@ -186,13 +260,16 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             report.skipped.push(e.to_string());
             continue;
         }
-        if tenants_seen.insert(m.tenant.clone()) {
+        if found.tenants_seen.insert(m.tenant.clone()) {
             ctx.catalog
-                .upsert_tenant(&m.tenant, m.engine.as_str(), &m.tier, None, m.started_at)
+                .upsert_tenant(&tenant, m.engine.as_str(), &m.tier, None, m.started_at)
                 .await?;
         }
-        recipients.insert(m.key_id.clone(), m.recipient.clone());
-        *used_keys
+        found
+            .recipients
+            .insert(m.key_id.clone(), m.recipient.clone());
+        *found
+            .used_keys
             .entry((m.tenant.clone(), m.key_id.clone()))
             .or_default() += 1;
         let b = BackupRow {
@@ -201,7 +278,7 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             tier: m.tier.clone(),
             engine: m.engine.as_str().to_string(),
             key_id: Some(m.key_id.clone()),
-            status: "completed".into(),
+            status: BackupStatus::Completed,
             started_at: m.started_at,
             finished_at: Some(m.finished_at),
             recovery_point: Some(m.recovery_point),
@@ -224,15 +301,27 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
         report.backups += 1;
     }
 
-    // Then the wrapped keys. A key's recipient comes from a manifest that used it, or, for a key
-    // no backup used yet, from unwrapping it when a master identity is at hand.
+    Ok(())
+}
+
+/// Then the wrapped keys. A key's recipient comes from a manifest that used it, or, for a key
+/// no backup used yet, from unwrapping it when a master identity is at hand.
+async fn restore_keys(
+    ctx: &Context,
+    region: &crate::storage::Region,
+    objects: &[crate::storage::ObjectInfo],
+    states: &BTreeMap<&str, lifecycle::State>,
+    found: &mut Found,
+    report: &mut RebuildReport,
+) -> Result<(), Error> {
+    let prefix = region.layout.tenants_prefix();
     let master = ctx.master_identity().ok();
     for o in objects.iter().filter(|o| o.key.contains("/keys/")) {
         let Some((tenant, "keys", name)) = parse_key(&prefix, &o.key) else {
             continue;
         };
-        if purged(tenant.as_str()) {
-            *left_of_purged.entry(tenant.to_string()).or_default() += 1;
+        if is_purged(states, tenant.as_str()) {
+            *found.left_of_purged.entry(tenant.to_string()).or_default() += 1;
             continue;
         }
         let Some(key_id) = name
@@ -242,7 +331,7 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             continue;
         };
         let wrapped = region.get_small(&o.key, 64 << 10).await?;
-        let recipient = match (recipients.get(key_id), &master) {
+        let recipient = match (found.recipients.get(key_id), &master) {
             (Some(r), _) => r.clone(),
             (None, Some(master)) => {
                 match crate::crypto::unwrap_identity(&wrapped, master, key_id) {
@@ -261,16 +350,16 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 continue;
             }
         };
-        if tenants_seen.insert(tenant.to_string()) {
+        if found.tenants_seen.insert(tenant.to_string()) {
             // A tenant with a key and no backup yet: engine and tier from the config or discovery.
-            if fleet.is_none() {
+            if found.fleet.is_none() {
                 let f = super::fleet::current(ctx).await;
                 if let Some(why) = &f.unread {
                     report.skipped.push(format!("discovery: {why}"));
                 }
-                fleet = Some(f);
+                found.fleet = Some(f);
             }
-            let Some(t) = fleet.as_ref().and_then(|f| f.get(&tenant)) else {
+            let Some(t) = found.fleet.as_ref().and_then(|f| f.get(&tenant)) else {
                 report.skipped.push(format!(
                     "{}: tenant {tenant} has no backup and is neither configured nor discovered",
                     o.key
@@ -283,7 +372,7 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 .map(crate::config::Discovered::to_json);
             ctx.catalog
                 .upsert_tenant(
-                    tenant.as_str(),
+                    &tenant,
                     t.engine.as_str(),
                     &t.tier,
                     connection.as_deref(),
@@ -302,12 +391,19 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
                 Utc::now(),
             )
             .await?;
-        keys_found.insert((tenant.to_string(), key_id.to_string()));
+        found
+            .keys_found
+            .insert((tenant.to_string(), key_id.to_string()));
         report.keys += 1;
     }
-    // A backup is only as good as its key: say which ones this region cannot open on its own.
-    for ((tenant, key_id), n) in &used_keys {
-        if !keys_found.contains(&(tenant.clone(), key_id.clone())) {
+    Ok(())
+}
+
+/// A backup is only as good as its key: says which ones this region cannot open on its own,
+/// and what of purged tenants it still holds.
+fn report_unreadable(region: &crate::storage::Region, found: &Found, report: &mut RebuildReport) {
+    for ((tenant, key_id), n) in &found.used_keys {
+        if !found.keys_found.contains(&(tenant.clone(), key_id.clone())) {
             report.warnings.push(format!(
                 "tenant {tenant}: {n} backups use key {key_id}, which region {} does not hold (or it \
                  could not be read); they cannot be restored until it is back: rebuild from a \
@@ -316,57 +412,13 @@ pub async fn rebuild(ctx: &Context, region_name: &str) -> Result<RebuildReport, 
             ));
         }
     }
-    for (tenant, n) in &left_of_purged {
+    for (tenant, n) in &found.left_of_purged {
         report.skipped.push(format!(
             "region {}: {n} manifests and keys of tenant {tenant}, which was purged: not restored \
              (its key was shredded; delete them by hand)",
             region.name
         ));
     }
-
-    // Then the lifecycle state, from the records.
-    for (tenant, state) in &states {
-        restore_state(ctx, tenant, state, &mut tenants_seen, &mut report).await?;
-    }
-    let now = Utc::now();
-    for ((tenant, name), (record, body, regions)) in &merged {
-        let row = RecordRow {
-            tenant_id: tenant.clone(),
-            name: name.clone(),
-            recorded_at: record.recorded,
-            body: body.clone(),
-        };
-        ctx.catalog.import_record(&row, regions, now).await?;
-    }
-
-    report.tombstones = tenants_seen.iter().filter(|t| purged(t)).count();
-    report.tenants = tenants_seen.len() - report.tombstones;
-    ctx.catalog
-        .audit(
-            "cli",
-            "catalog.rebuild",
-            None,
-            &format!(
-                "from region {}: {} tenants, {} tombstones, {} keys, {} backups, {} objects skipped; lifecycle from {} records: {}; {} warnings",
-                region.name,
-                report.tenants,
-                report.tombstones,
-                report.keys,
-                report.backups,
-                report.skipped.len(),
-                merged.len(),
-                if report.restored.is_empty() {
-                    "nothing to restore".to_string()
-                } else {
-                    report.restored.join("; ")
-                },
-                report.warnings.len()
-            ),
-            "ok",
-            Utc::now(),
-        )
-        .await?;
-    Ok(report)
 }
 
 /// Sets one tenant's lifecycle as its records say, creating its row when no backup of it was
@@ -378,6 +430,7 @@ async fn restore_state(
     tenants_seen: &mut BTreeSet<String>,
     report: &mut RebuildReport,
 ) -> Result<(), Error> {
+    let tenant = &TenantId::parse(tenant).map_err(|e| Error::Failed(e.to_string()))?;
     if tenants_seen.insert(tenant.to_string()) {
         ctx.catalog
             .upsert_tenant(tenant, &state.engine, &state.tier, None, Utc::now())
@@ -409,16 +462,16 @@ async fn restore_state(
             }
         }),
     };
-    let (state_name, terminated_at, purged_at) = match state.lifecycle {
-        Lifecycle::Active => ("active", None, None),
-        Lifecycle::Terminated { at } => ("terminated", Some(at), None),
-        Lifecycle::Purged { at, terminated_at } => ("purged", terminated_at, Some(at)),
+    let (terminated_at, purged_at) = match state.lifecycle {
+        Lifecycle::Active => (None, None),
+        Lifecycle::Terminated { at } => (Some(at), None),
+        Lifecycle::Purged { at, terminated_at } => (terminated_at, Some(at)),
     };
     ctx.catalog
         .restore_lifecycle(
             tenant,
             &LifecycleFields {
-                state: state_name,
+                state: TenantState::from(&state.lifecycle),
                 terminated_at,
                 purged_at,
                 legal_hold: state.hold.is_some(),

@@ -34,7 +34,7 @@ pub fn make(
     reason: Option<&str>,
 ) -> Result<Record, Error> {
     let mut r = Record::new(
-        &t.id,
+        t.id.as_str(),
         event,
         Utc::now(),
         at,
@@ -171,12 +171,12 @@ pub async fn backfill(ctx: &Context) -> Result<Vec<String>, Error> {
             t.purged_at.unwrap_or(now),
             t.hold_reason.as_deref().filter(|_| t.legal_hold),
         )?;
-        r.state = Some(t.state.clone());
+        r.state = Some(t.state.to_string());
         r.legal_hold = Some(t.legal_hold);
         r.terminated_at = t.terminated_at;
         r.purge_started_at = t.purge_started_at;
         r.key_shredded_at = t.key_shredded_at;
-        if t.state == "purged" {
+        if t.state == crate::catalog::TenantState::Purged {
             r.certificate_sha256 = ctx
                 .catalog
                 .certificate(&t.id)
@@ -185,7 +185,7 @@ pub async fn backfill(ctx: &Context) -> Result<Vec<String>, Error> {
         }
         if ctx.catalog.backfill_record(&t, &row(&r)).await? {
             tracing::info!(tenant = %t.id, state = %t.state, hold = t.legal_hold, "lifecycle state from before lifecycle records recorded");
-            done.push(t.id.clone());
+            done.push(t.id.to_string());
         }
     }
     Ok(done)

@@ -2,7 +2,7 @@
 //! by re-reading it and comparing its SHA-256 with the one recorded at backup time.
 
 use super::{Context, Error};
-use crate::catalog::{BackupRow, CopyUpdate};
+use crate::catalog::{BackupRow, BackupStatus, CopyState, CopyUpdate};
 use crate::storage::{KeyId, Region, StorageError};
 use crate::tenant::TenantId;
 use bytes::Bytes;
@@ -163,11 +163,11 @@ pub async fn copy_between(
     to: &Region,
 ) -> Result<(), Error> {
     let tenant = TenantId::parse(&b.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
-    let (Some(sha), Some(size), Some(key_id), "completed") = (
+    let (Some(sha), Some(size), Some(key_id), BackupStatus::Completed) = (
         b.artifact_sha256.as_deref(),
         b.artifact_size,
         b.key_id.as_deref(),
-        b.status.as_str(),
+        b.status,
     ) else {
         return Err(Error::Conflict(format!("backup {} is not complete", b.id)));
     };
@@ -285,7 +285,7 @@ pub async fn catch_up_except(ctx: &Context, busy: &[String]) -> Result<Vec<Catch
             let copies = ctx.catalog.copies(&b.id).await?;
             let stored = copies
                 .iter()
-                .any(|c| c.region == to.name && c.state == "pending");
+                .any(|c| c.region == to.name && c.state == CopyState::Pending);
             let result = match stored {
                 true => held_whole(to, &b).await,
                 false => Ok(false),
@@ -294,10 +294,7 @@ pub async fn catch_up_except(ctx: &Context, busy: &[String]) -> Result<Vec<Catch
                 Ok(true) => Ok(()),
                 Ok(false) => {
                     let Some(from) = ctx.regions.iter().find(|r| {
-                        r.name != to.name
-                            && copies
-                                .iter()
-                                .any(|c| c.region == r.name && c.state == "verified")
+                        r.name != to.name && crate::catalog::verified_in(&copies, &r.name)
                     }) else {
                         // No healthy copy anywhere: `verify` reports it; nothing to copy from.
                         continue;

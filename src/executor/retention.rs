@@ -9,12 +9,16 @@
 //! resumes on the next run.
 
 use super::{Context, Error, records};
-use crate::catalog::{AuditEntry, DeletionRow, LifecycleChange, NewEvent, PurgeStep, TenantRow};
+use crate::catalog::{
+    AuditEntry, BackupStatus, DeletionRow, LifecycleChange, NewEvent, PurgeStep, TenantRow,
+    TenantState,
+};
 use crate::domain::lifecycle::Event;
 use crate::domain::notify::EventKind;
 use crate::domain::objectives::fmt_duration;
 use crate::domain::retention::{self, BackupFact, Decision, Lifecycle, Origin, TenantFacts};
 use crate::storage::Region;
+use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -28,8 +32,8 @@ pub struct TenantPlan {
 }
 
 pub(crate) fn lifecycle(t: &TenantRow) -> Lifecycle {
-    match (t.state.as_str(), t.terminated_at) {
-        ("terminated", Some(at)) => Lifecycle::Terminated { at },
+    match (t.state, t.terminated_at) {
+        (TenantState::Terminated, Some(at)) => Lifecycle::Terminated { at },
         _ => Lifecycle::Active,
     }
 }
@@ -46,21 +50,21 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
                 t.id, t.tier
             ))
         })?;
-        let overrides = crate::tenant::TenantId::parse(&t.id)
-            .ok()
-            .and_then(|id| ctx.config.tenant(&id).map(|c| c.retention))
+        let overrides = ctx
+            .config
+            .tenant(&t.id)
+            .map(|c| c.retention)
             .unwrap_or_default();
         let mut facts = Vec::new();
         for b in ctx.catalog.backups(&t.id).await? {
-            let (Some(rp), "completed") = (b.recovery_point, b.status.as_str()) else {
+            let (Some(rp), BackupStatus::Completed) = (b.recovery_point, b.status) else {
                 continue;
             };
             let copies = copies.get(&b.id).map(Vec::as_slice).unwrap_or_default();
-            let verified_everywhere = ctx.regions.iter().all(|r| {
-                copies
-                    .iter()
-                    .any(|c| c.region == r.name && c.state == "verified")
-            });
+            let verified_everywhere = ctx
+                .regions
+                .iter()
+                .all(|r| crate::catalog::verified_in(copies, &r.name));
             facts.push(BackupFact {
                 id: b.id.clone(),
                 recovery_point: rp,
@@ -79,7 +83,7 @@ pub async fn plan_all(ctx: &Context, now: DateTime<Utc>) -> Result<Vec<TenantPla
         plans.push(TenantPlan {
             purge: tenant_facts.purge_due(now),
             decisions: retention::plan(&tenant_facts, &facts, now),
-            tenant: t.id.clone(),
+            tenant: t.id.to_string(),
             tier: t.tier.clone(),
             facts: tenant_facts,
         });
@@ -140,7 +144,7 @@ pub fn cap_violations(plans: &[TenantPlan], max_deletes: usize, max_share: f64) 
 async fn delete_object(
     ctx: &Context,
     region: &Region,
-    tenant: &str,
+    tenant: &TenantId,
     backup: Option<&str>,
     key: &str,
     reason: &str,
@@ -167,7 +171,7 @@ async fn delete_object(
     Ok(())
 }
 
-async fn delete_backup(ctx: &Context, tenant: &str, d: &Decision) -> Result<(), Error> {
+async fn delete_backup(ctx: &Context, tenant: &TenantId, d: &Decision) -> Result<(), Error> {
     let b = ctx.catalog.backup(&d.backup_id).await?;
     let Some(b) = b else { return Ok(()) };
     let reason = d.reasons.join("; ");
@@ -181,7 +185,7 @@ async fn delete_backup(ctx: &Context, tenant: &str, d: &Decision) -> Result<(), 
     ctx.catalog.forget_backup(&b.id).await?;
     ctx.catalog
         .audit_entry(&AuditEntry {
-            tenant: Some(tenant),
+            tenant: Some(tenant.as_str()),
             reason: Some(&reason),
             detail: &format!("backup {}", b.id),
             ..AuditEntry::by(&ctx.actor, "backup.delete", Utc::now())
@@ -258,7 +262,7 @@ fn window_ended(plan: &TenantPlan) -> String {
 /// Why a retention run happens: the tiers' policies, applied by hand or on `[retention]
 /// schedule`, with the caps overridden by `--confirm` when they were.
 fn run_reason(ctx: &Context, confirmed_over_caps: bool) -> String {
-    let by = if ctx.actor.role == crate::audit::SERVICE {
+    let by = if ctx.actor.role == crate::audit::Role::Service {
         "[retention] schedule"
     } else {
         "retention apply by hand"
@@ -279,7 +283,7 @@ pub(super) struct Purged {
 }
 
 /// The tenant's row, which a purge needs.
-async fn tenant_row(ctx: &Context, t: &str) -> Result<TenantRow, Error> {
+async fn tenant_row(ctx: &Context, t: &TenantId) -> Result<TenantRow, Error> {
     ctx.catalog
         .tenant(t)
         .await?
@@ -292,12 +296,11 @@ async fn tenant_row(ctx: &Context, t: &str) -> Result<TenantRow, Error> {
 /// tombstone, which the purge does not delete: it lives outside the tenant's prefix) are
 /// recorded in every region, so a rebuilt catalog resumes or remembers it.
 pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Result<Purged, Error> {
-    let tenant =
-        crate::tenant::TenantId::parse(&plan.tenant).map_err(|e| Error::Failed(e.to_string()))?;
-    let t = plan.tenant.as_str();
+    let tenant = TenantId::parse(&plan.tenant).map_err(|e| Error::Failed(e.to_string()))?;
+    let (id, t) = (&tenant, plan.tenant.as_str());
     let reason = reason.to_string();
     let mut warnings = Vec::new();
-    let row = tenant_row(ctx, t).await?;
+    let row = tenant_row(ctx, id).await?;
     let started = Utc::now();
     if row.purge_started_at.is_none() {
         let record = records::row(&records::make(
@@ -309,7 +312,7 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
         )?);
         ctx.catalog
             .change_lifecycle(
-                t,
+                id,
                 LifecycleChange::Purge(PurgeStep::Started, started),
                 &record,
             )
@@ -330,7 +333,7 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
         let keys_prefix = format!("{}keys/", region.layout.tenant_prefix(&tenant));
         let found = region.store.list(&keys_prefix).await?;
         for o in &found {
-            delete_object(ctx, region, t, None, &o.key, &reason).await?;
+            delete_object(ctx, region, id, None, &o.key, &reason).await?;
         }
         ctx.catalog
             .audit_entry(&AuditEntry {
@@ -346,9 +349,9 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
             .await?;
         crate::fault::crash_point(&format!("purge-after-key-delete:{}", region.name));
     }
-    ctx.catalog.forget_tenant_keys(t).await?;
+    ctx.catalog.forget_tenant_keys(id).await?;
     ctx.catalog
-        .mark_purge(t, PurgeStep::KeysShredded, Utc::now())
+        .mark_purge(id, PurgeStep::KeysShredded, Utc::now())
         .await?;
 
     // 2. Everything else under the tenant's prefix, in every region.
@@ -359,7 +362,7 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
             .await?;
         for o in &found {
             let backup = o.key.rsplit('/').next().and_then(|n| n.split('.').next());
-            delete_object(ctx, region, t, backup, &o.key, &reason).await?;
+            delete_object(ctx, region, id, backup, &o.key, &reason).await?;
         }
         ctx.catalog
             .audit_entry(&AuditEntry {
@@ -383,9 +386,9 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
     }
 
     // 3. The certificate, from the recorded deletions (including those of an interrupted run).
-    ctx.catalog.forget_tenant_backups(t).await?;
+    ctx.catalog.forget_tenant_backups(id).await?;
     let purged_at = Utc::now();
-    let row = tenant_row(ctx, t).await?;
+    let row = tenant_row(ctx, id).await?;
     let cert = Certificate {
         format: "lifeboat-deletion-certificate/1",
         tenant: t.to_string(),
@@ -397,7 +400,7 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
         key_shredded_at: row.key_shredded_at,
         purged_at,
         regions: ctx.regions.iter().map(|r| r.name.clone()).collect(),
-        deleted: ctx.catalog.deletions(t).await?,
+        deleted: ctx.catalog.deletions(id).await?,
         statement: format!(
             "Every wrapped copy of the tenant's encryption key was deleted from every region and from the catalog \
              at the time above, before its backups: any copy of a backup that escaped deletion cannot be decrypted. \
@@ -431,13 +434,13 @@ pub(super) async fn purge(ctx: &Context, plan: &TenantPlan, reason: &str) -> Res
     );
     ctx.catalog
         .change_lifecycle_notifying(
-            t,
+            id,
             LifecycleChange::Purge(PurgeStep::Done, purged_at),
             &tombstone,
             Some(&event),
         )
         .await?;
-    ctx.catalog.store_certificate(t, purged_at, &json).await?;
+    ctx.catalog.store_certificate(id, purged_at, &json).await?;
     let dir = &ctx.config.retention.certificates_dir;
     let stem = format!("{t}-{}", purged_at.format("%Y%m%dT%H%M%SZ"));
     let write = || -> std::io::Result<PathBuf> {
@@ -517,8 +520,9 @@ pub async fn apply(
             report.purged.push(p.tenant.clone());
             continue;
         }
+        let tenant = TenantId::parse(&p.tenant).map_err(|e| Error::Failed(e.to_string()))?;
         for d in p.decisions.iter().filter(|d| !d.keep) {
-            delete_backup(ctx, &p.tenant, d).await?;
+            delete_backup(ctx, &tenant, d).await?;
             report.deleted += 1;
         }
     }

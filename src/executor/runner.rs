@@ -79,9 +79,9 @@ pub async fn run_claimed(
     if let Some(prev) = &job.previous_backup
         && let Some(b) = ctx.catalog.backup(prev).await?
     {
-        match b.status.as_str() {
+        match b.status {
             // The previous holder finished the backup but died before closing the job.
-            "completed" => {
+            crate::catalog::BackupStatus::Completed => {
                 ctx.catalog
                     .finish_job(
                         job,
@@ -91,7 +91,7 @@ pub async fn run_claimed(
                     .await?;
                 return Ok(None);
             }
-            "running" => settle_lost_backup(ctx, &b).await?,
+            crate::catalog::BackupStatus::Running => settle_lost_backup(ctx, &b).await?,
             _ => {}
         }
     }

@@ -10,6 +10,7 @@
 //! is older than `pipeline.job-timeout`.
 
 use super::{Context, Error};
+use crate::catalog::BackupStatus;
 use crate::storage::{BackupId, PendingUpload};
 use crate::tenant::TenantId;
 use chrono::{DateTime, Utc};
@@ -38,7 +39,7 @@ fn backup_id_of(key: &str) -> Option<&str> {
 /// catalog), or it is older than any job may run. A running backup's upload, or a recent copy
 /// of a completed backup, may belong to a live process and is left alone.
 pub fn is_abandoned(
-    status: Option<&str>,
+    status: Option<BackupStatus>,
     started: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     job_timeout: Duration,
@@ -46,7 +47,7 @@ pub fn is_abandoned(
     let expired = started
         .is_none_or(|t| now.signed_duration_since(t).to_std().unwrap_or_default() > job_timeout);
     match status {
-        Some("running") | Some("completed") => expired,
+        Some(BackupStatus::Running | BackupStatus::Completed) => expired,
         _ => true,
     }
 }
@@ -151,16 +152,11 @@ async fn dead(
         Some(id) => ctx.catalog.backup(id).await?.map(|b| b.status),
         // A record's write may be in progress in another process: dead only once expired.
         None if upload.key.starts_with(&region.layout.lifecycle_prefix()) => {
-            Some("running".to_string())
+            Some(BackupStatus::Running)
         }
         None => None,
     };
-    Ok(is_abandoned(
-        status.as_deref(),
-        upload.started,
-        now,
-        timeout,
-    ))
+    Ok(is_abandoned(status, upload.started, now, timeout))
 }
 
 #[cfg(test)]
@@ -183,7 +179,7 @@ mod tests {
             (Some("running"), None, true),
         ] {
             assert_eq!(
-                is_abandoned(status, started, now, hour),
+                is_abandoned(status.map(|s| s.parse().unwrap()), started, now, hour),
                 dead,
                 "{status:?} {started:?}"
             );

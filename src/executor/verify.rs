@@ -402,7 +402,7 @@ async fn repair(
     }
     ctx.catalog
         .audit(
-            "cli",
+            &ctx.actor,
             "verify.repair",
             None,
             &format!(

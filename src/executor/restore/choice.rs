@@ -1,7 +1,7 @@
 //! What a restore settles before it touches anything: the tenant, the region and the backup.
 
 use super::{RestoreReport, RestoreRequest, Target, check_reason};
-use crate::catalog::{BackupRow, NewRestore};
+use crate::catalog::{BackupRow, BackupStatus, NewRestore, RestoreMode};
 use crate::engine::{self, SwapNames};
 use crate::executor::{Context, Error, locate};
 use crate::manifest::Manifest;
@@ -22,7 +22,7 @@ async fn choose_backup(
             .await?
             .filter(|b| b.tenant_id == tenant)
             .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no backup {id}")))?;
-        if b.status != "completed" {
+        if b.status != BackupStatus::Completed {
             return Err(Error::Conflict(format!(
                 "backup {id} is {}, not completed",
                 b.status
@@ -30,12 +30,12 @@ async fn choose_backup(
         }
         return Ok(b);
     }
-    let backups = ctx.catalog.backups(tenant).await?;
+    let backups = ctx.catalog.backups(&req.tenant).await?;
     let mut oldest: Option<DateTime<Utc>> = None;
     for b in backups
         .into_iter()
         .rev()
-        .filter(|b| b.status == "completed")
+        .filter(|b| b.status == BackupStatus::Completed)
     {
         if let (Some(before), Some(rp)) = (req.before, b.recovery_point)
             && rp > before
@@ -46,7 +46,7 @@ async fn choose_backup(
         let copies = ctx.catalog.copies(&b.id).await?;
         if copies
             .iter()
-            .any(|c| c.region == region.name && c.state == "verified")
+            .any(|c| c.region == region.name && c.is_verified())
         {
             return Ok(b);
         }
@@ -118,7 +118,7 @@ impl Chosen<'_> {
     pub(super) fn record<'a>(
         &'a self,
         req: &'a RestoreRequest,
-        mode: &'a str,
+        mode: RestoreMode,
         restored_target: &'a str,
         swap: Option<&'a SwapNames>,
         process: Option<&'a str>,
@@ -185,7 +185,7 @@ async fn choose_readable<'c>(
                 let copies = ctx.catalog.copies(&b.id).await?;
                 match copies
                     .iter()
-                    .any(|c| c.region == region.name && c.state == "verified")
+                    .any(|c| c.region == region.name && c.is_verified())
                 {
                     true => Ok(b),
                     false => Err(Error::NotFound(format!(

@@ -7,6 +7,7 @@ use super::progress::{Progress, Stage};
 use super::{RestoreReport, RestoreRequest, check_reason, fail, restore_tag};
 use crate::audit::Actor;
 use crate::catalog::RestoreRow;
+use crate::catalog::{RestoreMode, RestoreState};
 use crate::engine::{self, SwapNames};
 use crate::executor::{Context, Error};
 use crate::manifest::Manifest;
@@ -28,8 +29,8 @@ pub(super) async fn restore_over_live(
     let restore_id = chosen.restore_id.clone();
     let engine = engine::for_tenant(&chosen.tenant);
     let names = engine.swap_names(&restore_tag(&restore_id))?;
-    settle_interrupted(ctx, req.tenant.as_str()).await?;
-    if let Some(open) = ctx.catalog.open_live_restore(req.tenant.as_str()).await? {
+    settle_interrupted(ctx, &req.tenant).await?;
+    if let Some(open) = ctx.catalog.open_live_restore(&req.tenant).await? {
         return Err(open_restore(&open));
     }
     engine.check_swappable(&names.live).await?;
@@ -45,14 +46,14 @@ pub(super) async fn restore_over_live(
         .catalog
         .insert_restore(&chosen.record(
             req,
-            "live",
+            RestoreMode::Live,
             &names.staging,
             Some(&names),
             process.as_deref(),
         ))
         .await?;
     if !inserted {
-        let open = ctx.catalog.open_live_restore(req.tenant.as_str()).await?;
+        let open = ctx.catalog.open_live_restore(&req.tenant).await?;
         return Err(open.map(|o| open_restore(&o)).unwrap_or_else(|| {
             Error::Conflict(format!(
                 "another restore over live of tenant {} started meanwhile",
@@ -76,7 +77,13 @@ pub(super) async fn restore_over_live(
     {
         Ok((manifest, tables, safety, pending_copies)) => {
             ctx.catalog
-                .move_restore(&restore_id, "running", "swapped", None, Utc::now())
+                .move_restore(
+                    &restore_id,
+                    RestoreState::Running,
+                    RestoreState::Swapped,
+                    None,
+                    Utc::now(),
+                )
                 .await?;
             let kept = (safety, names.previous.clone(), pending_copies);
             Ok(chosen.report(clock, names.live.clone(), &manifest, &tables, Some(kept)))
@@ -93,8 +100,8 @@ fn open_restore(open: &RestoreRow) -> Error {
         .swapped_at
         .unwrap_or(open.started_at)
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Error::Conflict(match open.state.as_str() {
-        "swapped" => format!(
+    Error::Conflict(match open.state {
+        RestoreState::Swapped => format!(
             "tenant {} has restore {} swapped in since {since}, its previous data kept as {}; finalize or roll it back first (`lifeboat restore finalize {}` or `lifeboat restore rollback {}`, with --reason)",
             open.tenant_id,
             open.id,
@@ -220,20 +227,21 @@ async fn swapped_restore(
         .restore_row(restore_id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no restore {restore_id} in the catalog")))?;
-    if row.state == "running" {
-        settle_interrupted(ctx, &row.tenant_id).await?;
+    if row.state == RestoreState::Running {
+        let tenant = TenantId::parse(&row.tenant_id).map_err(|e| Error::Failed(e.to_string()))?;
+        settle_interrupted(ctx, &tenant).await?;
         row =
             ctx.catalog.restore_row(restore_id).await?.ok_or_else(|| {
                 Error::NotFound(format!("no restore {restore_id} in the catalog"))
             })?;
     }
-    if row.mode != "live" {
+    if row.mode != RestoreMode::Live {
         return Err(Error::NotSwapped(format!(
             "restore {restore_id} was a restore on the side (to {}): there is nothing to {verb}",
             row.restored_target
         )));
     }
-    if row.state != "swapped" {
+    if row.state != RestoreState::Swapped {
         return Err(Error::NotSwapped(format!(
             "restore {restore_id} is {}, not swapped: only a restore over live whose previous data is still kept can be {}",
             row.state,
@@ -274,10 +282,10 @@ pub async fn finalize(
         check_reason(reason)?;
         let (row, engine, names) = swapped_restore(ctx, restore_id, "finalize").await?;
         // Claimed first, so a concurrent rollback cannot swap back what is being dropped.
-        claim_swapped(ctx, &row, "finalized").await?;
+        claim_swapped(ctx, &row, RestoreState::Finalized).await?;
         if let Err(e) = engine.drop_target(&names.previous).await {
             ctx.catalog
-                .move_restore(&row.id, "finalized", "swapped", None, Utc::now())
+                .move_restore(&row.id, RestoreState::Finalized, RestoreState::Swapped, None, Utc::now())
                 .await?;
             return Err(e.into());
         }
@@ -310,10 +318,10 @@ pub async fn rollback(
                 names.staging
             )));
         }
-        claim_swapped(ctx, &row, "rolled_back").await?;
+        claim_swapped(ctx, &row, RestoreState::RolledBack).await?;
         if let Err(e) = engine.swap_back(&names).await {
             ctx.catalog
-                .move_restore(&row.id, "rolled_back", "swapped", None, Utc::now())
+                .move_restore(&row.id, RestoreState::RolledBack, RestoreState::Swapped, None, Utc::now())
                 .await?;
             return Err(Error::RollbackFailed(format!(
                 "the swap back failed; the restored data is still live and the previous data kept: {e}"
@@ -339,10 +347,10 @@ pub async fn rollback(
 }
 
 /// Moves a swapped restore to `to`, or refuses if another command settled it meanwhile.
-async fn claim_swapped(ctx: &Context, row: &RestoreRow, to: &str) -> Result<(), Error> {
+async fn claim_swapped(ctx: &Context, row: &RestoreRow, to: RestoreState) -> Result<(), Error> {
     if ctx
         .catalog
-        .move_restore(&row.id, "swapped", to, None, Utc::now())
+        .move_restore(&row.id, RestoreState::Swapped, to, None, Utc::now())
         .await?
     {
         Ok(())
@@ -398,16 +406,18 @@ async fn audit_settle(
 /// Settles the tenant's restore over live left `running` by a process that died (a crash, a
 /// kill): swapped if its swap had happened, else failed after removing what it left beside the
 /// untouched live data.
-pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error> {
+pub async fn settle_interrupted(ctx: &Context, tenant: &TenantId) -> Result<(), Error> {
     let Some(row) = ctx.catalog.open_live_restore(tenant).await? else {
         return Ok(());
     };
-    if row.state != "running" || crate::owner::tag_ended(row.process.as_deref()) != Some(true) {
+    if row.state != RestoreState::Running
+        || crate::owner::tag_ended(row.process.as_deref()) != Some(true)
+    {
         return Ok(());
     }
-    let tenant_id = TenantId::parse(tenant).map_err(|e| Error::Failed(e.to_string()))?;
+    let tenant_id = tenant;
     // A tenant no longer found anywhere has nothing this process could settle.
-    let Ok(config) = crate::executor::fleet::tenant(ctx, &tenant_id).await else {
+    let Ok(config) = crate::executor::fleet::tenant(ctx, tenant_id).await else {
         return Ok(());
     };
     let engine = engine::for_tenant(&config);
@@ -423,8 +433,8 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
         ctx.catalog
             .move_restore(
                 &row.id,
-                "running",
-                "swapped",
+                RestoreState::Running,
+                RestoreState::Swapped,
                 Some(&format!(
                     "its process {process} ended after the swap; settled as swapped"
                 )),
@@ -436,8 +446,8 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
         ctx.catalog
             .move_restore(
                 &row.id,
-                "running",
-                "failed",
+                RestoreState::Running,
+                RestoreState::Failed,
                 Some(&format!(
                     "its process {process} ended before the swap; the live data was untouched, the staging target removed"
                 )),
@@ -447,16 +457,16 @@ pub async fn settle_interrupted(ctx: &Context, tenant: &str) -> Result<(), Error
     }
     ctx.catalog
         .audit(
-            &ctx.actor.name,
+            &ctx.actor,
             "restore.settle",
-            Some(tenant),
+            Some(tenant.as_str()),
             &format!(
                 "restore {}: process {process} had ended; settled as {}",
                 row.id,
                 ctx.catalog
                     .restore_row(&row.id)
                     .await?
-                    .map(|r| r.state)
+                    .map(|r| r.state.as_str())
                     .unwrap_or_default()
             ),
             "ok",

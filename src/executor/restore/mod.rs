@@ -18,6 +18,7 @@ pub use progress::{Progress, Stage};
 
 use super::{Context, Error};
 use crate::audit::Actor;
+use crate::catalog::RestoreState;
 use crate::engine;
 use crate::storage::BackupId;
 use crate::tenant::TenantId;
@@ -180,7 +181,13 @@ async fn fail(ctx: &Context, restore_id: &str, e: &Error) {
     let cause = e.to_string();
     if let Err(c) = ctx
         .catalog
-        .move_restore(restore_id, "running", "failed", Some(&cause), Utc::now())
+        .move_restore(
+            restore_id,
+            RestoreState::Running,
+            RestoreState::Failed,
+            Some(&cause),
+            Utc::now(),
+        )
         .await
     {
         tracing::warn!(restore = %restore_id, error = %c, "could not record the failed restore");

@@ -4,6 +4,7 @@ use super::choice::choose;
 use super::load::{KeysFrom, Load, load_verified_reporting};
 use super::progress::Progress;
 use super::{RestoreReport, RestoreRequest, fail};
+use crate::catalog::{RestoreMode, RestoreState};
 use crate::engine;
 use crate::executor::{Context, Error};
 use chrono::Utc;
@@ -21,7 +22,7 @@ pub(super) async fn restore_side(
     let chosen = choose(ctx, req).await?;
     let process = crate::owner::this_tag();
     ctx.catalog
-        .insert_restore(&chosen.record(req, "side", target, None, process.as_deref()))
+        .insert_restore(&chosen.record(req, RestoreMode::Side, target, None, process.as_deref()))
         .await?;
     let restore_id = chosen.restore_id.clone();
     *recorded = Some(restore_id.clone());
@@ -53,7 +54,13 @@ pub(super) async fn restore_side(
         }
     };
     ctx.catalog
-        .move_restore(&restore_id, "running", "restored", None, Utc::now())
+        .move_restore(
+            &restore_id,
+            RestoreState::Running,
+            RestoreState::Restored,
+            None,
+            Utc::now(),
+        )
         .await?;
     Ok(chosen.report(clock, restored_to, &manifest, &tables, None))
 }
