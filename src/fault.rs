@@ -9,8 +9,9 @@
 //!   loaded, before its checks; `backup-dumping`: a backup's dump has started (SQLite: the
 //!   snapshot is written; MariaDB: the client option file exists) and its primary upload has
 //!   begun, before the first byte is streamed; `copy-writing`: a copy between regions has
-//!   written its first chunk to the destination's upload), create `DIR/paused` and wait the
-//!   same way.
+//!   written its first chunk to the destination's upload; `requested-backup-ended`: a customer's
+//!   requested backup has ended and its link is ready, before the end is audited), create
+//!   `DIR/paused` and wait the same way.
 //! - `fail-at:POINT` / `crash-at:POINT`: at the named `step` (`swap`: a restore over live is
 //!   halfway through swapping its restored data in; `swap-back`: a rollback is halfway through
 //!   swapping the previous data back), fail with an error, or exit 86 at once.

@@ -647,7 +647,7 @@ async fn drill_if_due(
     if !due(ctx.catalog.last_drill(&plan.name).await?) {
         return Ok(());
     }
-    let fleet = executor::discovery::discover(ctx).await?;
+    let fleet = executor::fleet::all(ctx).await?;
     tracing::info!(plan = %plan.name, "drill started");
     let run = executor::drill::run(ctx, plan, &fleet.tenants).await?;
     let failed = run.tenants.iter().filter(|t| !t.passed).count();
@@ -702,7 +702,7 @@ async fn plan_pass(
         executor::sweep::sweep(ctx, chrono::Utc::now()).await?;
     }
     // A failed read keeps the last fleet for claiming, and skips the reconciliation.
-    let discovered = match executor::discovery::discover(ctx).await {
+    let discovered = match executor::fleet::all(ctx).await {
         Ok(f) => {
             *fleet = Arc::new(
                 f.tenants

@@ -483,6 +483,16 @@ struct CustomerApi {
 
 impl CustomerApi {
     fn start(tenants: &[&str], scheduled_backups: usize, api: &str) -> CustomerApi {
+        Self::start_with(tenants, scheduled_backups, api, &[])
+    }
+
+    /// `start`, with `env` for `serve` besides its log level.
+    fn start_with(
+        tenants: &[&str],
+        scheduled_backups: usize,
+        api: &str,
+        env: &[(&str, &str)],
+    ) -> CustomerApi {
         let inst = Install::new();
         inst.quiet_schedules();
         write_private(&inst.path("link.key"), &"k".repeat(40));
@@ -514,7 +524,9 @@ impl CustomerApi {
                 (t.to_string(), out.stdout.trim().to_string())
             })
             .collect();
-        let serve = Serve::start(&inst.config, &[metrics, port], &[("LIFEBOAT_LOG", "info")]);
+        let mut env = env.to_vec();
+        env.push(("LIFEBOAT_LOG", "info"));
+        let serve = Serve::start(&inst.config, &[metrics, port], &env);
         CustomerApi {
             inst,
             serve,
@@ -625,6 +637,46 @@ impl Answer {
 /// backups out of `keep-last`. Three scheduled backups, then 30 requested ones (the quota is
 /// 30 a day here): retention keeps every scheduled one, and every requested one while its link
 /// lives; the 31st request is 429 `quota_exceeded` with Retry-After, audited as refused.
+/// A customer told its backup completed may ask for the next one at once. The request's task
+/// used to leave the tenant's running slot only after auditing the end, so a request in that
+/// gap was refused as already running (seen now and then in the daily-quota test below); the
+/// fault point holds the task in that gap.
+#[test]
+fn a_requested_backup_shown_completed_frees_the_tenant_for_the_next_request() {
+    let pause = tempfile::tempdir().unwrap();
+    let fault = format!("pause:requested-backup-ended:{}", pause.path().display());
+    let api = CustomerApi::start_with(&["shop"], 1, "", &[("LIFEBOAT_TEST_FAULT", &fault)]);
+    let token = api.token("shop");
+    let first = api.call("POST", "/api/v1/me/backups", token, Some("{}"));
+    assert_eq!(first.status, 202, "{}", first.text);
+    let id = first.json()["backup_id"].as_str().unwrap().to_string();
+    until(
+        "the first requested backup to end",
+        Duration::from_secs(120),
+        || pause.path().join("paused").exists(),
+    );
+    let shown = api
+        .call("GET", &format!("/api/v1/me/backups/{id}"), token, None)
+        .json();
+    assert_eq!(shown["status"], "completed", "{shown}");
+    let next = api.call("POST", "/api/v1/me/backups", token, Some("{}"));
+    assert_eq!(next.status, 202, "the next request: {}", next.text);
+    std::fs::write(pause.path().join("go"), b"").unwrap();
+    let next_id = next.json()["backup_id"].as_str().unwrap().to_string();
+    let mut last = Value::Null;
+    until(
+        "the next requested backup",
+        Duration::from_secs(120),
+        || {
+            last = api
+                .call("GET", &format!("/api/v1/me/backups/{next_id}"), token, None)
+                .json();
+            last["status"] != "running"
+        },
+    );
+    assert_eq!(last["status"], "completed", "{last}");
+}
+
 #[test]
 fn requested_backups_never_displace_scheduled_ones_and_a_daily_quota_bounds_them() {
     let api = CustomerApi::start(&["shop"], 3, "requested-backups-per-day = 30");

@@ -458,10 +458,7 @@ pub async fn request_backup(
         actor: caller.actor(),
         ip: caller.ip.to_string(),
     };
-    state.spawn(async move {
-        let (_permit, _running) = (permit, running);
-        ended.run(held).await;
-    });
+    state.spawn(ended.run(held, (permit, running)));
     let url = format!("/api/v1/me/backups/{backup_id}");
     let mut resp = json(
         StatusCode::ACCEPTED,
@@ -488,8 +485,9 @@ struct RequestEnd {
 }
 
 impl RequestEnd {
-    /// Runs the backup; on success makes the link usable for `lifetime` from now; audits the end.
-    async fn run(self, held: Requested) {
+    /// Runs the backup; on success makes the link usable for `lifetime` from now; frees the
+    /// tenant's slot (`slots`: the requested-backup permit and the running entry); audits the end.
+    async fn run<S>(self, held: Requested, slots: S) {
         let st = &self.state;
         let tenant = held.tenant().id.clone();
         let id = held.backup_id().clone();
@@ -517,6 +515,10 @@ impl RequestEnd {
                 ("failed", format!("backup {id}: {e}"))
             }
         };
+        // Free as soon as the link is ready (or the backup failed): a customer whose status
+        // already says completed may ask for the next backup at once, not after the audit write.
+        drop(slots);
+        crate::fault::pause_point("requested-backup-ended").await;
         let entry = AuditEntry {
             actor: &self.actor,
             role: "customer",

@@ -21,7 +21,7 @@ pub(super) async fn backup(file: &Path, tenant: Option<String>, all: bool) -> Re
     let ctx = Context::open(config).await?;
     // The fleet: `[[tenants]]` and what discovery lists now.
     let targets: Vec<_> = match &id {
-        None => executor::discovery::discover(&ctx).await?.tenants,
+        None => executor::fleet::all(&ctx).await?.tenants,
         Some(id) => vec![executor::fleet::listed(&ctx, id).await?.with_context(|| {
             format!(
                 "tenant {id} is not in {} and no discovery source lists it",

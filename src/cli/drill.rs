@@ -16,7 +16,7 @@ pub(super) async fn run(file: &Path, plan: PathBuf, out: Option<PathBuf>) -> Res
     // A stopped drill (CronJob deadline, eviction) drops its scratch target and records
     // itself as failed.
     watch_signals(&ctx.stop);
-    let fleet = executor::discovery::discover(&ctx).await?;
+    let fleet = executor::fleet::all(&ctx).await?;
     let run = executor::drill::run(&ctx, &plan, &fleet.tenants).await?;
     let runs = [run];
     for t in &runs[0].tenants {

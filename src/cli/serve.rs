@@ -89,7 +89,7 @@ pub(super) async fn plan(file: &Path, at: Option<String>) -> Result<ExitCode> {
             .to_utc(),
     };
     let ctx = Context::open(load(file)?).await?;
-    let fleet = executor::discovery::discover(&ctx).await?;
+    let fleet = executor::fleet::all(&ctx).await?;
     for s in &fleet.skipped {
         eprintln!("discovery: {s}");
     }

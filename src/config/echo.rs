@@ -11,10 +11,8 @@ impl Config {
     /// The resolved configuration as TOML, with every secret replaced by where it comes from.
     pub fn redacted(&self) -> String {
         let mut out = format!("# {}\n", self.file.display());
-        out.push_str(&toml::to_string(self).expect("the resolved config serialises to TOML"));
-        for note in self.notes() {
-            out.push_str(&format!("# {note}\n"));
-        }
+        let toml = toml::to_string(self).expect("the resolved config serialises to TOML");
+        out.push_str(&with_notes(&toml, &self.notes()));
         out.push('\n');
         for p in &self.drills {
             out.push_str(&drill_comment(p));
@@ -25,32 +23,58 @@ impl Config {
         out
     }
 
-    /// What an absent optional key means, where that is worth saying.
-    fn notes(&self) -> Vec<&'static str> {
+    /// What an absent optional key means, where that is worth saying: (section, note).
+    fn notes(&self) -> Vec<(&'static str, &'static str)> {
         let mut notes = Vec::new();
         if self.keys.master_identity.is_none() {
-            notes.push("[keys] no master identity: backup-only, restores are refused");
+            notes.push((
+                "[keys]",
+                "no master identity: backup-only, restores are refused",
+            ));
         }
         if self.api.as_ref().is_some_and(|a| a.tls.is_none()) {
-            notes.push("[api] plain HTTP: no tls-cert-file");
+            notes.push(("[api]", "plain HTTP: no tls-cert-file"));
         }
         if self
             .api
             .as_ref()
             .is_some_and(|a| a.allow.len() < ApiRole::ALL.len())
         {
-            notes.push("[api.allow] a role not listed may use its tokens from any address");
+            notes.push((
+                "[api.allow]",
+                "a role not listed may use its tokens from any address",
+            ));
         }
         if self.audit.key.is_none() {
-            notes.push("[audit] no key: entries are hashed with plain SHA-256");
+            notes.push(("[audit]", "no key: entries are hashed with plain SHA-256"));
         }
         if self.retention.schedule.is_none() {
-            notes.push(
-                "[retention] no schedule: `serve` never applies retention; run `retention apply` yourself",
-            );
+            notes.push((
+                "[retention]",
+                "no schedule: `serve` never applies retention; run `retention apply` yourself",
+            ));
         }
         notes
     }
+}
+
+/// `toml` with each note as a comment right under its section's header (at the end when the
+/// section is not printed), where an operator reading that section looks.
+fn with_notes(toml: &str, notes: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for line in toml.lines() {
+        out.push_str(line);
+        out.push('\n');
+        for (_, note) in notes.iter().filter(|(section, _)| *section == line) {
+            out.push_str(&format!("# {note}\n"));
+        }
+    }
+    for (section, note) in notes {
+        if !toml.lines().any(|l| l == *section) {
+            out.push_str(&format!("# {section} {note}\n"));
+        }
+    }
+    out
 }
 
 fn drill_comment(p: &DrillPlan) -> String {

@@ -9,6 +9,13 @@ use super::{Context, Error};
 use crate::config::{Connection, Discovered, DiscoverySource, EngineKind, TenantConfig};
 use crate::tenant::TenantId;
 
+/// Every tenant listed now: `[[tenants]]` and what the `[[discovery]]` sources list (what
+/// `backup --all`, the planner and drills work on). An unreadable source is an error here;
+/// `current` is the variant that keeps going without it.
+pub async fn all(ctx: &Context) -> Result<discovery::Fleet, Error> {
+    discovery::discover(ctx).await
+}
+
 /// The tenant as `[[tenants]]` or a discovery source lists it now (what may be backed up).
 pub async fn listed(ctx: &Context, id: &TenantId) -> Result<Option<TenantConfig>, Error> {
     if let Some(t) = ctx.config.tenant(id) {
@@ -17,7 +24,7 @@ pub async fn listed(ctx: &Context, id: &TenantId) -> Result<Option<TenantConfig>
     if ctx.config.discovery.is_empty() {
         return Ok(None);
     }
-    let fleet = discovery::discover(ctx).await?;
+    let fleet = all(ctx).await?;
     Ok(fleet.tenants.into_iter().find(|t| t.id == *id))
 }
 
